@@ -1,0 +1,1162 @@
+"""CTBatch: the scans of a batch stacked along z in one array (the "skyscraper").
+
+Data model
+----------
+``images`` is ONE array of shape (ΣZ_i, Y, X); item ``i`` occupies rows
+``bounds[i]:bounds[i + 1]``. ``masks`` (nodule masks) and ``lungs`` (lung masks) share that layout
+or are None. ``spacing`` / ``origin`` are (N, 3) and ``direction`` (N, 3, 3), all in (z, y, x)
+order, world LPS mm (see :mod:`ctflow.geometry`). ``nodules`` is a DataFrame with columns
+``id, z, y, x, diameter`` (world mm), so it stays valid through every action that moves voxels.
+
+Actions are thin: they validate the batch-level parts, then call a per-scan function from
+:mod:`ctflow.ops` for every item in parallel (:func:`~ctflow.parallel.inbatch_parallel`), and the
+batch assembles the new skyscraper and geometry.
+
+Examples
+--------
+>>> import numpy as np
+>>> import ctflow as cf
+>>> b = cf.CTBatch.from_arrays(
+...     [np.zeros((3, 8, 8), np.int16), np.ones((5, 8, 8), np.int16)],
+...     spacing=[(2.5, 0.7, 0.7), (1.0, 0.7, 0.7)],
+... )
+>>> b.images.shape, b.bounds.tolist()
+((8, 8, 8), [0, 3, 8])
+>>> b[1].images.base is b.images     # item arrays are views
+True
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike, NDArray
+
+from ctflow.errors import InvalidParameterError, InvalidScanError
+from ctflow.geometry import Geometry, as_shape, as_spacing
+from ctflow.io.annotations import NODULE_COLUMNS, empty_nodules, read_annotations
+from ctflow.parallel import ACTION_ATTR, action, default_n_workers, inbatch_parallel, map_items
+
+__all__ = ["CTBatch", "CTImagesBatch", "CTImagesMaskedBatch", "CTItem", "ItemFailure"]
+
+SKYSCRAPER = ("images", "masks", "lungs")
+_GEOMETRY_KEYS = ("spacing", "origin", "direction", "geometry")
+
+
+@dataclass
+class ItemFailure:
+    """An item dropped from a batch under ``on_error="skip"``."""
+
+    id: str
+    action: str
+    error: BaseException
+
+    def __str__(self) -> str:
+        return f"{self.id}: {self.action}: {type(self.error).__name__}: {self.error}"
+
+
+@dataclass
+class CTItem:
+    """One item of a batch: views into the skyscraper plus the item's geometry.
+
+    Attributes
+    ----------
+    index : int
+        Position in the batch.
+    id : str
+        Item id.
+    images, masks, lungs : ndarray (Z, Y, X) or None
+        Views into the batch's skyscrapers (writing to them writes to the batch).
+    geometry : Geometry
+        Spacing, origin, direction of the item.
+    nodules : DataFrame
+        The item's rows of the batch nodule table (world mm).
+    source : str or None
+        Where the item is loaded from.
+    rng : numpy.random.Generator
+        Deterministic per (seed, batch position, action, item) generator for random actions.
+    """
+
+    index: int
+    id: str
+    images: NDArray[Any] | None
+    masks: NDArray[Any] | None
+    lungs: NDArray[Any] | None
+    geometry: Geometry
+    nodules: pd.DataFrame
+    source: str | None = None
+    rng: np.random.Generator = field(default_factory=np.random.default_rng)
+    n_threads: int = 1
+
+    @property
+    def spacing(self) -> NDArray[np.float64]:
+        """(z, y, x) voxel size in mm."""
+        return self.geometry.spacing
+
+    @property
+    def origin(self) -> NDArray[np.float64]:
+        """World (z, y, x) mm of voxel (0, 0, 0)."""
+        return self.geometry.origin
+
+    @property
+    def direction(self) -> NDArray[np.float64]:
+        """3x3 axis cosines in (z, y, x)."""
+        return self.geometry.direction
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(Z, Y, X) of the item's images."""
+        if self.images is None:
+            raise InvalidScanError(f"item {self.id!r} has no images (load it first)")
+        z, y, x = self.images.shape
+        return int(z), int(y), int(x)
+
+    def voxel_to_world(self, zyx: ArrayLike) -> NDArray[np.float64]:
+        """Voxel indices (N, 3) -> world mm (N, 3), (z, y, x)."""
+        return self.geometry.voxel_to_world(zyx)
+
+    def world_to_voxel(self, zyx: ArrayLike) -> NDArray[np.float64]:
+        """World mm (N, 3) -> continuous voxel indices (N, 3), (z, y, x)."""
+        return self.geometry.world_to_voxel(zyx)
+
+    def nodule_centers_voxel(self) -> NDArray[np.float64]:
+        """Nodule centres of this item as continuous voxel indices (M, 3)."""
+        return self.world_to_voxel(self.nodules[["z", "y", "x"]].to_numpy(np.float64))
+
+
+def _concat(arrays: Sequence[NDArray[Any]], what: str, ids: Sequence[str]) -> NDArray[Any]:
+    """Stack item arrays along z into one skyscraper, with clear errors."""
+    first = arrays[0]
+    for arr, item_id in zip(arrays, ids, strict=True):
+        if arr.ndim != 3:
+            raise InvalidScanError(
+                f"{what} of item {item_id!r} must be 3-D (z, y, x); got {arr.shape}"
+            )
+        if arr.shape[1:] != first.shape[1:]:
+            raise InvalidScanError(
+                f"items of one batch must share the in-plane (Y, X) size: {what} of item "
+                f"{ids[0]!r} is {first.shape[1:]}, of item {item_id!r} is {arr.shape[1:]}; "
+                f"resize them or use batch_size=1"
+            )
+    dtypes = {np.dtype(a.dtype) for a in arrays}
+    if len(dtypes) > 1:
+        dtype = np.result_type(*dtypes)
+        if dtype == np.float64 and not any(np.dtype(a.dtype) == np.float64 for a in arrays):
+            dtype = np.dtype(np.float32)
+    else:
+        dtype = dtypes.pop()
+    if len(arrays) == 1 and arrays[0].flags.c_contiguous and arrays[0].dtype == dtype:
+        return arrays[0]
+    return np.concatenate(arrays, axis=0, dtype=dtype)
+
+
+class CTBatch:
+    """A batch of CT scans: one skyscraper array + per-item geometry, masks and nodules.
+
+    Parameters
+    ----------
+    ids : sequence of str
+        Item ids (unique).
+    sources : sequence of str or None, optional
+        Where each item is loaded from (a file or folder); used by :meth:`load`.
+    n_workers : int, optional
+        Threads for item-parallel actions (default: usable cores).
+
+    See Also
+    --------
+    CTBatch.from_arrays : build a batch from in-memory volumes.
+    ctflow.Dataset.create_batch : batches from a dataset.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import ctflow as cf
+    >>> b = cf.CTBatch.from_arrays([np.full((4, 6, 6), -1000, np.int16)], ids=["a"])
+    >>> b.normalize_hu(-1000, 400).images.max()
+    np.float32(0.0)
+    """
+
+    #: names of the skyscraper components
+    components = SKYSCRAPER
+
+    def __init__(
+        self,
+        ids: Sequence[str],
+        sources: Sequence[str | os.PathLike[str] | None] | None = None,
+        *,
+        n_workers: int | None = None,
+    ) -> None:
+        self.ids: list[str] = [str(i) for i in ids]
+        if len(set(self.ids)) != len(self.ids):
+            dup = sorted({i for i in self.ids if self.ids.count(i) > 1})
+            raise InvalidParameterError(f"batch ids must be unique; repeated: {dup}")
+        n = len(self.ids)
+        if sources is None:
+            self.sources: list[str | None] = [None] * n
+        else:
+            if len(sources) != n:
+                raise InvalidParameterError(
+                    f"batch: got {len(sources)} sources for {n} ids; they must match"
+                )
+            self.sources = [None if s is None else str(s) for s in sources]
+        self.images: NDArray[Any] | None = None
+        self.masks: NDArray[Any] | None = None
+        self.lungs: NDArray[Any] | None = None
+        self.bounds: NDArray[np.int64] = np.zeros(n + 1, dtype=np.int64)
+        self.spacing: NDArray[np.float64] = np.ones((n, 3))
+        self.origin: NDArray[np.float64] = np.zeros((n, 3))
+        self.direction: NDArray[np.float64] = np.tile(np.eye(3), (n, 1, 1))
+        self.nodules: pd.DataFrame = empty_nodules()
+        self.n_workers = n_workers
+        self.on_error = "raise"
+        self.failed: list[ItemFailure] = []
+        self.dumped: list[str] = []
+        self.skipped: list[str] = []
+        self.info: list[dict[str, Any]] = [{} for _ in range(n)]
+        self._positions: list[int] = list(range(n))
+        self._seed: np.random.SeedSequence | None = None
+        self._n_random_calls = 0
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_arrays(
+        cls,
+        images: Sequence[NDArray[Any]],
+        *,
+        ids: Sequence[str] | None = None,
+        spacing: ArrayLike | None = None,
+        origin: ArrayLike | None = None,
+        direction: ArrayLike | None = None,
+        masks: Sequence[NDArray[Any]] | None = None,
+        nodules: pd.DataFrame | None = None,
+        n_workers: int | None = None,
+    ) -> CTBatch:
+        """Build a batch from in-memory (Z, Y, X) volumes.
+
+        ``spacing`` / ``origin`` are (3,) for all items or (N, 3); ``direction`` (3, 3) or
+        (N, 3, 3). Ids default to ``"0", "1", ...``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> b = CTBatch.from_arrays([np.zeros((2, 4, 4), np.int16)], spacing=(2.0, 0.5, 0.5))
+        >>> b[0].spacing.tolist()
+        [2.0, 0.5, 0.5]
+        """
+        n = len(images)
+        if n == 0:
+            raise InvalidParameterError("from_arrays: give at least one volume")
+        batch = cls([str(i) for i in range(n)] if ids is None else ids, n_workers=n_workers)
+        sp = (
+            np.ones((n, 3))
+            if spacing is None
+            else np.broadcast_to(np.asarray(spacing, np.float64), (n, 3))
+        )
+        org = (
+            np.zeros((n, 3))
+            if origin is None
+            else np.broadcast_to(np.asarray(origin, np.float64), (n, 3))
+        )
+        dirs = (
+            np.tile(np.eye(3), (n, 1, 1))
+            if direction is None
+            else np.broadcast_to(np.asarray(direction, np.float64), (n, 3, 3))
+        )
+        geoms = [Geometry(sp[i], org[i], dirs[i]) for i in range(n)]
+        arrays = [np.asarray(a) for a in images]
+        batch._set_items({"images": arrays, "masks": None if masks is None else list(masks)}, geoms)
+        if nodules is not None:
+            batch.nodules = read_annotations(nodules)
+        return batch
+
+    def _set_items(
+        self,
+        arrays: Mapping[str, Sequence[NDArray[Any]] | None],
+        geometries: Sequence[Geometry],
+    ) -> None:
+        """Replace the skyscrapers and geometry from per-item arrays."""
+        images = arrays.get("images")
+        if images is None or (not isinstance(images, np.ndarray) and len(images) != len(self.ids)):
+            raise InvalidScanError("internal: every item needs images")
+        if isinstance(images, np.ndarray):  # an unchanged skyscraper: keep bounds
+            shapes = [tuple(int(v) for v in s) for s in self.shapes]
+        else:
+            shapes = [np.asarray(a).shape for a in images]
+        new = {}
+        for name in SKYSCRAPER:
+            seq = arrays.get(name)
+            if seq is None:
+                new[name] = None
+                continue
+            if isinstance(seq, np.ndarray):  # unchanged skyscraper, reused without a copy
+                if seq.shape[0] != sum(s[0] for s in shapes) or seq.shape[1:] != shapes[0][1:]:
+                    raise InvalidScanError(
+                        f"{name} skyscraper {seq.shape} does not match the item shapes {shapes}"
+                    )
+                new[name] = seq
+                continue
+            for arr, shape, item_id in zip(seq, shapes, self.ids, strict=True):
+                if arr.shape != shape:
+                    raise InvalidScanError(
+                        f"{name} of item {item_id!r} has shape {arr.shape}; its images have {shape}"
+                    )
+            new[name] = _concat(seq, name, self.ids) if len(seq) else None
+        self.images, self.masks, self.lungs = new["images"], new["masks"], new["lungs"]
+        self.bounds = np.concatenate([[0], np.cumsum([s[0] for s in shapes])]).astype(np.int64)
+        self.spacing = np.stack([g.spacing for g in geometries]) if geometries else np.ones((0, 3))
+        self.origin = np.stack([g.origin for g in geometries]) if geometries else np.zeros((0, 3))
+        self.direction = (
+            np.stack([g.direction for g in geometries]) if geometries else np.zeros((0, 3, 3))
+        )
+
+    # ------------------------------------------------------------------ item access
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _index(self, key: int | str) -> int:
+        if isinstance(key, str):
+            try:
+                return self.ids.index(key)
+            except ValueError:
+                raise KeyError(f"no item {key!r} in batch; ids: {self.ids}") from None
+        n = len(self)
+        i = int(key)
+        if not -n <= i < n:
+            raise IndexError(f"item index {key} out of range for a batch of {n}")
+        return i % n
+
+    def geometry(self, key: int | str) -> Geometry:
+        """The Geometry of one item."""
+        i = self._index(key)
+        return Geometry(self.spacing[i], self.origin[i], self.direction[i])
+
+    def _view(self, name: str, i: int) -> NDArray[Any] | None:
+        arr = getattr(self, name)
+        if arr is None:
+            return None
+        return arr[self.bounds[i] : self.bounds[i + 1]]
+
+    def get(self, key: int | str, component: str | None = None) -> Any:
+        """An item (:class:`CTItem`) by position or id, or one of its components.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> b = CTBatch.from_arrays([np.zeros((2, 4, 4), np.int16)], ids=["x"])
+        >>> b.get("x", "images").shape
+        (2, 4, 4)
+        """
+        i = self._index(key)
+        item = CTItem(
+            index=i,
+            id=self.ids[i],
+            images=self._view("images", i),
+            masks=self._view("masks", i),
+            lungs=self._view("lungs", i),
+            geometry=self.geometry(i),
+            nodules=self.nodules[self.nodules["id"] == self.ids[i]],
+            source=self.sources[i],
+        )
+        return item if component is None else getattr(item, component)
+
+    def __getitem__(self, key: int | str) -> CTItem:
+        return self.get(key)  # type: ignore[no-any-return]
+
+    def __iter__(self) -> Iterator[CTItem]:
+        for i in range(len(self)):
+            yield self.get(i)
+
+    @property
+    def shapes(self) -> NDArray[np.int64]:
+        """(N, 3) item shapes (Z, Y, X)."""
+        if self.images is None:
+            return np.zeros((len(self), 3), dtype=np.int64)
+        yx = np.tile(self.images.shape[1:], (len(self), 1))
+        return np.column_stack([np.diff(self.bounds), yx]).astype(np.int64)
+
+    def unstack(self, component: str = "images") -> NDArray[Any]:
+        """Items as one (N, Z, Y, X) array — a view, no copy — when all items share a shape.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> b = CTBatch.from_arrays([np.zeros((2, 4, 4), np.int16)] * 3)
+        >>> u = b.unstack()
+        >>> u.shape, u.base is not None
+        ((3, 2, 4, 4), True)
+        """
+        arr = getattr(self, component, None)
+        if component not in SKYSCRAPER or arr is None:
+            raise InvalidParameterError(f"unstack: component {component!r} is not loaded")
+        z = np.diff(self.bounds)
+        if len(z) == 0:
+            return arr.reshape(0, 0, *arr.shape[1:])
+        if np.any(z != z[0]):
+            raise InvalidScanError(
+                f"unstack: items have different z sizes {z.tolist()}; resize or crop them first"
+            )
+        return arr.reshape(len(z), int(z[0]), *arr.shape[1:])
+
+    def voxel_to_world(self, key: int | str, zyx: ArrayLike) -> NDArray[np.float64]:
+        """Voxel indices of item ``key`` to world mm, (z, y, x)."""
+        return self.geometry(key).voxel_to_world(zyx)
+
+    def world_to_voxel(self, key: int | str, zyx: ArrayLike) -> NDArray[np.float64]:
+        """World mm to continuous voxel indices of item ``key``, (z, y, x)."""
+        return self.geometry(key).world_to_voxel(zyx)
+
+    @classmethod
+    def action_names(cls) -> list[str]:
+        """Names of all methods usable as pipeline actions on this class."""
+        return sorted(
+            name
+            for name in dir(cls)
+            if not name.startswith("_") and getattr(getattr(cls, name, None), ACTION_ATTR, False)
+        )
+
+    def __repr__(self) -> str:
+        if self.images is None:
+            data = "not loaded"
+        else:
+            parts = [f"images={self.images.shape} {self.images.dtype}"]
+            for name in ("masks", "lungs"):
+                arr = getattr(self, name)
+                if arr is not None:
+                    parts.append(f"{name}={arr.dtype}")
+            parts.append(f"nodules={len(self.nodules)}")
+            data = ", ".join(parts)
+        shown = ", ".join(self.ids[:4]) + (", ..." if len(self) > 4 else "")
+        return f"{type(self).__name__}(n={len(self)}, ids=[{shown}], {data})"
+
+    # ------------------------------------------------------------------ randomness
+    def set_random_state(self, seed: int | None, position: int) -> None:
+        """Seed the batch's random actions from a run seed and the batch's position in the run."""
+        entropy = seed if seed is not None else np.random.SeedSequence().entropy
+        self._seed = np.random.SeedSequence(entropy, spawn_key=(int(position),))
+        self._n_random_calls = 0
+
+    def _next_seed(self) -> np.random.SeedSequence:
+        if self._seed is None:
+            self._seed = np.random.SeedSequence()
+        call = self._n_random_calls
+        self._n_random_calls += 1
+        return np.random.SeedSequence(self._seed.entropy, spawn_key=(*self._seed.spawn_key, call))
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """A fresh generator for one batch-level random draw (deterministic in a seeded run)."""
+        return np.random.default_rng(self._next_seed())
+
+    # ------------------------------------------------------------------ parallel machinery
+    def _workers(self, n_workers: int | None) -> int:
+        return int(n_workers or self.n_workers or default_n_workers())
+
+    def _run_items(
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        n_workers: int | None,
+        target: str,
+    ) -> CTBatch:
+        """Run ``func(self, item, *args, **kwargs)`` on every item and assemble the results."""
+        name = func.__name__
+        n = len(self)
+        if n == 0:
+            return self
+        workers = self._workers(n_workers)
+        seq = self._next_seed()
+        n_threads = max(1, workers // n)
+        items = [self.get(i) for i in range(n)]
+        for item in items:
+            pos = self._positions[item.index]
+            item.rng = np.random.default_rng(
+                np.random.SeedSequence(seq.entropy, spawn_key=(*seq.spawn_key, pos))
+            )
+            item.n_threads = n_threads
+        futures = map_items(
+            lambda it: func(self, it, *args, **kwargs),
+            items,
+            n_workers=workers,
+            target=target,  # type: ignore[arg-type]
+        )
+        results: list[Any] = []
+        keep: list[int] = []
+        for item, fut in zip(items, futures, strict=True):
+            exc = fut.exception()
+            if exc is None:
+                results.append(fut.result())
+                keep.append(item.index)
+                continue
+            exc.add_note(f"ctflow: in action {name!r} on item {item.id!r} (#{item.index})")
+            if self.on_error != "skip":
+                raise exc
+            self.failed.append(ItemFailure(item.id, name, exc))
+        if len(keep) < n:
+            self._keep(keep)
+        self._assemble(name, results)
+        return self
+
+    def _keep(self, indices: Sequence[int]) -> None:
+        """Drop all items except ``indices`` (in place)."""
+        idx = list(indices)
+        comps = {
+            c: [self._view(c, i) for i in idx] for c in SKYSCRAPER if getattr(self, c) is not None
+        }
+        geoms = [self.geometry(i) for i in idx]
+        kept_ids = [self.ids[i] for i in idx]
+        self.nodules = self.nodules[self.nodules["id"].isin(kept_ids)].reset_index(drop=True)
+        self.ids = kept_ids
+        self.sources = [self.sources[i] for i in idx]
+        self.info = [self.info[i] for i in idx]
+        self._positions = [self._positions[i] for i in idx]
+        if idx and self.images is not None:
+            self._set_items(comps, geoms)  # type: ignore[arg-type]
+        else:
+            self.images = self.masks = self.lungs = None
+            self.bounds = np.zeros(len(idx) + 1, dtype=np.int64)
+            self.spacing, self.origin = self.spacing[idx], self.origin[idx]
+            self.direction = self.direction[idx]
+
+    def _assemble(self, name: str, results: Sequence[Any]) -> None:
+        """Build new components from per-item results (arrays, dicts or None)."""
+        if not results or all(r is None for r in results):
+            return
+        dicts: list[dict[str, Any]] = []
+        for r, item_id in zip(results, self.ids, strict=True):
+            if r is None:
+                dicts.append({})
+            elif isinstance(r, np.ndarray):
+                dicts.append({"images": r})
+            elif isinstance(r, Mapping):
+                unknown = set(r) - {*SKYSCRAPER, *_GEOMETRY_KEYS, "nodules", "info"}
+                if unknown:
+                    raise InvalidParameterError(
+                        f"{name}: item {item_id!r} returned unknown components {sorted(unknown)}; "
+                        f"allowed: images, masks, lungs, spacing, origin, direction, geometry, "
+                        f"nodules, info"
+                    )
+                dicts.append(dict(r))
+            else:
+                raise InvalidParameterError(
+                    f"{name}: item {item_id!r} returned {type(r).__name__}; an item method must "
+                    f"return an array, a dict of components or None"
+                )
+        geoms: list[Geometry] = []
+        for i, d in enumerate(dicts):
+            if "geometry" in d:
+                geoms.append(d["geometry"])
+            else:
+                geoms.append(
+                    Geometry(
+                        d.get("spacing", self.spacing[i]),
+                        d.get("origin", self.origin[i]),
+                        d.get("direction", self.direction[i]),
+                    )
+                )
+        new: dict[str, list[NDArray[Any]] | None] = {}
+        changed_shape = any(
+            "images" in d and (self.images is None or d["images"].shape != tuple(self.shapes[i]))
+            for i, d in enumerate(dicts)
+        )
+        for comp in SKYSCRAPER:
+            given = [d.get(comp) for d in dicts]
+            if all(g is None for g in given):
+                old = getattr(self, comp)
+                if old is None or (changed_shape and comp != "images"):
+                    new[comp] = None  # absent, or cannot follow a shape change it missed
+                else:
+                    new[comp] = old  # unchanged: reuse the skyscraper, no copy
+                continue
+            arrays = []
+            for i, g in enumerate(given):
+                if g is None:
+                    old_view = self._view(comp, i)
+                    if old_view is None:
+                        raise InvalidScanError(
+                            f"{name}: item {self.ids[i]!r} returned no {comp} while other items did"
+                        )
+                    arrays.append(old_view)
+                else:
+                    arrays.append(np.asarray(g))
+            new[comp] = arrays
+        if any("nodules" in d for d in dicts):
+            tables = []
+            for i, d in enumerate(dicts):
+                t = d.get("nodules")
+                if t is None:
+                    t = self.nodules[self.nodules["id"] == self.ids[i]]
+                else:
+                    t = t.copy()
+                    t["id"] = self.ids[i]
+                tables.append(t.loc[:, list(NODULE_COLUMNS)])
+            self.nodules = pd.concat(tables, ignore_index=True) if tables else empty_nodules()
+        for i, d in enumerate(dicts):
+            if "info" in d:
+                self.info[i].update(d["info"])
+        self._set_items(new, geoms)  # type: ignore[arg-type]
+
+    def _require(self, what: str, *components: str) -> None:
+        for comp in components:
+            if getattr(self, comp) is None:
+                hint = (
+                    "load() first"
+                    if comp == "images"
+                    else (
+                        "create_mask() or load a dump with masks"
+                        if comp == "masks"
+                        else "segment()"
+                    )
+                )
+                raise InvalidParameterError(f"{what}: the batch has no {comp}; call {hint}")
+
+    # ================================================================== actions: I/O
+    @action
+    @inbatch_parallel
+    def load(
+        self,
+        item: CTItem,
+        fmt: str | None = None,
+        components: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
+        """Load every item from its source (file or folder).
+
+        Parameters
+        ----------
+        fmt : {"mhd", "nifti", "nrrd", "dicom", "ctflow"}, optional
+            Force a format; default: inferred from the source.
+        components : sequence of str, optional
+            For ctflow dumps: which of ``images``, ``masks``, ``lungs`` to read (default: all
+            stored). Dumps also restore the nodule table.
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np, ctflow as cf
+        >>> from ctflow.io.metaimage import write_metaimage
+        >>> p = write_metaimage(f"{tempfile.mkdtemp()}/s1.mhd", np.zeros((2, 4, 4), np.int16),
+        ...                     cf.Geometry((2.0, 1.0, 1.0)))
+        >>> cf.Dataset.from_paths([p]).create_batch(["s1"]).load().images.shape
+        (2, 4, 4)
+        """
+        from ctflow.io.reader import detect_format, read_scan
+
+        if item.source is None:
+            raise InvalidParameterError(f"load: item {item.id!r} has no source path")
+        kind = detect_format(item.source) if fmt is None else fmt
+        if kind == "ctflow":
+            from ctflow.io.store import read_item
+
+            stored = read_item(item.source, components)
+            out: dict[str, Any] = dict(stored.components)
+            out["geometry"] = stored.geometry
+            out["nodules"] = stored.nodules
+            return out
+        scan = read_scan(item.source, kind)
+        return {"images": scan.images, "geometry": scan.geometry, "info": scan.info}
+
+    @action
+    @inbatch_parallel
+    def dump(
+        self,
+        item: CTItem,
+        dst: str | os.PathLike[str],
+        components: Sequence[str] | None = None,
+        skip_existing: bool = False,
+    ) -> None:
+        """Write every item to ``<dst>/<id>/`` in the ctflow format (blosc2 + meta.json).
+
+        Writing is atomic per item; ``skip_existing=True`` leaves complete items alone so an
+        interrupted run can be resumed. ``batch.dumped`` / ``batch.skipped`` list the ids.
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np
+        >>> d = tempfile.mkdtemp()
+        >>> b = CTBatch.from_arrays([np.zeros((2, 4, 4), np.int16)], ids=["a"]).dump(d)
+        >>> b.dumped
+        ['a']
+        """
+        from ctflow.io.store import write_item
+
+        wanted = SKYSCRAPER if components is None else tuple(components)
+        unknown = set(wanted) - set(SKYSCRAPER)
+        if unknown:
+            raise InvalidParameterError(
+                f"dump: unknown components {sorted(unknown)}; expected some of {SKYSCRAPER}"
+            )
+        if item.images is None:
+            raise InvalidParameterError(f"dump: item {item.id!r} has no images; load() first")
+        comps = {c: getattr(item, c) for c in wanted}
+        comps["images"] = item.images
+        written = write_item(
+            dst,
+            item.id,
+            comps,
+            item.geometry,
+            nodules=item.nodules,
+            source=item.source,
+            skip_existing=skip_existing,
+        )
+        (self.dumped if written is not None else self.skipped).append(item.id)
+        return None
+
+    # ================================================================== actions: geometry
+    @action
+    @inbatch_parallel
+    def unify_spacing(
+        self,
+        item: CTItem,
+        spacing: ArrayLike = (1.0, 1.0, 1.0),
+        shape: ArrayLike | None = None,
+        order: int = 1,
+        padding: str = "reflect",
+        dtype: Any = None,
+    ) -> dict[str, Any]:
+        """Resample every item to exactly ``spacing`` mm, optionally to a fixed ``shape``.
+
+        The output grid is centred on the scan's centre; with ``shape`` it is cropped or padded
+        (``padding``: "reflect", "edge" or "constant" = -1000 HU air) within the same single
+        resampling pass. Images use ``order`` (0 nearest, 1 linear, 3 cubic); masks and lungs are
+        resampled as labels (nearest), never interpolated. Output images are float32 for
+        ``order >= 1`` unless ``dtype`` says otherwise (e.g. ``np.int16`` rounds back to HU).
+        Origin and spacing are updated so world points keep pointing at the same anatomy.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> b = CTBatch.from_arrays([np.zeros((10, 8, 8), np.int16)], spacing=(2.0, 1.0, 1.0))
+        >>> b.unify_spacing((1.0, 1.0, 1.0)).images.shape
+        (20, 8, 8)
+        """
+        from ctflow.ops.resample import unify_spacing
+
+        images = self._item_images(item, "unify_spacing")
+        kw: dict[str, Any] = {"shape": shape, "padding": padding, "n_threads": item.n_threads}
+        out, geometry = unify_spacing(
+            images, item.geometry, spacing, order=order, dtype=dtype, **kw
+        )
+        result: dict[str, Any] = {"images": out, "geometry": geometry}
+        for comp in ("masks", "lungs"):
+            arr = getattr(item, comp)
+            if arr is not None:
+                result[comp], _ = unify_spacing(
+                    arr, item.geometry, spacing, order=0, **{**kw, "padding": "constant", "cval": 0}
+                )
+        return result
+
+    @action
+    @inbatch_parallel
+    def resize(
+        self, item: CTItem, shape: ArrayLike = (128, 256, 256), order: int = 1, dtype: Any = None
+    ) -> dict[str, Any]:
+        """Resample every item to ``shape`` voxels, keeping its field of view.
+
+        Spacing becomes ``old_spacing * old_shape / shape``; the grid stays centred, so world
+        positions of the anatomy are unchanged. Masks/lungs are resampled as labels (nearest).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> b = CTBatch.from_arrays([np.zeros((10, 8, 8), np.int16)])
+        >>> b.resize((5, 4, 4)).spacing.tolist()
+        [[2.0, 2.0, 2.0]]
+        """
+        from ctflow.ops.resample import resize
+
+        images = self._item_images(item, "resize")
+        out, geometry = resize(
+            images, item.geometry, shape, order=order, dtype=dtype, n_threads=item.n_threads
+        )
+        result: dict[str, Any] = {"images": out, "geometry": geometry}
+        for comp in ("masks", "lungs"):
+            arr = getattr(item, comp)
+            if arr is not None:
+                result[comp], _ = resize(arr, item.geometry, shape, order=0)
+        return result
+
+    @action
+    @inbatch_parallel
+    def crop(self, item: CTItem, start: ArrayLike, shape: ArrayLike) -> dict[str, Any]:
+        """Cut the box ``start`` .. ``start + shape`` (voxels) out of every item.
+
+        The box must lie inside each item; the origin moves to the box's first voxel.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> b = CTBatch.from_arrays([np.zeros((10, 8, 8), np.int16)], origin=(0.0, 0.0, 0.0))
+        >>> b.crop((2, 1, 1), (4, 4, 4)).origin.tolist()
+        [[2.0, 1.0, 1.0]]
+        """
+        st = np.asarray(start, dtype=np.int64)
+        sh = np.asarray(as_shape(shape, where="crop"), dtype=np.int64)
+        full = np.asarray(self._item_images(item, "crop").shape)
+        if st.shape != (3,) or np.any(st < 0) or np.any(st + sh > full):
+            raise InvalidParameterError(
+                f"crop: box start={tuple(np.atleast_1d(st).tolist())} shape={tuple(sh.tolist())} "
+                f"must lie inside item {item.id!r} of shape {tuple(full.tolist())}"
+            )
+        return self._cut(item, st, sh)
+
+    @action
+    @inbatch_parallel
+    def central_crop(self, item: CTItem, shape: ArrayLike) -> dict[str, Any]:
+        """Cut a box of ``shape`` voxels around each item's centre (start = (Z - shape) // 2).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> b = CTBatch.from_arrays([np.zeros((10, 8, 8), np.int16)])
+        >>> b.central_crop((4, 4, 4)).origin.tolist()
+        [[3.0, 2.0, 2.0]]
+        """
+        sh = np.asarray(as_shape(shape, where="central_crop"), dtype=np.int64)
+        full = np.asarray(self._item_images(item, "central_crop").shape)
+        if np.any(sh > full):
+            raise InvalidParameterError(
+                f"central_crop: shape {tuple(sh.tolist())} is larger than item {item.id!r} "
+                f"of shape {tuple(full.tolist())}; use pad() or unify_spacing(shape=...)"
+            )
+        return self._cut(item, (full - sh) // 2, sh)
+
+    def _cut(
+        self, item: CTItem, start: NDArray[np.int64], shape: NDArray[np.int64]
+    ) -> dict[str, Any]:
+        box = tuple(slice(int(a), int(a + b)) for a, b in zip(start, shape, strict=True))
+        out: dict[str, Any] = {"geometry": item.geometry.shifted(start)}
+        for comp in SKYSCRAPER:
+            arr = getattr(item, comp)
+            if arr is not None:
+                out[comp] = np.ascontiguousarray(arr[box])
+        return out
+
+    @action
+    @inbatch_parallel
+    def pad(
+        self, item: CTItem, shape: ArrayLike, mode: str = "constant", value: float = -1000.0
+    ) -> dict[str, Any]:
+        """Pad every item symmetrically up to at least ``shape`` (extra voxel goes after).
+
+        ``mode`` is a :func:`numpy.pad` mode; with "constant" images get ``value`` (air) and
+        masks/lungs get 0. The origin moves so the anatomy keeps its world position.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> b = CTBatch.from_arrays([np.zeros((2, 4, 4), np.int16)])
+        >>> b.pad((4, 4, 4)).origin.tolist(), b.images.shape
+        ([[-1.0, 0.0, 0.0]], (4, 4, 4))
+        """
+        target = np.asarray(as_shape(shape, where="pad"), dtype=np.int64)
+        allowed = ("constant", "edge", "reflect", "symmetric", "wrap")
+        if mode not in allowed:
+            raise InvalidParameterError(f"pad: mode must be one of {allowed}; got {mode!r}")
+        full = np.asarray(self._item_images(item, "pad").shape)
+        extra = np.maximum(target - full, 0)
+        before = extra // 2
+        widths = [(int(b), int(e - b)) for b, e in zip(before, extra, strict=True)]
+        out: dict[str, Any] = {"geometry": item.geometry.shifted(-before)}
+        for comp in SKYSCRAPER:
+            arr = getattr(item, comp)
+            if arr is None:
+                continue
+            if mode == "constant":
+                fill = value if comp == "images" else 0
+                out[comp] = np.pad(arr, widths, mode="constant", constant_values=fill)
+            else:
+                out[comp] = np.pad(arr, widths, mode=mode)  # type: ignore[call-overload]
+        return out
+
+    @action
+    @inbatch_parallel
+    def flip(self, item: CTItem, axis: int | Sequence[int] = 0) -> dict[str, Any]:
+        """Reverse voxel order along ``axis`` (0 = z, 1 = y, 2 = x) of every item.
+
+        Geometry is updated (origin moves to the far end, the axis' direction is negated), so
+        every voxel keeps its world position: the anatomy does not move in world mm, only the
+        array order changes. Nodule tables stay valid.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> b = CTBatch.from_arrays([np.arange(3, dtype=np.int16).reshape(3, 1, 1)])
+        >>> b.flip(0).images.ravel().tolist(), b.origin[0].tolist(), b.direction[0][0].tolist()
+        ([2, 1, 0], [2.0, 0.0, 0.0], [-1.0, 0.0, 0.0])
+        """
+        axes = sorted({int(a) for a in np.atleast_1d(axis)})
+        if not axes or any(a not in (0, 1, 2) for a in axes):
+            raise InvalidParameterError(f"flip: axis must be 0, 1 or 2 (z, y, x); got {axis!r}")
+        shape = np.asarray(self._item_images(item, "flip").shape)
+        start = np.zeros(3)
+        direction = item.geometry.direction.copy()
+        for a in axes:
+            start[a] = shape[a] - 1
+            direction[:, a] *= -1
+        origin = item.geometry.voxel_to_world(start)
+        out: dict[str, Any] = {"geometry": Geometry(item.spacing, origin, direction)}
+        for comp in SKYSCRAPER:
+            arr = getattr(item, comp)
+            if arr is not None:
+                out[comp] = np.ascontiguousarray(np.flip(arr, axis=axes))
+        return out
+
+    # ================================================================== actions: intensity
+    @action
+    def normalize_hu(
+        self, min_hu: float = -1000.0, max_hu: float = 400.0, dtype: str = "float32"
+    ) -> CTBatch:
+        """Clip HU to [min_hu, max_hu] and scale to [0, 1] float32 (or 0..255 uint8).
+
+        One fused pass over the whole skyscraper (no temporaries), threaded.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> b = CTBatch.from_arrays([np.array([[[-2000, -300, 1000]]], np.int16)])
+        >>> b.normalize_hu(-1000, 400).images.ravel().tolist()
+        [0.0, 0.5, 1.0]
+        """
+        from ctflow.ops.intensity import normalize_hu
+
+        self._require("normalize_hu", "images")
+        assert self.images is not None
+        self.images = normalize_hu(
+            self.images, min_hu, max_hu, dtype, n_threads=self._workers(None)
+        )
+        return self
+
+    # ================================================================== actions: annotations
+    @action
+    def fetch_nodules(self, annotations: str | os.PathLike[str] | pd.DataFrame) -> CTBatch:
+        """Take this batch's nodules from a LUNA16 table (csv path or DataFrame), by item id.
+
+        The table has ``seriesuid, coordX, coordY, coordZ, diameter_mm`` (world mm) or ctflow's
+        ``id, z, y, x, diameter``. Rows of other scans are ignored; items without nodules are fine.
+
+        Examples
+        --------
+        >>> import numpy as np, pandas as pd
+        >>> ann = pd.DataFrame({"seriesuid": ["a", "b"], "coordX": [1.0, 2.0], "coordY": [0.0, 0.0],
+        ...                     "coordZ": [3.0, 3.0], "diameter_mm": [5.0, 6.0]})
+        >>> b = CTBatch.from_arrays([np.zeros((2, 2, 2), np.int16)], ids=["a"])
+        >>> b.fetch_nodules(ann).nodules[["id", "z", "x"]].values.tolist()
+        [['a', 3.0, 1.0]]
+        """
+        table = read_annotations(annotations)
+        self.nodules = table[table["id"].isin(self.ids)].reset_index(drop=True)
+        return self
+
+    @action
+    @inbatch_parallel
+    def create_mask(self, item: CTItem, mode: str = "ellipsoid") -> dict[str, Any]:
+        """Rasterise each item's nodules into ``masks`` (uint8 0/1), in world millimetres.
+
+        A voxel is inside a nodule when its world position is inside the nodule's sphere
+        ("ellipsoid") or cube ("cuboid") of the annotated diameter, so masks are right for any
+        spacing and direction. Items without nodules get an all-zero mask.
+
+        Examples
+        --------
+        >>> import numpy as np, pandas as pd
+        >>> ann = pd.DataFrame({"id": ["a"], "z": [5.0], "y": [5.0], "x": [5.0], "diameter": [4.0]})
+        >>> b = CTBatch.from_arrays([np.zeros((11, 11, 11), np.int16)], ids=["a"], nodules=ann)
+        >>> int(b.create_mask().masks.sum())
+        33
+        """
+        from ctflow.ops.masks import create_mask
+
+        shape = self._item_images(item, "create_mask").shape
+        centers = item.nodules[["z", "y", "x"]].to_numpy(np.float64)
+        diameters = item.nodules["diameter"].to_numpy(np.float64)
+        return {"masks": create_mask(shape, item.geometry, centers, diameters, mode=mode)}
+
+    # ================================================================== actions: sampling
+    @action
+    def sample_nodules(
+        self,
+        batch_size: int,
+        nodule_size: ArrayLike = (32, 64, 64),
+        share: float = 0.5,
+        variance: ArrayLike | None = None,
+        histo: Any = None,
+        pad_value: float | None = None,
+    ) -> CTBatch:
+        """Sample a NEW batch of crops: ``share`` centred on nodules, the rest random.
+
+        Parameters
+        ----------
+        batch_size : int
+            Number of crops.
+        nodule_size : 3 ints
+            Crop shape (z, y, x) in voxels.
+        share : float in [0, 1]
+            Fraction of crops centred on a nodule (rounded).
+        variance : 3 floats, optional
+            Variance (voxels²) of a normal jitter of the crop centre around the nodule centre;
+            the jitter is limited so the whole nodule stays inside its crop.
+        histo : (counts, edges), optional
+            ``numpy.histogramdd`` of relative (z, y, x) positions to draw random crop centres from.
+        pad_value : float, optional
+            Fill for crops reaching outside a scan that is smaller than the crop (default: the
+            minimum of the images, i.e. air).
+
+        Returns
+        -------
+        CTBatch
+            Crops with their own origin (shifted), the parent's spacing/direction, masks/lungs
+            when present, and the nodules that lie inside each crop. Ids are
+            ``<parent>_<position>_<k>`` and ``info[k]`` records parent, start and kind.
+            Random crops never overlap a nodule; when that is impossible fewer random crops are
+            returned and a warning is recorded in ``info``.
+
+        Examples
+        --------
+        >>> import numpy as np, pandas as pd
+        >>> ann = pd.DataFrame({"id": ["a"], "z": [20.0], "y": [20.0], "x": [20.0],
+        ...                     "diameter": [6.0]})
+        >>> b = CTBatch.from_arrays([np.zeros((40, 40, 40), np.int16)], ids=["a"], nodules=ann)
+        >>> crops = b.sample_nodules(2, (8, 8, 8), share=1.0)
+        >>> crops.images.shape, len(crops.nodules)
+        ((16, 8, 8), 2)
+        """
+        from ctflow.ops.sampling import extract_crop, sample_crop_starts
+
+        self._require("sample_nodules", "images")
+        crop_shape = as_shape(nodule_size, what="nodule_size", where="sample_nodules")
+        if not isinstance(batch_size, int | np.integer) or batch_size < 1:
+            raise InvalidParameterError(
+                f"sample_nodules: batch_size must be a positive integer; got {batch_size!r}"
+            )
+        if not 0.0 <= float(share) <= 1.0:
+            raise InvalidParameterError(f"sample_nodules: share must be in [0, 1]; got {share!r}")
+        var = (
+            None
+            if variance is None
+            else as_spacing(variance, what="variance", where="sample_nodules")
+        )
+        rng = self.rng
+        shapes = [tuple(int(v) for v in s) for s in self.shapes]
+        centers, owners, radii = [], [], []
+        for i in range(len(self)):
+            item_nods = self.nodules[self.nodules["id"] == self.ids[i]]
+            if len(item_nods) == 0:
+                continue
+            g = self.geometry(i)
+            c = g.world_to_voxel(item_nods[["z", "y", "x"]].to_numpy(np.float64))
+            centers.append(c)
+            owners.append(np.full(len(c), i))
+            radii.append(
+                item_nods["diameter"].to_numpy(np.float64)[:, None] / 2 / g.spacing[None, :]
+            )
+        nod_vox = np.concatenate(centers) if centers else np.zeros((0, 3))
+        nod_items = np.concatenate(owners) if owners else np.zeros(0, dtype=np.int64)
+        nod_radii = np.concatenate(radii) if radii else np.zeros((0, 3))
+        plan = sample_crop_starts(
+            shapes,
+            nod_vox,
+            nod_items,
+            nod_radii,
+            batch_size=int(batch_size),
+            crop_shape=crop_shape,
+            share=float(share),
+            variance=var,
+            rng=rng,
+            histo=histo,
+        )
+        assert self.images is not None
+        fill = float(self.images.min()) if pad_value is None else float(pad_value)
+        pos = self._seed.spawn_key[0] if self._seed is not None and self._seed.spawn_key else 0
+        ids, sources, geoms, infos = [], [], [], []
+        comps: dict[str, list[NDArray[Any]]] = {
+            c: [] for c in SKYSCRAPER if getattr(self, c) is not None
+        }
+        rows = []
+        for k, (i, start) in enumerate(zip(plan.items, plan.starts, strict=True)):
+            i = int(i)
+            crop_id = f"{self.ids[i]}_{pos}_{k}"
+            ids.append(crop_id)
+            sources.append(self.sources[i])
+            g = self.geometry(i).shifted(start)
+            geoms.append(g)
+            for comp in comps:
+                view = self._view(comp, i)
+                assert view is not None
+                comps[comp].append(
+                    extract_crop(view, start, crop_shape, fill if comp == "images" else 0)
+                )
+            infos.append(
+                {
+                    "parent": self.ids[i],
+                    "start": [int(v) for v in start],
+                    "kind": "nodule" if plan.is_nodule[k] else "random",
+                }
+            )
+            parent = self.nodules[self.nodules["id"] == self.ids[i]]
+            if len(parent):
+                vox = g.world_to_voxel(parent[["z", "y", "x"]].to_numpy(np.float64))
+                inside = np.all((vox >= -0.5) & (vox <= np.asarray(crop_shape) - 0.5), axis=1)
+                sub = parent[inside].copy()
+                sub["id"] = crop_id
+                rows.append(sub)
+        out = type(self)(ids, sources, n_workers=self.n_workers)
+        out.on_error = self.on_error
+        out._seed = self._seed
+        out._n_random_calls = self._n_random_calls
+        if not ids:
+            out.info = []
+            return out
+        out._set_items(comps, geoms)  # type: ignore[arg-type]
+        out.nodules = pd.concat(rows, ignore_index=True) if rows else empty_nodules()
+        out.info = infos
+        if plan.warnings:
+            for info in out.info:
+                info["warnings"] = list(plan.warnings)
+        out.failed = list(self.failed)
+        return out
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _item_images(item: CTItem, what: str) -> NDArray[Any]:
+        if item.images is None:
+            raise InvalidParameterError(
+                f"{what}: item {item.id!r} has no images; call load() first"
+            )
+        return item.images
+
+    def subset(self, keys: Sequence[int | str]) -> CTBatch:
+        """A new batch with copies of the chosen items (by position or id)."""
+        idx = [self._index(k) for k in keys]
+        out = type(self)([self.ids[i] for i in idx], [self.sources[i] for i in idx])
+        out.n_workers = self.n_workers
+        if self.images is not None and idx:
+            comps = {
+                c: [np.array(self._view(c, i)) for i in idx]
+                for c in SKYSCRAPER
+                if getattr(self, c) is not None
+            }
+            out._set_items(comps, [self.geometry(i) for i in idx])  # type: ignore[arg-type]
+        out.nodules = self.nodules[self.nodules["id"].isin(out.ids)].reset_index(drop=True)
+        return out
+
+    def export(
+        self, key: int | str, path: str | os.PathLike[str], component: str = "images"
+    ) -> Path:
+        """Write one item's component as ``.mhd``/``.mha`` for a viewer (geometry preserved)."""
+        from ctflow.io.metaimage import write_metaimage
+
+        arr = self.get(key, component)
+        if arr is None:
+            raise InvalidParameterError(f"export: component {component!r} is not loaded")
+        return write_metaimage(path, arr, self.geometry(key))
+
+
+#: RadIO's class names, for people coming from RadIO: one batch class does it all now.
+CTImagesBatch = CTBatch
+CTImagesMaskedBatch = CTBatch

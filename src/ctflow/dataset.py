@@ -1,0 +1,221 @@
+"""Dataset: item ids mapped to their sources (files or folders), split, and batched.
+
+A dataset holds no voxels: only ids and paths. Batches are created on demand
+(:meth:`Dataset.create_batch`) as instances of the dataset's ``batch_class``, so a user's
+``CTBatch`` subclass with custom actions works in pipelines too.
+
+Examples
+--------
+>>> ds = Dataset.from_paths({"a": "/data/a.mhd", "b": "/data/b.mhd", "c": "/data/c.mhd"})
+>>> ds.ids
+['a', 'b', 'c']
+>>> train, test = ds.split(0.67, seed=0)
+>>> len(train), len(test)
+(2, 1)
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ctflow.batch import CTBatch
+from ctflow.errors import InvalidParameterError
+
+if TYPE_CHECKING:
+    from ctflow.pipeline import Pipeline
+
+__all__ = ["Dataset"]
+
+_MULTI_SUFFIXES = (".nii.gz",)
+
+
+def _stem(path: Path, dirs: bool) -> str:
+    """Item id of a path: folder name for directories, file name without its format suffix."""
+    if dirs:
+        return path.name
+    name = path.name
+    for suffix in _MULTI_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+class Dataset:
+    """Ids and sources of the items to process.
+
+    Parameters
+    ----------
+    sources : mapping of str to path
+        Item id -> file or folder.
+    batch_class : type, default CTBatch
+        Class of the batches :meth:`create_batch` makes.
+
+    Examples
+    --------
+    >>> ds = Dataset({"scan1": "/data/scan1.mhd"})
+    >>> ds.sources["scan1"]
+    '/data/scan1.mhd'
+    """
+
+    def __init__(
+        self,
+        sources: Mapping[str, str | os.PathLike[str]],
+        batch_class: type[CTBatch] = CTBatch,
+    ) -> None:
+        if not (isinstance(batch_class, type) and issubclass(batch_class, CTBatch)):
+            raise InvalidParameterError(
+                f"batch_class must be CTBatch or a subclass of it; got {batch_class!r}"
+            )
+        self.sources: dict[str, str] = {str(k): str(v) for k, v in sources.items()}
+        self.batch_class = batch_class
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_glob(
+        cls,
+        pattern: str | os.PathLike[str],
+        dirs: bool = False,
+        batch_class: type[CTBatch] = CTBatch,
+    ) -> Dataset:
+        """All files (or, with ``dirs=True``, folders) matching a glob pattern.
+
+        Ids are file stems (``scan.mhd`` -> ``scan``, ``scan.nii.gz`` -> ``scan``) or folder
+        names. ``**`` matches recursively. Two matches with the same id are an error naming both.
+
+        Examples
+        --------
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> for n in ("a", "b"):
+        ...     _ = (d / f"{n}.mhd").write_text("")
+        >>> Dataset.from_glob(str(d / "*.mhd")).ids
+        ['a', 'b']
+        """
+        matches = sorted(Path(p) for p in globlib.glob(str(pattern), recursive=True))
+        matches = [p for p in matches if (p.is_dir() if dirs else p.is_file())]
+        if not matches:
+            kind = "folders" if dirs else "files"
+            raise InvalidParameterError(f"from_glob: no {kind} match {str(pattern)!r}")
+        sources: dict[str, str] = {}
+        for p in matches:
+            key = _stem(p, dirs)
+            if key in sources:
+                raise InvalidParameterError(
+                    f"from_glob: two sources have the id {key!r}: {sources[key]} and {p}; "
+                    f"use Dataset.from_paths with a dict to name them"
+                )
+            sources[key] = str(p)
+        return cls(sources, batch_class)
+
+    @classmethod
+    def from_paths(
+        cls,
+        paths: Sequence[str | os.PathLike[str]] | Mapping[str, str | os.PathLike[str]],
+        batch_class: type[CTBatch] = CTBatch,
+    ) -> Dataset:
+        """A dataset from a list of paths (ids = stems / folder names) or an id -> path dict.
+
+        Examples
+        --------
+        >>> Dataset.from_paths(["/d/x.mhd", "/d/series_7"]).ids
+        ['x', 'series_7']
+        """
+        if isinstance(paths, Mapping):
+            return cls(paths, batch_class)
+        sources: dict[str, str] = {}
+        for raw in paths:
+            p = Path(raw)
+            key = _stem(p, p.is_dir() or not p.suffix)
+            if key in sources:
+                raise InvalidParameterError(
+                    f"from_paths: two paths have the id {key!r}: {sources[key]} and {p}; "
+                    f"pass a dict {{id: path}} instead"
+                )
+            sources[key] = str(p)
+        return cls(sources, batch_class)
+
+    # ------------------------------------------------------------------ access
+    @property
+    def ids(self) -> list[str]:
+        """Item ids, in dataset order."""
+        return list(self.sources)
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.sources)
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self.sources
+
+    def __repr__(self) -> str:
+        shown = ", ".join(self.ids[:3]) + (", ..." if len(self) > 3 else "")
+        return f"Dataset({len(self)} items: [{shown}], batch_class={self.batch_class.__name__})"
+
+    def subset(self, ids: Sequence[str]) -> Dataset:
+        """A dataset of the given ids (in the given order)."""
+        missing = [i for i in ids if i not in self.sources]
+        if missing:
+            raise InvalidParameterError(f"subset: unknown ids {missing[:5]}")
+        return type(self)({i: self.sources[i] for i in ids}, self.batch_class)
+
+    def split(
+        self, shares: float | Sequence[float] = 0.8, seed: int | None = None
+    ) -> tuple[Dataset, ...]:
+        """Split into disjoint datasets, e.g. train/test or train/val/test.
+
+        Parameters
+        ----------
+        shares : float or sequence of floats
+            One float ``s`` gives two parts (``s``, ``1 - s``); a sequence gives one part per
+            share (shares must be >= 0 and sum to at most 1; a remainder becomes a last part).
+        seed : int, optional
+            Shuffle ids with this seed before splitting; None keeps dataset order.
+
+        Examples
+        --------
+        >>> ds = Dataset.from_paths({str(i): f"/d/{i}.mhd" for i in range(10)})
+        >>> [len(p) for p in ds.split([0.7, 0.2, 0.1], seed=1)]
+        [7, 2, 1]
+        """
+        vals = [float(shares)] if isinstance(shares, int | float) else [float(s) for s in shares]
+        if any(s < 0 for s in vals) or sum(vals) > 1 + 1e-9 or not vals:
+            raise InvalidParameterError(
+                f"split: shares must be >= 0 and sum to at most 1; got {shares!r}"
+            )
+        if sum(vals) < 1 - 1e-9:
+            vals.append(1 - sum(vals))
+        ids = self.ids
+        if seed is not None:
+            order = np.random.default_rng(seed).permutation(len(ids))
+            ids = [ids[i] for i in order]
+        bounds = np.round(np.cumsum([0.0, *vals]) * len(ids)).astype(int)
+        bounds[-1] = len(ids)
+        return tuple(self.subset(ids[bounds[k] : bounds[k + 1]]) for k in range(len(vals)))
+
+    def create_batch(self, ids: Sequence[str], **kwargs: Any) -> CTBatch:
+        """A batch (of ``batch_class``) of the given ids, not loaded yet.
+
+        Examples
+        --------
+        >>> Dataset.from_paths({"a": "/d/a.mhd"}).create_batch(["a"]).sources
+        ['/d/a.mhd']
+        """
+        missing = [i for i in ids if i not in self.sources]
+        if missing:
+            raise InvalidParameterError(f"create_batch: unknown ids {missing[:5]}")
+        return self.batch_class(list(ids), [self.sources[i] for i in ids], **kwargs)
+
+    def __rshift__(self, pipeline: Pipeline) -> Pipeline:
+        from ctflow.pipeline import Pipeline
+
+        if not isinstance(pipeline, Pipeline):
+            return NotImplemented
+        return pipeline.bind(self)

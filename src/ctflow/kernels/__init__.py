@@ -1,0 +1,1 @@
+"""numba nogil kernels: loops only, no validation."""

@@ -1,0 +1,1 @@
+"""Per-scan operations: ndarray in, ndarray out, validated."""

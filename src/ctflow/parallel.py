@@ -1,0 +1,262 @@
+"""Actions and the item-parallel executor.
+
+Two decorators turn plain methods into pipeline actions:
+
+* :func:`action` marks a :class:`~ctflow.batch.CTBatch` method as usable in a
+  :class:`~ctflow.pipeline.Pipeline`. The method works on the whole batch and returns a batch.
+* :func:`inbatch_parallel` turns a method written for ONE item into a batch method that runs every
+  item of the batch on a thread pool and assembles the results into a new skyscraper.
+
+How an item-parallel action runs
+--------------------------------
+1. The batch is split into item views (:class:`~ctflow.batch.CTItem`): ``images``, ``masks``,
+   ``lungs`` are views into the skyscraper, geometry is per item, ``item.rng`` is a
+   :class:`numpy.random.Generator` derived from the pipeline seed, the batch position, the action's
+   position in the pipeline and the item's index — so random actions give the same output whatever
+   the thread count, prefetch depth or engine.
+2. Items run on a process-wide thread pool (one pool per worker count, created on first use and
+   reused). Work that releases the GIL — numba ``nogil`` kernels, numpy copies, file reads — runs
+   truly in parallel. An item-parallel action called from inside a pool thread runs its items
+   sequentially instead of waiting on the same pool, so nesting cannot deadlock.
+3. Each item returns either a new images array, a dict of components
+   (``images``, ``masks``, ``lungs``, ``spacing``, ``origin``, ``direction`` or ``geometry``), or
+   ``None`` when it changed its views in place. The batch assembles a new skyscraper from the
+   per-item arrays (shapes may change) and per-item geometry.
+4. A failing item re-raises its ORIGINAL exception (same type, same traceback) with a note naming
+   the action and the item. When the batch runs under ``on_error="skip"`` the failing items are
+   dropped from the batch and recorded in ``batch.failed`` instead; the other items go on.
+
+Examples
+--------
+>>> import numpy as np
+>>> import ctflow as cf
+>>> class MyBatch(cf.CTBatch):
+...     @cf.action
+...     @cf.inbatch_parallel(target="threads")
+...     def negate(self, item):
+...         return -item.images
+>>> b = MyBatch.from_arrays([np.ones((2, 4, 4), np.int16), np.ones((3, 4, 4), np.int16)])
+>>> int(b.negate().images.sum())
+-80
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Literal, ParamSpec, TypeVar
+
+from ctflow.errors import InvalidParameterError
+
+__all__ = [
+    "ACTION_ATTR",
+    "action",
+    "default_n_workers",
+    "inbatch_parallel",
+    "map_items",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+ACTION_ATTR = "__ctflow_action__"
+PARALLEL_ATTR = "__ctflow_parallel__"
+Target = Literal["threads", "for"]
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+_local = threading.local()
+
+
+def default_n_workers() -> int:
+    """Number of usable cores (respects CPU affinity and ``CTFLOW_NUM_THREADS``).
+
+    Examples
+    --------
+    >>> default_n_workers() >= 1
+    True
+    """
+    env = os.environ.get("CTFLOW_NUM_THREADS")
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            raise InvalidParameterError(
+                f"CTFLOW_NUM_THREADS must be a positive integer; got {env!r}"
+            ) from None
+        if n >= 1:
+            return n
+        raise InvalidParameterError(f"CTFLOW_NUM_THREADS must be a positive integer; got {env!r}")
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS / Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def _pool(n_workers: int) -> ThreadPoolExecutor:
+    with _pools_lock:
+        pool = _pools.get(n_workers)
+        if pool is None:
+            pool = ThreadPoolExecutor(n_workers, thread_name_prefix=f"ctflow-item-{n_workers}")
+            _pools[n_workers] = pool
+        return pool
+
+
+def _in_pool_thread() -> bool:
+    return bool(getattr(_local, "in_pool", False))
+
+
+def _run_marked(fn: Callable[[T], R], arg: T) -> R:
+    _local.in_pool = True
+    return fn(arg)
+
+
+def map_items(
+    fn: Callable[[T], R],
+    args: Sequence[T],
+    *,
+    n_workers: int | None = None,
+    target: Target = "threads",
+) -> list[Future[R]]:
+    """Run ``fn`` on every element of ``args``; return completed futures in input order.
+
+    Futures (not values) are returned so the caller sees every item's outcome, failures
+    included, and decides what to do with each. Items run on the shared pool of ``n_workers``
+    threads, or sequentially with ``target="for"``, with a single item, or when called from a
+    pool thread (no nested waiting on the same pool).
+
+    Examples
+    --------
+    >>> [f.result() for f in map_items(lambda v: v * 2, [1, 2, 3], n_workers=2)]
+    [2, 4, 6]
+    """
+    if target not in ("threads", "for"):
+        raise InvalidParameterError(f"target must be 'threads' or 'for'; got {target!r}")
+    n = default_n_workers() if n_workers is None else int(n_workers)
+    if n < 1:
+        raise InvalidParameterError(f"n_workers must be a positive integer; got {n_workers!r}")
+    sequential = target == "for" or n == 1 or len(args) <= 1 or _in_pool_thread()
+    if sequential:
+        futures: list[Future[R]] = []
+        for arg in args:
+            fut: Future[R] = Future()
+            try:
+                fut.set_result(fn(arg))
+            except BaseException as exc:
+                if not isinstance(exc, Exception):
+                    raise
+                fut.set_exception(exc)
+            futures.append(fut)
+        return futures
+    pool = _pool(n)
+    futures = [pool.submit(_run_marked, fn, arg) for arg in args]
+    for fut in futures:
+        fut.exception()  # wait for all, without raising
+    return futures
+
+
+def action(method: Callable[P, R]) -> Callable[P, R]:
+    """Mark a batch method as an action usable in pipelines.
+
+    The method must return a batch (usually ``self``). Pipelines accept only methods marked
+    this way, and unknown names fail when the pipeline is defined.
+
+    Examples
+    --------
+    >>> import ctflow as cf
+    >>> class MyBatch(cf.CTBatch):
+    ...     @cf.action
+    ...     def add_one(self):
+    ...         self.images += 1
+    ...         return self
+    >>> "add_one" in MyBatch.action_names()
+    True
+    """
+    setattr(method, ACTION_ATTR, True)
+    return method
+
+
+def _item_signature(fn: Callable[..., Any]) -> inspect.Signature:
+    """Signature of the batch-level method: drop the ``item`` parameter."""
+    sig = inspect.signature(fn)
+    params = list(sig.parameters.values())
+    if len(params) < 2:
+        raise InvalidParameterError(
+            f"@inbatch_parallel: {fn.__qualname__} must take (self, item, ...); "
+            f"got ({', '.join(p.name for p in params)})"
+        )
+    extra = inspect.Parameter("n_workers", inspect.Parameter.KEYWORD_ONLY, default=None)
+    kept = [params[0], *params[2:]]
+    if not any(p.kind == inspect.Parameter.VAR_KEYWORD for p in kept) and not any(
+        p.name == "n_workers" for p in kept
+    ):
+        kept.append(extra)
+    return sig.replace(parameters=kept)
+
+
+def inbatch_parallel(
+    fn: Callable[..., Any] | None = None,
+    *,
+    target: Target = "threads",
+    n_workers: int | None = None,
+) -> Any:
+    """Turn a method written for ONE item into a batch method run item-parallel.
+
+    Parameters
+    ----------
+    fn : callable, optional
+        ``fn(self, item, *args, **kwargs)`` returning a new images array, a dict of components,
+        or ``None`` (changed in place). Used bare (``@inbatch_parallel``) or with arguments.
+    target : {"threads", "for"}, default "threads"
+        ``"threads"``: items run on a shared thread pool; ``"for"``: sequentially (debugging).
+    n_workers : int, optional
+        Threads to use; default: the batch's ``n_workers`` or the number of usable cores. Can also
+        be given per call as the keyword ``n_workers=``.
+
+    Returns
+    -------
+    callable
+        The batch-level method; it returns the batch with its components re-assembled.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import ctflow as cf
+    >>> class MyBatch(cf.CTBatch):
+    ...     @cf.action
+    ...     @cf.inbatch_parallel
+    ...     def crop_top(self, item, n):
+    ...         return item.images[n:]
+    >>> b = MyBatch.from_arrays([np.zeros((5, 4, 4), np.int16), np.zeros((6, 4, 4), np.int16)])
+    >>> b.crop_top(2).bounds.tolist()
+    [0, 3, 7]
+    """
+    if target not in ("threads", "for"):
+        raise InvalidParameterError(
+            f"inbatch_parallel: target must be 'threads' or 'for'; got {target!r}"
+        )
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        signature = _item_signature(func)
+        accepts_n_workers = "n_workers" in inspect.signature(func).parameters
+
+        @functools.wraps(func)
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            workers = (
+                kwargs.get("n_workers") if accepts_n_workers else kwargs.pop("n_workers", None)
+            )
+            workers = workers or n_workers or getattr(self, "n_workers", None)
+            return self._run_items(func, args, kwargs, n_workers=workers, target=target)
+
+        wrapper.__signature__ = signature  # type: ignore[attr-defined]
+        setattr(wrapper, PARALLEL_ATTR, True)
+        return wrapper
+
+    if fn is not None:
+        return decorate(fn)
+    return decorate
