@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 
 from ctflow.batch import CTBatch, CTImagesBatch, CTImagesMaskedBatch, CTItem
 from ctflow.dataset import Dataset
+from ctflow.engines.dask import DaskEngine
 from ctflow.errors import (
     CorruptFileError,
     CTFlowError,
@@ -40,6 +41,7 @@ __all__ = [
     "CTImagesMaskedBatch",
     "CTItem",
     "CorruptFileError",
+    "DaskEngine",
     "Dataset",
     "Geometry",
     "InvalidParameterError",

@@ -288,7 +288,7 @@ class CTBatch:
             shapes = [tuple(int(v) for v in s) for s in self.shapes]
         else:
             shapes = [np.asarray(a).shape for a in images]
-        new = {}
+        new: dict[str, NDArray[Any] | None] = {}
         for name in SKYSCRAPER:
             seq = arrays.get(name)
             if seq is None:
@@ -366,7 +366,7 @@ class CTBatch:
         return item if component is None else getattr(item, component)
 
     def __getitem__(self, key: int | str) -> CTItem:
-        return self.get(key)  # type: ignore[no-any-return]
+        return self.get(key)
 
     def __iter__(self) -> Iterator[CTItem]:
         for i in range(len(self)):
@@ -601,7 +601,7 @@ class CTBatch:
         for i, d in enumerate(dicts):
             if "info" in d:
                 self.info[i].update(d["info"])
-        self._set_items(new, geoms)  # type: ignore[arg-type]
+        self._set_items(new, geoms)
 
     def _require(self, what: str, *components: str) -> None:
         for comp in components:
@@ -904,7 +904,7 @@ class CTBatch:
         for comp in SKYSCRAPER:
             arr = getattr(item, comp)
             if arr is not None:
-                out[comp] = np.ascontiguousarray(np.flip(arr, axis=axes))
+                out[comp] = np.ascontiguousarray(np.flip(arr, axis=tuple(axes)))
         return out
 
     # ================================================================== actions: intensity
@@ -1112,7 +1112,7 @@ class CTBatch:
         if not ids:
             out.info = []
             return out
-        out._set_items(comps, geoms)  # type: ignore[arg-type]
+        out._set_items(comps, geoms)
         out.nodules = pd.concat(rows, ignore_index=True) if rows else empty_nodules()
         out.info = infos
         if plan.warnings:
@@ -1141,7 +1141,7 @@ class CTBatch:
                 for c in SKYSCRAPER
                 if getattr(self, c) is not None
             }
-            out._set_items(comps, [self.geometry(i) for i in idx])  # type: ignore[arg-type]
+            out._set_items(comps, [self.geometry(i) for i in idx])
         out.nodules = self.nodules[self.nodules["id"].isin(out.ids)].reset_index(drop=True)
         return out
 

@@ -74,6 +74,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     z = None
     if nodules:
         z = int(np.rint(item.world_to_voxel(np.array(nodules[0][:3]))[0]))
+    assert item.images is not None
     fig = show_slice(
         item.images,
         masks=item.masks,

@@ -1,0 +1,1 @@
+"""ctflow benchmarks: run with `make bench` or `python -m benchmarks.run`."""
