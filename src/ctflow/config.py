@@ -146,7 +146,7 @@ def read_pipeline_file(path: str | os.PathLike[str], *, need_sources: bool = Tru
         raise InvalidParameterError(
             f"{path}: unknown sections {sorted(unknown)}; expected dataset, run, actions"
         )
-    run = {"batch_size": 1}
+    run: dict[str, Any] = {"batch_size": 1}
     for key, value in (data.get("run") or {}).items():
         kind = _RUN_KEYS.get(key)
         if kind is None:

@@ -77,7 +77,7 @@ def _run_batch_task(
     from ctflow.dataset import Dataset
     from ctflow.engines.local import run_one
 
-    dataset = Dataset(sources, batch_class)  # type: ignore[arg-type]
+    dataset = Dataset(sources, batch_class)
     outcome = run_one(
         dataset,
         actions,

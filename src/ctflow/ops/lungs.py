@@ -1,0 +1,530 @@
+"""Classical lung segmentation of a CT volume, and the lung bounding box.
+
+:func:`segment_lungs` finds the lungs of a ``(z, y, x)`` HU volume at any spacing without a
+model, in well under a second for a 300 x 512 x 512 chest CT:
+
+1. **Air-like voxels** ``HU < threshold`` (-320 by default) are cut into runs along ``x`` (the
+   volume is never labelled voxel by voxel; see :mod:`ctflow.kernels.lungs`).
+2. **Outside air.** In every axial slice (axis 0), air connected in 2-D to the in-plane (y/x)
+   border is the air around the body and is dropped. The z-border is NOT used: lungs touch the
+   top and bottom slices of a chest scan. Working per slice also keeps the lungs when the airway
+   opens to the outside through the mouth or nose in a scan that includes the head.
+   A **cropped field of view** (median HU of the in-plane border above -900: the border cuts
+   through the body, as in a crop around the heart, so lungs may touch it) has no outside air:
+   then nothing is dropped here, and the body rule below is not applied.
+3. **Candidates.** The remaining air is labelled in 3-D (face connectivity). A component is a
+   lung candidate when all of these hold:
+
+   * its volume is at least ``min_lung_ml`` (default 15 mL: lung bases in an abdominal scan can be
+     as small as ~40 mL per side);
+   * at least half of its voxels lie inside the body, i.e. within the x-extent, on their row, of
+     the slice's largest tissue region (rejects foam and hollow parts of the table and mattress);
+   * its density is lung-like: at most 50 % of its voxels are "pure gas" (``HU < -950``). Lung
+     parenchyma is around -850 HU with vessels (typically < 10 % below -950, more in emphysema),
+     while gas in the bowel, stomach, outside air or an isolated trachea sits near -1000 HU
+     (measured: 58-69 % below -950 for bowel gas at 3 mm voxels, 0-3 % for lungs). Very large
+     components (>= 1000 mL, i.e. whole lungs) are accepted up to 70 % so severe emphysema is kept;
+   * it is at least 1 % of the largest candidate's volume (drops small lung-like pockets — gas
+     mottled with stool — when real lungs are present);
+   * it reaches above the lowest point of the largest candidate, along the patient's superior
+     axis (taken from ``geometry.direction``): gas in the abdomen below the lungs is dropped.
+
+   Airways connected to the lungs (trachea, main bronchi) are part of the lung component and are
+   kept; a trachea segment that is not connected (above the apices) is pure gas and is dropped.
+4. **Closing and holes.** A 3-D binary closing with a ball of radius ``closing_mm`` takes in
+   juxta-pleural nodules and the notches of vessels entering the lung. It is computed exactly
+   (two Euclidean distance transforms) on a grid of blocks of about 2 mm built from the blocks
+   that are at least half lung; the signed distance is interpolated back to the full grid, so
+   the result matches a full-resolution closing (Dice > 0.995 on the test phantom) and only
+   ever adds voxels to the thresholded lungs. The volume is padded with background, so lungs cut
+   by the first or last slice are neither eroded nor plugged to the border. A closing fills a
+   nodule attached to the pleura when its radius is below ``closing_mm``, except a thin lens
+   (1-2 mm) where it meets the chest wall: 71 % of the in-lung part of an 8 mm nodule with the
+   default 5 mm, as an exact closing does. Larger radii take in larger nodules but start to
+   bridge the mediastinum between the lungs (seen at 10 mm on a real chest CT). Then, per axial
+   slice, every 2-D hole of the mask (vessels, airway walls, intrapulmonary nodules) is filled —
+   ``scipy.ndimage.binary_fill_holes`` per slice — except holes larger than 50 cm² (the
+   mediastinum, should the two lungs enclose it).
+5. The result is a ``uint8`` 0/1 mask of the image's shape. A scan without lungs (or where no
+   component passes the rules) gives an all-zero mask.
+
+:func:`lung_bbox` gives the voxel box of a mask enlarged by a margin in mm (``crop_to_lungs``).
+
+Examples
+--------
+>>> import numpy as np
+>>> from ctflow.geometry import Geometry
+>>> z, y, x = np.ogrid[:40, :96, :96]
+>>> vol = np.full((40, 96, 96), -1000, np.int16)
+>>> vol[:, ((y[0] - 48) / 44.0) ** 2 + ((x[0] - 48) / 44.0) ** 2 < 1] = 40  # body
+>>> for cx in (28, 68):                                                     # two lungs
+...     vol[((z - 20) / 18.0) ** 2 + ((y - 48) / 26.0) ** 2 + ((x - cx) / 14.0) ** 2 < 1] = -850
+>>> mask = segment_lungs(vol, Geometry((5.0, 2.0, 2.0)))
+>>> mask.dtype, bool(mask[20, 48, 28]), bool(mask[20, 48, 48]), bool(mask[20, 2, 2])
+(dtype('uint8'), True, False, False)
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from ctflow.errors import InvalidParameterError
+from ctflow.geometry import Geometry
+from ctflow.kernels import lungs as _k
+
+__all__ = ["lung_bbox", "segment_lungs"]
+
+#: Voxels below this HU count as pure gas (bowel, stomach, outside air, trachea).
+GAS_HU = -950.0
+#: Largest fraction of pure-gas voxels of a lung component (normal lung: a few %).
+MAX_GAS_FRACTION = 0.5
+#: Components at least this large (mL) are lungs up to :data:`MAX_GAS_FRACTION_LARGE`.
+LARGE_LUNG_ML = 1000.0
+#: Gas fraction allowed for very large components (severe emphysema).
+MAX_GAS_FRACTION_LARGE = 0.7
+#: Smallest fraction of a component's voxels inside the body's row extent.
+MIN_INSIDE_FRACTION = 0.5
+#: Candidates smaller than this fraction of the largest candidate are dropped.
+MIN_RELATIVE_VOLUME = 0.01
+#: Per-slice holes larger than this (mm²) are not filled.
+MAX_HOLE_MM2 = 5000.0
+#: In-plane border median HU above which the field of view is taken as cut through the body.
+CROPPED_BORDER_HU = -900.0
+#: Spacing (mm) of the grid on which the closing is computed (at most; finer for small radii).
+CLOSING_GRID_MM = 2.0
+
+_THRESHOLD_RANGE = (-900.0, -100.0)
+
+
+# -- validation -----------------------------------------------------------------------------------
+def _check_image(image: Any, where: str) -> NDArray[Any]:
+    arr = np.asarray(image)
+    if arr.ndim != 3:
+        raise InvalidParameterError(
+            f"{where}: image must be a 3-D (z, y, x) HU volume; got an array of shape {arr.shape}"
+        )
+    if arr.dtype == np.bool_ or arr.dtype.kind not in "iuf":
+        raise InvalidParameterError(
+            f"{where}: image must hold real HU values (integer or float dtype); got {arr.dtype}"
+        )
+    if arr.size == 0:
+        raise InvalidParameterError(f"{where}: image must not be empty; got shape {arr.shape}")
+    if arr.dtype == np.float16:
+        arr = arr.astype(np.float32)
+    elif not arr.dtype.isnative:  # e.g. big-endian data straight from a file
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    return np.ascontiguousarray(arr)
+
+
+def _check_geometry(geometry: Any, where: str) -> Geometry:
+    if not isinstance(geometry, Geometry):
+        raise InvalidParameterError(
+            f"{where}: geometry must be a ctflow.geometry.Geometry; got {type(geometry).__name__}"
+        )
+    return geometry
+
+
+def _check_float(value: Any, what: str, where: str, lo: float, hi: float, unit: str) -> float:
+    ok = not isinstance(value, bool) and isinstance(value, int | float | np.integer | np.floating)
+    v = float(value) if ok else math.nan
+    if not (math.isfinite(v) and lo <= v <= hi):
+        raise InvalidParameterError(
+            f"{where}: {what} must be a finite number in [{lo:g}, {hi:g}] {unit}; got {value!r}"
+        )
+    return v
+
+
+def _check_threads(n_threads: Any, where: str) -> int:
+    if isinstance(n_threads, bool) or not isinstance(n_threads, int | np.integer) or n_threads < 1:
+        raise InvalidParameterError(
+            f"{where}: n_threads must be an integer >= 1; got {n_threads!r}"
+        )
+    return int(n_threads)
+
+
+# -- threading ------------------------------------------------------------------------------------
+def _ranges(n: int, n_chunks: int) -> list[tuple[int, int]]:
+    n_chunks = max(1, min(n_chunks, n))
+    edges = np.linspace(0, n, n_chunks + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in itertools.pairwise(edges) if b > a]
+
+
+def _run(
+    pool: ThreadPoolExecutor | None,
+    fn: Callable[[int, int], Any],
+    ranges: Sequence[tuple[int, int]],
+) -> None:
+    if pool is None or len(ranges) == 1:
+        for a, b in ranges:
+            fn(a, b)
+        return
+    for fut in [pool.submit(fn, a, b) for a, b in ranges]:
+        fut.result()
+
+
+# -- segmentation ---------------------------------------------------------------------------------
+def segment_lungs(
+    image: ArrayLike,
+    geometry: Geometry,
+    *,
+    threshold: float = -320.0,
+    min_lung_ml: float = 15.0,
+    fill_holes: bool = True,
+    closing_mm: float = 5.0,
+    n_threads: int = 1,
+) -> NDArray[np.uint8]:
+    """Segment both lungs of a CT volume (classical: threshold, components, closing, holes).
+
+    See the module documentation for the algorithm and the rules that tell lungs from bowel
+    gas, outside air and the table.
+
+    Parameters
+    ----------
+    image : ndarray (z, y, x)
+        HU volume, any real dtype (int16 and float32 are the usual ones); axis 0 is the slice
+        axis. Not modified.
+    geometry : Geometry
+        Spacing (for volumes in mL and radii in mm) and direction (to know which way is
+        superior) of ``image``.
+    threshold : float, default -320
+        Voxels with ``HU < threshold`` are air-like; must be in [-900, -100].
+    min_lung_ml : float, default 15
+        Smallest volume of a lung component, mL (>= 0).
+    fill_holes : bool, default True
+        Fill 2-D holes per axial slice (vessels, nodules inside the lung); holes above 50 cm²
+        stay open.
+    closing_mm : float, default 5
+        Radius of the 3-D closing ball, mm (0 disables the closing); must be in [0, 50].
+    n_threads : int, default 1
+        Threads to split the work over (the kernels release the GIL).
+
+    Returns
+    -------
+    ndarray of uint8, shape of ``image``
+        1 inside the lungs, 0 elsewhere; all zeros when no lungs are found.
+
+    Raises
+    ------
+    InvalidParameterError
+        ``image`` is not a non-empty 3-D real array, ``geometry`` is not a Geometry, or a
+        parameter is out of range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ctflow.geometry import Geometry
+    >>> vol = np.full((20, 64, 64), -1000, np.int16)   # air only: no body, no lungs
+    >>> int(segment_lungs(vol, Geometry((2.0, 1.0, 1.0))).sum())
+    0
+    """
+    where = "segment_lungs"
+    img = _check_image(image, where)
+    geom = _check_geometry(geometry, where)
+    thr = _check_float(threshold, "threshold", where, *_THRESHOLD_RANGE, "HU")
+    min_ml = _check_float(min_lung_ml, "min_lung_ml", where, 0.0, 1.0e6, "mL")
+    closing = _check_float(closing_mm, "closing_mm", where, 0.0, 50.0, "mm")
+    if not isinstance(fill_holes, bool | np.bool_):
+        raise InvalidParameterError(f"{where}: fill_holes must be a bool; got {fill_holes!r}")
+    n_thr = _check_threads(n_threads, where)
+
+    pool = ThreadPoolExecutor(n_thr, thread_name_prefix="ctflow-lungs") if n_thr > 1 else None
+    try:
+        return _segment(img, geom, thr, min_ml, bool(fill_holes), closing, n_thr, pool)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+
+
+def _segment(
+    img: NDArray[Any],
+    geom: Geometry,
+    thr: float,
+    min_ml: float,
+    fill_holes: bool,
+    closing_mm: float,
+    n_threads: int,
+    pool: ThreadPoolExecutor | None,
+) -> NDArray[np.uint8]:
+    nz, ny, nx = img.shape
+    zr = _ranges(nz, 2 * n_threads if n_threads > 1 else 1)
+    lo_t = img.dtype.type(thr) if img.dtype.kind == "f" else thr  # compare in the image's type
+    gas_t = img.dtype.type(GAS_HU) if img.dtype.kind == "f" else GAS_HU
+    if img.dtype.kind in "iu":
+        info = np.iinfo(img.dtype)
+        lo_t = int(np.clip(math.ceil(thr), info.min, info.max))  # x < thr  <=>  x < ceil(thr)
+        gas_t = int(np.clip(math.ceil(GAS_HU), info.min, info.max))
+
+    # 1. runs of air-like voxels
+    counts = np.empty(nz * ny, np.int64)
+    _run(pool, lambda a, b: _k.runs_count(img, lo_t, a, b, counts), zr)
+    row_ptr = np.zeros(nz * ny + 1, np.int64)
+    np.cumsum(counts, out=row_ptr[1:])
+    n_runs = int(row_ptr[-1])
+    mask = np.zeros(img.shape, np.uint8)
+    if n_runs == 0:
+        return mask
+    starts = np.empty(n_runs, np.int32)
+    ends = np.empty(n_runs, np.int32)
+    n_gas = np.empty(n_runs, np.int32)
+    _run(pool, lambda a, b: _k.runs_fill(img, lo_t, gas_t, a, b, row_ptr, starts, ends, n_gas), zr)
+
+    # 2. outside air per slice, body extent per row, 3. components in 3-D
+    parent = np.empty(n_runs, np.int32)
+    outside = np.empty(n_runs, np.uint8)
+    _run(
+        pool, lambda a, b: _k.union_slices(row_ptr, starts, ends, ny, nx, a, b, parent, outside), zr
+    )
+    cropped = _is_cropped(img)
+    if cropped:  # no air around the body: nothing is "outside", there is no whole body either
+        outside[:] = 0
+    _run(pool, lambda a, b: _k.union_z(row_ptr, starts, ends, ny, a + 1, b, parent, outside), zr)
+    for a, _ in zr[1:]:
+        _k.union_z(row_ptr, starts, ends, ny, a, a + 1, parent, outside)
+    lo = np.zeros(nz * ny, np.int32)  # cropped: every run counts as inside the body
+    hi = np.full(nz * ny, nx, np.int32)
+    if not cropped:
+        per_slice = row_ptr[ny::ny] - row_ptr[:-1:ny]
+        max_tissue = int(per_slice.max()) + ny
+        _run(
+            pool,
+            lambda a, b: _k.body_span(row_ptr, starts, ends, ny, nx, a, b, max_tissue, lo, hi),
+            zr,
+        )
+    labels = np.empty(n_runs, np.int32)
+    n_labels = int(_k.label_runs(parent, labels))
+    up = geom.direction[0] * geom.spacing  # mm of superior axis per voxel step along z, y, x
+    vol, gas, inside, hmin, hmax, box = _k.run_stats(
+        row_ptr, starts, ends, n_gas, labels, ny, lo, hi,
+        float(up[0]), float(up[1]), float(up[2]), n_labels,
+    )  # fmt: skip
+    is_outside = np.zeros(n_labels, bool)
+    is_outside[labels[outside != 0]] = True
+    keep = _select(vol, gas, inside, hmin, hmax, is_outside, geom, min_ml)
+    if not keep.any():
+        return mask
+
+    # paint the kept components
+    keep_u8 = keep.astype(np.uint8)
+    _run(pool, lambda a, b: _k.paint_runs(mask, row_ptr, starts, ends, labels, keep_u8, a, b), zr)
+    kb = box[keep]
+    lo_box = kb[:, 0::2].min(axis=0)  # (z, y, x) first voxel of the kept components
+    hi_box = kb[:, 1::2].max(axis=0)  # one past the last
+
+    # 4. closing on a coarse grid, then per-slice hole filling
+    if closing_mm > 0:
+        f = _close(
+            mask,
+            row_ptr,
+            starts,
+            ends,
+            labels,
+            keep_u8,
+            lo_box,
+            hi_box,
+            geom,
+            closing_mm,
+            n_threads,
+            pool,
+        )
+        # the closed set stays within the kept components' box, up to one block
+        lo_box = lo_box - f - 1
+        hi_box = hi_box + f + 1
+    if fill_holes:
+        z0, y0, x0 = (max(int(v), 0) for v in lo_box)
+        z1, y1, x1 = (min(int(v), n) for v, n in zip(hi_box, img.shape))
+        max_area = int(MAX_HOLE_MM2 / (geom.spacing[1] * geom.spacing[2]))
+        hr = [(a + z0, b + z0) for a, b in _ranges(z1 - z0, 2 * n_threads if n_threads > 1 else 1)]
+        _run(pool, lambda a, b: _k.fill_holes_slices(mask, a, b, y0, y1, x0, x1, max_area), hr)
+    return mask
+
+
+def _is_cropped(img: NDArray[Any]) -> bool:
+    """True when the in-plane border is mostly not gas: the field of view cuts the body."""
+    border = np.concatenate(
+        [img[:, 0, :], img[:, -1, :], img[:, :, 0], img[:, :, -1]], axis=None
+    ).astype(np.float32)
+    border = border[np.isfinite(border)]
+    return border.size > 0 and bool(np.median(border) > CROPPED_BORDER_HU)
+
+
+def _select(
+    vol: NDArray[np.int64],
+    gas: NDArray[np.int64],
+    inside: NDArray[np.int64],
+    hmin: NDArray[np.float64],
+    hmax: NDArray[np.float64],
+    is_outside: NDArray[np.bool_],
+    geom: Geometry,
+    min_ml: float,
+) -> NDArray[np.bool_]:
+    """Which components are lungs (the rules of the module documentation)."""
+    vol_ml = vol * (float(np.prod(geom.spacing)) / 1000.0)
+    denom = np.maximum(vol, 1)
+    gas_frac = gas / denom
+    inside_frac = inside / denom
+    dense_ok = (gas_frac <= MAX_GAS_FRACTION) | (
+        (vol_ml >= LARGE_LUNG_ML) & (gas_frac <= MAX_GAS_FRACTION_LARGE)
+    )
+    cand = (
+        ~is_outside
+        & (vol_ml >= max(min_ml, 1e-9))
+        & (inside_frac >= MIN_INSIDE_FRACTION)
+        & dense_ok
+    )
+    if not cand.any():
+        return cand
+    largest = int(np.argmax(np.where(cand, vol, -1)))
+    cand &= vol >= MIN_RELATIVE_VOLUME * vol[largest]
+    cand &= hmax >= hmin[largest]
+    return cand
+
+
+def _close(
+    mask: NDArray[np.uint8],
+    row_ptr: NDArray[np.int64],
+    starts: NDArray[np.int32],
+    ends: NDArray[np.int32],
+    labels: NDArray[np.int32],
+    keep: NDArray[np.uint8],
+    lo_box: NDArray[np.int64],
+    hi_box: NDArray[np.int64],
+    geom: Geometry,
+    radius: float,
+    n_threads: int,
+    pool: ThreadPoolExecutor | None,
+) -> NDArray[np.int64]:
+    """Add to ``mask`` the 3-D closing (ball of ``radius`` mm) of the kept components.
+
+    The closing is computed exactly (two Euclidean distance transforms) on a grid of blocks of
+    about :data:`CLOSING_GRID_MM`, from the blocks that are at least half lung. The signed
+    distance ``sqrt(d) - radius`` is then interpolated (trilinear) back to the fine grid, so the
+    added voxels follow the closed surface to well under a block. The block grid extends
+    ``radius`` beyond the volume, which counts as background: a lung cut by the first or last
+    slice is closed as if capped there (no plug between the apex and the border, no erosion).
+    Returns the block size (fine voxels per block along z, y, x).
+    """
+    shape = np.asarray(mask.shape, np.int64)
+    sp = geom.spacing
+    target = min(CLOSING_GRID_MM, radius / 2.0)
+    f = np.maximum(1, np.floor(target / sp + 0.5)).astype(np.int64)
+    cs = f * sp
+    margin = (np.ceil(radius / cs).astype(np.int64) + 2) * f
+    o = lo_box - margin
+    e = hi_box + margin
+    cshape = tuple(int(v) for v in -(-(e - o) // f))
+    oz, oy, ox = (int(v) for v in o)
+    fz, fy, fx = (int(v) for v in f)
+    nt = 2 * n_threads if n_threads > 1 else 1
+    counts = np.zeros(cshape, np.int32)
+    # fine slice ranges made of whole block rows, clipped to the volume
+    cr = [(max(oz + a * fz, 0), min(oz + b * fz, mask.shape[0])) for a, b in _ranges(cshape[0], nt)]
+    cr = [(a, b) for a, b in cr if b > a]
+    ny = mask.shape[1]
+    _run(
+        pool,
+        lambda a, b: _k.coarse_count(
+            row_ptr, starts, ends, labels, keep, ny, oz, oy, ox, fz, fy, fx, a, b, counts
+        ),
+        cr,
+    )
+    # voxels of each block that lie inside the volume (blocks may hang over the border)
+    n_in = []
+    for a in range(3):
+        first = o[a] + np.arange(cshape[a]) * f[a]
+        n_in.append(np.clip(np.minimum(first + f[a], shape[a]) - np.maximum(first, 0), 0, None))
+    n_block = n_in[0][:, None, None] * n_in[1][None, :, None] * n_in[2][None, None, :]
+    occupied = (2 * counts.astype(np.int64) >= n_block) & (n_block > 0)
+
+    zr = _ranges(cshape[0], nt)
+    yr = _ranges(cshape[1], nt)
+
+    def edt(d: NDArray[np.float32]) -> None:
+        _run(pool, lambda a, b: _k.edt_sq_x(d, float(cs[2]), a, b), zr)
+        _run(pool, lambda a, b: _k.edt_sq_y(d, float(cs[1]), a, b), zr)
+        _run(pool, lambda a, b: _k.edt_sq_z(d, float(cs[0]), a, b), yr)
+
+    big = np.float32(1e30)
+    d = np.where(occupied, np.float32(0), big)
+    edt(d)
+    d = np.where(d <= np.float32(radius * radius), big, np.float32(0))  # dilated set -> its outside
+    edt(d)
+    g = np.sqrt(d, out=d)
+    # a quarter block of safety: interpolation then never bulges past a convex lung surface
+    g -= np.float32(radius + 0.25 * float(cs.min()))
+    fr = _ranges(mask.shape[0], nt)
+    _run(pool, lambda a, b: _k.paint_closing(mask, g, oz, oy, ox, fz, fy, fx, a, b), fr)
+    return f
+
+
+# -- bounding box ---------------------------------------------------------------------------------
+def lung_bbox(
+    mask: ArrayLike, geometry: Geometry, margin_mm: float | Sequence[float]
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Voxel box of the nonzero voxels of ``mask``, enlarged by ``margin_mm`` per side.
+
+    Parameters
+    ----------
+    mask : ndarray (z, y, x)
+        Lung mask (any dtype; nonzero = inside).
+    geometry : Geometry
+        Geometry of ``mask`` (its spacing turns the margin into voxels).
+    margin_mm : float or 3 floats (z, y, x)
+        Margin added on each side, mm (>= 0); rounded up to whole voxels per axis.
+
+    Returns
+    -------
+    start, shape : ndarray of 3 int64
+        The box ``mask[start[0]:start[0] + shape[0], ...]``, clipped to the volume. An empty
+        mask gives the whole volume (``start = (0, 0, 0)``, ``shape = mask.shape``), so cropping
+        with it is a no-op.
+
+    Raises
+    ------
+    InvalidParameterError
+        ``mask`` is not a non-empty 3-D array, ``geometry`` is not a Geometry, or the margin
+        is negative / not finite.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ctflow.geometry import Geometry
+    >>> m = np.zeros((10, 20, 20), np.uint8)
+    >>> m[4:6, 5:10, 8:12] = 1
+    >>> start, shape = lung_bbox(m, Geometry((2.0, 1.0, 1.0)), 3.0)
+    >>> start.tolist(), shape.tolist()
+    ([2, 2, 5], [6, 11, 10])
+    """
+    where = "lung_bbox"
+    arr = np.asarray(mask)
+    if arr.ndim != 3 or arr.size == 0:
+        raise InvalidParameterError(
+            f"{where}: mask must be a non-empty 3-D (z, y, x) array; got shape {arr.shape}"
+        )
+    geom = _check_geometry(geometry, where)
+    try:
+        m = np.broadcast_to(np.asarray(margin_mm, dtype=np.float64), (3,))
+    except (TypeError, ValueError):
+        m = np.full(3, np.nan)
+    if not np.all(np.isfinite(m)) or np.any(m < 0):
+        raise InvalidParameterError(
+            f"{where}: margin_mm must be a finite number >= 0 (or 3 of them, z y x) in mm; "
+            f"got {margin_mm!r}"
+        )
+    if arr.dtype != np.uint8:
+        arr = arr != 0
+    arr = np.ascontiguousarray(arr).view(np.uint8)
+    shape = np.asarray(arr.shape, np.int64)
+    b = _k.mask_bbox(arr, 0, arr.shape[0])
+    if b[0] > b[1]:
+        return np.zeros(3, np.int64), shape
+    pad = np.ceil(m / geom.spacing - 1e-9).astype(np.int64)
+    start = np.maximum(b[0::2] - pad, 0)
+    stop = np.minimum(b[1::2] + pad, shape)
+    return start, stop - start
