@@ -213,8 +213,6 @@ class DaskEngine:
         client = self.client
         n_dask_workers = max(1, len(client.scheduler_info().get("workers", {})))
         limit = max(1, prefetch) + n_dask_workers
-        sources = {i: dataset.sources[i] for i in dataset.ids}
-        sources_future = client.scatter(sources, broadcast=True, hash=False)
         actions = tuple(actions)
         pending: deque[tuple[int, list[str], Any]] = deque()
         planned = iter(plan)
@@ -227,7 +225,8 @@ class DaskEngine:
                     return
                 fut = client.submit(
                     _run_batch_task,
-                    sources_future,
+                    # a batch travels as its ids and source paths, nothing more
+                    {i: dataset.sources[i] for i in ids},
                     dataset.batch_class,
                     actions,
                     position,
