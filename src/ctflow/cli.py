@@ -52,7 +52,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         cf.Pipeline()
         .load()
         .fetch_nodules(annotations)
-        .unify_spacing(spacing, order=1)
+        # a common in-plane size so scans of different fields of view share a batch
+        .unify_spacing(spacing, shape=(None, args.size, args.size), order=1)
         .normalize_hu(-1000, 400)
         .create_mask()
         .sample_nodules(batch_size=8, nodule_size=(32, 48, 48), share=0.5, variance=(4, 9, 9))

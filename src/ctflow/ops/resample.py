@@ -577,8 +577,10 @@ def unify_spacing(
         Geometry of ``image``.
     spacing : 3 floats or float
         Output spacing (z, y, x), mm.
-    shape : 3 ints, optional
-        Output shape; default keeps the field of view.
+    shape : 3 ints (or None per axis), optional
+        Output shape; default keeps the field of view. ``None`` on an axis keeps that axis's
+        field of view, e.g. ``(None, 256, 256)`` fixes only the in-plane size, so scans of
+        different fields of view can share one batch.
     order : {0, 1, 3}, default 1
         Nearest, trilinear or cubic B-spline interpolation.
     padding : {"reflect", "edge", "constant"}, default "reflect"
@@ -615,11 +617,14 @@ def unify_spacing(
     image = _check_image(image, where)
     geometry = _check_geometry(geometry, where)
     new_sp = as_spacing(spacing, where=where)
+    n = np.floor(np.asarray(image.shape) * geometry.spacing / new_sp + 0.5)
+    natural = [int(max(1, v)) for v in n]
     if shape is None:
-        n = np.floor(np.asarray(image.shape) * geometry.spacing / new_sp + 0.5)
-        new_shape: tuple[int, int, int] = tuple(int(max(1, v)) for v in n)  # type: ignore[assignment]
-    else:
-        new_shape = as_shape(shape, where=where)
+        shape = natural
+    elif isinstance(shape, (tuple, list)) and len(shape) == 3:
+        # ``None`` on an axis keeps that axis's field of view, e.g. (None, 256, 256)
+        shape = [natural[k] if v is None else v for k, v in enumerate(shape)]
+    new_shape = as_shape(shape, where=where)
     return _resample(
         image,
         geometry,
