@@ -907,6 +907,71 @@ class CTBatch:
                 out[comp] = np.ascontiguousarray(np.flip(arr, axis=tuple(axes)))
         return out
 
+    @action
+    @inbatch_parallel
+    def rotate(
+        self,
+        item: CTItem,
+        angle: float,
+        axes: Sequence[int] = (1, 2),
+        random: bool = False,
+        order: int = 1,
+        cval: float = -1000.0,
+        dtype: Any = None,
+    ) -> dict[str, Any]:
+        """Rotate every item by ``angle`` degrees about the centre of the plane ``axes``.
+
+        Voxels follow ``scipy.ndimage.rotate(..., reshape=False)`` (see
+        :func:`ctflow.ops.spatial.rotate`); masks and lungs are rotated as labels (nearest).
+        The direction and origin are rotated with the content (:meth:`Geometry.rotated`), so
+        every voxel keeps pointing at the world position of the anatomy it shows: nodule tables
+        stay valid and ``create_mask`` after ``rotate`` is right. The plane's two axes must share
+        a spacing (call ``unify_spacing`` first for planes containing z).
+
+        Parameters
+        ----------
+        angle : float
+            Degrees; with ``random=True`` each item draws its angle uniformly from
+            ``[-angle, angle]`` (reproducible from the run's seed).
+        axes : pair of int, default (1, 2)
+            The rotation plane; (1, 2) rotates the axial plane about z.
+        order : {0, 1}
+            Interpolation of images.
+        cval : float, default -1000
+            Image value where the source lies outside the scan (air).
+        dtype : numpy dtype, optional
+            Output image dtype (default float32 for ``order=1``, unchanged for ``order=0``).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> img = np.zeros((1, 5, 5), np.int16); img[0, 4, 2] = 100
+        >>> b = CTBatch.from_arrays([img]).rotate(90, order=0)
+        >>> np.argwhere(b.images == 100).tolist(), b.voxel_to_world(0, (0, 2, 4)).tolist()
+        ([[0, 2, 4]], [0.0, 4.0, 2.0])
+        """
+        from ctflow.ops.spatial import rotate
+
+        images = self._item_images(item, "rotate")
+        theta = float(angle)
+        if not np.isfinite(theta):
+            raise InvalidParameterError(f"rotate: angle must be a finite number; got {angle!r}")
+        if random:
+            theta = float(item.rng.uniform(-abs(theta), abs(theta)))
+        geometry = item.geometry.rotated(images.shape, theta, axes)
+        plane = (int(axes[0]), int(axes[1]))
+        kw: dict[str, Any] = {"n_threads": item.n_threads}
+        out: dict[str, Any] = {
+            "images": rotate(images, theta, plane, order=order, cval=cval, dtype=dtype, **kw),
+            "geometry": geometry,
+            "info": {"rotate_deg": theta},
+        }
+        for comp in ("masks", "lungs"):
+            arr = getattr(item, comp)
+            if arr is not None:
+                out[comp] = rotate(arr, theta, plane, order=0, cval=0, **kw)
+        return out
+
     # ================================================================== actions: intensity
     @action
     def normalize_hu(
@@ -931,6 +996,211 @@ class CTBatch:
             self.images, min_hu, max_hu, dtype, n_threads=self._workers(None)
         )
         return self
+
+    @action
+    @inbatch_parallel
+    def apply_noise(
+        self, item: CTItem, sigma: float = 10.0, kind: str = "gaussian"
+    ) -> NDArray[np.float32]:
+        """Add zero-mean noise of standard deviation ``sigma`` (image units) to every item.
+
+        Each item draws from its own generator, derived from the run's seed, the batch's
+        position and the item: results do not depend on threads, prefetch or engine. Output is
+        float32.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> b = CTBatch.from_arrays([np.zeros((4, 16, 16), np.int16)])
+        >>> b.set_random_state(0, 0)
+        >>> round(float(b.apply_noise(sigma=5.0).images.std()), 0)
+        5.0
+        """
+        from ctflow.ops.augment import apply_noise
+
+        images = self._item_images(item, "apply_noise")
+        return apply_noise(images, sigma, item.rng, kind=kind)  # type: ignore[arg-type]
+
+    @action
+    @inbatch_parallel
+    def cutout(
+        self,
+        item: CTItem,
+        shape: ArrayLike,
+        start: ArrayLike | None = None,
+        n_boxes: int = 1,
+        fill: Any = "min",
+    ) -> NDArray[Any]:
+        """Fill ``n_boxes`` boxes of ``shape`` voxels with one value ("random erasing").
+
+        ``start`` fixes the box corner; by default each box's corner is drawn uniformly so the
+        box lies inside the item. ``fill`` is a value or "min" / "max" / "mean" of the item.
+        Masks are left alone (the label is what the network should still predict).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> b = CTBatch.from_arrays([np.ones((4, 8, 8), np.int16)])
+        >>> int(b.cutout((2, 2, 2), start=(0, 0, 0), fill=0).images.sum())
+        248
+        """
+        from ctflow.ops.augment import cutout
+
+        images = self._item_images(item, "cutout")
+        box = np.asarray(as_shape(shape, where="cutout"), dtype=np.int64)
+        if not isinstance(n_boxes, int | np.integer) or n_boxes < 1:
+            raise InvalidParameterError(f"cutout: n_boxes must be >= 1; got {n_boxes!r}")
+        out = images
+        for _ in range(int(n_boxes)):
+            if start is None:
+                high = np.maximum(np.asarray(images.shape) - box, 0) + 1
+                corner = item.rng.integers(0, high)
+            else:
+                corner = np.asarray(start, dtype=np.int64)
+            out = cutout(out, corner, box, fill=fill)
+        return out
+
+    # ================================================================== actions: anatomy
+    @action
+    @inbatch_parallel
+    def segment(
+        self,
+        item: CTItem,
+        threshold: float = -320.0,
+        min_lung_ml: float = 15.0,
+        fill_holes: bool = True,
+        closing_mm: float = 5.0,
+        blank: bool = False,
+        blank_value: float = -1000.0,
+    ) -> dict[str, Any]:
+        """Segment the lungs of every item into ``lungs`` (uint8 0/1).
+
+        A fast classical method (:func:`ctflow.ops.lungs.segment_lungs`): air threshold,
+        removal of outside air and bowel gas, largest lung components, 3-D closing and 2-D hole
+        filling that keeps juxta-pleural nodules. Needs HU images: call it before
+        ``normalize_hu``. With ``blank=True`` image voxels outside the lungs are set to
+        ``blank_value``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> b = CTBatch.from_arrays([np.full((8, 32, 32), -1000, np.int16)])
+        >>> int(b.segment().lungs.sum())   # air only: no body, so no lungs
+        0
+        """
+        from ctflow.ops.lungs import segment_lungs
+
+        images = self._item_images(item, "segment")
+        normalised = images.dtype.kind == "f" and images.size > 0
+        normalised = normalised and 0.0 <= float(images.min()) <= float(images.max()) <= 1.0
+        if normalised:
+            raise InvalidScanError(
+                f"segment: item {item.id!r} looks normalised (values in [0, 1]); the lung "
+                f"mask needs HU — call segment() before normalize_hu()"
+            )
+        lungs = segment_lungs(
+            images,
+            item.geometry,
+            threshold=threshold,
+            min_lung_ml=min_lung_ml,
+            fill_holes=fill_holes,
+            closing_mm=closing_mm,
+            n_threads=item.n_threads,
+        )
+        out: dict[str, Any] = {"lungs": lungs}
+        if blank:
+            out["images"] = np.where(lungs.astype(bool), images, images.dtype.type(blank_value))
+        return out
+
+    @action
+    @inbatch_parallel
+    def crop_to_lungs(
+        self, item: CTItem, margin_mm: float | Sequence[float] = 10.0, shape: Any = None
+    ) -> dict[str, Any]:
+        """Crop every item to the box around its lungs, enlarged by ``margin_mm`` per side.
+
+        Items of different lung sizes get different in-plane sizes, which cannot share one
+        batch: pass ``shape`` (voxels) to cut a box of that shape centred on the lungs instead
+        (padded with air where it leaves the scan), or run with ``batch_size=1``. An item
+        without lungs found is kept whole. Origins move with the box.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> b = CTBatch.from_arrays([np.zeros((10, 20, 20), np.int16)])
+        >>> b.lungs = np.zeros((10, 20, 20), np.uint8); b.lungs[4:6, 5:10, 8:12] = 1
+        >>> b.crop_to_lungs(margin_mm=1.0).images.shape
+        (4, 7, 6)
+        """
+        from ctflow.ops.lungs import lung_bbox
+
+        images = self._item_images(item, "crop_to_lungs")
+        if item.lungs is None:
+            raise InvalidParameterError("crop_to_lungs: the batch has no lungs; call segment()")
+        start, size = lung_bbox(item.lungs, item.geometry, margin_mm)
+        if shape is None:
+            return self._cut(item, start, size)
+        want = np.asarray(as_shape(shape, where="crop_to_lungs"), dtype=np.int64)
+        begin = start + size // 2 - want // 2
+        return self._cut_padded(item, begin, want, images)
+
+    def _cut_padded(
+        self,
+        item: CTItem,
+        start: NDArray[np.int64],
+        shape: NDArray[np.int64],
+        images: NDArray[Any],
+    ) -> dict[str, Any]:
+        from ctflow.ops.sampling import extract_crop
+
+        fill = float(images.min()) if images.size else 0.0
+        out: dict[str, Any] = {"geometry": item.geometry.shifted(start)}
+        for comp in SKYSCRAPER:
+            arr = getattr(item, comp)
+            if arr is not None:
+                out[comp] = extract_crop(arr, start, shape, fill if comp == "images" else 0)
+        return out
+
+    # ================================================================== actions: projections
+    @action
+    @inbatch_parallel
+    def make_xip(
+        self,
+        item: CTItem,
+        depth: int = 3,
+        stride: int = 2,
+        mode: str = "max",
+        projection: str = "axial",
+        padding: str | None = None,
+    ) -> dict[str, Any]:
+        """Sliding-window intensity projection (MIP / MinIP / mean / median) of every item.
+
+        Window ``k`` along the projection axis reduces ``depth`` slices starting at
+        ``k * stride``; the output voxel sits at the window's centre, spacing along the axis is
+        multiplied by ``stride`` (see :mod:`ctflow.ops.xip`). Masks and lungs get a maximum
+        projection (a voxel is in a nodule if any slice of its window is).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> img = np.arange(6, dtype=np.int16).reshape(6, 1, 1)
+        >>> b = CTBatch.from_arrays([img]).make_xip(depth=3, stride=2)
+        >>> b.images.ravel().tolist(), b.origin[0].tolist(), b.spacing[0].tolist()
+        ([2, 4], [1.0, 0.0, 0.0], [2.0, 1.0, 1.0])
+        """
+        from ctflow.ops.xip import make_xip, xip_geometry
+
+        images = self._item_images(item, "make_xip")
+        kw: dict[str, Any] = {"projection": projection, "padding": padding}
+        out: dict[str, Any] = {
+            "images": make_xip(images, depth, stride, mode, **kw),  # type: ignore[arg-type]
+            "geometry": xip_geometry(item.geometry, depth, stride, **kw),
+        }
+        for comp in ("masks", "lungs"):
+            arr = getattr(item, comp)
+            if arr is not None:
+                out[comp] = make_xip(arr, depth, stride, "max", **kw)
+        return out
 
     # ================================================================== actions: annotations
     @action
@@ -976,6 +1246,59 @@ class CTBatch:
         centers = item.nodules[["z", "y", "x"]].to_numpy(np.float64)
         diameters = item.nodules["diameter"].to_numpy(np.float64)
         return {"masks": create_mask(shape, item.geometry, centers, diameters, mode=mode)}
+
+    @action
+    def binarize_mask(self, threshold: float = 0.5) -> CTBatch:
+        """Turn ``masks`` (e.g. predicted probabilities) into uint8 0/1: 1 where ``> threshold``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> b = CTBatch.from_arrays([np.zeros((1, 1, 3), np.int16)])
+        >>> b.masks = np.array([[[0.2, 0.5, 0.9]]], np.float32)
+        >>> b.binarize_mask(0.5).masks.ravel().tolist()
+        [0, 0, 1]
+        """
+        from ctflow.ops.masks import binarize_mask
+
+        self._require("binarize_mask", "masks")
+        self.masks = binarize_mask(self.masks, threshold)  # type: ignore[arg-type]
+        return self
+
+    @action
+    @inbatch_parallel
+    def fetch_nodules_from_mask(self, item: CTItem) -> dict[str, Any]:
+        """Replace each item's nodules by the connected components of its ``masks``.
+
+        Centres are the components' voxel centroids in world mm; diameters are those of the
+        sphere of the same volume (mm). Use after ``predict_on_scan`` + ``binarize_mask``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> b = CTBatch.from_arrays([np.zeros((9, 9, 9), np.int16)], ids=["a"])
+        >>> b.masks = np.zeros((9, 9, 9), np.uint8); b.masks[3:6, 3:6, 3:6] = 1
+        >>> b.fetch_nodules_from_mask().nodules[["id", "z", "y", "x"]].values.tolist()
+        [['a', 4.0, 4.0, 4.0]]
+        """
+        from ctflow.ops.masks import nodules_from_mask
+
+        if item.masks is None:
+            raise InvalidParameterError(
+                "fetch_nodules_from_mask: the batch has no masks; call create_mask() or "
+                "predict_on_scan()"
+            )
+        centers, diameters = nodules_from_mask(item.masks, item.geometry)
+        table = pd.DataFrame(
+            {
+                "id": pd.Series([item.id] * len(diameters), dtype="str"),
+                "z": centers[:, 0],
+                "y": centers[:, 1],
+                "x": centers[:, 2],
+                "diameter": diameters,
+            }
+        )
+        return {"nodules": table}
 
     # ================================================================== actions: sampling
     @action
@@ -1120,6 +1443,154 @@ class CTBatch:
                 info["warnings"] = list(plan.warnings)
         out.failed = list(self.failed)
         return out
+
+    # ================================================================== actions: inference
+    @action
+    def get_patches(
+        self,
+        shape: ArrayLike,
+        stride: ArrayLike | None = None,
+        component: str = "images",
+        pad_value: Any = "edge",
+    ) -> CTBatch:
+        """Cut every item into patches covering all of it, into ``batch.patches``.
+
+        ``batch.patches`` is one array ``(Σ n_i, pz, py, px)`` (items in order, patches in
+        :class:`ctflow.ops.patches.PatchGrid` order) and ``batch.patch_grids`` the grids, so a
+        network's outputs on the patches can be put back with :meth:`load_from_patches`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> b = CTBatch.from_arrays([np.zeros((8, 8, 8), np.int16)] * 2)
+        >>> b.get_patches((4, 4, 4)).patches.shape
+        (16, 4, 4, 4)
+        """
+        from ctflow.ops.patches import get_patches
+
+        self._require("get_patches", component)
+        parts, grids = [], []
+        for i in range(len(self)):
+            view = self._view(component, i)
+            assert view is not None
+            p, g = get_patches(view, shape, stride, pad_value=pad_value)
+            parts.append(p)
+            grids.append(g)
+        self.patches = np.concatenate(parts) if parts else None
+        self.patch_grids = grids
+        return self
+
+    @action
+    def load_from_patches(self, patches: NDArray[Any] | None = None, dst: str = "masks") -> CTBatch:
+        """Put patches (default: ``batch.patches``) back into ``dst``, averaging overlaps.
+
+        ``patches`` must be in the order :meth:`get_patches` produced (e.g. a network's
+        predictions on them); the result is float32 in ``dst`` ("masks", "lungs" or "images").
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> img = np.arange(512, dtype=np.int16).reshape(8, 8, 8)
+        >>> b = CTBatch.from_arrays([img]).get_patches((4, 4, 4), (2, 2, 2))
+        >>> bool(np.array_equal(b.load_from_patches(dst="masks").masks, img))
+        True
+        """
+        from ctflow.ops.patches import assemble_patches
+
+        grids = getattr(self, "patch_grids", None)
+        if not grids:
+            raise InvalidParameterError("load_from_patches: call get_patches() first")
+        source = getattr(self, "patches", None) if patches is None else np.asarray(patches)
+        if dst not in SKYSCRAPER:
+            raise InvalidParameterError(f"load_from_patches: dst must be one of {SKYSCRAPER}")
+        total = sum(g.n_patches for g in grids)
+        if source is None or source.ndim != 4 or len(source) != total:
+            got = None if source is None else source.shape
+            raise InvalidParameterError(
+                f"load_from_patches: expected {total} patches (n, pz, py, px) for this batch's "
+                f"grids; got {got}"
+            )
+        volumes, k = [], 0
+        for g in grids:
+            volumes.append(assemble_patches(source[k : k + g.n_patches], g))
+            k += g.n_patches
+        self._set_component(dst, volumes)
+        return self
+
+    @action
+    def predict_on_scan(
+        self,
+        fn: Callable[[NDArray[Any]], ArrayLike],
+        patch_shape: ArrayLike,
+        stride: ArrayLike | None = None,
+        batch_size: int = 8,
+        component: str = "images",
+        dst: str = "masks",
+        pad_value: Any = "edge",
+    ) -> CTBatch:
+        """Run ``fn`` (e.g. a network) over patches of every item; reassemble into ``dst``.
+
+        Patches are cut on demand, ``batch_size`` at a time, so whole scans work with a model
+        that only takes small inputs; overlapping predictions are averaged. ``fn`` gets an
+        array ``(B, pz, py, px)`` and returns one of the same shape. Items run one after
+        another (models are rarely thread-safe); the result is float32, e.g. probabilities to
+        pass to :meth:`binarize_mask`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> b = CTBatch.from_arrays([np.ones((8, 8, 8), np.int16)])
+        >>> float(b.predict_on_scan(lambda x: x * 0.5, (4, 4, 4)).masks.max())
+        0.5
+        """
+        from ctflow.ops.patches import predict_on_volume
+
+        self._require("predict_on_scan", component)
+        if dst not in SKYSCRAPER:
+            raise InvalidParameterError(f"predict_on_scan: dst must be one of {SKYSCRAPER}")
+        volumes = []
+        for i in range(len(self)):
+            view = self._view(component, i)
+            assert view is not None
+            volumes.append(
+                predict_on_volume(view, fn, patch_shape, stride, batch_size, pad_value=pad_value)
+            )
+        self._set_component(dst, volumes)
+        return self
+
+    def _set_component(self, name: str, volumes: Sequence[NDArray[Any]]) -> None:
+        shapes = [tuple(int(v) for v in s) for s in self.shapes]
+        for vol, shape, item_id in zip(volumes, shapes, self.ids, strict=True):
+            if vol.shape != shape:
+                raise InvalidScanError(
+                    f"{name} of item {item_id!r} would be {vol.shape}; its images are {shape}"
+                )
+        setattr(self, name, _concat(volumes, name, self.ids) if volumes else None)
+
+    # ================================================================== pictures
+    def show(self, key: int | str = 0, **kwargs: Any) -> Any:
+        """A matplotlib Figure of an axial slice of one item, masks/lungs/nodules overlaid.
+
+        Keyword arguments go to :func:`ctflow.viz.show_slice` (``z``, ``window``, ``title``,
+        ``ax``); the default slice is through the item's first nodule, else the middle.
+        """
+        from ctflow.viz import show_slice
+
+        item = self.get(key)
+        nods = item.nodules[["z", "y", "x", "diameter"]].to_numpy(np.float64)
+        if "z" not in kwargs and len(nods):
+            kwargs["z"] = int(
+                np.clip(np.rint(item.world_to_voxel(nods[0, :3])[0]), 0, item.shape[0] - 1)
+            )
+        kwargs.setdefault("title", item.id)
+        return show_slice(
+            self._item_images(item, "show"),
+            masks=item.masks,
+            lungs=item.lungs,
+            geometry=item.geometry,
+            nodules=[tuple(r) for r in nods],
+            **kwargs,
+        )
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
