@@ -222,6 +222,8 @@ class CTBatch:
         self._positions: list[int] = list(range(n))
         self._seed: np.random.SeedSequence | None = None
         self._n_random_calls = 0
+        self.patches: NDArray[Any] | None = None
+        self.patch_grids: list[Any] = []
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -718,6 +720,7 @@ class CTBatch:
         order: int = 1,
         padding: str = "reflect",
         dtype: Any = None,
+        anti_alias: bool = False,
     ) -> dict[str, Any]:
         """Resample every item to exactly ``spacing`` mm, optionally to a fixed ``shape``.
 
@@ -727,6 +730,10 @@ class CTBatch:
         resampled as labels (nearest), never interpolated. Output images are float32 for
         ``order >= 1`` unless ``dtype`` says otherwise (e.g. ``np.int16`` rounds back to HU).
         Origin and spacing are updated so world points keep pointing at the same anatomy.
+        ``shape`` may hold ``None`` on an axis to keep that axis's field of view, e.g.
+        ``(None, 384, 384)`` fixes only the in-plane size so scans share a batch.
+        ``anti_alias=True`` smooths axes that are downsampled (Gaussian, sigma from the
+        spacing ratio) before sampling, as image pyramids do.
 
         Examples
         --------
@@ -740,7 +747,7 @@ class CTBatch:
         images = self._item_images(item, "unify_spacing")
         kw: dict[str, Any] = {"shape": shape, "padding": padding, "n_threads": item.n_threads}
         out, geometry = unify_spacing(
-            images, item.geometry, spacing, order=order, dtype=dtype, **kw
+            images, item.geometry, spacing, order=order, dtype=dtype, anti_alias=anti_alias, **kw
         )
         result: dict[str, Any] = {"images": out, "geometry": geometry}
         for comp in ("masks", "lungs"):
@@ -754,7 +761,12 @@ class CTBatch:
     @action
     @inbatch_parallel
     def resize(
-        self, item: CTItem, shape: ArrayLike = (128, 256, 256), order: int = 1, dtype: Any = None
+        self,
+        item: CTItem,
+        shape: ArrayLike = (128, 256, 256),
+        order: int = 1,
+        dtype: Any = None,
+        anti_alias: bool = False,
     ) -> dict[str, Any]:
         """Resample every item to ``shape`` voxels, keeping its field of view.
 
@@ -772,7 +784,13 @@ class CTBatch:
 
         images = self._item_images(item, "resize")
         out, geometry = resize(
-            images, item.geometry, shape, order=order, dtype=dtype, n_threads=item.n_threads
+            images,
+            item.geometry,
+            shape,
+            order=order,
+            dtype=dtype,
+            n_threads=item.n_threads,
+            anti_alias=anti_alias,
         )
         result: dict[str, Any] = {"images": out, "geometry": geometry}
         for comp in ("masks", "lungs"):
@@ -1497,10 +1515,10 @@ class CTBatch:
         """
         from ctflow.ops.patches import assemble_patches
 
-        grids = getattr(self, "patch_grids", None)
+        grids = self.patch_grids
         if not grids:
             raise InvalidParameterError("load_from_patches: call get_patches() first")
-        source = getattr(self, "patches", None) if patches is None else np.asarray(patches)
+        source = self.patches if patches is None else np.asarray(patches)
         if dst not in SKYSCRAPER:
             raise InvalidParameterError(f"load_from_patches: dst must be one of {SKYSCRAPER}")
         total = sum(g.n_patches for g in grids)
