@@ -304,3 +304,23 @@ def test_no_action_upcasts_to_float64():
         for comp in ("images", "masks", "lungs"):
             arr = getattr(batch, comp)
             assert arr is None or arr.dtype != np.float64, (step, comp)
+
+
+def test_normalize_hu_works_in_place_only_on_arrays_the_batch_owns():
+    user = np.linspace(-1200, 600, 4 * 8 * 8, dtype=np.float32).reshape(4, 8, 8)
+    kept = user.copy()
+    b = cf.CTBatch.from_arrays([user]).normalize_hu()
+    np.testing.assert_array_equal(user, kept)  # the caller's array is untouched
+    ref = (np.clip(kept, -1000, 400) + 1000) / 1400
+    np.testing.assert_allclose(b.images, ref, rtol=1e-6)
+
+    b = cf.CTBatch.from_arrays([user], spacing=(2.0, 1.0, 1.0)).unify_spacing((1.0, 1.0, 1.0))
+    resampled = b.images
+    hu = resampled.copy()
+    b.normalize_hu()
+    assert b.images is resampled  # the resampled volume was reused, no second volume
+    np.testing.assert_allclose(b.images, (np.clip(hu, -1000, 400) + 1000) / 1400, rtol=1e-6)
+    b2 = cf.CTBatch.from_arrays([user], spacing=(2.0, 1.0, 1.0)).unify_spacing((1.0, 1.0, 1.0))
+    before = b2.images
+    b2.normalize_hu(inplace=False)
+    assert b2.images is not before and before.min() < -900

@@ -83,7 +83,7 @@ def test_unknown_action_fails_at_definition_listing_what_exists():
 
 def test_bad_arguments_fail_at_definition():
     with pytest.raises(cf.InvalidParameterError, match=r"bad arguments for normalize_hu"):
-        cf.Pipeline().normalize_hu(-1000, 400, "float32", 7)
+        cf.Pipeline().normalize_hu(-1000, 400, "float32", True, 7)
     with pytest.raises(cf.InvalidParameterError, match="unexpected keyword"):
         cf.Pipeline().load(fromat="mhd")
 

@@ -224,6 +224,9 @@ class CTBatch:
         self._n_random_calls = 0
         self.patches: NDArray[Any] | None = None
         self.patch_grids: list[Any] = []
+        # components whose skyscraper this batch allocated itself (nobody else holds them), so
+        # actions may overwrite them in place; arrays handed in by users are never overwritten
+        self._owned: set[str] = set()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -281,8 +284,14 @@ class CTBatch:
         self,
         arrays: Mapping[str, Sequence[NDArray[Any]] | None],
         geometries: Sequence[Geometry],
+        *,
+        fresh: bool = False,
     ) -> None:
-        """Replace the skyscrapers and geometry from per-item arrays."""
+        """Replace the skyscrapers and geometry from per-item arrays.
+
+        ``fresh=True`` says the item arrays were allocated by ctflow's own code for this call,
+        so a skyscraper made from one of them without a copy is owned by the batch.
+        """
         images = arrays.get("images")
         if images is None or (not isinstance(images, np.ndarray) and len(images) != len(self.ids)):
             raise InvalidScanError("internal: every item needs images")
@@ -295,6 +304,7 @@ class CTBatch:
             seq = arrays.get(name)
             if seq is None:
                 new[name] = None
+                self._owned.discard(name)
                 continue
             if isinstance(seq, np.ndarray):  # unchanged skyscraper, reused without a copy
                 if seq.shape[0] != sum(s[0] for s in shapes) or seq.shape[1:] != shapes[0][1:]:
@@ -309,6 +319,12 @@ class CTBatch:
                         f"{name} of item {item_id!r} has shape {arr.shape}; its images have {shape}"
                     )
             new[name] = _concat(seq, name, self.ids) if len(seq) else None
+            arr_new = new[name]
+            allocated = arr_new is not None and not any(arr_new is a for a in seq)
+            if allocated or (fresh and arr_new is not None and arr_new.base is None):
+                self._owned.add(name)
+            else:
+                self._owned.discard(name)
         self.images, self.masks, self.lungs = new["images"], new["masks"], new["lungs"]
         self.bounds = np.concatenate([[0], np.cumsum([s[0] for s in shapes])]).astype(np.int64)
         self.spacing = np.stack([g.spacing for g in geometries]) if geometries else np.ones((0, 3))
@@ -503,7 +519,8 @@ class CTBatch:
             self.failed.append(ItemFailure(item.id, name, exc))
         if len(keep) < n:
             self._keep(keep)
-        self._assemble(name, results)
+        # ctflow's own item methods return arrays they allocated (views have a base)
+        self._assemble(name, results, fresh=func.__module__ == __name__)
         return self
 
     def _keep(self, indices: Sequence[int]) -> None:
@@ -527,7 +544,7 @@ class CTBatch:
             self.spacing, self.origin = self.spacing[idx], self.origin[idx]
             self.direction = self.direction[idx]
 
-    def _assemble(self, name: str, results: Sequence[Any]) -> None:
+    def _assemble(self, name: str, results: Sequence[Any], *, fresh: bool = False) -> None:
         """Build new components from per-item results (arrays, dicts or None)."""
         if not results or all(r is None for r in results):
             return
@@ -603,7 +620,7 @@ class CTBatch:
         for i, d in enumerate(dicts):
             if "info" in d:
                 self.info[i].update(d["info"])
-        self._set_items(new, geoms)
+        self._set_items(new, geoms, fresh=fresh)
 
     def _require(self, what: str, *components: str) -> None:
         for comp in components:
@@ -993,11 +1010,19 @@ class CTBatch:
     # ================================================================== actions: intensity
     @action
     def normalize_hu(
-        self, min_hu: float = -1000.0, max_hu: float = 400.0, dtype: str = "float32"
+        self,
+        min_hu: float = -1000.0,
+        max_hu: float = 400.0,
+        dtype: str = "float32",
+        inplace: bool = True,
     ) -> CTBatch:
         """Clip HU to [min_hu, max_hu] and scale to [0, 1] float32 (or 0..255 uint8).
 
-        One fused pass over the whole skyscraper (no temporaries), threaded.
+        One fused pass over the whole skyscraper, threaded; float32 images the batch allocated
+        itself (e.g. the output of ``unify_spacing``) are overwritten in place, so the step
+        needs no second volume (``inplace=False`` always writes a new array, e.g. when you keep
+        a reference to the HU images). Arrays a user handed in (``from_arrays``) are never
+        modified.
 
         Examples
         --------
@@ -1010,9 +1035,23 @@ class CTBatch:
 
         self._require("normalize_hu", "images")
         assert self.images is not None
-        self.images = normalize_hu(
-            self.images, min_hu, max_hu, dtype, n_threads=self._workers(None)
+        images = self.images
+        in_place = (
+            inplace
+            and "images" in self._owned
+            and images.dtype == np.dtype(dtype)
+            and images.flags.c_contiguous
+            and images.flags.writeable
         )
+        self.images = normalize_hu(
+            images,
+            min_hu,
+            max_hu,
+            dtype,
+            out=images if in_place else None,
+            n_threads=self._workers(None),
+        )
+        self._owned.add("images")
         return self
 
     @action
@@ -1453,7 +1492,7 @@ class CTBatch:
         if not ids:
             out.info = []
             return out
-        out._set_items(comps, geoms)
+        out._set_items(comps, geoms, fresh=True)
         out.nodules = pd.concat(rows, ignore_index=True) if rows else empty_nodules()
         out.info = infos
         if plan.warnings:
@@ -1630,7 +1669,7 @@ class CTBatch:
                 for c in SKYSCRAPER
                 if getattr(self, c) is not None
             }
-            out._set_items(comps, [self.geometry(i) for i in idx])
+            out._set_items(comps, [self.geometry(i) for i in idx], fresh=True)
         out.nodules = self.nodules[self.nodules["id"].isin(out.ids)].reset_index(drop=True)
         return out
 
