@@ -68,3 +68,10 @@ def test_create_batch_uses_the_batch_class():
         ds.create_batch(["zz"])
     with pytest.raises(cf.InvalidParameterError, match="subclass"):
         cf.Dataset({"a": "x"}, batch_class=dict)  # type: ignore[arg-type]
+
+
+def test_sources_are_absolute_so_every_engine_reads_the_same_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ds = cf.Dataset.from_paths({"a": "scans/a.mhd", "u": "s3://bucket/b.mhd"})
+    assert ds.sources["a"] == str(tmp_path / "scans" / "a.mhd")
+    assert ds.sources["u"] == "s3://bucket/b.mhd"

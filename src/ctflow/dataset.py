@@ -72,7 +72,11 @@ class Dataset:
             raise InvalidParameterError(
                 f"batch_class must be CTBatch or a subclass of it; got {batch_class!r}"
             )
-        self.sources: dict[str, str] = {str(k): str(v) for k, v in sources.items()}
+        # absolute paths, so every engine (and every Dask worker, whatever its working folder)
+        # reads the same file and dumps record the same source; URLs are left alone
+        self.sources: dict[str, str] = {
+            str(k): (str(v) if "://" in str(v) else os.path.abspath(v)) for k, v in sources.items()
+        }
         self.batch_class = batch_class
 
     # ------------------------------------------------------------------ constructors

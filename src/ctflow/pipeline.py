@@ -154,7 +154,7 @@ class RunReport:
     wall_time : float
         Seconds for the whole run.
     peak_rss_mb : float
-        Peak resident memory of the process so far, MiB.
+        Peak resident memory of the process so far, MiB (on Dask: the client process only).
     """
 
     n_items: int = 0
@@ -540,7 +540,8 @@ class Pipeline:
         drop_last : bool
             Drop an incomplete last batch of each epoch.
         prefetch : int
-            Batches processed ahead in background threads (0: one at a time).
+            Batches processed ahead in background threads (0: one at a time). On a
+            :class:`~ctflow.DaskEngine`: extra batches in flight beyond the cluster's threads.
         progress : bool
             Show a tqdm progress bar (items, items/s, ETA).
         on_error : {"raise", "skip"}
@@ -550,7 +551,8 @@ class Pipeline:
         engine : "local" or an engine object
             Where batches run.
         n_workers : int, optional
-            Item threads per batch (default: usable cores).
+            Item threads per batch (default: usable cores; on Dask, the machine's cores divided
+            by the Dask threads running on it).
 
         Examples
         --------

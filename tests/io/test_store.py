@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
 
 import blosc2
 import numpy as np
@@ -132,3 +140,184 @@ def test_bad_item_ids_rejected(tmp_path):
         store.write_item(
             tmp_path, "../evil", {"images": np.zeros((1, 1, 1))}, cf.Geometry((1, 1, 1))
         )
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def test_dumps_are_byte_identical_whoever_writes_them(tmp_path, rng):
+    b = _batch(rng)
+    b.dump(tmp_path / "one")
+    b.dump(tmp_path / "two")
+    b.dump(tmp_path / "one")  # rewritten in place (a rerun of the same work)
+    one, two = _files(tmp_path / "one"), _files(tmp_path / "two")
+    assert sorted(one) == [
+        "a/images.b2nd", "a/masks.b2nd", "a/meta.json",
+        "b/images.b2nd", "b/masks.b2nd", "b/meta.json",
+    ]  # fmt: skip
+    assert one == two
+    # meta.json holds only what the item is: no time, host, pid or thread count
+    meta = json.loads(one["b/meta.json"])
+    assert set(meta) == {
+        "format", "format_version", "ctflow_version", "id", "components", "spacing", "origin",
+        "direction", "nodules", "source",
+    }  # fmt: skip
+    # and the bytes do depend on the data
+    b.images[0, 0, 0] += 1
+    b.dump(tmp_path / "three")
+    assert _files(tmp_path / "three")["a/images.b2nd"] != one["a/images.b2nd"]
+
+
+def test_concurrent_writers_of_one_item_leave_one_whole_copy(tmp_path):
+    n_writers, rounds = 4, 5
+    barrier = threading.Barrier(n_writers)
+    errors = []
+
+    def writer(k):
+        images = np.full((6, 40, 40), k, np.int16)
+        masks = np.full((6, 40, 40), k, np.uint8)
+        try:
+            for _ in range(rounds):
+                barrier.wait(timeout=20)
+                store.write_item(
+                    tmp_path, "same", {"images": images, "masks": masks},
+                    cf.Geometry((1.0, 1.0, float(k + 1))), source=f"writer{k}",
+                )  # fmt: skip
+        except Exception as exc:  # reported below, with the writer's number
+            errors.append((k, exc))
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(n_writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    assert os.listdir(tmp_path) == ["same"]  # one item, no staging or replaced copies left
+    item = store.read_item(tmp_path / "same")
+    k = int(item.source.removeprefix("writer"))
+    # images, masks and meta all come from the same writer: never a mix
+    assert (item.components["images"] == k).all() and (item.components["masks"] == k).all()
+    assert item.geometry.spacing[2] == k + 1
+
+
+def test_concurrent_writers_of_many_items_share_the_staging_folder(tmp_path):
+    # writers create and remove the shared staging folder all the time: none may trip on another
+    n_writers, n_items = 4, 40
+    errors = []
+
+    def writer(k):
+        try:
+            for j in range(n_items):
+                images = np.full((2, 4, 4), j, np.int16)
+                store.write_item(
+                    tmp_path, f"w{k}-{j:02d}", {"images": images}, cf.Geometry((1, 1, 1))
+                )
+        except Exception as exc:  # reported below
+            errors.append((k, exc))
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(n_writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    names = sorted(os.listdir(tmp_path))
+    assert names == sorted(f"w{k}-{j:02d}" for k in range(n_writers) for j in range(n_items))
+    for name in names:
+        j = int(name.split("-")[1])
+        assert (store.read_item(tmp_path / name).components["images"] == j).all()
+
+
+_WRITER_SCRIPT = """
+import sys
+import numpy as np
+from ctflow.geometry import Geometry
+from ctflow.io.store import write_item
+
+dst = sys.argv[1]
+images = np.random.default_rng(0).normal(0, 300, size=(128, 256, 256)).astype(np.float32)
+print("READY", flush=True)
+k = 0
+while True:
+    write_item(dst, f"item{k:04d}", {"images": images}, Geometry((1.0, 1.0, 1.0)))
+    k += 1
+"""
+
+
+def _in_progress(staging: Path) -> bool:
+    try:
+        return any(any(p.iterdir()) for p in staging.iterdir())
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "killed"])
+def test_writer_interrupted_mid_item_leaves_no_half_item(tmp_path, sig):
+    script = tmp_path / "writer.py"
+    script.write_text(textwrap.dedent(_WRITER_SCRIPT))
+    dst = tmp_path / "dump"
+    staging = dst / store.STAGING
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(dst)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "READY"
+        end = time.monotonic() + 60  # one whole item written, and the next one half way
+        while time.monotonic() < end and not (
+            dst.is_dir()
+            and any(not p.name.startswith(".") for p in dst.iterdir())
+            and _in_progress(staging)
+        ):
+            time.sleep(0.005)
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0
+    items = [p for p in dst.iterdir() if not p.name.startswith(".")]
+    assert items, stderr
+    expected = np.random.default_rng(0).normal(0, 300, size=(128, 256, 256)).astype(np.float32)
+    for item in items:  # whatever looks like an item is whole
+        np.testing.assert_array_equal(store.read_item(item).components["images"], expected)
+    if sig == signal.SIGINT:
+        assert "KeyboardInterrupt" in stderr
+        assert not staging.exists()  # the writer cleaned up after itself
+        return
+    # a killed writer cannot clean up: its staging folder stays, hidden, until the next write
+    # on this host sees that the process is gone
+    left = os.listdir(staging)
+    assert len(left) == 1 and f"~{proc.pid}~" in left[0]
+    store.write_item(
+        dst, "another", {"images": np.zeros((1, 2, 2), np.int16)}, cf.Geometry((1, 1, 1))
+    )
+    assert not staging.exists()
+    assert store.is_item_dir(dst / "another")
+
+
+def test_stale_writes_of_dead_processes_only_are_removed(tmp_path):
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    dead_pid = int(done.stdout)
+    staging = tmp_path / store.STAGING
+    host = store._host()
+    dead = staging / f"{host}~{dead_pid}~0123456789ab~x"
+    alive = staging / f"{host}~{os.getpid()}~0123456789ab~y"
+    elsewhere = staging / f"some-other-host~{dead_pid}~0123456789ab~z"
+    for folder in (dead, alive, elsewhere):
+        folder.mkdir(parents=True)
+        (folder / "images.b2nd").write_bytes(b"half")
+    store.write_item(
+        tmp_path, "new", {"images": np.zeros((1, 2, 2), np.int16)}, cf.Geometry((1, 1, 1))
+    )
+    assert sorted(os.listdir(staging)) == sorted([alive.name, elsewhere.name])
+    assert store.remove_stale_writes(tmp_path) == []  # nothing else provably dead
+    removed = store.remove_stale_writes(tmp_path, all_writers=True)
+    assert sorted(removed) == sorted([alive, elsewhere])
+    assert os.listdir(tmp_path) == ["new"]

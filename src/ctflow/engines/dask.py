@@ -2,32 +2,48 @@
 
 What travels
 ------------
-A task carries the dataset's ids and source PATHS, the pipeline's action calls, the batch's
+A task carries the batch's ids and source PATHS, the pipeline's action calls, the batch's
 position and the run seed — never voxel arrays. Workers read the files themselves and write dumps
-themselves (:mod:`ctflow.io.store` writes are atomic and idempotent, so a task that runs twice
-leaves one copy of each item). Only small :class:`~ctflow.pipeline.BatchOutcome` reports come back,
-plus the processed batch when the caller asked for it (``gen_batch``).
+themselves. Only small :class:`~ctflow.pipeline.BatchOutcome` reports come back, plus the
+processed batch when the caller asked for it (``gen_batch``). Relative paths (sources,
+``dump(dst)``, ``fetch_nodules(path)`` and any :class:`pathlib.Path` argument) are made absolute
+on the client, so they mean on every worker what they mean where the pipeline was written.
+
+Same output as the local engine
+-------------------------------
+A batch is executed by the same function as in the local engine
+(:func:`ctflow.engines.local.run_one`), seeded by ``(seed, position)``; dumps contain nothing
+that depends on the machine, so a seeded run writes byte-identical dumps on either engine.
 
 Bounded memory
 --------------
-At most ``prefetch + number_of_workers`` batches are in flight; the next batch is submitted only
-when the oldest one has been consumed, so the client's memory does not grow with the dataset.
+At most ``max(prefetch, 1) + <Dask threads of the cluster>`` batches run or wait on the cluster
+(the engine follows workers that join or leave during a run). Outcomes are yielded in plan
+order; results that finished early wait on the cluster (not in the client) until their turn, up
+to a window: the in-flight limit when whole batches come back (``gen_batch``), ``max(4 * limit,
+limit + 16)`` for the small reports of ``run``. So neither the client nor the workers grow with
+the dataset, and one slow batch does not idle the cluster.
 
 Failures
 --------
-* A batch that fails deterministically is turned into a report entry by
-  :func:`~ctflow.pipeline.execute` on the worker (``on_error="skip"``) — nothing is raised, so
-  Dask does not retry it. With ``on_error="raise"`` the original exception comes back to the
-  client and is raised there.
-* A worker process that dies mid-batch: Dask reschedules the task on another worker; the
-  atomic dump makes the rerun safe. A batch that kills its worker every time ends in
-  ``KilledWorker`` after Dask's ``allowed-failures`` attempts and is reported as failed.
+* An item or batch that fails deterministically is turned into report entries on the worker
+  under ``on_error="skip"`` (exactly as locally) — nothing is raised, so Dask does not retry it.
+  Under ``on_error="raise"`` the original exception comes back to the client and is raised there.
+* A worker process that dies mid-batch: Dask runs the task again on another worker. Dumps are
+  atomic and idempotent (:mod:`ctflow.io.store`), so a batch that runs twice leaves one copy of
+  each item, byte-identical to a single run.
+* A batch that kills its worker every time ends in ``distributed.KilledWorker`` after Dask's
+  ``distributed.scheduler.allowed-failures`` further attempts (default 3) and is reported once:
+  its items are ``failed`` under ``on_error="skip"``; under ``"raise"`` the error is raised.
+* Ctrl-C or a crash of the client: the client's queued batches are dropped by the scheduler;
+  running ones finish their (atomic) writes. Run again with ``dump(..., skip_existing=True)``.
 
 Threads
 -------
-Each task processes its batch's items on ctflow's item thread pool. Size it to the worker's
-cores: run ``dask worker ADDRESS --nworkers 1 --nthreads 1`` per machine and let ctflow use all
-the cores (``n_workers`` of the run, default: the worker's usable cores).
+Each task processes its batch's items on ctflow's item thread pool (numba ``nogil`` kernels).
+Unless the run gives ``n_workers`` or the worker sets ``CTFLOW_NUM_THREADS``, a task uses
+``cores of its machine // Dask threads on that machine`` item threads, so Dask threads x item
+threads never oversubscribe the cores.
 
 Examples
 --------
@@ -38,9 +54,12 @@ DaskEngine(local cluster, not started)
 
 from __future__ import annotations
 
+import inspect
 import os
-from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 from ctflow.errors import InvalidParameterError, MissingDependencyError
@@ -50,6 +69,11 @@ if TYPE_CHECKING:
     from ctflow.pipeline import ActionCall, BatchOutcome
 
 __all__ = ["DaskEngine"]
+
+#: Parameter names of built-in actions that hold a file or folder path given as ``str``.
+PATH_PARAMETERS = frozenset({"dst", "annotations"})
+#: Seconds between two looks at the cluster's workers during a run.
+_LAYOUT_REFRESH_S = 5.0
 
 
 def _import_distributed() -> Any:
@@ -62,6 +86,88 @@ def _import_distributed() -> Any:
     return distributed
 
 
+# --------------------------------------------------------------------------------- on the client
+def _absolute(path: Any) -> Any:
+    """``path`` made absolute against the client's working directory (URLs left alone)."""
+    if isinstance(path, PurePath):
+        return path if path.is_absolute() else type(path)(os.path.abspath(path))
+    if isinstance(path, str) and path and "://" not in path and not os.path.isabs(path):
+        return os.path.abspath(path)
+    return path
+
+
+def absolute_sources(sources: Mapping[str, str]) -> dict[str, str]:
+    """Sources with relative paths made absolute (workers may run in another folder).
+
+    Examples
+    --------
+    >>> import os
+    >>> absolute_sources({"a": "/d/a.mhd", "b": "b.mhd"})["b"] == os.path.abspath("b.mhd")
+    True
+    """
+    return {i: str(_absolute(str(p))) for i, p in sources.items()}
+
+
+def absolute_actions(actions: Sequence[ActionCall], batch_class: type) -> tuple[ActionCall, ...]:
+    """Action calls with relative path arguments made absolute.
+
+    Resolved: every :class:`pathlib.PurePath` argument, and ``str`` arguments of parameters named
+    in :data:`PATH_PARAMETERS` (``dump(dst)``, ``fetch_nodules(annotations)``).
+
+    Examples
+    --------
+    >>> import os, ctflow as cf
+    >>> calls = absolute_actions(cf.Pipeline().dump("out").actions, cf.CTBatch)
+    >>> calls[0].args[0] == os.path.abspath("out")
+    True
+    """
+    from ctflow.pipeline import ActionCall
+
+    out = []
+    for call in actions:
+        target = call.func if call.func is not None else getattr(batch_class, call.name, None)
+        try:
+            sig = inspect.signature(target) if target is not None else None
+            bound = sig.bind(None, *call.args, **call.kwargs) if sig is not None else None
+        except (TypeError, ValueError):
+            bound = None
+        if bound is None:
+            out.append(call)
+            continue
+        changed = False
+        assert sig is not None
+        for name, value in list(bound.arguments.items()):
+            kind = sig.parameters[name].kind
+            if kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+                continue
+            if isinstance(value, PurePath) or (isinstance(value, str) and name in PATH_PARAMETERS):
+                new = _absolute(value)
+                if new is not value:
+                    bound.arguments[name] = new
+                    changed = True
+        if changed:
+            call = ActionCall(call.name, tuple(bound.args[1:]), dict(bound.kwargs), call.func)
+        out.append(call)
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------------- on a worker
+def _item_threads(n_workers: int | None, host_threads: Mapping[str, int]) -> int | None:
+    """Item threads for a task on this worker: explicit, from the environment, or cores/slots."""
+    if n_workers is not None or os.environ.get("CTFLOW_NUM_THREADS"):
+        return n_workers
+    distributed = _import_distributed()
+    from ctflow.parallel import default_n_workers
+
+    try:
+        worker = distributed.get_worker()
+    except ValueError:  # not on a Dask worker (e.g. a task run in the client for debugging)
+        return None
+    host = distributed.comm.get_address_host(worker.address)
+    slots = host_threads.get(host) or getattr(worker, "nthreads", 1) or 1
+    return max(1, default_n_workers() // int(slots))
+
+
 def _run_batch_task(
     sources: dict[str, str],
     batch_class: type,
@@ -72,8 +178,9 @@ def _run_batch_task(
     on_error: str,
     n_workers: int | None,
     keep_batch: bool,
+    host_threads: Mapping[str, int],
 ) -> BatchOutcome:
-    """What a Dask worker runs for one batch."""
+    """What a Dask worker runs for one batch (the local engine's :func:`run_one`)."""
     from ctflow.dataset import Dataset
     from ctflow.engines.local import run_one
 
@@ -85,29 +192,38 @@ def _run_batch_task(
         ids,
         seed=seed,
         on_error=on_error,
-        n_workers=n_workers,
+        n_workers=_item_threads(n_workers, host_threads),
         keep_batch=keep_batch,
     )
     if outcome.error is not None:
-        raise outcome.error
+        raise outcome.error  # a real exception: Dask does not retry it, the client raises it
     return outcome
 
 
+# --------------------------------------------------------------------------------- the engine
 class DaskEngine:
     """Execute whole batches of a pipeline on a Dask cluster.
 
     Parameters
     ----------
-    client_or_address : distributed.Client, str or None
-        An existing client, a scheduler address (``"tcp://host:8786"``), or None to start a
-        ``LocalCluster`` of worker processes on this machine (on first use).
+    client_or_address : distributed.Client, distributed cluster, str or None
+        An existing client, a cluster object (e.g. ``LocalCluster``), a scheduler address
+        (``"tcp://host:8786"``), or None to start a ``LocalCluster`` of worker processes on this
+        machine, bound to 127.0.0.1 (on first use).
     n_workers : int, optional
-        Worker processes of the local cluster (default 2 or the number of cores, if fewer).
+        Worker processes of the local cluster (default 2, or 1 on a single core).
     threads_per_worker : int, default 1
-        Dask threads per local worker; ctflow's own item threads do the parallel work inside a
-        batch.
+        Dask threads (= batches at once) per local worker; ctflow's own item threads do the
+        parallel work inside a batch.
     **cluster_kwargs
-        More ``LocalCluster`` arguments (e.g. ``memory_limit``).
+        More ``LocalCluster`` arguments (e.g. ``memory_limit="8GiB"``).
+
+    Attributes
+    ----------
+    max_in_flight_seen : int
+        Most batches submitted and not finished at once, over this engine's runs.
+    max_held_seen : int
+        Most batch futures the client held at once (running or finished and waiting their turn).
 
     Examples
     --------
@@ -135,16 +251,28 @@ class DaskEngine:
             self.address = client_or_address
         elif hasattr(client_or_address, "submit") and hasattr(client_or_address, "scheduler_info"):
             self._client = client_or_address
+        elif isinstance(getattr(client_or_address, "scheduler_address", None), str):
+            self.address = client_or_address.scheduler_address
         else:
             raise InvalidParameterError(
-                "DaskEngine: expected a distributed.Client, a scheduler address like "
+                "DaskEngine: expected a distributed.Client, a cluster, a scheduler address like "
                 f"'tcp://host:8786', or None; got {client_or_address!r}"
+            )
+        if n_workers is not None and (not isinstance(n_workers, int) or n_workers < 1):
+            raise InvalidParameterError(
+                f"DaskEngine: n_workers must be a positive integer; got {n_workers!r}"
+            )
+        if not isinstance(threads_per_worker, int) or threads_per_worker < 1:
+            raise InvalidParameterError(
+                f"DaskEngine: threads_per_worker must be a positive integer; "
+                f"got {threads_per_worker!r}"
             )
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2
         self._n_workers = n_workers if n_workers is not None else max(1, min(2, cores))
         self._threads_per_worker = threads_per_worker
         self._cluster_kwargs = cluster_kwargs
         self.max_in_flight_seen = 0
+        self.max_held_seen = 0
 
     def __repr__(self) -> str:
         if self._client is not None:
@@ -169,13 +297,18 @@ class DaskEngine:
                     "dashboard_address": None,
                     **self._cluster_kwargs,
                 }
+                # the scheduler's HTTP endpoint (health, metrics): loopback, any free port
+                kwargs["scheduler_kwargs"] = {
+                    "dashboard_address": "127.0.0.1:0",
+                    **(kwargs.get("scheduler_kwargs") or {}),
+                }
                 self._cluster = distributed.LocalCluster(**kwargs)
                 self._client = distributed.Client(self._cluster)
             self._owns_client = True
         return self._client
 
     def worker_threads(self) -> int:
-        """Cores per worker for ctflow's item threads (the smallest worker's thread count)."""
+        """Dask threads of the smallest worker (batches a worker runs at once)."""
         nthreads = self.client.nthreads()
         return max(1, min(nthreads.values())) if nthreads else 1
 
@@ -187,12 +320,21 @@ class DaskEngine:
                 self._cluster.close()
         self._client = None
         self._cluster = None
+        self._owns_client = False
 
     def __enter__(self) -> DaskEngine:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _host_threads(self) -> dict[str, int]:
+        """Dask threads per host of the cluster as it is now."""
+        workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
+        counts: Counter[str] = Counter()
+        for info in workers.values():
+            counts[str(info.get("host", ""))] += int(info.get("nthreads", 1) or 1)
+        return dict(counts)
 
     def run_batches(
         self,
@@ -206,27 +348,48 @@ class DaskEngine:
         n_workers: int | None = None,
         keep_batch: bool = True,
     ) -> Iterator[BatchOutcome]:
-        """Yield the outcome of every planned batch, in order, from the cluster."""
-        from ctflow.pipeline import BatchOutcome
-
+        """Yield the outcome of every planned batch, in plan order, from the cluster."""
         distributed = _import_distributed()
         client = self.client
-        n_dask_workers = max(1, len(client.scheduler_info().get("workers", {})))
-        limit = max(1, prefetch) + n_dask_workers
-        actions = tuple(actions)
+        actions = absolute_actions(actions, dataset.batch_class)
+        sources = absolute_sources(dataset.sources)
         pending: deque[tuple[int, list[str], Any]] = deque()
         planned = iter(plan)
+        exhausted = False
+        layout: dict[str, Any] = {"checked": -float("inf")}
+
+        def refresh() -> None:
+            """Follow the cluster's size (workers may join or leave): every few seconds."""
+            now = time.monotonic()
+            if now - layout["checked"] < _LAYOUT_REFRESH_S:
+                return
+            host_threads = self._host_threads()
+            limit = max(1, prefetch) + max(1, sum(host_threads.values()))
+            layout.update(
+                checked=now,
+                host_threads=host_threads,
+                limit=limit,  # batches running or queued on the cluster
+                window=limit if keep_batch else max(4 * limit, limit + 16),  # futures held
+            )
+
+        def n_unfinished() -> int:
+            return sum(not fut.done() for _, _, fut in pending)
 
         def fill() -> None:
-            while len(pending) < limit:
+            nonlocal exhausted
+            refresh()
+            limit, window = layout["limit"], layout["window"]
+            unfinished = n_unfinished()
+            while not exhausted and unfinished < limit and len(pending) < window:
                 try:
                     position, ids = next(planned)
                 except StopIteration:
+                    exhausted = True
                     return
                 fut = client.submit(
                     _run_batch_task,
                     # a batch travels as its ids and source paths, nothing more
-                    {i: dataset.sources[i] for i in ids},
+                    {i: sources[i] for i in ids},
                     dataset.batch_class,
                     actions,
                     position,
@@ -235,30 +398,55 @@ class DaskEngine:
                     on_error,
                     n_workers,
                     keep_batch,
+                    layout["host_threads"],
                     pure=False,
                     key=f"ctflow-batch-{position}-{os.urandom(4).hex()}",
                 )
-                pending.append((position, ids, fut))
-                self.max_in_flight_seen = max(self.max_in_flight_seen, len(pending))
+                pending.append((position, list(ids), fut))
+                unfinished += 1
+                self.max_in_flight_seen = max(self.max_in_flight_seen, unfinished)
+                self.max_held_seen = max(self.max_held_seen, len(pending))
 
         try:
             fill()
             while pending:
-                position, ids, fut = pending.popleft()
-                try:
-                    outcome = fut.result()
-                except distributed.KilledWorker as exc:
-                    outcome = BatchOutcome(position=position, ids=list(ids))
-                    if on_error != "skip":
-                        outcome.error = exc
-                    else:
-                        reason = f"KilledWorker: the batch killed its worker repeatedly ({exc})"
-                        outcome.failed = [(i, reason) for i in ids]
-                except Exception as exc:
-                    outcome = BatchOutcome(position=position, ids=list(ids), error=exc)
+                position, ids, fut = pending[0]
+                if not fut.done():
+                    # wait for any batch: a finished one frees a slot for the next submission
+                    distributed.wait(
+                        [f for _, _, f in pending if not f.done()], return_when="FIRST_COMPLETED"
+                    )
+                    fill()
+                    continue
+                pending.popleft()
+                outcome = self._collect(distributed, fut, position, ids, on_error)
                 fut.release()
                 fill()
                 yield outcome
         finally:
             for _, _, fut in pending:
                 fut.cancel()
+            pending.clear()
+
+    @staticmethod
+    def _collect(
+        distributed: Any, fut: Any, position: int, ids: list[str], on_error: Any
+    ) -> BatchOutcome:
+        from ctflow.pipeline import BatchOutcome
+
+        try:
+            return fut.result()
+        except distributed.KilledWorker as exc:
+            exc.add_note(
+                f"ctflow: the batch at position {position} ({ids}) killed its Dask worker on "
+                f"every attempt (distributed.scheduler.allowed-failures)"
+            )
+            outcome = BatchOutcome(position=position, ids=list(ids))
+            if on_error != "skip":
+                outcome.error = exc
+            else:
+                reason = f"KilledWorker: the batch killed its Dask worker on every attempt ({exc})"
+                outcome.failed = [(i, reason) for i in ids]
+            return outcome
+        except Exception as exc:
+            return BatchOutcome(position=position, ids=list(ids), error=exc)

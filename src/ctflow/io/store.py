@@ -9,12 +9,24 @@ Layout (``DESIGN.md`` §7)::
                                nodules (world mm), source, ctflow version, format version
 
 No pickles: everything is arrays or JSON, safe to read from untrusted sources and across Python
-versions. An item is written into a hidden temporary folder ``<dst>/.<id>.tmp-<random>`` and
-renamed to ``<dst>/<id>`` only when complete, so a crash never leaves a half item that looks
-whole. ``meta.json`` is written last inside the temporary folder; a folder without it is never an
-item. Re-writing an existing item swaps it in with two renames, so readers see either the old or
-the new item, never a mix. ``skip_existing=True`` leaves complete items alone (resume after a
-crash).
+versions.
+
+Atomic, idempotent, deterministic writes
+----------------------------------------
+An item is written into a staging folder ``<dst>/.ctflow-tmp/<host>~<pid>~<random>~<id>``, its
+files are flushed to disk (``fsync``), and it is renamed to ``<dst>/<id>`` only when complete, so a
+crash — Ctrl-C, a killed process, a lost machine — never leaves a half item that looks whole.
+``meta.json`` is written last; a folder without it is never an item. Re-writing an existing item
+swaps it in with two renames, so readers see either the old or the new item, never a mix, and
+writing the same item twice (a Dask task that reruns after its worker died) leaves one copy.
+The bytes written depend only on the item (no timestamps, host names or thread counts; blosc2
+compresses with one thread), so the same data dumped twice, by any engine, is byte-identical.
+
+A writer that dies leaves its staging folder behind. It is removed by the next write into the
+same ``dst`` on the same host once that process is gone (:func:`remove_stale_writes` does it on
+demand; ``all_writers=True`` also clears leftovers of other hosts when nothing is writing). The
+staging folder disappears when empty. ``skip_existing=True`` leaves complete items alone (resume
+after a crash).
 
 Chunks are ``(min(Z, 16), Y, X)`` slabs split in-plane into at most 256x256 tiles, so a crop reads
 only the chunks it touches (:func:`read_crop`).
@@ -33,9 +45,12 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shutil
+import socket
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,16 +68,21 @@ from ctflow.geometry import Geometry
 __all__ = [
     "FORMAT_VERSION",
     "SKYSCRAPER_COMPONENTS",
+    "STAGING",
     "StoredItem",
     "is_item_dir",
     "read_crop",
     "read_item",
+    "remove_stale_writes",
     "write_item",
 ]
 
 FORMAT_VERSION = 1
 SKYSCRAPER_COMPONENTS = ("images", "masks", "lungs")
 _META = "meta.json"
+#: Name of the hidden folder of ``dst`` where items are assembled before the final rename.
+STAGING = ".ctflow-tmp"
+_SEP = "~"  # never in a host name; ids come last in a staging name, so they may contain it
 _NODULE_KEYS = ("z", "y", "x", "diameter")
 
 
@@ -150,15 +170,15 @@ def write_item(
     item_id = _check_id(item_id)
     root = Path(dst)
     final = root / item_id
+    staging = root / STAGING
+    _remove_dead_writers(staging)
     if skip_existing and is_item_dir(final):
         return None
     images = components.get("images")
     if images is None:
         raise InvalidParameterError(f"dump: item {item_id!r} has no images to write")
     shape = tuple(int(v) for v in images.shape)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".{item_id}.tmp-{uuid.uuid4().hex[:12]}"
-    tmp.mkdir()
+    tmp = _make_staging_dir(staging, item_id)
     try:
         meta_components: dict[str, Any] = {}
         for name, arr in components.items():
@@ -175,15 +195,18 @@ def write_item(
                     f"images have {shape}"
                 )
             data = np.ascontiguousarray(arr)
+            path = tmp / f"{name}.b2nd"
             blosc2.asarray(
                 data,
-                urlpath=str(tmp / f"{name}.b2nd"),
+                urlpath=str(path),
                 mode="w",
                 chunks=_chunks(shape),
                 cparams=_cparams(),
             )
+            _fsync(path)
             meta_components[name] = {"shape": list(shape), "dtype": np.dtype(data.dtype).str}
         table = _nodules_to_json(nodules)
+        # only what the item is: no time, host or thread count, so rewrites are byte-identical
         meta = {
             "format": "ctflow",
             "format_version": FORMAT_VERSION,
@@ -202,22 +225,152 @@ def write_item(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        _rmdir_if_empty(staging)
     return final
 
 
-def _swap_in(tmp: Path, final: Path) -> None:
-    """Rename ``tmp`` to ``final``; an existing ``final`` is replaced without a half state."""
-    if not final.exists():
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _host() -> str:
+    return socket.gethostname().replace(_SEP, "-")
+
+
+def _writer_tag() -> str:
+    return f"{_host()}{_SEP}{os.getpid()}"
+
+
+def _make_staging_dir(staging: Path, item_id: str) -> Path:
+    """Create this writer's private folder in ``staging`` (which other writers may remove)."""
+    name = f"{_writer_tag()}{_SEP}{uuid.uuid4().hex[:12]}{_SEP}{item_id[:32]}"
+    tmp = staging / name
+    staging.parent.mkdir(parents=True, exist_ok=True)  # dst itself is never removed
+    for _ in range(100):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(staging)
         try:
-            os.rename(tmp, final)
-            return
-        except OSError:
-            if not final.exists():
-                raise
-    old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:12]}"
-    os.rename(final, old)
-    os.rename(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+            tmp.mkdir()
+            return tmp
+        except FileNotFoundError:  # another writer removed the empty staging folder meanwhile
+            continue
+    raise OSError(f"dump: cannot create a staging folder in {staging}")
+
+
+def _rmdir_if_empty(staging: Path) -> None:
+    with contextlib.suppress(OSError):  # not empty (other writers, leftovers) or already gone
+        staging.rmdir()
+
+
+def _swap_in(tmp: Path, final: Path) -> None:
+    """Rename ``tmp`` to ``final``; an existing ``final`` is replaced without a half state.
+
+    ``tmp`` lies in the staging folder, so the replaced item is moved there too (the staging
+    folder cannot vanish while ``tmp`` is in it) and deleted. Concurrent writers of the same item
+    are safe: each attempt either installs this writer's copy or retries.
+    """
+    trash: list[Path] = []
+    try:
+        for attempt in range(20):
+            try:
+                os.rename(tmp, final)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+            old = tmp.with_name(f"{tmp.name}-old{attempt}")
+            try:
+                os.rename(final, old)
+            except FileNotFoundError:
+                continue  # another writer moved it away first: try again
+            trash.append(old)
+        raise OSError(f"dump: could not replace {final}: other writers keep replacing it")
+    finally:
+        for old in trash:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _process_is_gone(pid: int) -> bool:
+    """True if no live process ``pid`` exists on this machine (zombies count as gone)."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    fields = stat.rsplit(")", 1)[-1].split()
+    return bool(fields) and fields[0] in ("Z", "X")
+
+
+def _writer_of(name: str) -> tuple[str, int] | None:
+    parts = name.split(_SEP, 3)
+    if len(parts) < 4 or not parts[1].isdigit():
+        return None
+    return parts[0], int(parts[1])
+
+
+def _remove_dead_writers(staging: Path) -> list[Path]:
+    """Remove staging folders of writers on this host whose process has died."""
+    try:
+        entries = list(os.scandir(staging))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    host = _host()
+    removed = []
+    for entry in entries:
+        writer = _writer_of(entry.name)
+        if writer is not None and writer[0] == host and _process_is_gone(writer[1]):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(Path(entry.path))
+    return removed
+
+
+def remove_stale_writes(dst: str | os.PathLike[str], *, all_writers: bool = False) -> list[Path]:
+    """Delete what interrupted writers left in ``dst`` (never a complete item).
+
+    Parameters
+    ----------
+    dst : path
+        Root folder of a dump.
+    all_writers : bool, default False
+        False: remove only leftovers of dead processes on this host (safe while other processes
+        write). True: remove every staging folder — only when nothing is writing into ``dst``
+        (e.g. leftovers of a machine that was lost, on a shared file system).
+
+    Returns
+    -------
+    list of Path
+        The removed folders.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> remove_stale_writes(tempfile.mkdtemp())
+    []
+    """
+    staging = Path(dst) / STAGING
+    if all_writers:
+        try:
+            removed = [Path(e.path) for e in os.scandir(staging)]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        for path in removed:
+            shutil.rmtree(path, ignore_errors=True)
+    else:
+        removed = _remove_dead_writers(staging)
+    _rmdir_if_empty(staging)
+    return removed
 
 
 def _version() -> str:
@@ -243,7 +396,7 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
         if folder.is_dir():
             raise UnsupportedFormatError(
                 f"{folder}: not a ctflow item folder (no {_META}; an interrupted dump leaves only "
-                f"hidden .tmp folders)"
+                f"a hidden {STAGING} folder)"
             )
         raise CorruptFileError(f"{folder}: no such ctflow item folder")
     try:
