@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test lint typecheck pytest bench docs clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,5 +39,8 @@ test: lint typecheck pytest
 bench: $(DEVSTAMP)
 	$(PY) -m benchmarks.run
 
+docs: $(DEVSTAMP)
+	$(VENV)/bin/mkdocs build --strict -d site
+
 clean:
-	rm -rf $(VENV) demo_output .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) demo_output site tutorial_output .pytest_cache .mypy_cache .ruff_cache

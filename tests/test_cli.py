@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
 import ctflow as cf
+from ctflow.cli import find_benchmarks
 from ctflow.io import store
 from ctflow.io.metaimage import write_metaimage
 
 pytestmark = pytest.mark.timeout(300)
+
+COMMANDS = ("demo", "run", "info", "show", "convert", "bench")
 
 
 def ctflow(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -28,11 +34,16 @@ def ctflow(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[s
 
 def test_help_for_every_command():
     top = ctflow("--help")
-    assert top.returncode == 0 and "demo" in top.stdout and "run" in top.stdout
-    for cmd in ("demo", "run", "info"):
+    assert top.returncode == 0
+    for cmd in COMMANDS:
+        assert re.search(rf"^\s+{cmd}\s+\S", top.stdout, re.M), cmd
         res = ctflow(cmd, "--help")
         assert res.returncode == 0, res.stderr
         assert "usage: ctflow " + cmd in res.stdout
+    none = ctflow()
+    assert none.returncode == 2 and "COMMAND" in none.stdout
+    wrong = ctflow("frobnicate")
+    assert wrong.returncode == 2 and "invalid choice" in wrong.stderr
 
 
 def _scans(folder: Path, n: int = 3) -> None:
@@ -42,11 +53,7 @@ def _scans(folder: Path, n: int = 3) -> None:
         write_metaimage(folder / f"s{k}.mhd", arr, cf.Geometry((2.0, 1.0, 1.0), (k, 0.0, 0.0)))
 
 
-def test_run_pipeline_file_with_a_failing_item(tmp_path):
-    _scans(tmp_path / "scans")
-    (tmp_path / "scans" / "s1.raw").write_bytes(b"\x00" * 10)  # truncated data: s1 must fail
-    (tmp_path / "p.toml").write_text(
-        """
+PIPELINE = """
 [dataset]
 glob = "scans/*.mhd"
 
@@ -67,15 +74,46 @@ max_hu = 400
 name = "dump"
 dst = "out"
 """
-    )
+
+
+def test_run_pipeline_file_with_a_failing_item(tmp_path):
+    _scans(tmp_path / "scans")
+    (tmp_path / "scans" / "s1.raw").write_bytes(b"\x00" * 10)  # truncated data: s1 must fail
+    (tmp_path / "p.toml").write_text(PIPELINE)
     res = ctflow("run", "p.toml", "--quiet", cwd=tmp_path)
     assert res.returncode == 1, res.stdout + res.stderr
-    assert "FAILED s1" in res.stdout and "done 2" in res.stdout
+    assert "FAILED s1: load: CorruptFileError" in res.stdout and "s1.raw" in res.stdout
+    assert "done 2, failed 1, skipped (existing) 0" in res.stdout
+    assert re.search(r"^\s+load\s+\d+\.\d+ s", res.stdout, re.M)  # time per action
+    assert re.search(r"^\s+dump\s+\d+\.\d+ s", res.stdout, re.M)
+    out_size = sum(p.stat().st_size for p in (tmp_path / "out").rglob("*") if p.is_file())
+    n_files = sum(1 for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert f"out: 2 items, {n_files} files" in res.stdout
+    assert f"{out_size / 1024:.1f} KiB" in res.stdout
+    assert "1 item(s) failed" in res.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["s0", "s2"]
     item = store.read_item(tmp_path / "out" / "s2")
     np.testing.assert_allclose(item.components["images"], (-498 + 1000) / 1400, rtol=1e-6)
     ok = ctflow("run", "p.toml", "--quiet", "--allow-failures", cwd=tmp_path)
     assert ok.returncode == 0
+
+
+def test_run_shows_progress_with_rate_and_eta_and_reports_skipped(tmp_path):
+    _scans(tmp_path / "scans")
+    (tmp_path / "p.yaml").write_text(
+        "dataset:\n  glob: scans/*.mhd\nrun:\n  batch_size: 1\n"
+        "actions:\n  - name: load\n  - name: dump\n    dst: out\n    skip_existing: true\n"
+    )
+    first = ctflow("run", "p.yaml", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    # tqdm's bar: "3/3 [00:00<00:00, 12.3item/s]" = done/total [elapsed<ETA, rate]
+    # (a rate below one item per second reads "1.52s/item")
+    bar = r"3/3 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+ ?(item/s|s/item)\]"
+    assert re.search(bar, first.stderr), first.stderr
+    again = ctflow("run", "p.yaml", "--quiet", cwd=tmp_path)
+    assert again.returncode == 0
+    assert "skipped (existing) 3" in again.stdout
+    assert "skipped (already in the output): s0, s1, s2" in again.stdout
 
 
 def test_malformed_pipeline_file_names_line_and_action(tmp_path):
@@ -97,20 +135,156 @@ spacing = [1, 1, 1]
     assert "bad.toml:7: action #2 'unify_spacng'" in res.stderr
     assert "unknown action" in res.stderr and "unify_spacing" in res.stderr
     assert not (tmp_path / "out").exists()
+    (tmp_path / "bad_args.toml").write_text(
+        '[dataset]\nglob = "scans/*.mhd"\n\n[[actions]]\nname = "load"\n\n'
+        '[[actions]]\nname = "normalize_hu"\nmin_hu = -1000\nmax_hu = 400\nlevel = 3\n'
+    )
+    res = ctflow("run", "bad_args.toml", cwd=tmp_path)
+    assert res.returncode == 1
+    assert "bad_args.toml:7: action #2 'normalize_hu'" in res.stderr and "level" in res.stderr
     (tmp_path / "bad2.toml").write_text(
         '[dataset]\nglob = "scans/*.mhd"\n[run]\nbatch_size = "four"\n'
     )
     res = ctflow("run", "bad2.toml", cwd=tmp_path)
-    assert res.returncode == 1 and "batch_size must be int" in res.stderr
+    assert res.returncode == 1 and "bad2.toml:4: [run] batch_size must be int" in res.stderr
     (tmp_path / "bad3.toml").write_text("[dataset\n")
     res = ctflow("run", "bad3.toml", cwd=tmp_path)
     assert res.returncode == 1 and "invalid TOML" in res.stderr
+    (tmp_path / "bad4.yaml").write_text(
+        "dataset:\n  glob: nothing/*.mhd\nactions:\n  - name: load\n"
+    )
+    res = ctflow("run", "bad4.yaml", cwd=tmp_path)
+    assert res.returncode == 1 and "bad4.yaml:2:" in res.stderr and "no files match" in res.stderr
+    (tmp_path / "bad5.yaml").write_text(
+        "dataset:\n  glob: scans/*.mhd\nactions:\n  - name: load\n"
+        "  - name: flip\n    axis: 7\n  - name: dump\n    dst: out\n"
+    )
+    res = ctflow("run", "bad5.yaml", cwd=tmp_path)
+    assert res.returncode == 1, res.stdout
+    assert "bad5.yaml:5: action #2 'flip'" in res.stderr and "axis" in res.stderr
 
 
-def test_info_prints_geometry(tmp_path):
+def test_info_prints_geometry_range_and_dicom_series(tmp_path):
     _scans(tmp_path, 1)
     res = ctflow("info", str(tmp_path / "s0.mhd"))
     assert res.returncode == 0, res.stderr
-    assert "(4, 8, 8)" in res.stdout and "spacing:   (2.0, 1.0, 1.0)" in res.stdout
+    assert "(4, 8, 8) (z, y, x), int16" in res.stdout
+    assert "spacing:     (2.0, 1.0, 1.0)" in res.stdout and "orientation LPS" in res.stdout
+    assert "min -500 max -500" in res.stdout
     missing = ctflow("info", str(tmp_path / "nope.mhd"))
     assert missing.returncode == 1 and "nope.mhd" in missing.stderr
+
+    from pydicom.data import get_testdata_file
+
+    folder = tmp_path / "dicom"
+    folder.mkdir()
+    shutil.copy(get_testdata_file("CT_small.dcm"), folder / "slice1")
+    (folder / "notes.txt").write_text("not a DICOM file")
+    res = ctflow("info", str(folder))
+    assert res.returncode == 0, res.stderr
+    assert "series:      1 found" in res.stdout and "1 files, modality CT, 128x128" in res.stdout
+    assert "skipped:     1 files" in res.stdout and "notes.txt:" in res.stdout
+    ref = sitk.ReadImage(str(folder / "slice1"))
+    assert f"(1, {ref.GetSize()[1]}, {ref.GetSize()[0]}) (z, y, x), int16" in res.stdout
+
+
+def _phantom(tmp_path: Path) -> tuple[Path, Path]:
+    from ctflow.synthetic import make_dataset
+
+    paths, csv = make_dataset(tmp_path / "ph", n_scans=1, shape=(40, 96, 96), seed=3)
+    return Path(paths[0]), Path(csv)
+
+
+def test_show_writes_a_png_with_overlays(tmp_path):
+    scan, csv = _phantom(tmp_path)
+    out = tmp_path / "pics" / "scan.png"
+    res = ctflow("show", str(scan), "--annotations", str(csv), "--lungs", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    n_nodules = int((cf.read_annotations(csv)["id"] == scan.stem).sum())
+    assert f"{n_nodules} annotated nodule(s)" in res.stdout and "lungs:" in res.stdout
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    other = ctflow("show", str(scan), "--annotations", str(csv), "--id", "nobody", cwd=tmp_path)
+    assert other.returncode == 0 and "no nodule for id 'nobody'" in other.stderr
+    assert (tmp_path / "nobody.png").is_file()
+    bad = ctflow("show", str(scan), "--mask", str(tmp_path / "missing.mhd"))
+    assert bad.returncode == 1 and "missing.mhd" in bad.stderr
+    # a ctflow dump item brings its own masks and nodules
+    table = cf.read_annotations(csv)
+    batch = cf.Dataset.from_paths([scan]).create_batch([scan.stem]).load()
+    batch = batch.fetch_nodules(table).create_mask().dump(tmp_path / "dump")
+    item = tmp_path / "dump" / scan.stem
+    res = ctflow("show", str(item), "--out", str(tmp_path / "item.png"))
+    assert res.returncode == 0, res.stderr
+    n_voxels = int(batch.masks.sum())
+    assert f"{n_nodules} stored nodule(s); stored masks: {n_voxels} voxels" in res.stdout
+
+
+def test_show_on_the_real_chest_ct(tmp_path, real_data):
+    folder = real_data / "pyradiomics_lung"
+    out = tmp_path / "lung1.png"
+    res = ctflow(
+        "show",
+        str(folder / "derived" / "lung1.mhd"),
+        "--annotations",
+        str(folder / "derived" / "lesions_from_labels.csv"),
+        "--mask",
+        str(folder / "derived" / "lung1_label.mhd"),
+        "--lungs",
+        "--out",
+        str(out),
+    )
+    assert res.returncode == 0, res.stderr
+    # the lesion label has 837 voxels (SOURCE.md); both lungs of an adult: 2-7 litres
+    assert "1 annotated nodule(s); mask: 837 voxels; lungs:" in res.stdout
+    ml = float(re.search(r"lungs: (\d+) mL", res.stdout).group(1))
+    assert 2000 < ml < 7000
+    assert out.stat().st_size > 50_000
+
+
+def test_convert_between_formats_keeps_voxels_and_geometry(tmp_path, rng):
+    arr = rng.integers(-1024, 2000, size=(6, 10, 12)).astype(np.int16)
+    direction = np.array([[1.0, 0, 0], [0, -1.0, 0], [0, 0, -1.0]])  # RAS-stored, like NIfTI
+    g = cf.Geometry((2.5, 0.7, 0.8), (-100.0, 20.0, 30.0), direction)
+    src = write_metaimage(tmp_path / "a.mhd", arr, g)
+    for name in ("b.nii.gz", "c.nrrd", "d.mha"):
+        res = ctflow("convert", str(src), str(tmp_path / name))
+        assert res.returncode == 0, res.stderr
+        ref = sitk.ReadImage(str(tmp_path / name))  # SimpleITK is the reference reader
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(ref), arr)
+        np.testing.assert_allclose(ref.GetSpacing(), g.spacing[::-1], rtol=1e-6)
+        np.testing.assert_allclose(ref.GetOrigin(), g.origin[::-1], atol=1e-4)
+        np.testing.assert_allclose(
+            np.reshape(ref.GetDirection(), (3, 3)), direction[::-1, ::-1], atol=1e-6
+        )
+    # to the ctflow format and back to a file
+    res = ctflow("convert", str(tmp_path / "b.nii.gz"), str(tmp_path / "dump" / "item1"))
+    assert res.returncode == 0, res.stderr
+    item = store.read_item(tmp_path / "dump" / "item1")
+    np.testing.assert_array_equal(item.components["images"], arr)
+    np.testing.assert_allclose(item.geometry.origin, g.origin, atol=1e-4)
+    np.testing.assert_allclose(item.geometry.direction, direction, atol=1e-6)
+    res = ctflow("convert", str(tmp_path / "dump" / "item1"), str(tmp_path / "back.mhd"))
+    assert res.returncode == 0, res.stderr
+    back = sitk.ReadImage(str(tmp_path / "back.mhd"))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(back), arr)
+    res = ctflow("convert", str(src), str(tmp_path / "e.mhd"), "--compress")
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "e.zraw").is_file() and not (tmp_path / "e.raw").exists()
+    np.testing.assert_array_equal(
+        sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "e.mhd"))), arr
+    )
+    res = ctflow("convert", str(src), str(tmp_path / "x.mhd"), "--component", "masks")
+    assert res.returncode == 1 and "no component 'masks'" in res.stderr
+    res = ctflow("convert", str(src), str(tmp_path / "y.png"), "--to", "file")
+    assert res.returncode == 1 and "y.png" in res.stderr
+
+
+def test_bench_runs_the_checkouts_suite(tmp_path):
+    repo = Path(__file__).resolve().parents[1]
+    assert find_benchmarks(repo / "src" / "ctflow" / "cli.py") == repo
+    assert find_benchmarks(tmp_path / "site-packages" / "ctflow" / "cli.py") is None
+    # arguments after `bench` go to benchmarks.run (its --list is quick)
+    listed = ctflow("bench", "--list", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    names = [line.split()[0] for line in listed.stdout.splitlines() if line.strip()]
+    assert names and all(re.fullmatch(r"[a-z0-9_]+", n) for n in names)

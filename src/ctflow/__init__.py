@@ -30,6 +30,7 @@ from ctflow.errors import (
 )
 from ctflow.geometry import Geometry
 from ctflow.io.annotations import read_annotations
+from ctflow.io.lidc import read_lidc
 from ctflow.io.reader import read_scan
 from ctflow.parallel import action, inbatch_parallel
 from ctflow.pipeline import Pipeline, RunReport
@@ -54,5 +55,6 @@ __all__ = [
     "action",
     "inbatch_parallel",
     "read_annotations",
+    "read_lidc",
     "read_scan",
 ]

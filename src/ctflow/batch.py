@@ -644,16 +644,27 @@ class CTBatch:
         item: CTItem,
         fmt: str | None = None,
         components: Sequence[str] | None = None,
+        series_uid: str | None = None,
+        allow_uneven: bool = False,
     ) -> dict[str, Any]:
         """Load every item from its source (file or folder).
 
+        Arrays keep their stored orientation; the direction matrix carries it, so world
+        positions equal SimpleITK's for the same file (see :mod:`ctflow.io.reader`).
+
         Parameters
         ----------
-        fmt : {"mhd", "nifti", "nrrd", "dicom", "ctflow"}, optional
-            Force a format; default: inferred from the source.
+        fmt : {"mhd", "nifti", "nrrd", "dicom", "ctflow", "sitk"}, optional
+            Force a format; default: inferred from the source. "sitk" reads through SimpleITK
+            what the native readers refuse on purpose (Analyze, ASCII NRRD, ...).
         components : sequence of str, optional
             For ctflow dumps: which of ``images``, ``masks``, ``lungs`` to read (default: all
             stored). Dumps also restore the nodule table.
+        series_uid : str, optional
+            DICOM folders: the series to read (default: the CT series with most slices).
+        allow_uneven : bool, default False
+            DICOM folders: resample missing slices / uneven spacing onto a regular grid instead
+            of refusing the series.
 
         Examples
         --------
@@ -677,7 +688,10 @@ class CTBatch:
             out["geometry"] = stored.geometry
             out["nodules"] = stored.nodules
             return out
-        scan = read_scan(item.source, kind)
+        dicom_kw: dict[str, Any] = {}
+        if kind == "dicom":
+            dicom_kw = {"series_uid": series_uid, "allow_uneven": allow_uneven}
+        scan = read_scan(item.source, kind, **dicom_kw)
         return {"images": scan.images, "geometry": scan.geometry, "info": scan.info}
 
     @action
@@ -1626,28 +1640,23 @@ class CTBatch:
 
     # ================================================================== pictures
     def show(self, key: int | str = 0, **kwargs: Any) -> Any:
-        """A matplotlib Figure of an axial slice of one item, masks/lungs/nodules overlaid.
+        """A matplotlib Figure of one item: axial, coronal and sagittal slices and a MIP.
 
-        Keyword arguments go to :func:`ctflow.viz.show_slice` (``z``, ``window``, ``title``,
-        ``ax``); the default slice is through the item's first nodule, else the middle.
+        Masks, lungs and nodules are overlaid; axes are world millimetres, shown in radiological
+        orientation whatever the stored orientation. Keyword arguments go to
+        :func:`ctflow.viz.show_scan` (``center`` in world mm, ``window``, ``mip_mm``, ``title``,
+        ``figsize``, ``dpi``, ``nodules``); by default the view centres on the first nodule.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> fig = CTBatch.from_arrays([np.zeros((8, 16, 16), np.int16)], ids=["a"]).show(0)
+        >>> len(fig.axes) >= 4
+        True
         """
-        from ctflow.viz import show_slice
+        from ctflow.viz import show_item
 
-        item = self.get(key)
-        nods = item.nodules[["z", "y", "x", "diameter"]].to_numpy(np.float64)
-        if "z" not in kwargs and len(nods):
-            kwargs["z"] = int(
-                np.clip(np.rint(item.world_to_voxel(nods[0, :3])[0]), 0, item.shape[0] - 1)
-            )
-        kwargs.setdefault("title", item.id)
-        return show_slice(
-            self._item_images(item, "show"),
-            masks=item.masks,
-            lungs=item.lungs,
-            geometry=item.geometry,
-            nodules=[tuple(r) for r in nods],
-            **kwargs,
-        )
+        return show_item(self.get(key), **kwargs)
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -1676,13 +1685,24 @@ class CTBatch:
     def export(
         self, key: int | str, path: str | os.PathLike[str], component: str = "images"
     ) -> Path:
-        """Write one item's component as ``.mhd``/``.mha`` for a viewer (geometry preserved)."""
-        from ctflow.io.metaimage import write_metaimage
+        """Write one item's component as ``.mhd``/``.mha``/``.nii``/``.nii.gz`` for a viewer.
+
+        Geometry is preserved: SimpleITK, 3D Slicer or ITK-SNAP show the voxels at the same
+        world positions as ctflow.
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np
+        >>> b = CTBatch.from_arrays([np.zeros((2, 4, 4), np.int16)], ids=["a"])
+        >>> b.export("a", f"{tempfile.mkdtemp()}/a.nii.gz").name
+        'a.nii.gz'
+        """
+        from ctflow.io.writer import write_scan
 
         arr = self.get(key, component)
         if arr is None:
             raise InvalidParameterError(f"export: component {component!r} is not loaded")
-        return write_metaimage(path, arr, self.geometry(key))
+        return write_scan(path, arr, self.geometry(key))
 
 
 #: RadIO's class names, for people coming from RadIO: one batch class does it all now.

@@ -75,6 +75,7 @@ class PipelineSpec:
     pipeline: Pipeline
     run: dict[str, Any] = field(default_factory=dict)
     annotations: Any = None
+    lines: list[int | None] = field(default_factory=list)
 
     @property
     def bound(self) -> Pipeline:
@@ -82,6 +83,33 @@ class PipelineSpec:
         if self.dataset is None:
             raise InvalidParameterError(f"{self.path}: no [dataset] section")
         return self.dataset >> self.pipeline
+
+    def where(self, error: BaseException) -> str | None:
+        """``file:line: action #k 'name'`` of the action an error raised while running names.
+
+        Errors raised inside a pipeline carry a note ``in action 'name'``; when that action
+        occurs once in the file, this says where it is.
+
+        Examples
+        --------
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "p.toml"
+        >>> _ = p.write_text('[[actions]]\\nname = "load"\\n\\n[[actions]]\\nname = "flip"\\n')
+        >>> spec = read_pipeline_file(p)
+        >>> err = ValueError("bad axis")
+        >>> err.add_note("ctflow: in action 'flip' of the batch at position 0")
+        >>> spec.where(err).endswith("p.toml:4: action #2 'flip'")
+        True
+        """
+        names = self.pipeline.action_names
+        for note in getattr(error, "__notes__", []):
+            match = re.search(r"in action '([^']+)'", note)
+            if match is None or names.count(match.group(1)) != 1:
+                continue
+            k = names.index(match.group(1))
+            line = self.lines[k] if k < len(self.lines) else None
+            return f"{self.path}:{line if line is not None else '?'}: action #{k + 1} {names[k]!r}"
+        return None
 
 
 def _action_lines(text: str, is_toml: bool) -> list[int]:
@@ -91,6 +119,29 @@ def _action_lines(text: str, is_toml: bool) -> list[int]:
     else:
         pattern = re.compile(r"^\s*-\s*name\s*:")
     return [n + 1 for n, line in enumerate(text.splitlines()) if pattern.match(line)]
+
+
+def _key_line(text: str, section: str, key: str, is_toml: bool) -> int | None:
+    """Line number (1-based) of ``key`` inside ``[section]`` (TOML) / ``section:`` (YAML)."""
+    lines = text.splitlines()
+    if is_toml:
+        head = re.compile(rf"^\s*\[\s*{re.escape(section)}\s*\]")
+        entry = re.compile(rf"^\s*\"?{re.escape(key)}\"?\s*=")
+        other = re.compile(r"^\s*\[")
+    else:
+        head = re.compile(rf"^{re.escape(section)}\s*:")
+        entry = re.compile(rf"^\s+{re.escape(key)}\s*:")
+        other = re.compile(r"^\S")
+    inside = False
+    for n, line in enumerate(lines):
+        if head.match(line):
+            inside = True
+            continue
+        if inside and other.match(line):
+            inside = False
+        if inside and entry.match(line):
+            return n + 1
+    return None
 
 
 def _parse(path: Path) -> tuple[dict[str, Any], str, bool]:
@@ -146,37 +197,54 @@ def read_pipeline_file(path: str | os.PathLike[str], *, need_sources: bool = Tru
         raise InvalidParameterError(
             f"{path}: unknown sections {sorted(unknown)}; expected dataset, run, actions"
         )
+
+    def at(section: str, key: str) -> str:
+        line = _key_line(text, section, key, is_toml)
+        return f"{path}:{line}" if line is not None else str(path)
+
     run: dict[str, Any] = {"batch_size": 1}
-    for key, value in (data.get("run") or {}).items():
+    run_section = data.get("run") or {}
+    if not isinstance(run_section, dict):
+        raise InvalidParameterError(f"{path}: [run] must be a table of settings")
+    for key, value in run_section.items():
         kind = _RUN_KEYS.get(key)
         if kind is None:
             raise InvalidParameterError(
-                f"{path}: [run] has unknown key {key!r}; expected {sorted(_RUN_KEYS)}"
+                f"{at('run', key)}: [run] has unknown key {key!r}; expected {sorted(_RUN_KEYS)}"
             )
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise InvalidParameterError(
-                f"{path}: [run] {key} must be {kind.__name__}; got {value!r}"
+                f"{at('run', key)}: [run] {key} must be {kind.__name__}; got {value!r}"
             )
         run[key] = value
     section = data.get("dataset") or {}
-    unknown = set(section) - _DATASET_KEYS
-    if unknown:
-        raise InvalidParameterError(
-            f"{path}: [dataset] has unknown keys {sorted(unknown)}; "
-            f"expected {sorted(_DATASET_KEYS)}"
-        )
+    if not isinstance(section, dict):
+        raise InvalidParameterError(f"{path}: [dataset] must be a table (glob, paths, ...)")
+    for key in section:
+        if key not in _DATASET_KEYS:
+            raise InvalidParameterError(
+                f"{at('dataset', key)}: [dataset] has unknown key {key!r}; "
+                f"expected {sorted(_DATASET_KEYS)}"
+            )
     annotations = None
     if "annotations" in section:
         from ctflow.io.annotations import read_annotations
 
-        annotations = read_annotations(_resolve(base, str(section["annotations"])))
+        try:
+            annotations = read_annotations(_resolve(base, str(section["annotations"])))
+        except CTFlowError as exc:
+            raise InvalidParameterError(f"{at('dataset', 'annotations')}: {exc}") from None
     dataset = None
     if need_sources and ("glob" in section or "paths" in section):
         dirs = bool(section.get("dirs", False))
-        if "glob" in section:
-            dataset = Dataset.from_glob(_resolve(base, str(section["glob"])), dirs=dirs)
-        else:
-            dataset = Dataset.from_paths([_resolve(base, str(p)) for p in section["paths"]])
+        key = "glob" if "glob" in section else "paths"
+        try:
+            if key == "glob":
+                dataset = Dataset.from_glob(_resolve(base, str(section["glob"])), dirs=dirs)
+            else:
+                dataset = Dataset.from_paths([_resolve(base, str(p)) for p in section["paths"]])
+        except CTFlowError as exc:
+            raise InvalidParameterError(f"{at('dataset', key)}: {exc}") from None
     actions = data.get("actions") or []
     if not isinstance(actions, list) or not actions:
         raise InvalidParameterError(f"{path}: give at least one [[actions]] entry")
@@ -208,4 +276,5 @@ def read_pipeline_file(path: str | os.PathLike[str], *, need_sources: bool = Tru
             pipeline = getattr(pipeline, name)(**kwargs)
         except CTFlowError as exc:
             raise InvalidParameterError(f"{where} {name!r}: {exc}") from None
-    return PipelineSpec(path, dataset, pipeline, run, annotations)
+    action_lines = [lines[k] if k < len(lines) else None for k in range(len(actions))]
+    return PipelineSpec(path, dataset, pipeline, run, annotations, action_lines)

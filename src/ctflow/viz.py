@@ -26,7 +26,7 @@ Examples
 >>> fig = show_scan(vol, Geometry((2.0, 1.0, 1.0)), nodules=[(20.0, 16.0, 16.0, 6.0)])
 >>> [ax.get_title() for ax in fig.axes]  # doctest: +NORMALIZE_WHITESPACE
 ['axial z = 20.0 mm', 'coronal y = 16.0 mm', 'sagittal x = 16.0 mm',
- 'axial MIP, 16 mm slab around z = 20.0 mm']
+ 'axial MIP, z = 9.0 .. 31.0 mm']
 >>> fig.axes[0].get_xlabel()
 'x (mm, LPS)'
 """
@@ -278,7 +278,7 @@ def _panel(
 
 
 def _default_center(d: _Display) -> NDArray[np.float64]:
-    """The largest nodule, else the nodule mask's centre, else the lungs' centre, else the middle."""
+    """The largest nodule, else the centre of the nodule mask, of the lungs, of the volume."""
     if len(d.nodules):
         return d.nodules[int(np.argmax(d.nodules[:, 3])), :3].copy()
     for arr in (d.masks, d.lungs):

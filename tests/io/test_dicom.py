@@ -25,6 +25,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
     CTImageStorage,
+    DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
@@ -41,8 +42,11 @@ from ctflow.errors import (
     UnsupportedFormatError,
 )
 from ctflow.geometry import Geometry
+from ctflow.io import dicom
 from ctflow.io.dicom import SeriesInfo, read_dicom_series, scan_dicom_folder
 from ctflow.io.scan import Scan
+
+pytestmark = pytest.mark.timeout(120)
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 FEET_FIRST = (-1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
@@ -363,6 +367,62 @@ def test_rle_and_implicit_vr_copies_read_identically(tmp_path):
     assert rle.info["transfer_syntaxes"] == [RLELossless]
 
 
+@pytest.mark.parametrize("signed", [True, False])
+def test_direct_pixel_reads_equal_pydicom_reads(tmp_path, monkeypatch, signed):
+    """Uncompressed slices are read straight from the file at the PixelData offset; the result
+    equals pydicom's own read of the whole dataset (forced by disabling the fast path), and a
+    deflated copy (which must go through pydicom) reads the same."""
+    s = write_series(tmp_path / "s", signed=signed, bits_stored=12, padding=(0, None))
+    (tmp_path / "deflated").mkdir()
+    for p in s.files:
+        ds = pydicom.dcmread(p)
+        ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+        ds.save_as(tmp_path / "deflated" / p.name, enforce_file_format=True)
+    fast = read_dicom_series(s.folder)
+    groups, _ = dicom._scan(s.folder)
+    assert all(h.pixel_offset is not None for hs in groups.values() for h in hs)
+    deflated = read_dicom_series(tmp_path / "deflated")
+    assert deflated.info["transfer_syntaxes"] == [DeflatedExplicitVRLittleEndian]
+    monkeypatch.setattr(dicom, "_locate_native_pixels", lambda *args: None)
+    slow = read_dicom_series(s.folder)
+    for other in (slow, deflated):
+        np.testing.assert_array_equal(fast.images, other.images)
+        assert fast.geometry == other.geometry
+        assert fast.info["padding_voxels"] == other.info["padding_voxels"] > 0
+    ref = np.stack([pydicom.dcmread(f).pixel_array for f in fast.info["files"]])
+    pad = ref == 0
+    np.testing.assert_array_equal(fast.images[~pad], ref[~pad].astype(np.int32) - 1024)
+
+
+@pytest.mark.parametrize("compressor", ["JPEG", "JPEG2000"])
+def test_jpeg_lossless_and_j2k_series_equal_the_uncompressed_one(tmp_path, compressor):
+    """Pixel data compressed by GDCM (SimpleITK's writer: JPEG = lossless process 14) and put
+    into our slices decodes (pylibjpeg) to the uncompressed values."""
+    s = write_series(tmp_path / "plain", n=4)
+    (tmp_path / "comp").mkdir()
+    for p in s.files:
+        ds = pydicom.dcmread(p)
+        writer = sitk.ImageFileWriter()
+        writer.SetImageIO("GDCMImageIO")
+        writer.SetFileName(str(tmp_path / "gdcm.dcm"))
+        writer.UseCompressionOn()
+        writer.SetCompressor(compressor)
+        writer.Execute(sitk.GetImageFromArray(ds.pixel_array[None].astype(np.int16)))
+        compressed = pydicom.dcmread(tmp_path / "gdcm.dcm")
+        ds.file_meta.TransferSyntaxUID = compressed.file_meta.TransferSyntaxUID
+        ds.PixelData = compressed.PixelData
+        ds["PixelData"].VR = "OB"
+        ds.save_as(tmp_path / "comp" / p.name, enforce_file_format=True)
+    plain, comp = read_dicom_series(s.folder), read_dicom_series(tmp_path / "comp")
+    (syntax,) = comp.info["transfer_syntaxes"]
+    assert pydicom.uid.UID(syntax).is_compressed
+    assert ("Lossless" in pydicom.uid.UID(syntax).name) and (
+        ("Process 14" in pydicom.uid.UID(syntax).name) == (compressor == "JPEG")
+    )
+    np.testing.assert_array_equal(comp.images, plain.images)
+    assert comp.geometry == plain.geometry
+
+
 # ------------------------------------------------------------------------------------------
 # real data
 # ------------------------------------------------------------------------------------------
@@ -524,17 +584,43 @@ def test_missing_middle_slice_names_the_gap(good):
     assert good.files[3].name in message and good.files[5].name in message
     assert str([round(v, 4) for v in good.ipp[3].tolist()]) in message  # the gap position
     scan = read_dicom_series(good.folder, allow_uneven=True)
-    assert scan.shape[0] == 7 and scan.geometry.spacing[0] == pytest.approx(good.dz)
-    assert any("missing slice" in w for w in scan.info["warnings"])
+    # resampled onto the regular grid: the missing slice is the mean of its neighbours
+    assert scan.shape[0] == 8 and scan.geometry.spacing[0] == pytest.approx(good.dz)
+    assert scan.info["resampled"] == {"from_slices": 7, "to_slices": 8}
+    kept = [0, 1, 2, 3, 5, 6, 7]
+    hu = good.stored.astype(np.int32) - 1024
+    np.testing.assert_array_equal(scan.images[kept], hu[kept])
+    np.testing.assert_array_equal(scan.images[4], _interp_reference(good, kept)[4])
+    assert np.abs(scan.images[4] - (hu[3] + hu[5]) / 2).max() <= 0.5  # about the mean
+    assert any("missing slice" in w and "resampled" in w for w in scan.info["warnings"])
+    idx = np.array([[k, 3, 5] for k in range(8)])
+    np.testing.assert_allclose(scan.geometry.voxel_to_world(idx), hand_world(good, idx), atol=1e-6)
 
 
-def test_uneven_spacing_is_refused_unless_allowed(good):
-    rewrite(good.files[3], ImagePositionPatient=_ds_text(good.ipp[3] + 0.3 * good.n))
-    with pytest.raises(InvalidScanError, match="uneven slice spacing"):
+def test_uneven_spacing_is_refused_unless_allowed_then_resampled(good):
+    shifted = good.ipp[3] + 0.3 * good.dz * good.n
+    rewrite(good.files[3], ImagePositionPatient=_ds_text(shifted))
+    with pytest.raises(
+        InvalidScanError, match=r"uneven slice spacing.*allow_uneven=True to resample"
+    ):
         read_dicom_series(good.folder)
     scan = read_dicom_series(good.folder, allow_uneven=True)
-    assert scan.geometry.spacing[0] == pytest.approx(good.dz)
+    assert scan.shape[0] == 8 and scan.geometry.spacing[0] == pytest.approx(good.dz)
     assert any("uneven" in w for w in scan.info["warnings"])
+    good.ipp[3] = [float(v) for v in _ds_text(shifted)]
+    np.testing.assert_array_equal(scan.images, _interp_reference(good, list(range(8))))
+    np.testing.assert_allclose(scan.geometry.origin, good.ipp[0][::-1], atol=1e-6)
+
+
+def _interp_reference(s: Series, kept: list[int]) -> np.ndarray:
+    """numpy's linear interpolation of every voxel column along the slice normal, from the
+    positions in the files onto the regular grid (median step) starting at the first slice."""
+    where = s.ipp[kept] @ s.n
+    where = where - where[0]
+    step = float(np.median(np.diff(where)))
+    targets = np.arange(int(np.floor(where[-1] / step + 1e-3)) + 1) * step
+    hu = s.stored[kept].astype(np.float64) - 1024
+    return np.rint(np.apply_along_axis(lambda col: np.interp(targets, where, col), 0, hu))
 
 
 def test_tiny_position_jitter_is_tolerated(good):
@@ -818,8 +904,75 @@ def test_mutated_headers_give_ctflow_errors_or_a_valid_scan(tmp_path_factory, mu
         except CTFlowError:
             return
     assert sum(s.n_files for s in series) + len(series.skipped) == 6
+    # every file of the folder is either read or reported as skipped
+    assert sorted(scan.info["files"] + [d["file"] for d in scan.info["skipped"]]) == sorted(
+        str(folder / f"s{k}") for k in range(6)
+    )
     assert scan.images.ndim == 3 and scan.images.dtype in (np.int16, np.float32)
     assert 1 <= scan.shape[0] <= 6
     assert np.all(np.isfinite(scan.geometry.affine))
     if scan.images.dtype == np.float32:
         assert np.all(np.isfinite(scan.images))
+
+
+_FOLDER_EDITS = st.one_of(
+    st.tuples(st.just("drop"), st.integers(0, 5)),
+    st.tuples(st.just("duplicate"), st.integers(0, 5)),
+    st.tuples(st.just("junk"), st.binary(max_size=300)),
+    st.tuples(st.just("truncate"), st.integers(0, 5), st.floats(0.0, 1.0)),
+    st.tuples(st.just("series"), st.integers(0, 5), st.sampled_from(["9.9", "", "1.2.3"])),
+    st.tuples(st.just("localizer"), st.integers(0, 5)),
+    st.tuples(st.just("subfolder"), st.integers(0, 5)),
+)
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(edits=st.lists(_FOLDER_EDITS, min_size=1, max_size=4))
+def test_fuzzed_folder_contents_give_ctflow_errors_or_an_accounted_scan(tmp_path_factory, edits):
+    """Files dropped, duplicated, cut, moved to other series or sub-folders, junk added."""
+    folder = tmp_path_factory.mktemp("fuzzdir")
+    files = {f"s{k}": data for k, data in enumerate(_base_files())}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for n, edit in enumerate(edits):
+            kind, k = edit[0], edit[1]
+            name = f"s{k}" if isinstance(k, int) else ""
+            if kind == "drop":
+                files.pop(name, None)
+            elif kind == "duplicate" and name in files:
+                files[f"copy{n}_{name}"] = files[name]
+            elif kind == "junk":
+                files[f"junk{n}"] = k
+            elif kind == "truncate" and name in files:
+                files[name] = files[name][: int(len(files[name]) * edit[2])]
+            elif kind in ("series", "localizer") and name in files:
+                try:
+                    ds = pydicom.dcmread(BytesIO(files[name]))
+                    if kind == "series":
+                        ds.SeriesInstanceUID = edit[2]
+                    else:
+                        ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+                    out = BytesIO()
+                    ds.save_as(out)
+                    files[name] = out.getvalue()
+                except Exception:  # an already cut file pydicom cannot rewrite: keep it
+                    pass
+            elif kind == "subfolder" and name in files:
+                (folder / f"sub{n}").mkdir(exist_ok=True)
+                (folder / f"sub{n}" / name).write_bytes(files.pop(name))
+        for name, data in files.items():
+            (folder / name).write_bytes(data)
+        try:
+            scan = read_dicom_series(folder)
+        except CTFlowError as exc:
+            assert str(folder) in str(exc)
+            return
+    read = scan.info["files"]
+    skipped = [d["file"] for d in scan.info["skipped"]]
+    assert sorted(read + skipped) == sorted(str(folder / name) for name in files)
+    assert scan.shape[0] == len(read) and scan.images.dtype in (np.int16, np.float32)
+    assert np.all(np.isfinite(scan.geometry.affine))

@@ -31,6 +31,8 @@ from ctflow.geometry import Geometry, direction_from_sitk
 from ctflow.io import metaimage
 from ctflow.io.metaimage import read_metaimage, write_metaimage
 
+pytestmark = pytest.mark.timeout(120)
+
 SHAPE = (7, 11, 13)  # (z, y, x)
 SPACING_XYZ = (0.7, 0.85, 2.5)
 ORIGIN_XYZ = (-170.125, -181.5, -301.75)
@@ -505,6 +507,17 @@ def test_compressed_data_longer_than_the_header_says(good_z):
     good_z.write_text(text)
     with pytest.raises(CorruptFileError, match=r"gz\.mhd.*more voxel bytes.*sizes disagree"):
         read_metaimage(good_z)
+
+
+def test_bytes_after_the_zlib_stream_are_ignored_like_itk(good_z):
+    """Without CompressedDataSize, junk after the end of the zlib stream is ignored (as ITK
+    does); this once made the reader loop forever."""
+    text = re.sub(r"CompressedDataSize = \d+\n", "", good_z.read_text())
+    good_z.write_text(text)
+    with open(good_z.with_suffix(".zraw"), "ab") as fh:
+        fh.write(b"trailing junk")
+    ref = sitk.GetArrayFromImage(sitk.ReadImage(str(good_z)))
+    np.testing.assert_array_equal(read_metaimage(good_z).images, ref)
 
 
 def test_float_nan_and_inf_voxels_are_refused(tmp_path):

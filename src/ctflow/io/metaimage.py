@@ -37,7 +37,6 @@ Examples
 
 from __future__ import annotations
 
-import io
 import os
 import uuid
 import zlib
@@ -244,23 +243,29 @@ def _read_header(path: Path) -> _Header:
     raise InvalidScanError(f"{path}: MetaImage header has no ElementDataFile line")
 
 
-# -- data sources ------------------------------------------------------------------------------
-class _Source(Protocol):
-    def fill(self, mv: memoryview) -> int: ...
+# -- voxel data sources (shared by the MetaImage, NIfTI and NRRD readers) ----------------------
+class VoxelSource(Protocol):
+    """Where voxel bytes come from: a plain file or a compressed stream."""
 
-    def finish(self) -> None: ...
+    def fill(self, mv: memoryview) -> int:
+        """Write bytes into ``mv``; return how many (fewer than ``len(mv)`` only at the end)."""
+        ...
+
+    def finish(self) -> None:
+        """Check that the data ended where the header said (compressed streams)."""
+        ...
 
 
-class _FileSource:
+class FileSource:
     """Raw bytes read straight into the caller's buffers (``readinto``, GIL released)."""
 
-    def __init__(self, fh: io.FileIO) -> None:
+    def __init__(self, fh: BinaryIO) -> None:
         self.fh = fh
 
     def fill(self, mv: memoryview) -> int:
         pos = 0
         while pos < len(mv):
-            n = self.fh.readinto(mv[pos:])
+            n = self.fh.readinto(mv[pos:])  # type: ignore[attr-defined]
             if not n:
                 break
             pos += n
@@ -270,28 +275,54 @@ class _FileSource:
         return None
 
 
-class _ZlibSource:
-    """zlib (or gzip) stream inflated chunk by chunk into the caller's buffers."""
+class ZlibSource:
+    """zlib or gzip stream inflated chunk by chunk into the caller's buffers.
 
-    def __init__(self, fh: BinaryIO, n_in: int, path: Path, data_path: Path) -> None:
+    ``zlib`` inflates with the GIL released, so several scans decompress in parallel on threads.
+    With ``multi_member=True`` concatenated gzip members are read as one stream (as ``gzip``
+    and zlib's ``gzread`` do).
+    """
+
+    def __init__(
+        self,
+        fh: BinaryIO,
+        n_in: int,
+        path: Path,
+        data_path: Path,
+        *,
+        multi_member: bool = False,
+        what: str = "the header's sizes",
+    ) -> None:
         self.fh = fh
         self.left = n_in
         self.path = path
         self.data_path = data_path
+        self.multi_member = multi_member
+        self.what = what
         self.z = zlib.decompressobj(47)  # 32 + 15: zlib or gzip header, auto-detected
         self.tail = b""
 
-    def _next_input(self) -> bytes:
-        if self.tail:
-            data, self.tail = self.tail, b""
-            return data
-        if self.left <= 0 or self.z.eof:
+    def _read_raw(self) -> bytes:
+        if self.left <= 0:
             return b""
         data = self.fh.read(min(_IO_CHUNK, self.left))
         self.left -= len(data)
         if not data:
             self.left = 0
         return data
+
+    def _next_input(self) -> bytes:
+        if self.tail:
+            data, self.tail = self.tail, b""
+            return data
+        if not self.z.eof:
+            return self._read_raw()
+        if not self.multi_member:
+            return b""
+        rest = self.z.unused_data or self._read_raw()
+        if rest:
+            self.z = zlib.decompressobj(47)  # the next gzip member
+        return rest
 
     def _inflate(self, data: bytes, max_length: int) -> bytes:
         try:
@@ -301,16 +332,20 @@ class _ZlibSource:
                 f"{self.path}: compressed voxel data in {self.data_path.name} is corrupt "
                 f"(zlib: {exc})"
             ) from exc
-        self.tail = self.z.unconsumed_tail
+        # at the end of a stream, CPython reports the leftover input in BOTH unconsumed_tail and
+        # unused_data: keep it only once (unused_data, the start of a next gzip member)
+        self.tail = b"" if self.z.eof else self.z.unconsumed_tail
         return out
 
     def fill(self, mv: memoryview) -> int:
         pos = 0
         while pos < len(mv):
             data = self._next_input()
-            if not data:
+            if not data and self.z.eof:
                 break
-            out = self._inflate(data, len(mv) - pos)
+            out = self._inflate(data, len(mv) - pos)  # b"" drains output zlib still holds
+            if not data and not out:
+                break
             mv[pos : pos + len(out)] = out
             pos += len(out)
         return pos
@@ -323,24 +358,42 @@ class _ZlibSource:
             if self._inflate(data, 1):
                 raise CorruptFileError(
                     f"{self.path}: {self.data_path.name} inflates to more voxel bytes than "
-                    "the header's DimSize x ElementType (sizes disagree)"
+                    f"{self.what} say (sizes disagree)"
                 )
         if not self.z.eof:
             raise CorruptFileError(
                 f"{self.path}: compressed voxel data in {self.data_path.name} is truncated "
-                "(the zlib stream does not end)"
+                "(the compressed stream does not end)"
             )
 
 
+def skip_bytes(src: VoxelSource, n: int, path: Path, where: str) -> None:
+    """Read and drop ``n`` bytes from ``src`` (a gap before the voxels)."""
+    scratch = bytearray(min(max(n, 0), _IO_CHUNK))
+    left = n
+    while left > 0:
+        k = min(left, len(scratch))
+        got = src.fill(memoryview(scratch)[:k])
+        if got != k:
+            raise CorruptFileError(
+                f"{path}: {where} is truncated: it ends inside the {n} bytes before the voxels"
+            )
+        left -= k
+
+
 # -- reading -----------------------------------------------------------------------------------
-def _read_voxels(
-    src: _Source,
+def read_stored(
+    src: VoxelSource,
     dims_zyx: tuple[int, int, int],
     stored: np.dtype[Any],
     path: Path,
     where: str,
-    etype: str,
 ) -> NDArray[Any]:
+    """The stored voxels in native byte order (float64 files come back as float32, slab-wise).
+
+    Raises :class:`~ctflow.errors.CorruptFileError` when the data is shorter (or, for
+    compressed streams, longer) than ``dims_zyx`` x ``stored.itemsize``.
+    """
     native = stored.newbyteorder("=")
     swap = stored.byteorder not in ("=", "|") and stored != native
     n_bytes = int(np.prod(dims_zyx)) * stored.itemsize
@@ -364,32 +417,58 @@ def _read_voxels(
             with np.errstate(over="ignore", invalid="ignore"):
                 out[z0:z1] = part
         src.finish()
-    else:
-        arr = np.empty(dims_zyx, native)
-        mv = arr.data.cast("B")
-        got = src.fill(mv)
-        if got != n_bytes:
-            raise CorruptFileError(
-                f"{path}: {where} is truncated: expected {n_bytes} voxel bytes, got {got}"
-            )
-        src.finish()
-        if swap:
-            arr.byteswap(inplace=True)
-        out = _to_ct_dtype(arr, path, etype)
-    if out.dtype == np.float32 and not np.isfinite(out).all():
+        return out
+    arr = np.empty(dims_zyx, native)
+    mv = arr.data.cast("B")
+    got = src.fill(mv)
+    if got != n_bytes:
+        raise CorruptFileError(
+            f"{path}: {where} is truncated: expected {n_bytes} voxel bytes, got {got}"
+        )
+    src.finish()
+    if swap:
+        arr.byteswap(inplace=True)
+    return arr
+
+
+def check_finite(out: NDArray[Any], path: Path, etype: str) -> None:
+    """Refuse float volumes holding NaN or Inf (typed error naming the file)."""
+    if out.dtype.kind == "f" and not np.isfinite(out).all():
         bad = int(np.count_nonzero(~np.isfinite(out)))
         raise InvalidScanError(
             f"{path}: {etype} volume holds {bad} NaN or Inf voxel(s) (or values beyond float32); "
             "voxels must be finite"
         )
+
+
+def read_voxels(
+    src: VoxelSource,
+    dims_zyx: tuple[int, int, int],
+    stored: np.dtype[Any],
+    path: Path,
+    where: str,
+    etype: str,
+) -> NDArray[Any]:
+    """Stored voxels converted to ctflow's CT dtype (:func:`to_ct_dtype`), finite-checked."""
+    out = to_ct_dtype(read_stored(src, dims_zyx, stored, path, where), path, etype)
+    check_finite(out, path, etype)
     return out
 
 
-def _to_ct_dtype(arr: NDArray[Any], path: Path, etype: str) -> NDArray[Any]:
+def to_ct_dtype(arr: NDArray[Any], path: Path, etype: str) -> NDArray[Any]:
+    """int16 when integer values fit (no copy for int16), else float32 when exact; float32.
+
+    Examples
+    --------
+    >>> to_ct_dtype(np.array([[[0, 40000]]], np.int32), Path("x.mhd"), "MET_INT").dtype
+    dtype('float32')
+    """
     if arr.dtype == np.int16 or arr.dtype == np.float32:
         return arr
-    if arr.dtype.kind in "iu":
+    if arr.dtype.kind in "iub":
         if arr.dtype.itemsize == 1:
+            return arr.astype(np.int16)
+        if arr.size == 0:
             return arr.astype(np.int16)
         lo, hi = int(arr.min()), int(arr.max())
         if lo >= -32768 and hi <= 32767:
@@ -400,7 +479,10 @@ def _to_ct_dtype(arr: NDArray[Any], path: Path, etype: str) -> NDArray[Any]:
             f"{path}: {etype} values {lo}..{hi} fit neither int16 nor exactly float32 "
             f"(|value| <= {_EXACT_FLOAT32_INT})"
         )
-    return arr.astype(np.float32)  # pragma: no cover - float64 handled slab-wise
+    if arr.dtype.kind == "f":
+        with np.errstate(over="ignore", invalid="ignore"):
+            return arr.astype(np.float32)
+    raise UnsupportedFormatError(f"{path}: unsupported voxel type {arr.dtype} ({etype})")
 
 
 def read_metaimage(path: str | os.PathLike[str]) -> Scan:
@@ -566,12 +648,12 @@ def read_metaimage(path: str | os.PathLike[str]) -> Scan:
                 )
         with open(data_path, "rb", buffering=0) as fh:
             fh.seek(start)
-            src: _Source
+            src: VoxelSource
             if compressed:
-                src = _ZlibSource(fh, n_in, p, data_path)
+                src = ZlibSource(fh, n_in, p, data_path, what="the header's DimSize x ElementType")
             else:
-                src = _FileSource(fh)
-            images = _read_voxels(src, dims_zyx, stored, p, where, etype)
+                src = FileSource(fh)
+            images = read_voxels(src, dims_zyx, stored, p, where, etype)
     except CTFlowError:
         raise
     except MemoryError:

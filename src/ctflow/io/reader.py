@@ -6,14 +6,27 @@ Sources and formats (``fmt=`` forces one):
 fmt         source                                                 reader
 ==========  =====================================================  ==========================
 "mhd"       ``*.mhd`` (+ ``.raw`` / ``.zraw``) or ``*.mha``         :mod:`ctflow.io.metaimage`
-"nifti"     ``*.nii``, ``*.nii.gz``                                 SimpleITK (ITK's NIfTI IO)
-"nrrd"      ``*.nrrd``, ``*.nhdr``                                   SimpleITK (ITK's NRRD IO)
-"dicom"     a folder of DICOM slices (with or without ``.dcm``)     SimpleITK/GDCM series reader
+"nifti"     ``*.nii``, ``*.nii.gz`` (NIfTI-1 and NIfTI-2)          :mod:`ctflow.io.nifti`
+"nrrd"      ``*.nrrd``, ``*.nhdr`` (raw or gzip)                   :mod:`ctflow.io.nrrd`
+"dicom"     a folder of DICOM slices (with or without ``.dcm``)     :mod:`ctflow.io.dicom`
 "ctflow"    a dump item folder (has ``meta.json``)                  :mod:`ctflow.io.store`
+"sitk"      any file ITK reads, or a DICOM folder via GDCM          :mod:`ctflow.io.sitk`
 ==========  =====================================================  ==========================
 
-Arrays keep their STORED orientation (no reorientation to a canonical frame); the direction
-matrix carries the orientation, so world positions equal SimpleITK's for the same file.
+Every format is read natively (numpy + zlib, pydicom for DICOM): the geometry is the one
+SimpleITK reports for the same file, whole-file reads release the GIL, and bad files raise
+typed errors naming the file. ``"sitk"`` is never inferred; it is the explicit escape hatch for
+files the native readers refuse on purpose (Analyze, NIfTI pairs, ASCII NRRD, ...).
+
+Files without a known suffix are recognised by content (NRRD magic, NIfTI header size, gzip'd
+NIfTI, MetaImage keys); a folder is a ctflow dump when it holds ``meta.json``, else a DICOM
+series folder.
+
+Orientation: arrays keep their STORED orientation (no reorientation to a canonical frame); the
+direction matrix carries the orientation, so every voxel's world position equals SimpleITK's for
+the same file. (Reorienting would copy every volume and change voxel indices relative to what
+viewers and annotation tools show for the file; geometry-aware actions use the direction
+anyway.)
 
 Examples
 --------
@@ -24,14 +37,15 @@ Examples
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
 
-from ctflow.errors import UnsupportedFormatError
+from ctflow.errors import CorruptFileError, InvalidParameterError, UnsupportedFormatError
 from ctflow.io.scan import Scan
 
 __all__ = ["FORMATS", "detect_format", "read_scan"]
 
-FORMATS = ("mhd", "nifti", "nrrd", "dicom", "ctflow")
+FORMATS = ("mhd", "nifti", "nrrd", "dicom", "ctflow", "sitk")
 
 _SUFFIXES = {
     ".mhd": "mhd",
@@ -41,15 +55,55 @@ _SUFFIXES = {
     ".nrrd": "nrrd",
     ".nhdr": "nrrd",
 }
+_NIFTI_SIZES = {
+    (348).to_bytes(4, "little"),
+    (348).to_bytes(4, "big"),
+    (540).to_bytes(4, "little"),
+    (540).to_bytes(4, "big"),
+}
+_METAIMAGE_KEYS = (b"objecttype", b"ndims", b"dimsize", b"elementtype", b"elementspacing")
+
+
+def _sniff(p: Path) -> str | None:
+    """Format of a file by its first bytes (None: not recognised)."""
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return None
+    if head.startswith(b"NRRD000"):
+        return "nrrd"
+    if head[:4] in _NIFTI_SIZES:
+        return "nifti"
+    if head.startswith(b"\x1f\x8b"):
+        try:
+            inner = zlib.decompressobj(47).decompress(head, 4)
+        except zlib.error:
+            return None
+        return "nifti" if inner[:4] in _NIFTI_SIZES else None
+    first = head.split(b"\n", 1)[0].strip().lower().replace(b" ", b"")
+    if any(first.startswith(k + b"=") for k in _METAIMAGE_KEYS):
+        return "mhd"
+    if head[128:132] == b"DICM":
+        return "dicom-file"
+    return None
 
 
 def detect_format(path: str | os.PathLike[str]) -> str:
-    """Infer the format of a scan source from its name (and, for folders, content).
+    """Infer the format of a scan source from its name, or its content when the name says nothing.
 
     Raises
     ------
+    CorruptFileError
+        The path does not exist and its name does not tell the format.
     UnsupportedFormatError
-        When nothing matches; the message lists the formats ctflow reads.
+        Nothing matches (the message lists the formats ctflow reads), or a single DICOM
+        file is given (DICOM series are read per folder).
+
+    Examples
+    --------
+    >>> detect_format("a/b/scan.NRRD")
+    'nrrd'
     """
     p = Path(path)
     name = p.name.lower()
@@ -60,26 +114,57 @@ def detect_format(path: str | os.PathLike[str]) -> str:
         if (p / "meta.json").is_file():
             return "ctflow"
         return "dicom"
+    if not p.exists():
+        raise CorruptFileError(f"{p}: no such file or folder")
+    kind = _sniff(p)
+    if kind == "dicom-file":
+        raise UnsupportedFormatError(
+            f"{p}: a single DICOM file; ctflow reads DICOM series per folder: pass the folder "
+            f"{p.parent} (files beside it that are not part of the series are skipped)"
+        )
+    if kind is not None:
+        return kind
     raise UnsupportedFormatError(
-        f"{p}: cannot tell the format from the name; ctflow reads .mhd/.mha, .nii/.nii.gz, "
-        f".nrrd/.nhdr, DICOM series folders and ctflow dump folders (pass fmt= one of {FORMATS})"
+        f"{p}: not an image file ctflow can read (neither the name nor the first bytes match); "
+        "ctflow reads .mhd/.mha, .nii/.nii.gz, .nrrd/.nhdr, DICOM series folders and ctflow "
+        f"dump folders (pass fmt= one of {FORMATS}; fmt='sitk' tries SimpleITK)"
     )
 
 
-def read_scan(path: str | os.PathLike[str], fmt: str | None = None) -> Scan:
+def read_scan(
+    path: str | os.PathLike[str],
+    fmt: str | None = None,
+    *,
+    series_uid: str | None = None,
+    allow_uneven: bool = False,
+) -> Scan:
     """Read one scan (voxels + geometry) from any supported source.
 
     Parameters
     ----------
     path : path
         File or folder.
-    fmt : {"mhd", "nifti", "nrrd", "dicom", "ctflow"}, optional
+    fmt : {"mhd", "nifti", "nrrd", "dicom", "ctflow", "sitk"}, optional
         Force a format instead of inferring it.
+    series_uid : str, optional
+        DICOM only: the SeriesInstanceUID to read when a folder holds several series (default:
+        the rule of :mod:`ctflow.io.dicom`: most slices, then thinnest, then smallest UID).
+    allow_uneven : bool
+        DICOM only: resample series with missing slices / uneven spacing onto a regular grid
+        (explained in ``info["warnings"]``) instead of refusing them.
 
     Returns
     -------
     Scan
-        ``images`` (Z, Y, X) in HU (int16 for integer CT data), geometry in (z, y, x) LPS mm.
+        ``images`` (Z, Y, X) in HU (int16 for integer CT data), geometry in (z, y, x) LPS mm,
+        ``info`` with format facts (for DICOM: ``skipped`` files with reasons, ``series``).
+
+    Raises
+    ------
+    CTFlowError
+        A typed error naming the file: :class:`~ctflow.errors.CorruptFileError`,
+        :class:`~ctflow.errors.InvalidScanError`, :class:`~ctflow.errors.UnsupportedFormatError`
+        or :class:`~ctflow.errors.InvalidParameterError`.
 
     Examples
     --------
@@ -94,15 +179,37 @@ def read_scan(path: str | os.PathLike[str], fmt: str | None = None) -> Scan:
     kind = detect_format(path) if fmt is None else fmt
     if kind not in FORMATS:
         raise UnsupportedFormatError(f"{path}: unknown fmt {kind!r}; expected one of {FORMATS}")
+    if kind != "dicom" and (series_uid is not None or allow_uneven):
+        raise InvalidParameterError(
+            f"read_scan: series_uid and allow_uneven apply to DICOM folders only; {path} is "
+            f"read as {kind!r}"
+        )
     if kind == "mhd":
         from ctflow.io.metaimage import read_metaimage
 
         return read_metaimage(path)
+    if kind == "nifti":
+        from ctflow.io.nifti import read_nifti
+
+        return read_nifti(path)
+    if kind == "nrrd":
+        from ctflow.io.nrrd import read_nrrd
+
+        return read_nrrd(path)
+    if kind == "dicom":
+        from ctflow.io.dicom import read_dicom_series
+
+        return read_dicom_series(path, series_uid=series_uid, allow_uneven=allow_uneven)
     if kind == "ctflow":
         from ctflow.io.store import read_item
 
         item = read_item(path, ["images"])
-        return Scan(item.components["images"], item.geometry, str(path), {"format": "ctflow"})
+        return Scan(
+            item.components["images"],
+            item.geometry,
+            str(path),
+            {"format": "ctflow", "reader": "ctflow.io.store"},
+        )
     from ctflow.io.sitk import read_with_sitk
 
     return read_with_sitk(path, kind)

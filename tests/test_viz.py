@@ -1,0 +1,184 @@
+"""ctflow.viz: pictures put every voxel and every nodule at its world position.
+
+References: SimpleITK's index -> physical point mapping for files written and re-oriented by
+SimpleITK itself, numpy maxima for the MIP, hand-computed circle radii.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+
+import ctflow as cf
+from ctflow.viz import show_item, show_scan, show_slice
+
+SPACING_XYZ = (0.8, 0.7, 2.5)
+ORIGIN_XYZ = (-40.0, -30.0, -100.0)
+
+
+def _pixel_world(image_artist, row: int, col: int) -> tuple[float, float]:
+    """World (horizontal, vertical) of pixel (row, col) of an imshow artist, from its extent."""
+    arr = image_artist.get_array()
+    left, right, bottom, top = image_artist.get_extent()
+    n_rows, n_cols = arr.shape[:2]
+    h = left + (col + 0.5) * (right - left) / n_cols
+    if image_artist.origin == "upper":
+        v = top + (row + 0.5) * (bottom - top) / n_rows
+    else:
+        v = bottom + (row + 0.5) * (top - bottom) / n_rows
+    return h, v
+
+
+def _marker_volume() -> tuple[sitk.Image, tuple[float, float, float]]:
+    """A 12x20x24 (z, y, x) volume of -1000 HU with one 1000 HU voxel; its LPS (x, y, z)."""
+    arr = np.full((12, 20, 24), -1000, np.int16)
+    arr[7, 5, 17] = 1000
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing(SPACING_XYZ)
+    img.SetOrigin(ORIGIN_XYZ)
+    return img, img.TransformIndexToPhysicalPoint((17, 5, 7))
+
+
+@pytest.mark.parametrize(
+    "reorient",
+    [
+        pytest.param(lambda im: im, id="LPS"),
+        pytest.param(lambda im: sitk.Flip(im, [True, True, False]), id="RAS-like flip x,y"),
+        pytest.param(lambda im: sitk.Flip(im, [False, False, True]), id="flip z"),
+        pytest.param(lambda im: sitk.PermuteAxes(im, [2, 0, 1]), id="permuted axes"),
+    ],
+)
+def test_every_view_puts_the_marker_at_its_world_position(tmp_path, reorient):
+    img, (mx, my, mz) = _marker_volume()
+    stored = reorient(img)
+    path = tmp_path / "scan.nii.gz"
+    sitk.WriteImage(stored, str(path))
+    # SimpleITK says where the bright voxel is in the re-oriented file
+    idx = np.unravel_index(np.argmax(sitk.GetArrayFromImage(stored)), stored.GetSize()[::-1])
+    world = stored.TransformIndexToPhysicalPoint(tuple(int(i) for i in idx[::-1]))
+    np.testing.assert_allclose(world, (mx, my, mz), atol=1e-6)
+
+    scan = cf.read_scan(path)
+    fig = show_scan(scan.images, scan.geometry, center=(mz, my, mx), window=None)
+    axial, coronal, sagittal, mip = fig.axes
+    expected = {axial: (mx, my), coronal: (mx, mz), sagittal: (my, mz), mip: (mx, my)}
+    for ax, (h, v) in expected.items():
+        artist = ax.images[0]
+        arr = np.asarray(artist.get_array())
+        row, col = np.unravel_index(np.argmax(arr), arr.shape)
+        assert arr[row, col] == 1000, ax.get_title()
+        np.testing.assert_allclose(_pixel_world(artist, row, col), (h, v), atol=1e-6)
+    # radiological display: x grows to the right, anterior (small y) up, head (large z) up
+    assert axial.get_xlim()[0] < axial.get_xlim()[1]
+    assert axial.get_ylim()[0] > axial.get_ylim()[1]
+    assert coronal.get_ylim()[0] < coronal.get_ylim()[1]
+    assert axial.get_xlabel() == "x (mm, LPS)" and sagittal.get_xlabel() == "y (mm, LPS)"
+
+
+def test_nodule_circles_are_where_the_sphere_cuts_each_plane():
+    vol = np.zeros((30, 40, 40), np.int16)
+    g = cf.Geometry((2.0, 1.0, 1.0), (10.0, -20.0, 5.0))
+    nodule = (30.0, -2.0, 21.0, 10.0)  # z, y, x, diameter
+    table = pd.DataFrame([nodule], columns=["z", "y", "x", "diameter"])
+    # planes snap to voxel centres: z 33 -> slice 12 (z = 34), y = 1, x = 25
+    fig = show_scan(vol, g, nodules=table, center=(33.0, 1.0, 25.0), mip_mm=4.0)
+    axial, coronal, sagittal, mip = fig.axes
+    r = nodule[3] / 2
+    for ax, dist, xy in (
+        (axial, 4.0, (21.0, -2.0)),  # (x, y)
+        (coronal, 3.0, (21.0, 30.0)),  # (x, z)
+        (sagittal, 4.0, (-2.0, 30.0)),  # (y, z)
+    ):
+        (circle,) = ax.patches
+        np.testing.assert_allclose(circle.center, xy)
+        np.testing.assert_allclose(circle.radius, np.sqrt(r * r - dist * dist))
+    # the MIP slab covers slices 10..12 (z 29..35 mm): it holds the nodule's centre plane
+    assert mip.get_title() == "axial MIP, z = 29.0 .. 35.0 mm"
+    (circle,) = mip.patches
+    np.testing.assert_allclose(circle.radius, r)
+    # a plane beyond the radius shows no circle
+    far = show_scan(vol, g, nodules=[nodule], center=(60.0, 1.0, 25.0))
+    assert len(far.axes[0].patches) == 0
+
+
+def test_mip_panel_is_the_max_over_the_slab_and_masks_are_overlaid(rng):
+    vol = rng.integers(-1000, 400, size=(20, 16, 18)).astype(np.int16)
+    masks = np.zeros(vol.shape, np.uint8)
+    masks[8:11, 4:7, 5:9] = 1
+    lungs = np.zeros(vol.shape, np.uint8)
+    lungs[:, 2:14, 2:16] = 1
+    g = cf.Geometry((1.5, 1.0, 1.0))
+    fig = show_scan(vol, g, masks=masks, lungs=lungs, center=(15.0, 5.0, 6.0), mip_mm=6.0)
+    axial, _, _, mip = fig.axes
+    # centre z = 15 mm -> slice 10; slab 12..18 mm -> slices 8..12
+    np.testing.assert_array_equal(np.asarray(mip.images[0].get_array()), vol[8:13].max(axis=0))
+    np.testing.assert_array_equal(np.asarray(axial.images[0].get_array()), vol[10])
+    # overlays: lungs then masks, drawn only where the mask is set
+    lung_layer, mask_layer = (np.ma.getmaskarray(im.get_array()) for im in axial.images[1:])
+    np.testing.assert_array_equal(~lung_layer, lungs[10].astype(bool))
+    np.testing.assert_array_equal(~mask_layer, masks[10].astype(bool))
+    mip_mask = np.ma.getmaskarray(mip.images[1].get_array())
+    np.testing.assert_array_equal(~mip_mask, masks[8:13].max(axis=0).astype(bool))
+
+
+def test_default_centre_is_the_largest_nodule_and_png_is_written(tmp_path):
+    vol = np.zeros((20, 20, 20), np.int16)
+    g = cf.Geometry((1.0, 1.0, 1.0))
+    nods = [(5.0, 5.0, 5.0, 3.0), (12.0, 14.0, 9.0, 6.0)]
+    fig = show_scan(vol, g, nodules=nods)
+    assert fig.axes[0].get_title() == "axial z = 12.0 mm"
+    assert fig.axes[1].get_title() == "coronal y = 14.0 mm"
+    assert fig.axes[2].get_title() == "sagittal x = 9.0 mm"
+    out = tmp_path / "scan.png"
+    fig.savefig(out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_oblique_scans_are_drawn_along_voxel_axes():
+    c, s = np.cos(0.3), np.sin(0.3)
+    direction = np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+    g = cf.Geometry((2.0, 1.0, 1.0), (0.0, 0.0, 0.0), direction)
+    world = g.voxel_to_world([4.0, 6.0, 7.0])
+    fig = show_scan(np.zeros((10, 12, 14), np.int16), g, nodules=[(*world, 4.0)])
+    axial = fig.axes[0]
+    assert axial.get_xlabel() == "x (mm, voxel axes)"
+    # the nodule sits at voxel (4, 6, 7): 8 mm, 6 mm, 7 mm along the voxel axes
+    assert axial.get_title() == "axial z = 8.0 mm"
+    np.testing.assert_allclose(axial.patches[0].center, (7.0, 6.0), atol=1e-9)
+
+
+def test_show_item_draws_a_batch_item():
+    vol = np.zeros((16, 16, 16), np.int16)
+    nodules = pd.DataFrame({"id": ["a"], "z": [8.0], "y": [7.0], "x": [6.0], "diameter": [4.0]})
+    batch = cf.CTBatch.from_arrays([vol], ids=["a"], nodules=nodules).create_mask()
+    fig = show_item(batch[0])
+    assert fig.texts[0].get_text().startswith("a: (16, 16, 16) voxels")
+    assert "nodule mask: red" in fig.texts[0].get_text()
+    axial = fig.axes[0]
+    np.testing.assert_allclose(axial.patches[0].center, (6.0, 7.0))
+    assert len(axial.images) == 2  # the scan and its nodule mask
+
+
+def test_bad_inputs_are_named():
+    vol = np.zeros((4, 8, 8), np.int16)
+    with pytest.raises(cf.InvalidParameterError, match=r"masks has shape \(4, 8, 9\)"):
+        show_scan(vol, masks=np.zeros((4, 8, 9), np.uint8))
+    with pytest.raises(cf.InvalidParameterError, match="images must be a non-empty"):
+        show_scan(np.zeros((8, 8)))
+    with pytest.raises(cf.InvalidParameterError, match="rows of"):
+        show_scan(vol, nodules=[(1.0, 2.0, 3.0)])
+    with pytest.raises(cf.InvalidParameterError, match="center must be"):
+        show_scan(vol, center=(1.0, 2.0))
+    with pytest.raises(cf.InvalidParameterError, match="z must be in"):
+        show_slice(vol, z=9)
+
+
+def test_show_slice_places_nodules_in_world_mm():
+    g = cf.Geometry((2.0, 0.5, 0.5), (-10.0, 100.0, -50.0))
+    vol = np.zeros((10, 40, 40), np.int16)
+    fig = show_slice(vol, geometry=g, z=3, nodules=[(-4.0, 108.0, -42.0, 6.0)])
+    (circle,) = fig.axes[0].patches
+    np.testing.assert_allclose(circle.center, (-42.0, 108.0))
+    np.testing.assert_allclose(circle.radius, 3.0)
