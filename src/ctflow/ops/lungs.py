@@ -22,8 +22,11 @@ model, in well under a second for a 300 x 512 x 512 chest CT:
    * its density is lung-like: at most 50 % of its voxels are "pure gas" (``HU < -950``). Lung
      parenchyma is around -850 HU with vessels (typically < 10 % below -950, more in emphysema),
      while gas in the bowel, stomach, outside air or an isolated trachea sits near -1000 HU
-     (measured: 58-69 % below -950 for bowel gas at 3 mm voxels, 0-3 % for lungs). Very large
-     components (>= 1000 mL, i.e. whole lungs) are accepted up to 70 % so severe emphysema is kept;
+     (measured: 58-69 % below -950 for bowel gas at 3 mm voxels, 0-3 % for lungs). Small
+     components (< 200 mL, e.g. lung bases in an abdominal scan) are held to 25 %: a stomach gas
+     pocket at 1 mm in-plane has a thick partial-volume rim and measured 44 %, lung bases 0 %.
+     Very large components (>= 1000 mL, i.e. whole lungs) are accepted up to 70 % so severe
+     emphysema is kept;
    * it is at least 1 % of the largest candidate's volume (drops small lung-like pockets — gas
      mottled with stool — when real lungs are present);
    * it reaches above the lowest point of the largest candidate, along the patient's superior
@@ -85,6 +88,11 @@ __all__ = ["lung_bbox", "segment_lungs"]
 GAS_HU = -950.0
 #: Largest fraction of pure-gas voxels of a lung component (normal lung: a few %).
 MAX_GAS_FRACTION = 0.5
+#: Components smaller than this (mL) are lungs only up to :data:`MAX_GAS_FRACTION_SMALL`.
+SMALL_LUNG_ML = 200.0
+#: Gas fraction allowed for small components: lung bases measured 0 %, stomach gas at 1 mm
+#: in-plane 44 % (the partial-volume rim of a gas pocket is large relative to it).
+MAX_GAS_FRACTION_SMALL = 0.25
 #: Components at least this large (mL) are lungs up to :data:`MAX_GAS_FRACTION_LARGE`.
 LARGE_LUNG_ML = 1000.0
 #: Gas fraction allowed for very large components (severe emphysema).
@@ -369,9 +377,12 @@ def _select(
     denom = np.maximum(vol, 1)
     gas_frac = gas / denom
     inside_frac = inside / denom
-    dense_ok = (gas_frac <= MAX_GAS_FRACTION) | (
-        (vol_ml >= LARGE_LUNG_ML) & (gas_frac <= MAX_GAS_FRACTION_LARGE)
+    limit = np.where(
+        vol_ml < SMALL_LUNG_ML,
+        MAX_GAS_FRACTION_SMALL,
+        np.where(vol_ml >= LARGE_LUNG_ML, MAX_GAS_FRACTION_LARGE, MAX_GAS_FRACTION),
     )
+    dense_ok = gas_frac <= limit
     cand = (
         ~is_outside
         & (vol_ml >= max(min_ml, 1e-9))
