@@ -9,6 +9,16 @@ across threads without temporaries. Arithmetic is float64 per voxel (registers o
 
 A NaN input fails both comparisons of the clip and stays NaN in the float32 output; the uint8
 kernel stores 0 for it and returns how many it met.
+
+:func:`normalize_int_float32` is the float32 kernel without the division, for integer voxels
+and an integral window: ``out = float32((v - lo) * (1 / (hi - lo)))``. It gives exactly the
+same float32 as the division when ``hi - lo < 2**26``. Proof: ``v - lo = k`` and the span ``S``
+are integers, so the exact quotient ``k / S`` is never a float32 rounding midpoint (a midpoint
+in the binade ``[2**e, 2**(e + 1))`` is ``odd / 2**(24 - e)``, which would need
+``2**25 | S``) and lies at least ``k/S / (S * 2**25)`` away from every midpoint, while the
+product with the rounded reciprocal is within ``2**-52 * k/S`` of it; rounding to float32
+then picks the same neighbour. (Checked exhaustively for every int16 value and several HU
+windows.) Measured on 78.6 M int16 voxels into a reused buffer, one thread: 45 ms -> 40 ms.
 """
 
 from __future__ import annotations
@@ -16,7 +26,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["normalize_float32", "normalize_uint8"]
+__all__ = ["normalize_float32", "normalize_int_float32", "normalize_uint8"]
 
 
 @numba.njit(nogil=True, cache=True)
@@ -30,6 +40,22 @@ def normalize_float32(src, out, lo, hi, a, b):
         v = lo if v < lo else v  # NaN fails both tests and stays NaN
         v = hi if v > hi else v
         o[q] = np.float32((v - lo) / span)
+
+
+@numba.njit(nogil=True, cache=True)
+def normalize_int_float32(src, out, lo, hi, inv_span, a, b):
+    """``out[a:b] = (clip(src, lo, hi) - lo) * inv_span`` as float32 (integer ``src`` only).
+
+    ``lo`` and ``hi`` are integral, ``inv_span = 1 / (hi - lo)`` with ``hi - lo < 2**26``: the
+    result equals :func:`normalize_float32`'s bit for bit (module docstring).
+    """
+    s = src[a:b]
+    o = out[a:b]
+    for q in range(s.shape[0]):
+        v = np.float64(s[q])
+        v = lo if v < lo else v
+        v = hi if v > hi else v
+        o[q] = np.float32((v - lo) * inv_span)
 
 
 @numba.njit(nogil=True, cache=True)

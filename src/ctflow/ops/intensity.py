@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
 from ctflow.errors import InvalidParameterError, InvalidScanError
-from ctflow.kernels.intensity import normalize_float32, normalize_uint8
+from ctflow.kernels.intensity import normalize_float32, normalize_int_float32, normalize_uint8
 
 __all__ = ["NORMALIZE_DTYPES", "normalize_hu"]
 
@@ -31,6 +31,8 @@ __all__ = ["NORMALIZE_DTYPES", "normalize_hu"]
 NORMALIZE_DTYPES = (np.dtype(np.float32), np.dtype(np.uint8))
 #: Voxels below which extra threads are not worth starting.
 _MIN_VOXELS_PER_THREAD = 1 << 18
+#: Largest integral window for which the division-free kernel is exact (see its docstring).
+_MAX_EXACT_SPAN = 2**26
 
 
 def _check_bound(value: Any, what: str, where: str) -> float:
@@ -135,12 +137,16 @@ def normalize_hu(
     src = np.ascontiguousarray(image).reshape(-1)
     dst = result.reshape(-1)
     kernel: Callable[..., Any] = normalize_uint8 if out_dtype == np.uint8 else normalize_float32
+    args: tuple[float, ...] = (lo, hi)
+    exact_int = lo.is_integer() and hi.is_integer() and hi - lo < _MAX_EXACT_SPAN
+    if out_dtype == np.float32 and src.dtype.kind in "iu" and exact_int:
+        kernel, args = normalize_int_float32, (lo, hi, 1.0 / (hi - lo))  # no division per voxel
     chunks = _chunks(dst.size, int(n_threads))
     if len(chunks) <= 1:
-        counts = [kernel(src, dst, lo, hi, 0, dst.size)]
+        counts = [kernel(src, dst, *args, 0, dst.size)]
     else:
         with ThreadPoolExecutor(len(chunks), thread_name_prefix="ctflow-normalize") as pool:
-            futures = [pool.submit(kernel, src, dst, lo, hi, a, b) for a, b in chunks]
+            futures = [pool.submit(kernel, src, dst, *args, a, b) for a, b in chunks]
             counts = [f.result() for f in futures]
     if out_dtype == np.uint8:
         n_nan = sum(int(c) for c in counts)

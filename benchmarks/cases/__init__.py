@@ -1,0 +1,31 @@
+"""All benchmark cases, in the order they run and appear in the report."""
+
+from __future__ import annotations
+
+from benchmarks.harness import Case
+
+__all__ = ["all_cases", "get_case"]
+
+
+def all_cases() -> list[Case]:
+    """Every case (imports the case modules; peers are imported only when a case runs)."""
+    from benchmarks.cases import intensity, io, lungs, nodules, pipeline, resample, scaling, spatial
+
+    return [
+        *io.CASES,
+        *resample.CASES,
+        *intensity.CASES,
+        *spatial.CASES,
+        *lungs.CASES,
+        *nodules.CASES,
+        *pipeline.CASES,
+        *scaling.CASES,
+    ]
+
+
+def get_case(name: str) -> Case:
+    """The case called ``name``."""
+    for case in all_cases():
+        if case.name == name:
+            return case
+    raise KeyError(f"no benchmark case {name!r}; known: {[c.name for c in all_cases()]}")

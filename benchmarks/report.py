@@ -1,0 +1,437 @@
+"""Turn a benchmark run (the ``latest.json`` payload) into the targets verdict and markdown."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+METHOD = """\
+Every number comes from one run of `python -m benchmarks.run` (`make bench`). The suite makes its
+own LUNA16-sized synthetic chest CTs with `ctflow.synthetic` (int16 HU, 300 x 512 x 512 at
+1.25 x 0.703 x 0.703 mm for the per-operation cases, 8 scans of 160-350 slices for the
+pipeline) and caches them. Each contender (ctflow on 1 and 2 threads, each peer) runs **in its
+own subprocess on the same data**: one untimed warm-up call (imports, numba cache, first-touch),
+then the median of the timed calls. Thread counts are set through the usual environment
+variables and the libraries' own calls (`torch.set_num_threads`, SimpleITK's global default);
+"2 (split)" is a peer composition we wrote that splits the volume over 2 Python threads.
+
+* **Agreement.** Every output is compared with ctflow's (2 threads); a contender whose output
+  differs beyond the case's tolerance is marked "no" and ignored when picking the fastest peer,
+  so nothing wins by computing something else. All tools sample the same output grid.
+* **Peak memory** is the kernel's RSS high-water mark (`VmHWM`) during the timed calls, reset
+  after the warm-up (`/proc/self/clear_refs`); "extra" is that peak minus the RSS before the
+  timed calls (inputs already loaded), i.e. the working memory of one call including its output.
+* **Bandwidth bound.** "GB/s" counts the bytes a perfect implementation must read and write
+  (e.g. 2 B in + 4 B out per voxel for int16 -> float32); "% of bound" divides by the machine's
+  copy bandwidth measured at the start of the run (1 or 2 threads to match the row). A call
+  that allocates its output also pays the first-touch page faults (see "copy into a fresh
+  allocation"), so 100 % is out of reach for it.
+* **Speed-up** = median of the fastest agreeing peer / median of the fastest ctflow row.
+"""
+
+
+def _rows(payload: dict[str, Any], case: str) -> list[dict[str, Any]]:
+    for c in payload["cases"]:
+        if c["name"] == case:
+            return [r for r in c["rows"] if "median" in r and r.get("agree", {}).get("ok")]
+    return []
+
+
+def _pick(rows: list[dict[str, Any]], tool: str, threads: int | None = None) -> Any:
+    """Fastest row of ``tool`` (on ``threads``), not counting reused-buffer variants."""
+    found = [
+        r
+        for r in rows
+        if r["tool"] == tool
+        and (threads is None or r["n_threads"] == threads)
+        and "out=" not in r["how"]
+    ]
+    return min(found, key=lambda r: r["median"]) if found else None
+
+
+def _ratio(payload: dict[str, Any], case: str, peer: str, need: float, what: str) -> dict[str, Any]:
+    rows = _rows(payload, case)
+    ours, theirs = _pick(rows, "ctflow", 2), _pick(rows, peer)
+    if ours is None or theirs is None:
+        return {"target": what, "measured": "not run", "met": None}
+    ratio = theirs["median"] / ours["median"]
+    return {
+        "target": what,
+        "measured": f"{ratio:.2f}x ({theirs['median']:.3f} s vs {ours['median']:.3f} s)",
+        "value": round(ratio, 2),
+        "met": ratio >= need,
+    }
+
+
+def evaluate_targets(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The targets of issue 5, each with the measurement that decides it."""
+    out = []
+    # whole pipeline
+    rows = _rows(payload, "pipeline")
+    ours = [r for r in rows if r["tool"] == "ctflow"]
+    peers = [r for r in rows if r["tool"] != "ctflow"]
+    if ours and peers:
+        best = min(ours, key=lambda r: r["median"])
+        fast = min(peers, key=lambda r: r["median"])
+        ratio = fast["median"] / best["median"]
+        mem_ok = (best.get("peak_extra_mb") or 0) <= (fast.get("peak_extra_mb") or 0)
+        out.append(
+            {
+                "target": "whole pipeline >= 3x the scans/s of the fastest peer composition, "
+                "peak memory no higher",
+                "measured": f"{ratio:.2f}x ({best['scans_per_s']:.2f} vs {fast['scans_per_s']:.2f} "
+                f"scans/s, {fast['tool']}); peak extra {best.get('peak_extra_mb')} vs "
+                f"{fast.get('peak_extra_mb')} MiB",
+                "value": round(ratio, 2),
+                "met": ratio >= 3.0 and mem_ok,
+            }
+        )
+        one = _pick(ours, "ctflow", 1)
+        two = _pick(ours, "ctflow", 2)
+        if one and two:
+            s = one["median"] / two["median"]
+            out.append(
+                {
+                    "target": "thread scaling of the whole pipeline >= 1.8x on 2 cores",
+                    "measured": f"{s:.2f}x ({one['median']:.2f} s -> {two['median']:.2f} s)",
+                    "value": round(s, 2),
+                    "met": s >= 1.8,
+                }
+            )
+    else:
+        out.append(
+            {"target": "whole pipeline >= 3x fastest peer", "measured": "not run", "met": None}
+        )
+    out.append(
+        _ratio(
+            payload,
+            "unify_spacing",
+            "SimpleITK",
+            4.0,
+            "unify_spacing (linear) >= 4x faster than SimpleITK, 2 threads",
+        )
+    )
+    out.append(
+        _ratio(
+            payload,
+            "unify_spacing",
+            "torch",
+            2.0,
+            "unify_spacing (linear) >= 2x faster than torch F.interpolate, 2 threads",
+        )
+    )
+    rows = _rows(payload, "unify_spacing")
+    ours = _pick(rows, "ctflow", 2)
+    if ours and ours.get("bound_fraction") is not None:
+        out.append(
+            {
+                "target": "unify_spacing: report the fraction of the bandwidth bound",
+                "measured": f"{100 * ours['bound_fraction']:.0f} % ({ours['gb_per_s']} GB/s)",
+                "value": ours["bound_fraction"],
+                "met": None,
+            }
+        )
+    rows = _rows(payload, "normalize_hu")
+    cands = [r for r in rows if r["tool"] == "ctflow" and r.get("bound_fraction") is not None]
+    if cands:
+        new = [r for r in cands if "out=" not in r["how"]]
+        best_new = max(new, key=lambda r: r["bound_fraction"]) if new else None
+        best = max(cands, key=lambda r: r["bound_fraction"])
+        text = f"{100 * best['bound_fraction']:.0f} % ({best['how']}, {best['threads']} threads)"
+        if best_new is not None and best_new is not best:
+            text += f"; into a new array {100 * best_new['bound_fraction']:.0f} %"
+        out.append(
+            {
+                "target": "normalize_hu >= 50 % of the bandwidth bound",
+                "measured": text,
+                "value": best["bound_fraction"],
+                "met": best["bound_fraction"] >= 0.5,
+            }
+        )
+    out.append(
+        _ratio(payload, "rotate", "SimpleITK", 3.0, "rotate >= 3x faster than SimpleITK, 2 threads")
+    )
+    lung = _ratio(
+        payload,
+        "segment_lungs",
+        "scipy.ndimage",
+        4.0,
+        "lung segmentation >= 4x faster than the scipy baseline at equal Dice",
+    )
+    synth = _rows(payload, "segment_lungs")
+    ours_s, base_s = _pick(synth, "ctflow", 2), _pick(synth, "scipy.ndimage")
+    if ours_s and base_s and lung.get("met") is not None:
+        d_ours = ours_s.get("agree", {}).get("dice_vs_truth")
+        d_base = base_s.get("agree", {}).get("dice_vs_truth")
+        lung["measured"] += f"; Dice on the phantom: ctflow {d_ours}, scipy {d_base}"
+        if d_ours is not None and d_base is not None:
+            lung["met"] = bool(lung["met"]) and d_ours >= d_base - 0.01
+    real = _rows(payload, "segment_lungs_real")
+    if real:
+        ours_real = _pick(real, "ctflow")
+        base_real = _pick(real, "scipy.ndimage")
+        if ours_real and base_real:
+            d_ours = ours_real.get("agree", {}).get("dice_vs_truth")
+            d_base = base_real.get("agree", {}).get("dice_vs_truth")
+            lung["measured"] += f"; Dice on the real CT: ctflow {d_ours}, scipy {d_base}"
+            if lung.get("met") and d_ours is not None and d_base is not None:
+                lung["met"] = d_ours >= d_base - 0.01
+    out.append(lung)
+    rows = _rows(payload, "load_mhd")
+    ours, raw = _pick(rows, "ctflow"), _pick(rows, "numpy")
+    if ours and raw:
+        r = ours["median"] / raw["median"]
+        out.append(
+            {
+                "target": "load .mhd within 1.2x of a raw numpy.fromfile",
+                "measured": f"{r:.2f}x ({ours['median']:.4f} s vs {raw['median']:.4f} s)",
+                "value": round(r, 2),
+                "met": r <= 1.2,
+            }
+        )
+    rows = _rows(payload, "load_dump_cold")
+    ours, npy = _pick(rows, "ctflow"), _pick(rows, "numpy")
+    if ours and npy:
+        r = npy["median"] / ours["median"]
+        out.append(
+            {
+                "target": "ctflow format loads faster than .npy from a cold page cache",
+                "measured": f"{r:.2f}x ({ours['median']:.3f} s vs {npy['median']:.3f} s .npy; "
+                f"{ours['info'].get('MB_on_disk')} vs {npy['info'].get('MB_on_disk')} MB on disk)",
+                "value": round(r, 2),
+                "met": r > 1.0,
+            }
+        )
+    return out
+
+
+def _fmt(v: Any, spec: str = ".3f") -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        if spec == "auto":
+            return f"{v:.3g}" if v < 10 else f"{v:.1f}"
+        return format(v, spec)
+    return str(v)
+
+
+def _seconds(v: float) -> str:
+    return f"{v:.4f}" if v < 0.1 else (f"{v:.3f}" if v < 10 else f"{v:.1f}")
+
+
+def _agree(r: dict[str, Any]) -> str:
+    a = r.get("agree", {})
+    if "error" in r:
+        return f"error: {r['error'][:80]}"
+    keys = [k for k in a if k not in ("ok", "limit", "limits", "why")]
+    detail = ", ".join(f"{k} {a[k]}" for k in keys[:3])
+    if a.get("why"):
+        detail = a["why"]
+    return ("yes" if a.get("ok") else "**no**") + (f" ({detail})" if detail else "")
+
+
+def case_table(case: dict[str, Any]) -> str:
+    """One markdown table for one case."""
+    lines = [
+        f"### {case['title']} (`{case['name']}`)",
+        "",
+        "| tool | call | threads | median s | x fastest peer | scans/s | peak MiB (extra) "
+        "| GB/s | % of bound | agrees with ctflow |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in case["rows"]:
+        if "median" not in r:
+            lines.append(
+                f"| {r['tool']} | {r['how']} | {r['threads']} | – | – | – | – | – | – | "
+                f"{_agree(r)} |"
+            )
+            continue
+        bound = r.get("bound_fraction")
+        peak = f"{r.get('peak_rss_mb', 0):.0f} (+{_fmt(r.get('peak_extra_mb'), '.0f')})"
+        lines.append(
+            f"| {r['tool']} | {r['how']} | {r['threads']} | {_seconds(r['median'])} | "
+            f"{_fmt(r.get('x_fastest_peer'), '.2f')} | {_fmt(r.get('scans_per_s'), 'auto')} | "
+            f"{peak} | {_fmt(r.get('gb_per_s'), '.2f')} | "
+            f"{'–' if bound is None else f'{100 * bound:.0f}'} | {_agree(r)} |"
+        )
+    extra = []
+    if case.get("speedup_vs_fastest_peer") is not None:
+        extra.append(
+            f"ctflow speed-up vs the fastest peer ({case['fastest_peer']}): "
+            f"**{case['speedup_vs_fastest_peer']}x**."
+        )
+    if case.get("note"):
+        extra.append(case["note"])
+    infos = [f"{r['tool']} {r['how']}: {r['info']}" for r in case["rows"] if r.get("info")]
+    if infos:
+        extra.append("Info: " + "; ".join(infos) + ".")
+    return "\n".join(lines + (["", *extra] if extra else [])) + "\n"
+
+
+def _thread_scaling(payload: dict[str, Any]) -> str:
+    lines = [
+        "| case | 1 thread s | 2 threads s | speed-up |",
+        "|---|---|---|---|",
+    ]
+    for c in payload["cases"]:
+        ours = [r for r in c["rows"] if r["tool"] == "ctflow" and "median" in r]
+        by_how: dict[str, dict[int, dict[str, Any]]] = {}
+        for r in ours:
+            by_how.setdefault(r["how"], {})[r["n_threads"]] = r
+        for how, d in by_how.items():
+            if 1 in d and 2 in d:
+                s = d[1]["median"] / d[2]["median"]
+                label = c["name"] if len(by_how) == 1 else f"{c['name']} ({how})"
+                lines.append(
+                    f"| {label} | {_seconds(d[1]['median'])} | {_seconds(d[2]['median'])} | "
+                    f"{s:.2f}x |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def _median_actions(row: dict[str, Any]) -> dict[str, float]:
+    """Per-action medians of a ctflow pipeline row (the first call is the warm-up)."""
+    calls = (row.get("info") or {}).get("action_s") or []
+    calls = calls[1:] if len(calls) > 1 else calls
+    names = [k for k in (calls[0] if calls else {}) if k != "fetch_nodules"]
+    return {k: statistics.median(c.get(k, 0.0) for c in calls) for k in names}
+
+
+def _actions_table(payload: dict[str, Any], case: str) -> str:
+    rows = {r["n_threads"]: r for r in _case(payload, case).get("rows", []) if "median" in r}
+    if 1 not in rows or 2 not in rows:
+        return ""
+    one, two = _median_actions(rows[1]), _median_actions(rows[2])
+    lines = ["| action | 1 thread s | 2 threads s | speed-up |", "|---|---|---|---|"]
+    for name in one:
+        a, b = one[name], two.get(name, float("nan"))
+        lines.append(f"| {name} | {_seconds(a)} | {_seconds(b)} | {a / b:.2f}x |")
+    a, b = rows[1]["median"], rows[2]["median"]
+    lines.append(f"| **whole run** | {_seconds(a)} | {_seconds(b)} | {a / b:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
+def _case(payload: dict[str, Any], name: str) -> dict[str, Any]:
+    return next((c for c in payload["cases"] if c["name"] == name), {})
+
+
+def _scaling_tables(payload: dict[str, Any]) -> list[str]:
+    out = []
+    sizes = [c for c in payload["cases"] if c["name"].startswith("size_")]
+    if sizes:
+        out += [
+            "### Scan size (one scan of 300 x n x n voxels through the whole pipeline)",
+            "",
+            "| in-plane n | input MB | 1 thread s | 2 threads s | peak MiB extra (2 threads) |",
+            "|---|---|---|---|---|",
+        ]
+        for c in sorted(sizes, key=lambda c: int(c["name"].split("_")[1])):
+            n = int(c["name"].split("_")[1])
+            rows = {r["n_threads"]: r for r in c["rows"] if "median" in r}
+            mb = 300 * n * n * 2 / 1e6 if payload["profile"] == "full" else float("nan")
+            one = _seconds(rows[1]["median"]) if 1 in rows else "–"
+            two = rows.get(2)
+            out.append(
+                f"| {n} | {mb:.0f} | {one} | {_seconds(two['median']) if two else '–'} | "
+                f"{_fmt(two.get('peak_extra_mb') if two else None, '.0f')} |"
+            )
+        out.append("")
+    batches = [c for c in payload["cases"] if c["name"].startswith("batch_") and c["rows"]]
+    batches = [c for c in batches if c["name"] != "batch_actions"]
+    if batches:
+        out += [
+            "### Batch size (the pipeline over B scans in one batch, 2 threads)",
+            "",
+            "| B | s per batch | scans/s | peak MiB extra |",
+            "|---|---|---|---|",
+        ]
+        for c in sorted(batches, key=lambda c: int(c["name"].split("_")[1])):
+            r = next((r for r in c["rows"] if "median" in r), None)
+            if r is not None:
+                out.append(
+                    f"| {c['name'].split('_')[1]} | {_seconds(r['median'])} | "
+                    f"{r['scans_per_s']:.2f} | {_fmt(r.get('peak_extra_mb'), '.0f')} |"
+                )
+        out.append("")
+    return out
+
+
+def markdown(payload: dict[str, Any]) -> str:
+    """The whole report."""
+    m = payload["machine"]
+    bw = payload["bandwidth_gb_s"]
+    out = [
+        "# ctflow benchmarks",
+        "",
+        f"Generated by `python -m benchmarks.run` on {payload['when']} (profile "
+        f"`{payload['profile']}`, {payload['repeats']} timed calls per contender, "
+        f"whole run {payload['wall_time_s']:.0f} s).",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m.get('memory_gb')} GB RAM, Python "
+        f"{m['python']}, numpy {m['numpy']}; load average at the end {m['load_average']}.",
+        "",
+        "## Method",
+        "",
+        METHOD,
+        "## Memory bandwidth (the physical limit)",
+        "",
+        "| copy | GB/s (read + write counted) |",
+        "|---|---|",
+        f"| 1 thread, into a reused buffer | {bw['copy_1t']} |",
+        f"| 2 threads, into a reused buffer | {bw['copy_2t']} |",
+        f"| 1 thread, into a fresh allocation (page faults) | {bw['copy_fresh_1t']} |",
+        "",
+        "## Targets (issue 5)",
+        "",
+        "| target | measured | met |",
+        "|---|---|---|",
+    ]
+    for t in payload.get("targets", []):
+        met = {True: "yes", False: "**no**", None: "–"}[t.get("met")]
+        out.append(f"| {t['target']} | {t['measured']} | {met} |")
+    out += [
+        "",
+        "## ctflow against the fastest peer",
+        "",
+        "| case | ctflow best | s | fastest agreeing peer | s | speed-up |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in payload["cases"]:
+        if c.get("speedup_vs_fastest_peer") is None:
+            continue
+        rows = {r["key"]: r for r in c["rows"]}
+        ours, peer = rows[c["ctflow_best"]], rows[c["fastest_peer"]]
+        out.append(
+            f"| {c['name']} | {ours['how']} ({ours['threads']} t) | {_seconds(ours['median'])} | "
+            f"{peer['tool']} {peer['how']} ({peer['threads']} t) | {_seconds(peer['median'])} | "
+            f"{c['speedup_vs_fastest_peer']}x |"
+        )
+    out += ["", "## Thread scaling of ctflow (1 vs 2 threads)", "", _thread_scaling(payload)]
+    actions = _actions_table(payload, "batch_actions")
+    if actions:
+        out += [
+            "Every action of a batch of 4 scans (`batch_actions`; items run in parallel, one "
+            "thread each on 2 threads):",
+            "",
+            actions,
+        ]
+    pipe = _actions_table(payload, "pipeline")
+    if pipe:
+        out += ["Where the whole pipeline's time goes (ctflow, `pipeline` case):", "", pipe]
+    scaling = _scaling_tables(payload)
+    if scaling:
+        out += ["## Scaling with scan size and batch size", "", *scaling]
+    out += ["## Cases", ""]
+    for c in payload["cases"]:
+        out.append(case_table(c))
+    if "dask" in payload:
+        d = payload["dask"]
+        state = "ran" if "results" in d else f"failed ({d.get('error', '?')})"
+        out += [
+            "## Dask engine",
+            "",
+            f"`benchmarks.bench_dask` {state}; its tables are in `benchmarks/results/dask.md` "
+            "and the [Dask guide](dask.md).",
+            "",
+        ]
+    return "\n".join(out)

@@ -1,0 +1,170 @@
+"""The benchmark suite: a tiny end-to-end run, and its agreement checks against known answers.
+
+The smoke run goes through everything ``make bench`` does — data generation, one subprocess per
+contender, peak-memory and bandwidth numbers, the agreement checks, ``latest.json`` and the
+markdown report — on tiny scans and a few cheap contenders.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from benchmarks.common import copy_bandwidth, peak_rss_mb, reset_peak_rss, rss_mb
+from benchmarks.harness import close, dice, exact, labels
+from benchmarks.peers import geometry_from_ras, lungs_scipy, nodule_mask_numpy, ras_affine
+from benchmarks.run import main
+from scipy import ndimage as ndi
+
+from ctflow.geometry import Geometry
+from ctflow.ops.masks import create_mask
+
+
+def test_quick_run_writes_results_and_every_output_agrees(tmp_path):
+    out = tmp_path / "out"
+    code = main(
+        [
+            "--quick",
+            "--profile",
+            "tiny",
+            "--cases",
+            "unify_spacing_mask,create_mask",
+            "--tools",
+            "numpy,scipy.ndimage",
+            "--repeats",
+            "2",
+            "--out",
+            str(out),
+            "--cache",
+            str(tmp_path / "cache"),
+        ]
+    )
+    assert code == 0
+    payload = json.loads((out / "latest.json").read_text())
+    assert payload["profile"] == "tiny"
+    assert payload["bandwidth_gb_s"]["copy_1t"] > 0
+    cases = {c["name"]: c for c in payload["cases"]}
+    assert set(cases) == {"unify_spacing_mask", "create_mask"}
+    for case in cases.values():
+        tools = {r["tool"] for r in case["rows"]}
+        assert "ctflow" in tools and len(tools) >= 2, case["name"]
+        for row in case["rows"]:
+            assert row["agree"]["ok"], (case["name"], row["key"], row["agree"])
+            assert len(row["times"]) == 2 and row["median"] > 0
+            assert row["peak_rss_mb"] >= row["baseline_rss_mb"] > 0
+    # ctflow resamples on 1 and 2 threads; every row is measured against the bandwidth bound
+    resample = cases["unify_spacing_mask"]
+    assert {r["n_threads"] for r in resample["rows"] if r["tool"] == "ctflow"} == {1, 2}
+    assert all(r["bound_fraction"] > 0 for r in resample["rows"])
+    assert {r["tool"] for r in resample["rows"]} == {"ctflow", "scipy.ndimage"}
+    report = (out / "benchmarks.md").read_text()
+    assert "## Targets (issue 5)" in report and "### Nodule masks" in report
+
+
+def test_run_lists_cases(capsys):
+    assert main(["--list"]) == 0
+    names = capsys.readouterr().out.split()
+    for name in ("load_mhd", "unify_spacing", "rotate", "segment_lungs", "pipeline"):
+        assert name in names
+
+
+# -- agreement checks ---------------------------------------------------------------------------
+def test_close_catches_a_half_voxel_shift():
+    rng = np.random.default_rng(0)
+    ref = ndi.gaussian_filter(rng.normal(0, 300, (20, 40, 40)), 2).astype(np.float32)
+    same = ref + np.float32(1e-3)
+    shifted = ndi.shift(ref, (0, 0.5, 0), order=1, mode="nearest").astype(np.float32)
+    check = close(max_mean=0.5, max_p999=1.0)
+    assert check({"out": ref}, {"out": same})[0]
+    ok, metrics = check({"out": ref}, {"out": shifted})
+    assert not ok and metrics["mean_abs_diff"] > 0.5
+    assert not check({"out": ref}, {"out": ref[:, :, :-1]})[0]  # shape mismatch
+
+
+def test_labels_ignores_exact_ties_only():
+    ref = np.zeros((4, 6, 6), np.uint8)
+    ref[1:3, 2:4, 2:4] = 1
+    ties = {
+        "tie_z": np.array([0, 1, 0, 0], np.uint8),
+        "tie_y": np.zeros(6, np.uint8),
+        "tie_x": np.zeros(6, np.uint8),
+    }
+    other = ref.copy()
+    other[1] = 0  # differs only on a tie slice
+    check = labels(0.0, ties=True)
+    assert check({"out": ref, **ties}, {"out": other})[0]
+    other[2, 2, 2] = 0  # and one voxel off the tie
+    assert not check({"out": ref, **ties}, {"out": other})[0]
+    assert not labels(0.0)({"out": ref}, {"out": np.roll(ref, 1, axis=2)})[0]
+
+
+def test_exact_and_dice():
+    a = np.arange(24).reshape(2, 3, 4)
+    assert exact()({"out": a}, {"out": a.copy()})[0]
+    b = a.copy()
+    b[0, 0, 0] = -1
+    assert exact()({"out": a}, {"out": b}) == (False, {"differing_voxels": 1})
+    m = np.zeros((4, 4, 4), bool)
+    m[:2] = True
+    n = np.zeros((4, 4, 4), bool)
+    n[1:3] = True
+    assert dice(m, m) == 1.0 and dice(m, n) == pytest.approx(0.5)
+
+
+# -- peer plumbing ------------------------------------------------------------------------------
+def test_ras_affine_round_trips_and_matches_voxel_to_world():
+    d = np.array([[1.0, 0, 0], [0, 0, 1.0], [0, -1.0, 0]])  # (z, y, x), not the identity
+    g = Geometry((2.5, 0.7, 0.8), (-300.0, -150.0, 20.0), d)
+    aff = ras_affine(g)
+    v = np.array([3.0, 5.0, 7.0])  # (z, y, x) voxel
+    ras = aff @ np.r_[v[::-1], 1.0]
+    lps_xyz = ras[:3] * np.array([-1, -1, 1])
+    np.testing.assert_allclose(lps_xyz[::-1], g.voxel_to_world(v[None])[0])
+    back = geometry_from_ras(aff)
+    np.testing.assert_allclose(back.spacing, g.spacing)
+    np.testing.assert_allclose(back.origin, g.origin)
+    np.testing.assert_allclose(back.direction, g.direction)
+
+
+def test_numpy_nodule_masks_equal_ctflow():
+    g = Geometry((1.0, 1.0, 1.0), (-20.0, 5.0, 3.0))
+    centers = np.array([[-10.0, 20.0, 18.5], [-19.5, 10.0, 10.0]])
+    diameters = np.array([9.0, 5.0])
+    ours = create_mask((30, 40, 40), g, centers, diameters)
+    np.testing.assert_array_equal(nodule_mask_numpy((30, 40, 40), g, centers, diameters), ours)
+
+
+def test_scipy_lung_baseline_keeps_two_lungs_and_drops_outside_air():
+    vol = np.full((20, 64, 64), -1000, np.int16)
+    y, x = np.ogrid[:64, :64]
+    vol[:, (y - 32) ** 2 + (x - 32) ** 2 < 29**2] = 40  # body
+    for cx in (20, 44):
+        vol[:, ((y - 32) / 12.0) ** 2 + ((x - cx) / 8.0) ** 2 < 1] = -850  # two lungs
+    mask = lungs_scipy(vol, (2.0, 1.0, 1.0), min_ml=0.1)
+    assert mask.dtype == np.uint8
+    assert mask[:, 32, 20].all() and mask[:, 32, 44].all()
+    assert not mask[:, 2, 2].any() and not mask[:, 32, 32].any()
+
+
+def test_memory_and_bandwidth_helpers():
+    assert rss_mb() > 0
+    assert reset_peak_rss()  # Linux >= 4.0
+    before = peak_rss_mb()
+    block = np.ones(64 * 2**20, np.uint8)  # 64 MiB, touched
+    assert peak_rss_mb() >= before + 60
+    del block
+    bw = copy_bandwidth(4 * 2**20, repeat=3)
+    assert bw["copy_1t"] > 0 and bw["copy_2t"] > 0 and bw["copy_fresh_1t"] > 0
+
+
+# -- the performance fixes keep ctflow's results --------------------------------------------------
+@pytest.mark.parametrize(("lo", "hi"), [(-1000, 400), (-1024, 3071), (-160, 240), (-3, 7)])
+def test_division_free_normalize_is_exact_for_every_int16(lo, hi):
+    """normalize_hu's integer path multiplies by 1/(hi - lo); it must equal the division."""
+    from ctflow.ops.intensity import normalize_hu
+
+    every = np.arange(-32768, 32768, dtype=np.int16)
+    expected = ((np.clip(every.astype(np.float64), lo, hi) - lo) / (hi - lo)).astype(np.float32)
+    np.testing.assert_array_equal(normalize_hu(every, lo, hi), expected)
+    np.testing.assert_array_equal(normalize_hu(every.astype(np.int32), lo, hi), expected)
