@@ -15,8 +15,10 @@ Options::
     --out DIR          write DIR/latest.json and DIR/benchmarks.md
     --list             print the cases and exit
 
-``--cases dask`` (never part of the default set) also runs the Dask engine benchmark
-(:mod:`benchmarks.bench_dask`, written separately) and links its results from the report.
+``--cases parallel`` runs :mod:`benchmarks.bench_parallel` (a user's numba action on 1 vs 2
+item threads; part of every full run). ``--cases dask`` (never part of the default set) also
+runs the Dask engine benchmark (:mod:`benchmarks.bench_dask`, written separately) and links
+its results from the report.
 
 Examples
 --------
@@ -45,6 +47,8 @@ from benchmarks.harness import Case, Contender
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_JSON_DIR = ROOT / "benchmarks" / "results"
 DEFAULT_DOC = ROOT / "docs" / "benchmarks.md"
+#: benchmarks run as their own scripts, selected by name with --cases
+EXTRA_CASES = ("parallel", "dask")
 THREAD_ENV = (
     "OMP_NUM_THREADS",
     "MKL_NUM_THREADS",
@@ -70,7 +74,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--budget",
         type=float,
-        default=75.0,
+        default=60.0,
         help="seconds of timed calls per contender; slower contenders make fewer calls (>= 3)",
     )
     p.add_argument("--list", action="store_true", help="list the cases and exit")
@@ -86,8 +90,8 @@ def _select(args: argparse.Namespace, profile: Any) -> list[Case]:
 
     cases = [c for c in all_cases() if c.when is None or c.when(profile)]
     if args.cases:
-        wanted = [w for w in _wanted(args) if w != "dask"]
-        known = {c.name for c in cases} | {"dask"}
+        wanted = [w for w in _wanted(args) if w not in EXTRA_CASES]
+        known = {c.name for c in cases} | set(EXTRA_CASES)
         unknown = [w for w in wanted if w not in known]
         if unknown:
             raise SystemExit(f"unknown case(s) {unknown}; known: {sorted(known)}")
@@ -250,9 +254,9 @@ def _derive(case_result: dict[str, Any], bandwidth: dict[str, float]) -> None:
         case_result["speedup_vs_fastest_peer"] = round(fastest["median"] / best["median"], 2)
 
 
-def _run_dask(quick: bool, timeout: float) -> dict[str, Any]:
-    """Run benchmarks.bench_dask in a subprocess; return its summary (or the error)."""
-    cmd = [sys.executable, "-m", "benchmarks.bench_dask", *(["--quick"] if quick else [])]
+def _run_script(module: str, args: list[str], result: str, timeout: float) -> dict[str, Any]:
+    """Run ``python -m benchmarks.<module>``; return the JSON it writes to results/ (or why not)."""
+    cmd = [sys.executable, "-m", f"benchmarks.{module}", *args]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     try:
@@ -261,13 +265,13 @@ def _run_dask(quick: bool, timeout: float) -> dict[str, Any]:
         )
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
-    result: dict[str, Any] = {"returncode": proc.returncode}
-    path = DEFAULT_JSON_DIR / "dask.json"
+    out: dict[str, Any] = {"returncode": proc.returncode}
+    path = DEFAULT_JSON_DIR / result
     if proc.returncode == 0 and path.is_file():
-        result["results"] = json.loads(path.read_text())
+        out["results"] = json.loads(path.read_text())
     else:
-        result["error"] = " | ".join((proc.stderr or "").strip().splitlines()[-3:])
-    return result
+        out["error"] = " | ".join((proc.stderr or "").strip().splitlines()[-3:])
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -275,11 +279,14 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     from benchmarks.cases import all_cases
 
+    profile = PROFILES[args.profile or ("quick" if args.quick else "full")]
     if args.list:
         for c in all_cases():
-            print(f"{c.name:<24} {c.title}")
+            if c.when is None or c.when(profile):
+                print(f"{c.name:<24} {c.title}")
+        for name in EXTRA_CASES:
+            print(f"{name:<24} (its own script: benchmarks.bench_{name})")
         return 0
-    profile = PROFILES[args.profile or ("quick" if args.quick else "full")]
     repeats = args.repeats or (2 if args.quick else 5)
     tools = {t.strip() for t in args.tools.split(",")} if args.tools else None
     cases = _select(args, profile)
@@ -304,10 +311,14 @@ def main(argv: list[str] | None = None) -> int:
             results.append(res)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    dask = None
+    extras: dict[str, Any] = {}
+    if "parallel" in _wanted(args) or (not args.cases and profile.name == "full"):
+        print("== parallel: a user's numba nogil action, 1 vs 2 item threads")
+        extras["parallel"] = _run_script("bench_parallel", [], "parallel_action.json", args.timeout)
     if "dask" in _wanted(args):
         print("== dask: local engine vs Dask (benchmarks.bench_dask)")
-        dask = _run_dask(args.quick or profile.name != "full", args.timeout)
+        quick = ["--quick"] if args.quick or profile.name != "full" else []
+        extras["dask"] = _run_script("bench_dask", quick, "dask.json", args.timeout)
     from benchmarks.report import evaluate_targets, markdown
 
     payload = {
@@ -320,8 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_time_s": round(time.perf_counter() - t_start, 1),
         "cases": results,
     }
-    if dask is not None:
-        payload["dask"] = dask
+    payload.update(extras)
     payload["targets"] = evaluate_targets(payload)
     json_dir.mkdir(parents=True, exist_ok=True)
     (json_dir / "latest.json").write_text(json.dumps(payload, indent=1, default=str))

@@ -390,6 +390,11 @@ def _monai(inp: dict[str, Any], threads: int) -> Runner:
 
 
 # -- TorchIO ------------------------------------------------------------------------------------
+def _tio_scale(t: Any) -> Any:
+    """(x - LO) / (HI - LO) as float32 (TorchIO's RescaleIntensity computes percentiles)."""
+    return (t.float() - LO) / (HI - LO)
+
+
 def _torchio(inp: dict[str, Any], threads: int) -> Runner:
     torch_threads(1)
     sitk = sitk_threads(1)
@@ -400,7 +405,7 @@ def _torchio(inp: dict[str, Any], threads: int) -> Runner:
     normalise = tio.Compose(
         [
             tio.Clamp(LO, HI, include=["image"]),
-            tio.RescaleIntensity((0.0, 1.0), in_min_max=(LO, HI), include=["image"]),
+            tio.Lambda(_tio_scale, types_to_apply=[tio.INTENSITY], include=["image"]),
         ]
     )
     sampler = tio.LabelSampler(crop_xyz, label_name="label", label_probabilities={0: 1, 1: 1})

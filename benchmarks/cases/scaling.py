@@ -99,7 +99,7 @@ def _batch_case(b: int) -> Case:
 
 
 SIZES = sorted({n for p in PROFILES.values() for n in p.size_scaling})
-BATCHES = (1, 2, 4, 8)
+BATCHES = (2, 8)  # one scan per batch is size_512, four is batch_actions (with rotate)
 
 CASES = [
     BATCH_ACTIONS,
