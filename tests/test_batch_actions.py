@@ -324,3 +324,26 @@ def test_normalize_hu_works_in_place_only_on_arrays_the_batch_owns():
     before = b2.images
     b2.normalize_hu(inplace=False)
     assert b2.images is not before and before.min() < -900
+
+
+def test_crops_larger_than_their_scan_are_padded_with_that_scans_air():
+    a = np.full((6, 10, 10), 50, np.int16)
+    a[0, 0, 0] = -1000
+    b = np.full((6, 10, 10), 50, np.int16)
+    b[0, 0, 0] = -1024
+    batch = cf.CTBatch.from_arrays([a, b], ids=["a", "b"], origin=(10.0, -5.0, 3.0))
+    batch.set_random_state(0, 0)
+    crops = batch.sample_nodules(4, (8, 12, 12), share=0.0)
+    for k, info in enumerate(crops.info):
+        item = crops[k]
+        parent = batch[info["parent"]]
+        start = np.array(info["start"])
+        assert np.all(start <= 0)  # the crop is larger: it starts before the scan
+        air = parent.images.min()
+        outside = np.ones(item.shape, bool)
+        box = tuple(slice(-s, -s + n) for s, n in zip(start, parent.shape))
+        outside[box] = False
+        assert np.all(item.images[outside] == air)
+        np.testing.assert_array_equal(item.images[box], parent.images)
+        # the crop's geometry keeps the anatomy at its world position
+        np.testing.assert_allclose(item.voxel_to_world(-start), parent.voxel_to_world((0, 0, 0)))

@@ -1399,7 +1399,7 @@ class CTBatch:
             ``numpy.histogramdd`` of relative (z, y, x) positions to draw random crop centres from.
         pad_value : float, optional
             Fill for crops reaching outside a scan that is smaller than the crop (default: the
-            minimum of the images, i.e. air).
+            minimum of that scan's images, i.e. air).
 
         Returns
         -------
@@ -1465,7 +1465,22 @@ class CTBatch:
             histo=histo,
         )
         assert self.images is not None
-        fill = float(self.images.min()) if pad_value is None else float(pad_value)
+        fills: dict[int, float] = {}
+
+        def fill_for(i: int, start: NDArray[Any]) -> float:
+            """Padding value: only computed for crops that reach outside their scan."""
+            if pad_value is not None:
+                return float(pad_value)
+            inside = np.all(start >= 0) and np.all(start + crop_shape <= shapes[i])
+            if inside:
+                return 0.0  # unused: nothing to pad
+            if i not in fills:
+                view = self._view("images", i)
+                assert view is not None
+                fills[i] = float(view.min())
+            return fills[i]
+
+        tables = dict(list(self.nodules.groupby("id", sort=False)))
         pos = self._seed.spawn_key[0] if self._seed is not None and self._seed.spawn_key else 0
         ids, sources, geoms, infos = [], [], [], []
         comps: dict[str, list[NDArray[Any]]] = {
@@ -1482,9 +1497,8 @@ class CTBatch:
             for comp in comps:
                 view = self._view(comp, i)
                 assert view is not None
-                comps[comp].append(
-                    extract_crop(view, start, crop_shape, fill if comp == "images" else 0)
-                )
+                value = fill_for(i, np.asarray(start)) if comp == "images" else 0
+                comps[comp].append(extract_crop(view, start, crop_shape, value))
             infos.append(
                 {
                     "parent": self.ids[i],
@@ -1492,8 +1506,8 @@ class CTBatch:
                     "kind": "nodule" if plan.is_nodule[k] else "random",
                 }
             )
-            parent = self.nodules[self.nodules["id"] == self.ids[i]]
-            if len(parent):
+            parent = tables.get(self.ids[i])
+            if parent is not None and len(parent):
                 vox = g.world_to_voxel(parent[["z", "y", "x"]].to_numpy(np.float64))
                 inside = np.all((vox >= -0.5) & (vox <= np.asarray(crop_shape) - 0.5), axis=1)
                 sub = parent[inside].copy()
