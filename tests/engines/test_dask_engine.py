@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+import distributed
 import numpy as np
 import pandas as pd
 import pytest
@@ -25,8 +26,6 @@ import ctflow as cf
 from ctflow.io import store
 from ctflow.io.metaimage import write_metaimage
 from ctflow.synthetic import make_dataset
-
-distributed = pytest.importorskip("distributed")
 
 pytestmark = pytest.mark.timeout(120)
 

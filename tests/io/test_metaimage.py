@@ -628,8 +628,6 @@ def test_fuzzed_headers_only_raise_ctflow_errors(mutations, data_len):
 # -- real data -------------------------------------------------------------------------------------
 def test_real_invesalius_cranium_equals_sitk(real_data, rng):
     path = real_data / "invesalius_cranium" / "cranium.mhd"
-    if not path.is_file():
-        pytest.skip(f"{path} is absent")
     scan = read_metaimage(path)
     ref = sitk.ReadImage(str(path))
     assert scan.shape == (108, 256, 256)

@@ -449,7 +449,8 @@ def test_lung_bbox_bad_input(mask, margin):
 
 # -- real scans -----------------------------------------------------------------------------------
 def _read(path: Path):
-    sitk = pytest.importorskip("SimpleITK")
+    import SimpleITK as sitk
+
     img = sitk.ReadImage(str(path))
     geom = Geometry(
         img.GetSpacing()[::-1], img.GetOrigin()[::-1], direction_from_sitk(img.GetDirection())
@@ -480,7 +481,8 @@ def test_real_chest_ct_holds_the_nodule_and_a_plausible_lung_volume(real_data):
 
 
 def test_real_abdominal_ct_matches_totalsegmentator_lungs(real_data):
-    sitk = pytest.importorskip("SimpleITK")
+    import SimpleITK as sitk
+
     folder = real_data / "totalsegmentator_examples"
     ct, vol, geom = _read(folder / "example_ct_sm.nii.gz")
     lobes = sorted((folder / "example_seg_fast").glob("lung_*.nii.gz"))
