@@ -30,6 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ctflow.errors import InvalidParameterError
+from ctflow.interop._batch import batch_from_volumes
 from ctflow.interop._deps import optional_import
 from ctflow.interop.affine import _as_numpy, geometry_from_ras_affine, ras_affine, to_xyz, to_zyx
 
@@ -156,7 +157,6 @@ def from_monai(
     >>> b.images.shape, b.spacing[0].tolist()
     ((4, 5, 6), [2.0, 1.0, 1.0])
     """
-    from ctflow.batch import CTBatch
 
     if image_key not in data:
         raise InvalidParameterError(
@@ -191,17 +191,7 @@ def from_monai(
                 f"the image has {shape[::-1]}"
             )
     ident = item_id if item_id is not None else str(data.get("id", "0"))
-    batch = CTBatch.from_arrays(
-        [volumes["images"]],
-        ids=[ident],
-        spacing=geometry.spacing,
-        origin=geometry.origin,
-        direction=geometry.direction,
-        masks=[volumes["masks"]] if "masks" in volumes else None,
-    )
-    if "lungs" in volumes:
-        batch.lungs = volumes["lungs"]
-    return batch
+    return batch_from_volumes(volumes, geometry, ident)
 
 
 def _spatial(arr: NDArray[Any], key: str, channel_first: bool) -> NDArray[Any]:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ctflow.errors import InvalidParameterError
+from ctflow.interop._batch import batch_from_volumes
 from ctflow.interop._deps import optional_import
 from ctflow.interop.affine import _as_numpy, geometry_from_ras_affine, ras_affine, to_xyz, to_zyx
 
@@ -139,17 +140,6 @@ def from_torchio(
             )
         vol = to_zyx(data[0])
         volumes[comp] = vol if comp == "images" else (vol > 0).astype(np.uint8)
-    from ctflow.batch import CTBatch
 
     ident = item_id if item_id is not None else str(subject.get("id", "0"))
-    batch = CTBatch.from_arrays(
-        [volumes["images"]],
-        ids=[ident],
-        spacing=geometry.spacing,
-        origin=geometry.origin,
-        direction=geometry.direction,
-        masks=[volumes["masks"]] if "masks" in volumes else None,
-    )
-    if "lungs" in volumes:
-        batch.lungs = volumes["lungs"]
-    return batch
+    return batch_from_volumes(volumes, geometry, ident)

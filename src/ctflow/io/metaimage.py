@@ -186,7 +186,12 @@ class _Header:
         raise InvalidScanError(f"{self.path}: {key} must be True or False; got {value!r}")
 
 
-def _read_header(path: Path) -> _Header:
+def read_header_bytes(path: Path, file_kind: str, header_kind: str) -> tuple[bytes, bool]:
+    """The first :data:`HEADER_MAX_BYTES` of a text-header file, and whether more follow.
+
+    Errors name the file: missing, a folder (``not a <file_kind>``) or unreadable
+    (``cannot read the <header_kind>``).
+    """
     try:
         with open(path, "rb") as fh:
             buf = fh.read(HEADER_MAX_BYTES)
@@ -194,9 +199,14 @@ def _read_header(path: Path) -> _Header:
     except FileNotFoundError:
         raise CorruptFileError(f"{path}: no such file") from None
     except IsADirectoryError:
-        raise CorruptFileError(f"{path}: is a folder, not a MetaImage header file") from None
+        raise CorruptFileError(f"{path}: is a folder, not a {file_kind}") from None
     except OSError as exc:
-        raise CorruptFileError(f"{path}: cannot read the MetaImage header ({exc})") from exc
+        raise CorruptFileError(f"{path}: cannot read the {header_kind} ({exc})") from exc
+    return buf, more
+
+
+def _read_header(path: Path) -> _Header:
+    buf, more = read_header_bytes(path, "MetaImage header file", "MetaImage header")
     if not buf:
         raise CorruptFileError(f"{path}: empty file; expected a MetaImage text header")
     fields: dict[str, tuple[str, str]] = {}

@@ -57,19 +57,18 @@ from numpy.typing import NDArray
 from ctflow.errors import CorruptFileError, CTFlowError, InvalidScanError, UnsupportedFormatError
 from ctflow.geometry import Geometry, direction_from_sitk
 from ctflow.io.metaimage import (
+    HEADER_MAX_BYTES,
     MAX_VOXELS_BYTES,
     FileSource,
     VoxelSource,
     ZlibSource,
+    read_header_bytes,
     read_voxels,
     skip_bytes,
 )
 from ctflow.io.scan import Scan
 
 __all__ = ["HEADER_MAX_BYTES", "NRRD_TYPES", "read_nrrd"]
-
-#: A NRRD header longer than this is refused (corrupt file).
-HEADER_MAX_BYTES = 1024 * 1024
 
 #: NRRD type names (all of teem's spellings) -> numpy type code.
 NRRD_TYPES: dict[str, str] = {
@@ -295,16 +294,7 @@ def _vectors(path: Path, key: str, value: str, n: int) -> list[list[float] | Non
 
 
 def _read_header(path: Path) -> _Header:
-    try:
-        with open(path, "rb") as fh:
-            buf = fh.read(HEADER_MAX_BYTES)
-            more = bool(fh.read(1))
-    except FileNotFoundError:
-        raise CorruptFileError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise CorruptFileError(f"{path}: is a folder, not a NRRD file") from None
-    except OSError as exc:
-        raise CorruptFileError(f"{path}: cannot read the NRRD header ({exc})") from exc
+    buf, more = read_header_bytes(path, "NRRD file", "NRRD header")
     first_nl = buf.find(b"\n")
     first = buf[: first_nl if first_nl >= 0 else len(buf)].rstrip(b"\r")
     if not _MAGIC.fullmatch(first):

@@ -14,7 +14,8 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ctflow.errors import InvalidParameterError, InvalidScanError
+from ctflow.errors import InvalidParameterError
+from ctflow.ops._checks import check_volume
 
 __all__ = ["NOISE_KINDS", "apply_noise", "cutout"]
 
@@ -23,18 +24,6 @@ NOISE_KINDS = ("gaussian", "uniform")
 
 #: Voxels of noise drawn per block (4 Mi float32 = 16 MiB).
 _BLOCK_VOXELS = 1 << 22
-
-
-def _check_volume(image: Any, where: str) -> NDArray[Any]:
-    if not isinstance(image, np.ndarray) or image.ndim != 3:
-        got = f"shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
-        raise InvalidScanError(f"{where}: image must be a 3-D (z, y, x) ndarray; got {got}")
-    if image.dtype.kind not in "biuf" or image.size == 0:
-        raise InvalidScanError(
-            f"{where}: image must be a non-empty boolean, integer or float volume; "
-            f"got dtype {image.dtype}, shape {image.shape}"
-        )
-    return image
 
 
 def apply_noise(
@@ -72,7 +61,7 @@ def apply_noise(
     (dtype('float32'), True)
     """
     where = "apply_noise"
-    image = _check_volume(image, where)
+    image = check_volume(image, where)
     try:
         s = float(sigma)
     except (TypeError, ValueError):
@@ -183,7 +172,7 @@ def cutout(
     4
     """
     where = "cutout"
-    image = _check_volume(image, where)
+    image = check_volume(image, where)
     try:
         raw_start = np.asarray(start)
         st = raw_start.astype(np.int64)

@@ -28,8 +28,9 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import ArrayLike, NDArray
 
-from ctflow.errors import InvalidParameterError, InvalidScanError
+from ctflow.errors import InvalidParameterError
 from ctflow.geometry import as_shape
+from ctflow.ops._checks import check_volume
 
 __all__ = ["PatchGrid", "assemble_patches", "get_patches", "patch_grid", "predict_on_volume"]
 
@@ -137,18 +138,6 @@ def patch_grid(
     return PatchGrid(vol, patch, step)
 
 
-def _check_volume(image: Any, where: str) -> NDArray[Any]:
-    if not isinstance(image, np.ndarray) or image.ndim != 3:
-        got = f"shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
-        raise InvalidScanError(f"{where}: image must be a 3-D (z, y, x) ndarray; got {got}")
-    if image.dtype.kind not in "biuf" or image.size == 0:
-        raise InvalidScanError(
-            f"{where}: image must be a non-empty boolean, integer or float volume; "
-            f"got dtype {image.dtype}, shape {image.shape}"
-        )
-    return image
-
-
 def _pad_to_grid(image: NDArray[Any], grid: PatchGrid, pad_value: Any, where: str) -> NDArray[Any]:
     widths = [(0, d - n) for d, n in zip(grid.padded_shape, image.shape)]
     if pad_value == "edge":
@@ -211,7 +200,7 @@ def get_patches(
     True
     """
     where = "get_patches"
-    image = _check_volume(image, where)
+    image = check_volume(image, where)
     grid = patch_grid(image.shape, patch_shape, stride)
     padded = _pad_to_grid(image, grid, pad_value, where)
     windows = sliding_window_view(padded, grid.patch_shape)
@@ -352,7 +341,7 @@ def predict_on_volume(
     True
     """
     where = "predict_on_volume"
-    image = _check_volume(image, where)
+    image = check_volume(image, where)
     if not callable(fn):
         raise InvalidParameterError(f"{where}: fn must be callable; got {type(fn).__name__}")
     if (

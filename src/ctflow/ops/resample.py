@@ -339,6 +339,7 @@ def resample(
         Before interpolating (orders 1 and 3), smooth every axis downsampled by a factor
         ``f = new_spacing / old_spacing > 1`` with a gaussian of sigma ``(f - 1) / 2`` voxels
         (float32, mirror boundary, truncated at 4 sigma). Ignored for order 0 (labels).
+
     Returns
     -------
     out : ndarray, shape ``shape``
@@ -510,11 +511,11 @@ def resize(
         Output dtype (default float32 for orders 1 and 3, the input dtype for order 0).
     n_threads : int, default 1
         Threads splitting the output z-range.
-
     anti_alias : bool, default False
         Before interpolating (orders 1 and 3), smooth every axis downsampled by a factor
         ``f = new_spacing / old_spacing > 1`` with a gaussian of sigma ``(f - 1) / 2`` voxels
         (float32, mirror boundary, truncated at 4 sigma). Ignored for order 0 (labels).
+
     Returns
     -------
     out : ndarray, shape ``shape``
@@ -591,11 +592,11 @@ def unify_spacing(
         Output dtype (default float32 for orders 1 and 3, the input dtype for order 0).
     n_threads : int, default 1
         Threads splitting the output z-range.
-
     anti_alias : bool, default False
         Before interpolating (orders 1 and 3), smooth every axis downsampled by a factor
         ``f = new_spacing / old_spacing > 1`` with a gaussian of sigma ``(f - 1) / 2`` voxels
         (float32, mirror boundary, truncated at 4 sigma). Ignored for order 0 (labels).
+
     Returns
     -------
     out : ndarray

@@ -34,9 +34,10 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from ctflow.errors import InvalidParameterError, InvalidScanError
+from ctflow.errors import InvalidParameterError
 from ctflow.geometry import Geometry
 from ctflow.kernels.xip import xip_max, xip_mean, xip_median, xip_min
+from ctflow.ops._checks import check_volume
 
 __all__ = ["PROJECTIONS", "XIP_MODES", "make_xip", "xip_geometry", "xip_length"]
 
@@ -203,14 +204,7 @@ def make_xip(
     [1, 3, 5]
     """
     where = "make_xip"
-    if not isinstance(image, np.ndarray) or image.ndim != 3:
-        got = f"shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
-        raise InvalidScanError(f"{where}: image must be a 3-D (z, y, x) ndarray; got {got}")
-    if image.dtype.kind not in "biuf" or image.size == 0:
-        raise InvalidScanError(
-            f"{where}: image must be a non-empty boolean, integer or float volume; "
-            f"got dtype {image.dtype}, shape {image.shape}"
-        )
+    check_volume(image, where)
     depth = _positive_int(depth, "depth", where)
     stride = _positive_int(stride, "stride", where)
     if mode not in XIP_MODES:
