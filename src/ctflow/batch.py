@@ -702,11 +702,13 @@ class CTBatch:
         dst: str | os.PathLike[str],
         components: Sequence[str] | None = None,
         skip_existing: bool = False,
+        compression: str = "lz4",
     ) -> None:
         """Write every item to ``<dst>/<id>/`` in the ctflow format (blosc2 + meta.json).
 
         Writing is atomic per item; ``skip_existing=True`` leaves complete items alone so an
         interrupted run can be resumed. ``batch.dumped`` / ``batch.skipped`` list the ids.
+        ``compression`` is ``"lz4"`` (fastest to load back) or ``"zstd"`` (~20 % smaller).
 
         Examples
         --------
@@ -736,6 +738,7 @@ class CTBatch:
             nodules=item.nodules,
             source=item.source,
             skip_existing=skip_existing,
+            compression=compression,
         )
         (self.dumped if written is not None else self.skipped).append(item.id)
         return None

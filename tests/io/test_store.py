@@ -69,23 +69,23 @@ def test_float_images_and_component_selection(tmp_path, rng):
 
 def test_crash_mid_dump_leaves_no_complete_looking_item(tmp_path, rng, monkeypatch):
     b = _batch(rng)
-    real = blosc2.asarray
+    real = store._write_array
 
-    def failing(arr, **kw):
-        if kw.get("urlpath", "").endswith("masks.b2nd"):
+    def failing(path, data, compression):
+        if path.name == "masks.b2nd":
             raise OSError("disk full (simulated)")
-        return real(arr, **kw)
+        return real(path, data, compression)
 
-    monkeypatch.setattr(store.blosc2, "asarray", failing)
+    monkeypatch.setattr(store, "_write_array", failing)
     with pytest.raises(OSError, match="disk full"):
         b.dump(tmp_path / "out")
     leftovers = list((tmp_path / "out").iterdir())
     assert leftovers == []  # no item folder and no temporary folder
     # an existing complete item survives a failed overwrite untouched
-    monkeypatch.setattr(store.blosc2, "asarray", real)
+    monkeypatch.setattr(store, "_write_array", real)
     b.dump(tmp_path / "out")
     before = store.read_item(tmp_path / "out" / "a").components["images"].copy()
-    monkeypatch.setattr(store.blosc2, "asarray", failing)
+    monkeypatch.setattr(store, "_write_array", failing)
     b.images[:] = 0
     with pytest.raises(OSError):
         b.dump(tmp_path / "out")
@@ -321,3 +321,84 @@ def test_stale_writes_of_dead_processes_only_are_removed(tmp_path):
     removed = store.remove_stale_writes(tmp_path, all_writers=True)
     assert sorted(removed) == sorted([alive, elsewhere])
     assert os.listdir(tmp_path) == ["new"]
+
+
+@pytest.mark.parametrize("compression", ["lz4", "zstd"])
+@pytest.mark.parametrize(
+    ("shape", "dtype"),
+    [((70, 512, 512), np.int16), ((70, 300, 300), np.float32), ((33, 96, 80), np.uint8)],
+)
+def test_whole_plane_chunks_round_trip_exactly(tmp_path, rng, shape, dtype, compression):
+    """Several chunks, the last one overhanging the volume; read back by chunks and by crops."""
+    arr = rng.integers(-1000, 2000, size=shape).astype(dtype)
+    store.write_item(
+        tmp_path, "x", {"images": arr}, cf.Geometry((1, 1, 1)), compression=compression
+    )
+    stored = blosc2.open(str(tmp_path / "x" / "images.b2nd"))
+    z, y, x = shape
+    cz = stored.chunks[0]
+    assert tuple(stored.chunks[1:]) == (y, x) and tuple(stored.blocks[1:]) == (y, x)
+    assert cz % stored.blocks[0] == 0
+    plane = y * x * np.dtype(dtype).itemsize
+    assert cz * plane <= 8 * 2**20 or cz == stored.blocks[0]
+    if shape[0] == 70:
+        assert -(-z // cz) > 1 and z % cz != 0  # several chunks and an overhanging last one
+    codec = {"lz4": blosc2.Codec.LZ4, "zstd": blosc2.Codec.ZSTD}[compression]
+    assert stored.schunk.cparams.codec == codec
+    back = store.read_item(tmp_path / "x").components["images"]
+    assert back.dtype == arr.dtype
+    np.testing.assert_array_equal(back, arr)
+    crop, _ = store.read_crop(tmp_path / "x", (cz - 3, 5, 7), (z - cz + 3, 20, 30))
+    np.testing.assert_array_equal(crop, arr[cz - 3 :, 5:25, 7:37])
+
+
+def test_zstd_is_smaller_and_lz4_is_the_default(tmp_path):
+    vol = cf.synthetic.make_phantom(shape=(48, 128, 128), seed=3)[0].images
+    store.write_item(tmp_path / "l", "x", {"images": vol}, cf.Geometry((1, 1, 1)))
+    store.write_item(
+        tmp_path / "z", "x", {"images": vol}, cf.Geometry((1, 1, 1)), compression="zstd"
+    )
+    lz4 = (tmp_path / "l" / "x" / "images.b2nd").stat().st_size
+    zstd = (tmp_path / "z" / "x" / "images.b2nd").stat().st_size
+    assert blosc2.open(str(tmp_path / "l" / "x" / "images.b2nd")).schunk.cparams.codec == (
+        blosc2.Codec.LZ4
+    )
+    assert zstd < lz4 < vol.nbytes
+    with pytest.raises(cf.InvalidParameterError, match="compression must be one of"):
+        store.write_item(tmp_path / "bad", "x", {"images": vol}, cf.Geometry((1, 1, 1)),
+                         compression="gzip")  # fmt: skip
+    assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())
+
+
+def test_dumps_of_the_earlier_tiled_layout_still_load(tmp_path, rng):
+    """Format version 1 files written with 256x256 in-plane tiles and ZSTD (before LZ4 planes)."""
+    arr = rng.integers(-1000, 2000, size=(40, 300, 280)).astype(np.int16)
+    store.write_item(tmp_path, "old", {"images": arr}, cf.Geometry((1, 1, 1)))
+    path = tmp_path / "old" / "images.b2nd"
+    path.unlink()
+    blosc2.asarray(
+        arr,
+        urlpath=str(path),
+        mode="w",
+        chunks=(16, 256, 256),
+        cparams=blosc2.CParams(codec=blosc2.Codec.ZSTD, clevel=1, filters=[blosc2.Filter.SHUFFLE]),
+    )
+    np.testing.assert_array_equal(store.read_item(tmp_path / "old").components["images"], arr)
+    crop, _ = store.read_crop(tmp_path / "old", (10, 250, 250), (10, 50, 30))
+    np.testing.assert_array_equal(crop, arr[10:20, 250:300, 250:280])
+
+
+@pytest.mark.parametrize("damage", ["truncate", "overwrite"])
+def test_damaged_chunks_give_a_typed_error(tmp_path, rng, damage):
+    arr = rng.integers(-1000, 1000, size=(70, 256, 256)).astype(np.int16)
+    store.write_item(tmp_path, "a", {"images": arr}, cf.Geometry((1, 1, 1)))
+    path = tmp_path / "a" / "images.b2nd"
+    raw = path.read_bytes()
+    third = len(raw) // 3
+    path.write_bytes(
+        raw[: len(raw) // 2]
+        if damage == "truncate"
+        else raw[:third] + bytes(1000) + raw[third + 1000 :]
+    )
+    with pytest.raises(cf.CorruptFileError, match=r"images\.b2nd"):
+        store.read_item(tmp_path / "a")

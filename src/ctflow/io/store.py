@@ -2,7 +2,7 @@
 
 Layout (``DESIGN.md`` §7)::
 
-    <dst>/<id>/images.b2nd     blosc2 NDArray, ZSTD level 1 + byte shuffle, chunked along z
+    <dst>/<id>/images.b2nd     blosc2 NDArray, LZ4 + byte shuffle (or ZSTD), chunked along z
     <dst>/<id>/masks.b2nd      (when present) uint8
     <dst>/<id>/lungs.b2nd      (when present) uint8
     <dst>/<id>/meta.json       id, components (shape, dtype), spacing, origin, direction (z, y, x),
@@ -19,8 +19,9 @@ crash — Ctrl-C, a killed process, a lost machine — never leaves a half item 
 ``meta.json`` is written last; a folder without it is never an item. Re-writing an existing item
 swaps it in with two renames, so readers see either the old or the new item, never a mix, and
 writing the same item twice (a Dask task that reruns after its worker died) leaves one copy.
-The bytes written depend only on the item (no timestamps, host names or thread counts; blosc2
-compresses with one thread), so the same data dumped twice, by any engine, is byte-identical.
+The bytes written depend only on the item and the compression (no timestamps, host names or
+thread counts: every chunk is compressed on its own, in any thread), so the same data dumped
+twice, by any engine, is byte-identical.
 
 A writer that dies leaves its staging folder behind. It is removed by the next write into the
 same ``dst`` on the same host once that process is gone (:func:`remove_stale_writes` does it on
@@ -28,8 +29,19 @@ demand; ``all_writers=True`` also clears leftovers of other hosts when nothing i
 staging folder disappears when empty. ``skip_existing=True`` leaves complete items alone (resume
 after a crash).
 
-Chunks are ``(min(Z, 16), Y, X)`` slabs split in-plane into at most 256x256 tiles, so a crop reads
-only the chunks it touches (:func:`read_crop`).
+Chunks and compression
+----------------------
+An array is stored in chunks of whole ``(Y, X)`` planes, about 8 MiB each, made of blocks of whole
+planes of about 512 KiB (a chunk is a contiguous z-slab of the array). Chunks are compressed and
+decompressed independently on a small thread pool with the GIL released (blosc2's
+``set_releasegil``), straight between the array and the file, so a dump or load runs on every
+core and never blocks the other threads of a pipeline. A crop decompresses only the planes it
+touches (:func:`read_crop`). Compression is ``"lz4"`` (default: LZ4 level 5 + byte shuffle, the
+fastest to read back) or ``"zstd"`` (ZSTD level 1 + byte shuffle: ~20 % smaller, ~2x slower to
+read). On a 300x512x512 int16 phantom (``make bench``, cases ``dump`` / ``load_dump_cold``) LZ4
+writes 84 MB where ``.npy`` writes 157 MB and reads back faster than ``.npy`` from a cold page
+cache. Dumps of older layouts (any chunking, any blosc2 codec) are read through blosc2's
+generic path.
 
 Examples
 --------
@@ -51,8 +63,11 @@ import json
 import os
 import shutil
 import socket
+import threading
 import uuid
+from collections import deque
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +81,7 @@ from ctflow.errors import CorruptFileError, InvalidParameterError, UnsupportedFo
 from ctflow.geometry import Geometry
 
 __all__ = [
+    "COMPRESSIONS",
     "FORMAT_VERSION",
     "SKYSCRAPER_COMPONENTS",
     "STAGING",
@@ -98,21 +114,144 @@ class StoredItem:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def _chunks(shape: Sequence[int]) -> tuple[int, int, int]:
-    z, y, x = (int(v) for v in shape)
-    return (max(1, min(z, 16)), max(1, min(y, 256)), max(1, min(x, 256)))
-
-
-#: blosc2 threads decompressing one component (a 300x512x512 scan reads ~25 % faster on 2)
-_READ_THREADS = max(
+#: ``compression=`` of :func:`write_item` / ``CTBatch.dump``: blosc2 codec and level.
+COMPRESSIONS: dict[str, tuple[blosc2.Codec, int]] = {
+    "lz4": (blosc2.Codec.LZ4, 5),
+    "zstd": (blosc2.Codec.ZSTD, 1),
+}
+_BLOCK_BYTES = 512 * 1024  # a block (whole planes) fits in L2 while it is (de)compressed
+_CHUNK_BYTES = 8 * 1024 * 1024  # a chunk is what one thread reads and decompresses at a time
+#: threads (de)compressing the chunks of one array
+_IO_THREADS = max(
     1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
 )
+_pool_lock = threading.Lock()
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+
+# compression and decompression of whole chunks run without the GIL (process-wide blosc2 flag;
+# it only releases the GIL around blosc2's C loops over buffers the call holds)
+blosc2.set_releasegil(True)
 
 
-def _cparams() -> blosc2.CParams:
-    return blosc2.CParams(
-        codec=blosc2.Codec.ZSTD, clevel=1, filters=[blosc2.Filter.SHUFFLE], nthreads=1
+def _io_pool() -> ThreadPoolExecutor:
+    """The process's pool of chunk (de)compressors (re-created in a forked child)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] != os.getpid():
+            _pool = (
+                os.getpid(),
+                ThreadPoolExecutor(_IO_THREADS, thread_name_prefix="ctflow-store"),
+            )
+        return _pool[1]
+
+
+def _layout(shape: Sequence[int], itemsize: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Chunks and blocks of whole ``(Y, X)`` planes (a chunk may overhang the last plane)."""
+    z, y, x = (max(1, int(v)) for v in shape)
+    plane = y * x * max(1, int(itemsize))
+    bz = max(1, min(z, _BLOCK_BYTES // plane))
+    cz = bz * max(1, _CHUNK_BYTES // (bz * plane))
+    cz = min(cz, -(-z // bz) * bz)
+    return (cz, y, x), (bz, y, x)
+
+
+def _compression(value: str) -> tuple[blosc2.Codec, int]:
+    try:
+        return COMPRESSIONS[str(value).lower()]
+    except KeyError:
+        raise InvalidParameterError(
+            f"dump: compression must be one of {sorted(COMPRESSIONS)}; got {value!r}"
+        ) from None
+
+
+def _write_array(path: Path, data: NDArray[Any], compression: str) -> None:
+    """Write ``data`` (C-contiguous, 3-D) as a blosc2 NDArray of whole-plane chunks."""
+    codec, clevel = _compression(compression)
+    (cz, y, x), blocks = _layout(data.shape, data.itemsize)
+    flags = {"codec": codec, "clevel": clevel, "filters": [blosc2.Filter.SHUFFLE]}
+    n_chunks = -(-int(data.shape[0]) // cz)
+    # one chunk (a crop) is assembled in memory and written with one GIL-free write; blosc2's
+    # file updates hold the GIL while they wait for the disk
+    where = {} if n_chunks == 1 else {"urlpath": str(path), "mode": "w"}
+    arr = blosc2.empty(
+        data.shape,
+        data.dtype,
+        chunks=(cz, y, x),
+        blocks=blocks,
+        cparams=blosc2.CParams(nthreads=1, **flags),
+        **where,
     )
+    blocksize = int(np.prod(blocks)) * data.itemsize
+
+    def compress(k: int) -> bytes:
+        slab = data[k * cz : (k + 1) * cz]
+        if slab.shape[0] < cz:  # the last chunk overhangs: pad it as blosc2 does (zeros)
+            full = np.zeros((cz, y, x), data.dtype)
+            full[: slab.shape[0]] = slab
+            slab = full
+        return blosc2.compress2(
+            slab, typesize=data.itemsize, blocksize=blocksize, nthreads=1, **flags
+        )
+
+    if n_chunks == 1:  # no hand-over to the pool either
+        arr.schunk.update_chunk(0, compress(0))
+        with open(path, "wb") as fh:
+            fh.write(arr.schunk.to_cframe())
+        return
+    # chunks are compressed in parallel (a few in flight) and appended in order
+    pool = _io_pool()
+    window = 2 * _IO_THREADS
+    pending: deque[Future[bytes]] = deque()
+    try:
+        for k in range(n_chunks):
+            pending.append(pool.submit(compress, k))
+            if len(pending) >= window:
+                arr.schunk.update_chunk(k - len(pending) + 1, pending.popleft().result())
+        while pending:
+            arr.schunk.update_chunk(n_chunks - len(pending), pending.popleft().result())
+    finally:
+        for fut in pending:
+            fut.cancel()
+
+
+def _read_array(arr: Any, path: Path) -> NDArray[Any]:
+    """Read a whole stored array; chunks of whole planes are decompressed in parallel."""
+    shape = tuple(int(v) for v in arr.shape)
+    chunks = tuple(int(v) for v in arr.chunks)
+    blocks = tuple(int(v) for v in arr.blocks)
+    planes = len(shape) == 3 and chunks[1:] == shape[1:] and blocks[1:] == shape[1:]
+    if not planes or chunks[0] % blocks[0] or arr.schunk.nchunks != -(-shape[0] // chunks[0]):
+        return np.asarray(arr[...])  # another layout: blosc2's generic path
+    out = np.empty(shape, np.dtype(arr.dtype))
+    cz = chunks[0]
+    schunk = arr.schunk
+
+    def decompress(k: int) -> None:
+        z0, z1 = k * cz, min(shape[0], (k + 1) * cz)
+        chunk = schunk.get_chunk(k)
+        if z1 - z0 == cz:
+            blosc2.decompress2(chunk, dst=out[z0:z1])
+        else:  # the overhanging last chunk
+            full = np.empty((cz, *shape[1:]), out.dtype)
+            blosc2.decompress2(chunk, dst=full)
+            out[z0:z1] = full[: z1 - z0]
+
+    if schunk.nchunks == 1:  # a crop: no hand-over to the pool
+        try:
+            decompress(0)
+        except Exception as exc:
+            raise CorruptFileError(f"{path}: corrupt data ({exc})") from exc
+        return out
+    futures = [_io_pool().submit(decompress, k) for k in range(schunk.nchunks)]
+    try:
+        for fut in futures:
+            fut.result()
+    except Exception as exc:
+        raise CorruptFileError(f"{path}: corrupt data ({exc})") from exc
+    finally:
+        for fut in futures:
+            fut.cancel()
+    return out
 
 
 def _check_id(item_id: str) -> str:
@@ -139,6 +278,7 @@ def write_item(
     nodules: pd.DataFrame | None = None,
     source: str | None = None,
     skip_existing: bool = False,
+    compression: str = "lz4",
 ) -> Path | None:
     """Write one item atomically as ``<dst>/<item_id>/``.
 
@@ -158,6 +298,8 @@ def write_item(
         Where the item came from (kept in ``meta.json``).
     skip_existing : bool, default False
         If the item already exists (complete), leave it and return None.
+    compression : {"lz4", "zstd"}, default "lz4"
+        LZ4 reads back fastest; ZSTD writes ~20 % smaller files (see the module notes).
 
     Returns
     -------
@@ -174,6 +316,7 @@ def write_item(
     True
     """
     item_id = _check_id(item_id)
+    _compression(compression)
     root = Path(dst)
     final = root / item_id
     staging = root / STAGING
@@ -184,6 +327,10 @@ def write_item(
     if images is None:
         raise InvalidParameterError(f"dump: item {item_id!r} has no images to write")
     shape = tuple(int(v) for v in images.shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise InvalidParameterError(
+            f"dump: item {item_id!r} images must be a non-empty (Z, Y, X) volume; got shape {shape}"
+        )
     tmp = _make_staging_dir(staging, item_id)
     try:
         meta_components: dict[str, Any] = {}
@@ -202,13 +349,7 @@ def write_item(
                 )
             data = np.ascontiguousarray(arr)
             path = tmp / f"{name}.b2nd"
-            blosc2.asarray(
-                data,
-                urlpath=str(path),
-                mode="w",
-                chunks=_chunks(shape),
-                cparams=_cparams(),
-            )
+            _write_array(path, data, compression)
             _fsync(path)
             meta_components[name] = {"shape": list(shape), "dtype": np.dtype(data.dtype).str}
         table = _nodules_to_json(nodules)
@@ -425,7 +566,7 @@ def _open_component(folder: Path, name: str, spec: Mapping[str, Any]) -> Any:
     try:
         # decompression is deterministic whatever the thread count; compression stays on one
         # thread (byte-identical dumps)
-        arr = blosc2.open(str(path), mode="r", dparams=blosc2.DParams(nthreads=_READ_THREADS))
+        arr = blosc2.open(str(path), mode="r", dparams=blosc2.DParams(nthreads=_IO_THREADS))
     except Exception as exc:
         raise CorruptFileError(f"{path}: cannot open blosc2 array ({exc})") from exc
     if list(arr.shape) != list(spec["shape"]) or np.dtype(arr.dtype) != np.dtype(spec["dtype"]):
@@ -464,7 +605,9 @@ def read_item(path: str | os.PathLike[str], components: Sequence[str] | None = N
             continue
         arr = _open_component(folder, name, stored[name])
         try:
-            out[name] = arr[...]
+            out[name] = _read_array(arr, folder / f"{name}.b2nd")
+        except CorruptFileError:
+            raise
         except Exception as exc:
             raise CorruptFileError(f"{folder / (name + '.b2nd')}: corrupt data ({exc})") from exc
     try:

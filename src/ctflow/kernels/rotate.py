@@ -19,9 +19,19 @@ Volumes are passed as flat 1-D arrays plus element strides ``(sp, sa, sb)`` of t
 ``(p, a, b)``, where ``p`` is the non-rotated axis; input and output share the strides. This
 lets one kernel serve every rotation plane of a C-ordered ``(z, y, x)`` volume without copies,
 and unsigned flat indices spare numba's negative-index wrap-around. Only planes ``p0 <= p < p1``
-are written, so callers can split the work across threads. Planes are processed in blocks of
-:data:`PLANE_BLOCK`: the source coordinates of an output voxel are computed once per block and
-reused for every plane of the block (2-3x faster than plane by plane).
+are written, so callers can split the work across threads.
+
+Loop order
+----------
+For each output row ``i`` the source offsets and weights of the row are computed once into
+small tables and reused for a block of :data:`PLANE_BLOCK` planes; the planes of a block are
+then swept in groups of :data:`PLANE_GROUP`, each output voxel reading its four taps from the
+``PLANE_GROUP`` planes in turn. Few planes per group keep the lines a voxel touches (taps and
+output, a plane apart, i.e. on the same L1 cache sets) within the cache's ways; many planes per
+block amortise the coordinate arithmetic. On a 300x512x512 int16 volume (10 degrees, float32
+out, one thread) this order takes 0.25 s against 0.28 s for one block of 16 planes swept
+voxel by voxel and 0.41 s plane by plane; ``python -m benchmarks.run --cases rotate`` measures
+it against the peers.
 """
 
 from __future__ import annotations
@@ -29,10 +39,12 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["PLANE_BLOCK", "rotate_bilinear", "rotate_nearest", "row_ranges"]
+__all__ = ["PLANE_BLOCK", "PLANE_GROUP", "rotate_bilinear", "rotate_nearest", "row_ranges"]
 
-#: Planes sharing one computation of the source coordinates (16 measured best for 512x512).
-PLANE_BLOCK = 16
+#: Planes sharing one computation of a row's source offsets and weights.
+PLANE_BLOCK = 32
+#: Planes swept together voxel by voxel inside a block (8 measured best for 512x512).
+PLANE_GROUP = 8
 
 
 @numba.njit(nogil=True, cache=True)
@@ -68,12 +80,23 @@ def row_ranges(na, nb, cos_a, sin_a):
 
 
 @numba.njit(nogil=True, cache=True)
-def _fill_outside(out, lo, hi, p, i, nb, sp, sa, sb, fill):
-    row = p * sp + i * sa
-    for j in range(0, lo[i]):
-        out[np.uint64(row + j * sb)] = fill
-    for j in range(hi[i], nb):
-        out[np.uint64(row + j * sb)] = fill
+def _fill_outside(out, lo, hi, p0, p1, i, nb, sp, sa, sb, fill):
+    for p in range(p0, p1):
+        row = p * sp + i * sa
+        for j in range(0, lo[i]):
+            out[np.uint64(row + j * sb)] = fill
+        for j in range(hi[i], nb):
+            out[np.uint64(row + j * sb)] = fill
+
+
+@numba.njit(nogil=True, cache=True)
+def _store(out, k, v, round_out):
+    if round_out:
+        w = np.float64(v)
+        # the store truncates towards zero: +-0.5 rounds half away from zero
+        out[k] = w + 0.5 if w >= 0.0 else w - 0.5
+    else:
+        out[k] = v
 
 
 @numba.njit(nogil=True, cache=True)
@@ -82,41 +105,43 @@ def rotate_bilinear(src, out, na, nb, sp, sa, sb, p0, p1, cos_a, sin_a, cval, ro
     ca = (na - 1) * 0.5
     cb = (nb - 1) * 0.5
     lo, hi = row_ranges(na, nb, cos_a, sin_a)
-    fill = cval
+    k0s = np.empty(nb, np.int64)  # per output column j of the current row: first tap's offset,
+    das = np.empty(nb, np.int64)  # the steps to the next row / column tap (0 on the last
+    dbs = np.empty(nb, np.int64)  # index, where the weight is 0) and the two weights
+    was = np.empty(nb, np.float32)
+    wbs = np.empty(nb, np.float32)
     for pblk in range(p0, p1, PLANE_BLOCK):
         pend = min(pblk + PLANE_BLOCK, p1)
         for i in range(na):
-            for p in range(pblk, pend):
-                _fill_outside(out, lo, hi, p, i, nb, sp, sa, sb, fill)
             di = i - ca
             fa0 = cos_a * di - sin_a * cb + ca
             fb0 = -sin_a * di - cos_a * cb + cb
-            for j in range(lo[i], hi[i]):
+            jlo, jhi = lo[i], hi[i]
+            for j in range(jlo, jhi):
                 fa = fa0 + sin_a * j
                 fb = fb0 + cos_a * j
                 ia = int(fa)  # fa >= 0: truncation is floor
                 ib = int(fb)
-                wa = np.float32(fa - ia)
-                wb = np.float32(fb - ib)
-                da = sa if ia + 1 < na else 0  # at the last index the weight is 0
-                db = sb if ib + 1 < nb else 0
-                k0 = ia * sa + ib * sb
-                o0 = i * sa + j * sb
-                for p in range(pblk, pend):
-                    k = np.uint64(p * sp + k0)
-                    v00 = np.float32(src[k])
-                    v01 = np.float32(src[k + np.uint64(db)])
-                    v10 = np.float32(src[k + np.uint64(da)])
-                    v11 = np.float32(src[k + np.uint64(da + db)])
-                    top = v00 + wb * (v01 - v00)
-                    bot = v10 + wb * (v11 - v10)
-                    v = top + wa * (bot - top)
-                    if round_out:
-                        w = np.float64(v)
-                        # the store truncates towards zero: +-0.5 rounds half away from zero
-                        out[np.uint64(p * sp + o0)] = w + 0.5 if w >= 0.0 else w - 0.5
-                    else:
-                        out[np.uint64(p * sp + o0)] = v
+                was[j] = np.float32(fa - ia)
+                wbs[j] = np.float32(fb - ib)
+                das[j] = sa if ia + 1 < na else 0
+                dbs[j] = sb if ib + 1 < nb else 0
+                k0s[j] = ia * sa + ib * sb
+            for g in range(pblk, pend, PLANE_GROUP):
+                gend = min(g + PLANE_GROUP, pend)
+                _fill_outside(out, lo, hi, g, gend, i, nb, sp, sa, sb, cval)
+                for j in range(jlo, jhi):
+                    k0, da, db, wa, wb = k0s[j], das[j], dbs[j], was[j], wbs[j]
+                    o0 = i * sa + j * sb
+                    for p in range(g, gend):
+                        k = np.uint64(p * sp + k0)
+                        v00 = np.float32(src[k])
+                        v01 = np.float32(src[k + np.uint64(db)])
+                        v10 = np.float32(src[k + np.uint64(da)])
+                        v11 = np.float32(src[k + np.uint64(da + db)])
+                        top = v00 + wb * (v01 - v00)
+                        bot = v10 + wb * (v11 - v10)
+                        _store(out, np.uint64(p * sp + o0), top + wa * (bot - top), round_out)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -125,24 +150,23 @@ def rotate_nearest(src, out, na, nb, sp, sa, sb, p0, p1, cos_a, sin_a, cval, rou
     ca = (na - 1) * 0.5
     cb = (nb - 1) * 0.5
     lo, hi = row_ranges(na, nb, cos_a, sin_a)
-    fill = cval
+    k0s = np.empty(nb, np.int64)  # per output column j of the current row: the source offset
     for pblk in range(p0, p1, PLANE_BLOCK):
         pend = min(pblk + PLANE_BLOCK, p1)
         for i in range(na):
-            for p in range(pblk, pend):
-                _fill_outside(out, lo, hi, p, i, nb, sp, sa, sb, fill)
             di = i - ca
             fa0 = cos_a * di - sin_a * cb + ca
             fb0 = -sin_a * di - cos_a * cb + cb
-            for j in range(lo[i], hi[i]):
+            jlo, jhi = lo[i], hi[i]
+            for j in range(jlo, jhi):
                 fa = fa0 + sin_a * j
                 fb = fb0 + cos_a * j
-                k0 = int(np.floor(fa + 0.5)) * sa + int(np.floor(fb + 0.5)) * sb
-                o0 = i * sa + j * sb
-                for p in range(pblk, pend):
-                    v = src[np.uint64(p * sp + k0)]
-                    if round_out:
-                        w = np.float64(v)
-                        out[np.uint64(p * sp + o0)] = w + 0.5 if w >= 0.0 else w - 0.5
-                    else:
-                        out[np.uint64(p * sp + o0)] = v
+                k0s[j] = int(np.floor(fa + 0.5)) * sa + int(np.floor(fb + 0.5)) * sb
+            for g in range(pblk, pend, PLANE_GROUP):
+                gend = min(g + PLANE_GROUP, pend)
+                _fill_outside(out, lo, hi, g, gend, i, nb, sp, sa, sb, cval)
+                for j in range(jlo, jhi):
+                    k0 = k0s[j]
+                    o0 = i * sa + j * sb
+                    for p in range(g, gend):
+                        _store(out, np.uint64(p * sp + o0), src[np.uint64(p * sp + k0)], round_out)
