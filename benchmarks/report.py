@@ -223,12 +223,10 @@ def notes(payload: dict[str, Any]) -> list[str]:
         decode = nbytes / warm_ours["median"] / 1e9
         out.append(
             f"* **Cold load.** The disk of this machine streams a cold `.npy` at {disk:.1f} GB/s, "
-            f"while reading the ctflow dump from the page cache (pure decompression) runs at "
-            f"{decode:.1f} GB/s of voxels: compression cannot win while the disk is faster than "
-            f"the decoder. In development, blosc2 LZ4 with whole-slice chunks and 2 threads read "
-            f"the scan in 0.082 s warm / 0.10 s cold (ratio 1.86; ZSTD-1 with 256 x 256 tiles, "
-            f"as stored today: {warm_ours['median']:.3f} s warm / {cold_ours['median']:.3f} s "
-            f"cold here) — still not below `.npy` cold on this disk."
+            f"while reading the ctflow dump from the page cache (pure decompression, LZ4 on "
+            f"whole-plane chunks, 2 threads) runs at {decode:.1f} GB/s of voxels: compression "
+            f"only wins while the disk is slower than the decoder "
+            f"({warm_ours['median']:.3f} s warm / {cold_ours['median']:.3f} s cold here)."
         )
     norm = [r for r in _rows(payload, "normalize_hu") if r["tool"] == "ctflow"]
     if "normalize_hu" in missed and norm:
@@ -252,9 +250,10 @@ def notes(payload: dict[str, Any]) -> list[str]:
         per = rot["median"] / n * 1e9 if n else float("nan")
         out.append(
             f"* **rotate** is compute-bound: {per:.1f} ns per voxel on one thread (4 gathers and "
-            f"3 interpolations per voxel, source coordinates shared by blocks of 16 slices), and "
-            f"it scales {rot['median'] / rot2['median']:.2f}x on 2 threads. Row tables, "
-            f"per-slice streaming, other block sizes and fast-math variants were measured in "
+            f"3 interpolations per voxel; source offsets and weights computed once per row for "
+            f"32 planes, swept 8 planes at a time), and it scales "
+            f"{rot['median'] / rot2['median']:.2f}x on 2 threads. Per-plane streaming, "
+            f"transposed blocks, other block sizes and fused-multiply variants were measured in "
             f"development and none was faster."
         )
     if "thread" in missed:
@@ -262,8 +261,9 @@ def notes(payload: dict[str, Any]) -> list[str]:
             "* **Pipeline thread scaling.** On 2 threads two scans run at once; the streaming "
             "steps (normalise, dump, load) are memory-bound (copy bandwidth "
             f"{bw['copy_1t']} -> {bw['copy_2t']} GB/s from 1 to 2 threads) and every new "
-            "volume pays first-touch page faults, so they slow down when two scans share the "
-            "memory system (see the per-action table)."
+            "volume not served by the buffer pool (`ctflow.memory`) pays first-touch page "
+            "faults, so they slow down when two scans share the memory system (see the "
+            "per-action table)."
         )
     return out
 

@@ -246,7 +246,7 @@ class _Format:
 
 
 _FORMATS = {
-    "ctflow": ("ctflow", "store.write_item / read_item (blosc2 ZSTD-1 + shuffle)"),
+    "ctflow": ("ctflow", "store.write_item / read_item (blosc2 LZ4 + shuffle, whole-plane chunks)"),
     "numpy": ("npy", "np.save / np.load (.npy)"),
     "torch": ("torch", "torch.save / torch.load (MONAI PersistentDataset's format)"),
     "SimpleITK": ("mha", "WriteImage / ReadImage (.mha, uncompressed)"),

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
+from ctflow import memory
 from ctflow.errors import InvalidParameterError, InvalidScanError
 from ctflow.geometry import Geometry, as_shape, as_spacing
 from ctflow.io.annotations import NODULE_COLUMNS, empty_nodules, read_annotations
@@ -153,7 +154,8 @@ def _concat(arrays: Sequence[NDArray[Any]], what: str, ids: Sequence[str]) -> ND
         dtype = dtypes.pop()
     if len(arrays) == 1 and arrays[0].flags.c_contiguous and arrays[0].dtype == dtype:
         return arrays[0]
-    return np.concatenate(arrays, axis=0, dtype=dtype)
+    out = memory.empty((sum(a.shape[0] for a in arrays), *first.shape[1:]), dtype)
+    return np.concatenate(arrays, axis=0, out=out)
 
 
 class CTBatch:
@@ -321,7 +323,7 @@ class CTBatch:
             new[name] = _concat(seq, name, self.ids) if len(seq) else None
             arr_new = new[name]
             allocated = arr_new is not None and not any(arr_new is a for a in seq)
-            if allocated or (fresh and arr_new is not None and arr_new.base is None):
+            if allocated or (fresh and arr_new is not None and memory.owns_data(arr_new)):
                 self._owned.add(name)
             else:
                 self._owned.discard(name)

@@ -47,6 +47,7 @@ from typing import Any, BinaryIO, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from ctflow import memory
 from ctflow.errors import (
     CorruptFileError,
     CTFlowError,
@@ -409,7 +410,7 @@ def read_stored(
     n_bytes = int(np.prod(dims_zyx)) * stored.itemsize
     if native.kind == "f" and native.itemsize == 8:
         # float64 -> float32 one slab at a time: no float64 volume is ever held
-        out = np.empty(dims_zyx, np.float32)
+        out = memory.empty(dims_zyx, np.float32)
         z_step = max(1, _IO_CHUNK // max(1, dims_zyx[1] * dims_zyx[2] * 8))
         buf = np.empty((min(z_step, dims_zyx[0]), dims_zyx[1], dims_zyx[2]), stored)
         done = 0
@@ -428,7 +429,7 @@ def read_stored(
                 out[z0:z1] = part
         src.finish()
         return out
-    arr = np.empty(dims_zyx, native)
+    arr = memory.empty(dims_zyx, native)
     mv = arr.data.cast("B")
     got = src.fill(mv)
     if got != n_bytes:

@@ -77,6 +77,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from ctflow import memory
 from ctflow.errors import CorruptFileError, InvalidParameterError, UnsupportedFormatError
 from ctflow.geometry import Geometry
 
@@ -222,7 +223,7 @@ def _read_array(arr: Any, path: Path) -> NDArray[Any]:
     planes = len(shape) == 3 and chunks[1:] == shape[1:] and blocks[1:] == shape[1:]
     if not planes or chunks[0] % blocks[0] or arr.schunk.nchunks != -(-shape[0] // chunks[0]):
         return np.asarray(arr[...])  # another layout: blosc2's generic path
-    out = np.empty(shape, np.dtype(arr.dtype))
+    out = memory.empty(shape, np.dtype(arr.dtype))
     cz = chunks[0]
     schunk = arr.schunk
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
+from ctflow import memory
 from ctflow.errors import InvalidParameterError, InvalidScanError
 from ctflow.kernels.intensity import normalize_float32, normalize_int_float32, normalize_uint8
 
@@ -124,7 +125,7 @@ def normalize_hu(
             f"{where}: n_threads must be an integer >= 1; got {n_threads!r}"
         )
     if out is None:
-        result = np.empty(image.shape, dtype=out_dtype)
+        result = memory.empty(image.shape, out_dtype)
     else:
         if not isinstance(out, np.ndarray) or out.shape != image.shape or out.dtype != out_dtype:
             got = f"{out.dtype} {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__

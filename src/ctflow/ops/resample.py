@@ -62,6 +62,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
+from ctflow import memory
 from ctflow.errors import InvalidParameterError
 from ctflow.geometry import Geometry, as_shape, as_spacing
 from ctflow.kernels.resample import (
@@ -422,7 +423,7 @@ def _resample(
         smoothed = _smooth_for_downsampling(src, ratios, n_threads)
         owned = smoothed is not src
         src = smoothed
-    out = np.empty(new_shape, dtype=out_dtype)
+    out = memory.empty(new_shape, out_dtype)
     dst = out.view(np.uint8) if out_dtype == np.bool_ else out
     n_thr = max(1, min(n_threads, out.size // _MIN_VOXELS_PER_THREAD))
 

@@ -35,6 +35,7 @@ import numpy as np
 from numpy.typing import DTypeLike, NDArray
 from scipy import special
 
+from ctflow import memory
 from ctflow.errors import InvalidParameterError, InvalidScanError
 from ctflow.kernels.rotate import rotate_bilinear, rotate_nearest
 
@@ -197,7 +198,7 @@ def rotate(
     src = np.ascontiguousarray(image)
     if src.dtype == np.bool_:
         src = src.view(np.uint8)
-    out = np.empty(image.shape, dtype=out_dtype)
+    out = memory.empty(image.shape, out_dtype)
     dst = out.view(np.uint8) if out_dtype == np.bool_ else out
     integer_out = out_dtype.kind in "iub"
     round_out = integer_out and (order == 1 or src.dtype.kind == "f")

@@ -1,0 +1,123 @@
+"""The buffer pool: reuse only after the last view dies, bounded idle memory, thread safety."""
+
+from __future__ import annotations
+
+import gc
+import threading
+
+import numpy as np
+import pytest
+
+import ctflow as cf
+from ctflow import memory
+
+BIG = (40, 256, 256)  # 10 MiB of float32: pooled
+
+
+@pytest.fixture
+def pool():
+    """A clean pool with a known limit, restored afterwards."""
+    old = memory.pool_limit()
+    memory.clear_pool()
+    memory.set_pool_limit(256 * 2**20)
+    yield
+    memory.clear_pool()
+    memory.set_pool_limit(old)
+
+
+def test_a_freed_buffer_is_reused_only_when_no_view_is_left(pool):
+    a = memory.empty(BIG, np.float32)
+    address = a.ctypes.data
+    view = a[5:7]
+    view[:] = 7.0
+    del a
+    gc.collect()
+    assert memory.pool_stats()["idle_buffers"] == 0  # the view keeps the buffer in use
+    b = memory.empty(BIG, np.float32)
+    assert b.ctypes.data != address
+    b[:] = -1.0
+    assert (view == 7.0).all()  # live data never aliased
+    del view
+    c = memory.empty(BIG, np.int16)  # another dtype fits in the same buffer (half the size)
+    assert c.ctypes.data != address  # too small a request for a twice-larger buffer
+    del c
+    d = memory.empty((36, 256, 256), np.float32)  # 10 % smaller: reuses it
+    assert d.ctypes.data == address
+    assert memory.pool_stats()["hits"] >= 1
+
+
+def test_small_arrays_and_a_zero_limit_bypass_the_pool(pool):
+    small = memory.empty((4, 8, 8), np.float32)
+    assert small.base is None
+    memory.set_pool_limit(0)
+    a = memory.empty(BIG, np.float32)
+    assert a.base is None
+    del a
+    assert memory.pool_stats()["idle_bytes"] == 0
+
+
+def test_idle_memory_stays_under_the_limit(pool):
+    memory.set_pool_limit(25 * 2**20)
+    arrays = [memory.empty(BIG, np.float32) for _ in range(4)]  # 4 x 10 MiB in use: allowed
+    assert memory.pool_stats()["idle_bytes"] == 0
+    del arrays
+    stats = memory.pool_stats()
+    assert stats["idle_bytes"] <= 25 * 2**20 and stats["idle_buffers"] == 2
+    with pytest.raises(cf.InvalidParameterError, match="nbytes must be an integer >= 0"):
+        memory.set_pool_limit(-1)
+
+
+def test_zeros_and_owns_data(pool):
+    a = memory.empty(BIG, np.float32)
+    a[:] = 5.0
+    del a
+    hits = memory.pool_stats()["hits"]
+    z = memory.zeros(BIG, np.float32)  # reuses the dirty buffer, still all zeros
+    assert memory.pool_stats()["hits"] == hits + 1
+    assert not z.any()
+    assert memory.owns_data(z) and memory.owns_data(np.zeros(3))
+    assert not memory.owns_data(z[1:]) and not memory.owns_data(z[:, ::2])
+    assert not memory.owns_data(np.zeros(4)[1:])
+
+
+def test_threads_allocating_and_freeing_never_share_live_buffers(pool):
+    errors: list[str] = []
+
+    def work(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        for _ in range(20):
+            shape = (int(rng.integers(32, 48)), 256, 256)
+            a = memory.empty(shape, np.float32)
+            a.fill(seed)
+            if not (a == seed).all() or not (a[-1] == seed).all():
+                errors.append(f"thread {seed}: buffer changed under it")
+            del a
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert memory.pool_stats()["hits"] > 0
+
+
+def test_normalize_hu_still_works_in_place_on_a_pooled_volume(pool):
+    user = np.linspace(-1200, 600, 20 * 256 * 256, dtype=np.float32).reshape(20, 256, 256)
+    b = cf.CTBatch.from_arrays([user], spacing=(2.0, 1.0, 1.0)).unify_spacing((1.0, 1.0, 1.0))
+    resampled = b.images
+    assert resampled.nbytes >= memory.MIN_BYTES and resampled.base is not None  # pooled
+    hu = resampled.copy()
+    b.normalize_hu()
+    assert b.images is resampled
+    np.testing.assert_allclose(b.images, (np.clip(hu, -1000, 400) + 1000) / 1400, rtol=1e-6)
+    # a pooled batch's item view is not owned: the batch of crops does not overwrite it
+    assert not memory.owns_data(resampled[3:5])
+
+
+def test_a_bad_pool_size_in_the_environment_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("CTFLOW_POOL_MB", "lots")
+    with pytest.raises(cf.InvalidParameterError, match="CTFLOW_POOL_MB"):
+        memory._default_limit()
+    monkeypatch.setenv("CTFLOW_POOL_MB", "64")
+    assert memory._default_limit() == 64 * 2**20
