@@ -41,7 +41,12 @@ from numpy.typing import ArrayLike, NDArray
 from ctflow import memory
 from ctflow.errors import InvalidParameterError, InvalidScanError
 from ctflow.geometry import Geometry, as_shape, as_spacing
-from ctflow.io.annotations import NODULE_COLUMNS, empty_nodules, read_annotations
+from ctflow.io.annotations import (
+    NODULE_COLUMNS,
+    annotations_table,
+    empty_nodules,
+    read_annotations,
+)
 from ctflow.parallel import ACTION_ATTR, action, default_n_workers, inbatch_parallel, map_items
 
 __all__ = ["CTBatch", "CTImagesBatch", "CTImagesMaskedBatch", "CTItem", "ItemFailure"]
@@ -1295,7 +1300,7 @@ class CTBatch:
         >>> b.fetch_nodules(ann).nodules[["id", "z", "x"]].values.tolist()
         [['a', 3.0, 1.0]]
         """
-        table = read_annotations(annotations)
+        table = annotations_table(annotations)  # a csv is parsed once per run, not per batch
         self.nodules = table[table["id"].isin(self.ids)].reset_index(drop=True)
         return self
 

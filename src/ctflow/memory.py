@@ -11,6 +11,8 @@ PyTorch's caching allocator, on the CPU.
 Rules
 -----
 * Only arrays of at least :data:`MIN_BYTES` are pooled; smaller ones are plain ``np.empty``.
+  There is no pooled ``zeros``: ``np.zeros`` gets pages the kernel zeroes lazily, so a sparse
+  mask never touches most of them, which a reused buffer cannot beat.
 * New buffers get 25 % headroom, so the next, slightly larger scan fits (pages never written
   cost no memory), and a buffer serves requests down to half its size, so a small request
   never pins a big buffer.
@@ -59,7 +61,6 @@ __all__ = [
     "pool_limit",
     "pool_stats",
     "set_pool_limit",
-    "zeros",
 ]
 
 #: Smallest array (bytes) taken from the pool.
@@ -197,19 +198,6 @@ def empty(shape: int | Sequence[int], dtype: DTypeLike = np.float64) -> NDArray[
     finaliser.atexit = False
     flat: NDArray[np.uint8] = np.asarray(lease)
     return flat.view(dt).reshape(dims)
-
-
-def zeros(shape: int | Sequence[int], dtype: DTypeLike = np.float64) -> NDArray[Any]:
-    """Like ``numpy.zeros``, through :func:`empty`.
-
-    Examples
-    --------
-    >>> int(zeros((64, 256, 256), np.float32).sum())
-    0
-    """
-    out = empty(shape, dtype)
-    out.fill(0)
-    return out
 
 
 def owns_data(arr: NDArray[Any]) -> bool:

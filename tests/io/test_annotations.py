@@ -192,3 +192,25 @@ def test_missing_id():
 def test_wrong_source_type():
     with pytest.raises(InvalidParameterError, match="CSV path or a pandas DataFrame"):
         read_annotations(42)  # type: ignore[arg-type]
+
+
+def test_a_csv_is_parsed_once_per_version_and_rereads_after_a_change(tmp_path):
+    import os
+
+    import ctflow as cf
+    from ctflow.io.annotations import annotations_table
+
+    p = tmp_path / "ann.csv"
+    p.write_text("seriesuid,coordX,coordY,coordZ,diameter_mm\ns1,1,2,3,4\n")
+    first = annotations_table(p)
+    assert annotations_table(str(p)) is first  # the same parse serves every batch
+    copy = cf.read_annotations(p)
+    copy.loc[0, "z"] = 99.0  # the public reader hands out a copy: the cache is untouched
+    assert annotations_table(p)["z"].tolist() == [3.0]
+    p.write_text("seriesuid,coordX,coordY,coordZ,diameter_mm\ns1,1,2,7,4\ns2,0,0,0,5\n")
+    st = p.stat()
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    again = annotations_table(p)
+    assert again["z"].tolist() == [7.0, 0.0]
+    b = cf.CTBatch.from_arrays([np.zeros((2, 2, 2), np.int16)], ids=["s2"]).fetch_nodules(p)
+    assert b.nodules["diameter"].tolist() == [5.0]

@@ -78,7 +78,6 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ctflow import memory
 from ctflow.errors import InvalidParameterError
 from ctflow.geometry import Geometry
 from ctflow.kernels import lungs as _k
@@ -276,7 +275,7 @@ def _segment(
     row_ptr = np.zeros(nz * ny + 1, np.int64)
     np.cumsum(counts, out=row_ptr[1:])
     n_runs = int(row_ptr[-1])
-    mask = memory.zeros(img.shape, np.uint8)
+    mask = np.zeros(img.shape, np.uint8)  # calloc: pages no lung touches stay unmapped
     if n_runs == 0:
         return mask
     starts = np.empty(n_runs, np.int32)

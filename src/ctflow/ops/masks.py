@@ -39,7 +39,6 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import ndimage
 
-from ctflow import memory
 from ctflow.errors import InvalidParameterError
 from ctflow.geometry import Geometry, as_shape
 from ctflow.kernels.masks import paint_nodules
@@ -156,7 +155,7 @@ def create_mask(
         raise InvalidParameterError(f"{where}: mode must be one of {MASK_MODES}; got {mode!r}")
     c, r = _nodule_arrays(centers, diameters, where)
     if out is None:
-        mask = memory.zeros(dims, np.uint8)
+        mask = np.zeros(dims, dtype=np.uint8)  # calloc: pages without a nodule stay unmapped
     else:
         if not isinstance(out, np.ndarray) or out.dtype != np.uint8 or out.shape != dims:
             got = f"{out.dtype} {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__
