@@ -21,6 +21,8 @@ variables and the libraries' own calls (`torch.set_num_threads`, SimpleITK's glo
 * **Peak memory** is the kernel's RSS high-water mark (`VmHWM`) during the timed calls, reset
   after the warm-up (`/proc/self/clear_refs`); "extra" is that peak minus the RSS before the
   timed calls (inputs already loaded), i.e. the working memory of one call including its output.
+  ctflow's buffer pool (`ctflow.memory`) is emptied before that baseline, so the buffers it
+  keeps between calls count in its peak.
 * **Bandwidth bound.** "GB/s" counts the bytes a perfect implementation must read and write
   (e.g. 2 B in + 4 B out per voxel for int16 -> float32); "% of bound" divides by the machine's
   copy bandwidth measured at the start of the run (1 or 2 threads to match the row). A call
