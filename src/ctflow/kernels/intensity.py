@@ -19,14 +19,36 @@ in the binade ``[2**e, 2**(e + 1))`` is ``odd / 2**(24 - e)``, which would need
 product with the rounded reciprocal is within ``2**-52 * k/S`` of it; rounding to float32
 then picks the same neighbour. (Checked exhaustively for every int16 value and several HU
 windows.) Measured on 78.6 M int16 voxels into a reused buffer, one thread: 45 ms -> 40 ms.
+
+:func:`normalize_int16_float32_stream` is the same arithmetic for int16 voxels, 16 at a time,
+with non-temporal ("streaming") stores: the float32 output goes to memory without first being
+read into the cache (a normal store to a line not in cache reads it first, so 2 B in + 4 B out
+per voxel really moved 10 B). Bit-identical to :func:`normalize_int_float32`; x86-64 only
+(:data:`STREAM_STORES`), ending with an ``sfence`` so other threads see every store. Measured on
+78.6 M voxels into a reused buffer: 40 -> 27 ms on one thread, 21 -> 16 ms on two.
 """
 
 from __future__ import annotations
 
+import platform
+
 import numba
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
 
-__all__ = ["normalize_float32", "normalize_int_float32", "normalize_uint8"]
+__all__ = [
+    "STREAM_STORES",
+    "normalize_float32",
+    "normalize_int16_float32_stream",
+    "normalize_int_float32",
+    "normalize_uint8",
+]
+
+#: Whether :func:`normalize_int16_float32_stream` can run here (its fence is an x86 instruction).
+STREAM_STORES = platform.machine().lower() in ("x86_64", "amd64")
+_LANES = 16  # voxels per streaming store: 64 bytes of float32, one cache line
 
 
 @numba.njit(nogil=True, cache=True)
@@ -76,3 +98,91 @@ def normalize_uint8(src, out, lo, hi, a, b):
         v = lo if v != v else v
         o[q] = np.uint8(np.floor((v - lo) / span * 255.0 + 0.5))
     return n_nan
+
+
+@intrinsic
+def _normalize16_stream(typingctx, src, out, q, lo, hi, inv_span):
+    """``out[q:q+16] = float32((clip(src[q:q+16], lo, hi) - lo) * inv_span)``, one streaming store.
+
+    ``src`` int16, ``out`` float32 (1-D, contiguous); ``&out[q]`` must be 64-byte aligned.
+    """
+    ok = (
+        isinstance(src, types.Array)
+        and src.dtype == types.int16
+        and isinstance(out, types.Array)
+        and out.dtype == types.float32
+    )
+    if not ok:
+        return None
+    sig = types.void(src, out, types.intp, types.float64, types.float64, types.float64)
+
+    def codegen(context, builder, signature, args):
+        s_arr = context.make_array(signature.args[0])(context, builder, args[0])
+        o_arr = context.make_array(signature.args[1])(context, builder, args[1])
+        q = args[2]
+        vin = ir.VectorType(ir.IntType(16), _LANES)
+        vwide = ir.VectorType(ir.DoubleType(), _LANES)
+        vout = ir.VectorType(ir.FloatType(), _LANES)
+
+        def splat(value):
+            vec = ir.Constant(vwide, ir.Undefined)
+            for k in range(_LANES):
+                vec = builder.insert_element(vec, value, ir.Constant(ir.IntType(32), k))
+            return vec
+
+        lo_v, hi_v, inv_v = splat(args[3]), splat(args[4]), splat(args[5])
+        src_ptr = builder.bitcast(builder.gep(s_arr.data, [q]), vin.as_pointer())
+        v = builder.sitofp(builder.load(src_ptr, align=2), vwide)
+        v = builder.select(builder.fcmp_ordered("<", v, lo_v), lo_v, v)
+        v = builder.select(builder.fcmp_ordered(">", v, hi_v), hi_v, v)
+        v = builder.fptrunc(builder.fmul(builder.fsub(v, lo_v), inv_v), vout)
+        dst_ptr = builder.bitcast(builder.gep(o_arr.data, [q]), vout.as_pointer())
+        store = builder.store(v, dst_ptr, align=64)
+        store.set_metadata(
+            "nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)])
+        )
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _store_fence(typingctx):
+    """``sfence``: streaming stores become visible to other threads before it returns."""
+    sig = types.void()
+
+    def codegen(context, builder, signature, args):
+        fence = builder.module.declare_intrinsic(
+            "llvm.x86.sse.sfence", fnty=ir.FunctionType(ir.VoidType(), [])
+        )
+        builder.call(fence, [])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@numba.njit(nogil=True, cache=True)
+def normalize_int16_float32_stream(src, out, lo, hi, inv_span, a, b):
+    """:func:`normalize_int_float32` for int16 ``src`` with streaming stores (x86-64 only).
+
+    Scalar up to the first 64-byte-aligned output voxel, then 16 voxels per streaming store,
+    scalar for the rest; bit-identical to :func:`normalize_int_float32`.
+    """
+    q = a
+    base = out.ctypes.data
+    while q < b and (base + 4 * q) % 64 != 0:
+        v = np.float64(src[q])
+        v = lo if v < lo else v
+        v = hi if v > hi else v
+        out[q] = np.float32((v - lo) * inv_span)
+        q += 1
+    while q + _LANES <= b:
+        _normalize16_stream(src, out, q, lo, hi, inv_span)  # type: ignore[call-arg]
+        q += _LANES
+    while q < b:
+        v = np.float64(src[q])
+        v = lo if v < lo else v
+        v = hi if v > hi else v
+        out[q] = np.float32((v - lo) * inv_span)
+        q += 1
+    _store_fence()  # type: ignore[call-arg]

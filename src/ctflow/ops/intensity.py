@@ -24,7 +24,13 @@ from numpy.typing import DTypeLike, NDArray
 
 from ctflow import memory
 from ctflow.errors import InvalidParameterError, InvalidScanError
-from ctflow.kernels.intensity import normalize_float32, normalize_int_float32, normalize_uint8
+from ctflow.kernels.intensity import (
+    STREAM_STORES,
+    normalize_float32,
+    normalize_int16_float32_stream,
+    normalize_int_float32,
+    normalize_uint8,
+)
 
 __all__ = ["NORMALIZE_DTYPES", "normalize_hu"]
 
@@ -142,6 +148,8 @@ def normalize_hu(
     exact_int = lo.is_integer() and hi.is_integer() and hi - lo < _MAX_EXACT_SPAN
     if out_dtype == np.float32 and src.dtype.kind in "iu" and exact_int:
         kernel, args = normalize_int_float32, (lo, hi, 1.0 / (hi - lo))  # no division per voxel
+        if STREAM_STORES and src.dtype == np.int16:  # the output bypasses the cache
+            kernel = normalize_int16_float32_stream
     chunks = _chunks(dst.size, int(n_threads))
     if len(chunks) <= 1:
         counts = [kernel(src, dst, *args, 0, dst.size)]
