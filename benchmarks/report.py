@@ -259,13 +259,27 @@ def notes(payload: dict[str, Any]) -> list[str]:
             f"development and none was faster."
         )
     if "thread" in missed:
+        rows = {
+            r["n_threads"]: r
+            for r in _case(payload, "pipeline").get("rows", [])
+            if "median" in r and r["tool"] == "ctflow"
+        }
+        slow = ""
+        if 1 in rows and 2 in rows:
+            one, two = _median_actions(rows[1]), _median_actions(rows[2])
+            # on 2 threads two batches run at once: an action that keeps its 1-thread time
+            # scales; one that takes longer per batch is what holds the run back
+            worst = sorted(
+                (one[k] / two[k], k) for k in one if k in two and two[k] > 0 and one[k] > 0.05
+            )[:3]
+            slow = ", ".join(f"{k} {r:.2f}x" for r, k in worst)
         out.append(
-            "* **Pipeline thread scaling.** On 2 threads two scans run at once; the streaming "
-            "steps (normalise, dump, load) are memory-bound (copy bandwidth "
-            f"{bw['copy_1t']} -> {bw['copy_2t']} GB/s from 1 to 2 threads) and every new "
-            "volume not served by the buffer pool (`ctflow.memory`) pays first-touch page "
-            "faults, so they slow down when two scans share the memory system (see the "
-            "per-action table)."
+            "* **Pipeline thread scaling.** On 2 threads two batches run at once and share the "
+            "cores; an action whose time per batch grows is what holds the run back "
+            f"(worst here: {slow}; per-action table below). The lung segmentation's kernels "
+            "are memory-bound passes with Python glue between them, the dump waits on an "
+            "`fsync` per file, and crop sampling is pandas work that holds the GIL (copy "
+            f"bandwidth {bw['copy_1t']} -> {bw['copy_2t']} GB/s from 1 to 2 threads)."
         )
     return out
 
