@@ -259,13 +259,9 @@ def notes(payload: dict[str, Any]) -> list[str]:
             f"development and none was faster."
         )
     if "thread" in missed:
-        rows = {
-            r["n_threads"]: r
-            for r in _case(payload, "pipeline").get("rows", [])
-            if "median" in r and r["tool"] == "ctflow"
-        }
+        rows = _thread_rows(payload, "pipeline")
         slow = ""
-        if 1 in rows and 2 in rows:
+        if rows is not None:
             one, two = _median_actions(rows[1]), _median_actions(rows[2])
             # on 2 threads two batches run at once: an action that keeps its 1-thread time
             # scales; one that takes longer per batch is what holds the run back
@@ -380,13 +376,19 @@ def _median_actions(row: dict[str, Any]) -> dict[str, float]:
     return {k: statistics.median(c.get(k, 0.0) for c in calls) for k in names}
 
 
-def _actions_table(payload: dict[str, Any], case: str) -> str:
+def _thread_rows(payload: dict[str, Any], case: str) -> dict[int, dict[str, Any]] | None:
+    """ctflow's 1- and 2-thread rows of a case, by thread count (None if either is missing)."""
     rows = {
         r["n_threads"]: r
         for r in _case(payload, case).get("rows", [])
         if "median" in r and r["tool"] == "ctflow"
     }
-    if 1 not in rows or 2 not in rows:
+    return rows if 1 in rows and 2 in rows else None
+
+
+def _actions_table(payload: dict[str, Any], case: str) -> str:
+    rows = _thread_rows(payload, case)
+    if rows is None:
         return ""
     one, two = _median_actions(rows[1]), _median_actions(rows[2])
     lines = ["| action | 1 thread s | 2 threads s | speed-up |", "|---|---|---|---|"]

@@ -211,6 +211,30 @@ def ctflow_builder(batch_size: int, prefetch: int | None = None, rotate: bool = 
     return build
 
 
+def _crops_to_disk(
+    inp: dict[str, Any],
+    path: Path,
+    dst: Path,
+    seed: int,
+    volume: np.ndarray,
+    lungs: np.ndarray,
+    g: Any,
+) -> None:
+    """The numpy tail of the peer compositions: nodule mask, crops, ``.npy`` files."""
+    centres, diam = _nodules(inp, path)
+    mask = nodule_mask_numpy(volume.shape, g, centres, diam)
+    crops = sample_crops_numpy(
+        volume,
+        [mask, lungs],
+        g.world_to_voxel(centres),
+        inp["crop"],
+        CROPS_PER_SCAN,
+        SHARE,
+        np.random.default_rng(seed),
+    )
+    _save_crops(dst, path.stem, crops)
+
+
 # -- SimpleITK + numpy --------------------------------------------------------------------------
 def sitk_one(inp: dict[str, Any], path: Path, dst: Path, seed: int) -> None:
     """One scan through the SimpleITK + numpy composition."""
@@ -237,18 +261,7 @@ def sitk_one(inp: dict[str, Any], path: Path, dst: Path, seed: int) -> None:
     g = Geometry(
         iso.GetSpacing()[::-1], iso.GetOrigin()[::-1], direction_from_sitk(iso.GetDirection())
     )
-    centres, diam = _nodules(inp, path)
-    mask = nodule_mask_numpy(norm.shape, g, centres, diam)
-    crops = sample_crops_numpy(
-        norm,
-        [mask, lungs],
-        g.world_to_voxel(centres),
-        inp["crop"],
-        CROPS_PER_SCAN,
-        SHARE,
-        np.random.default_rng(seed),
-    )
-    _save_crops(dst, path.stem, crops)
+    _crops_to_disk(inp, path, dst, seed, norm, lungs, g)
 
 
 def _pool_map(fn: Any, inp: dict[str, Any], dst: Path, paths: list[Path], workers: int) -> None:
@@ -297,18 +310,7 @@ def scipy_one(inp: dict[str, Any], path: Path, dst: Path, seed: int) -> None:
     iso -= np.float32(LO)
     iso /= np.float32(HI - LO)
     g = Geometry(sp * np.asarray(arr.shape) / shape, np.asarray(img.GetOrigin()[::-1]))
-    centres, diam = _nodules(inp, path)
-    mask = nodule_mask_numpy(iso.shape, g, centres, diam)
-    crops = sample_crops_numpy(
-        iso,
-        [mask, lungs],
-        g.world_to_voxel(centres),
-        inp["crop"],
-        CROPS_PER_SCAN,
-        SHARE,
-        np.random.default_rng(seed),
-    )
-    _save_crops(dst, path.stem, crops)
+    _crops_to_disk(inp, path, dst, seed, iso, lungs, g)
 
 
 def _scipy(inp: dict[str, Any], threads: int) -> Runner:

@@ -134,9 +134,8 @@ def read_annotations(src: str | os.PathLike[str] | pd.DataFrame) -> pd.DataFrame
       id    z    y    x  diameter
     0  a  1.0  2.0  3.0       4.0
     """
-    if isinstance(src, str | os.PathLike):
-        return _read_file_cached(*_file_key(src)).copy()
-    return _parse(src)
+    table = annotations_table(src)
+    return table.copy() if isinstance(src, str | os.PathLike) else table  # never the cached one
 
 
 def _file_key(src: str | os.PathLike[str]) -> tuple[str, int, int]:

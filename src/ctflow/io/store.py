@@ -237,14 +237,12 @@ def _read_array(arr: Any, path: Path) -> NDArray[Any]:
             blosc2.decompress2(chunk, dst=full)
             out[z0:z1] = full[: z1 - z0]
 
-    if schunk.nchunks == 1:  # a crop: no hand-over to the pool
-        try:
-            decompress(0)
-        except Exception as exc:
-            raise CorruptFileError(f"{path}: corrupt data ({exc})") from exc
-        return out
-    futures = [_io_pool().submit(decompress, k) for k in range(schunk.nchunks)]
+    # one chunk (a crop) is decompressed here: no hand-over to the pool
+    n_chunks = schunk.nchunks
+    futures = [_io_pool().submit(decompress, k) for k in range(n_chunks)] if n_chunks > 1 else []
     try:
+        if not futures:
+            decompress(0)
         for fut in futures:
             fut.result()
     except Exception as exc:

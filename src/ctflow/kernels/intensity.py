@@ -168,21 +168,12 @@ def normalize_int16_float32_stream(src, out, lo, hi, inv_span, a, b):
     Scalar up to the first 64-byte-aligned output voxel, then 16 voxels per streaming store,
     scalar for the rest; bit-identical to :func:`normalize_int_float32`.
     """
-    q = a
-    base = out.ctypes.data
-    while q < b and (base + 4 * q) % 64 != 0:
-        v = np.float64(src[q])
-        v = lo if v < lo else v
-        v = hi if v > hi else v
-        out[q] = np.float32((v - lo) * inv_span)
-        q += 1
+    # voxels before the first 64-byte-aligned output address (an address is a multiple of 4)
+    head = min(b, a + (-(out.ctypes.data + 4 * a) % 64) // 4)
+    normalize_int_float32(src, out, lo, hi, inv_span, a, head)
+    q = head
     while q + _LANES <= b:
         _normalize16_stream(src, out, q, lo, hi, inv_span)  # type: ignore[call-arg]
         q += _LANES
-    while q < b:
-        v = np.float64(src[q])
-        v = lo if v < lo else v
-        v = hi if v > hi else v
-        out[q] = np.float32((v - lo) * inv_span)
-        q += 1
+    normalize_int_float32(src, out, lo, hi, inv_span, q, b)
     _store_fence()  # type: ignore[call-arg]
