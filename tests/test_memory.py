@@ -15,14 +15,11 @@ BIG = (40, 256, 256)  # 10 MiB of float32: pooled
 
 
 @pytest.fixture
-def pool():
-    """A clean pool with a known limit, restored afterwards."""
-    old = memory.pool_limit()
-    memory.clear_pool()
-    memory.set_pool_limit(256 * 2**20)
+def pool(monkeypatch):
+    """A fresh pool (no high-water mark yet) with a known limit; the process's pool afterwards."""
+    monkeypatch.setattr(memory, "_pool", memory._Pool(256 * 2**20))
     yield
     memory.clear_pool()
-    memory.set_pool_limit(old)
 
 
 def test_a_freed_buffer_is_reused_only_when_no_view_is_left(pool):
@@ -115,3 +112,37 @@ def test_a_bad_pool_size_in_the_environment_is_a_clear_error(monkeypatch):
         memory._default_limit()
     monkeypatch.setenv("CTFLOW_POOL_MB", "64")
     assert memory._default_limit() == 64 * 2**20
+
+
+def test_zeros_is_zero_even_in_a_reused_buffer(pool):
+    a = memory.empty(BIG, np.float32)
+    address = a.ctypes.data
+    a.fill(7.0)
+    del a
+    z = memory.zeros(BIG, np.float32)
+    assert z.ctypes.data == address and not z.any()
+    small = memory.zeros((2, 3), np.uint8)  # not pooled: numpy's zeros
+    assert small.base is None and not small.any()
+
+
+def test_a_big_idle_buffer_is_kept_for_a_big_request_while_the_pool_has_room(pool):
+    mib = 2**20 // 4  # float32 elements per MiB
+    memory.set_pool_limit(45 * 2**20)
+    a = memory.empty(40 * mib, np.float32)
+    b = memory.empty(40 * mib, np.float32)  # 80 MiB in use at once: the high-water mark
+    big = b.ctypes.data
+    del a, b  # the limit keeps one 40 MiB buffer idle (b's: the most recently freed)
+    assert memory.pool_stats()["idle_buffers"] == 1
+    # 40 MiB idle + 9 MiB new stays under the 80 MiB mark: keep the big buffer for a big request
+    c = memory.empty(9 * mib, np.float32)
+    assert c.ctypes.data != big
+    del c
+
+
+def test_a_big_idle_buffer_is_reused_rather_than_pushed_out(pool):
+    mib = 2**20 // 4
+    d = memory.empty(40 * mib, np.float32)
+    big = d.ctypes.data
+    del d  # 40 MiB idle, 40 MiB high-water mark: a new 9 MiB buffer would push it out
+    e = memory.empty(9 * mib, np.float32)
+    assert e.ctypes.data == big

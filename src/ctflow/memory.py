@@ -11,11 +11,13 @@ PyTorch's caching allocator, on the CPU.
 Rules
 -----
 * Only arrays of at least :data:`MIN_BYTES` are pooled; smaller ones are plain ``np.empty``.
-  There is no pooled ``zeros``: ``np.zeros`` gets pages the kernel zeroes lazily, so a sparse
-  mask never touches most of them, which a reused buffer cannot beat.
+* :func:`zeros` is :func:`empty` plus a ``memset``: right for an array that will be written
+  over most of its pages anyway (a lung mask). A sparse array (a nodule mask) is better off
+  with ``np.zeros``, whose pages the kernel zeroes lazily: most of them are never touched.
 * New buffers get 25 % headroom, so the next, slightly larger scan fits (pages never written
-  cost no memory), and a buffer serves requests down to half its size, so a small request
-  never pins a big buffer.
+  cost no memory). A buffer serves requests down to half its size, so a small request does
+  not pin a big buffer — unless a new buffer would push idle ones out of the pool anyway:
+  then the smallest idle buffer that fits is reused, as its pages are already mapped.
 * Pooled memory, in use plus idle, never exceeds the most pooled memory that was in use at
   one time so far (idle buffers are released, least recently freed first, before a new buffer
   would cross that mark). A pipeline asks for the same few sizes scan after scan, so the
@@ -64,6 +66,7 @@ __all__ = [
     "pool_limit",
     "pool_stats",
     "set_pool_limit",
+    "zeros",
 ]
 
 #: Smallest array (bytes) taken from the pool.
@@ -139,13 +142,16 @@ class _Pool:
 
     def take(self, nbytes: int) -> _Buffer:
         with self.lock:
-            best = -1
+            best = -1  # the smallest idle buffer that fits
             for k, buf in enumerate(self.idle):
                 size = buf.array.nbytes
-                if nbytes <= size <= nbytes * _MAX_WASTE + _GRAIN and (
-                    best < 0 or size < self.idle[best].array.nbytes
-                ):
+                if nbytes <= size and (best < 0 or size < self.idle[best].array.nbytes):
                     best = k
+            # Too big for this request: keep it for a larger one, unless a new buffer would push
+            # idle ones out anyway (then reusing resident pages beats faulting in new ones).
+            too_big = best >= 0 and self.idle[best].array.nbytes > nbytes * _MAX_WASTE + _GRAIN
+            if too_big and self.in_use + self.idle_bytes + nbytes <= self.high_water:
+                best = -1
             if best >= 0:
                 self.hits += 1
                 buf = self.idle.pop(best)
@@ -190,17 +196,47 @@ def empty(shape: int | Sequence[int], dtype: DTypeLike = np.float64) -> NDArray[
     >>> empty((2, 3), np.int16).shape
     (2, 3)
     """
-    dt = np.dtype(dtype)
-    dims = (int(shape),) if isinstance(shape, int | np.integer) else tuple(int(v) for v in shape)
+    dims, dt = _dims(shape), np.dtype(dtype)
+    arr = _pooled(dims, dt)
+    return np.empty(dims, dt) if arr is None else arr
+
+
+def _dims(shape: int | Sequence[int]) -> tuple[int, ...]:
+    return (int(shape),) if isinstance(shape, int | np.integer) else tuple(int(v) for v in shape)
+
+
+def _pooled(dims: tuple[int, ...], dt: np.dtype[Any]) -> NDArray[Any] | None:
+    """An array cut from a pooled buffer, or None when it should not be pooled."""
     nbytes = int(np.prod(dims, dtype=np.int64)) * dt.itemsize
     if nbytes < MIN_BYTES or _pool.limit <= 0 or dt.hasobject:
-        return np.empty(dims, dt)
+        return None
     buf = _pool.take(nbytes)
     lease = _Lease(buf, nbytes)
     finaliser = weakref.finalize(lease, _pool.give_back, buf)
     finaliser.atexit = False
     flat: NDArray[np.uint8] = np.asarray(lease)
     return flat.view(dt).reshape(dims)
+
+
+def zeros(shape: int | Sequence[int], dtype: DTypeLike = np.float64) -> NDArray[Any]:
+    """A C-ordered array of zeros, its memory reused from the pool when large.
+
+    Same contract as ``numpy.zeros(shape, dtype)``. A pooled array is zeroed with one
+    ``memset``, which beats fresh pages when most of the array will be written anyway; for a
+    sparse array use ``numpy.zeros`` (see the module notes).
+
+    Examples
+    --------
+    >>> m = zeros((64, 256, 256), np.uint8)   # 4 MiB: below MIN_BYTES, plain np.zeros
+    >>> int(m.max()), zeros((40, 256, 256), np.float32).any()
+    (0, np.False_)
+    """
+    dims, dt = _dims(shape), np.dtype(dtype)
+    arr = _pooled(dims, dt)
+    if arr is None:
+        return np.zeros(dims, dt)
+    arr.fill(0)
+    return arr
 
 
 def owns_data(arr: NDArray[Any]) -> bool:

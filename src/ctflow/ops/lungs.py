@@ -78,6 +78,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ctflow import memory
 from ctflow.errors import InvalidParameterError
 from ctflow.geometry import Geometry
 from ctflow.kernels import lungs as _k
@@ -275,7 +276,7 @@ def _segment(
     row_ptr = np.zeros(nz * ny + 1, np.int64)
     np.cumsum(counts, out=row_ptr[1:])
     n_runs = int(row_ptr[-1])
-    mask = np.zeros(img.shape, np.uint8)  # calloc: pages no lung touches stay unmapped
+    mask = memory.zeros(img.shape, np.uint8)  # lungs touch most pages: reuse mapped ones
     if n_runs == 0:
         return mask
     starts = np.empty(n_runs, np.int32)
