@@ -51,6 +51,16 @@ class Counting(cf.CTBatch):
         time.sleep(seconds)
         return self
 
+    @cf.action
+    def meet(self, barrier):
+        barrier.wait(timeout=20)
+        return self
+
+    @cf.action
+    @cf.inbatch_parallel
+    def note_threads(self, item, seen):
+        seen.append((item.id, item.n_threads))
+
 
 @pytest.fixture()
 def tiny_ds(tmp_path):
@@ -185,6 +195,26 @@ def test_same_output_for_prefetch_0_and_3(tiny_ds):
         np.testing.assert_array_equal(a, b)
     other = [b.images for b in p.gen_batch(batch_size=3, shuffle=True, seed=12)]
     assert not np.array_equal(other[0], runs[0][0])
+
+
+def test_batches_running_at_once_share_the_threads(tiny_ds):
+    # batches meet in pairs before and after reading their thread count: both are running then
+    seen: list[tuple[str, int]] = []
+    meet, leave = threading.Barrier(2), threading.Barrier(2)
+    p = tiny_ds >> cf.Pipeline().meet(meet).note_threads(seen).meet(leave)
+    p.run(batch_size=1, prefetch=2, n_workers=4)
+    assert sorted(n for _, n in seen) == [2] * len(tiny_ds)  # 4 threads, 2 batches at a time
+    # a batch running alone under a share gets all of them (one thread per item here)
+    seen.clear()
+    (tiny_ds >> cf.Pipeline().note_threads(seen)).run(batch_size=2, prefetch=1, n_workers=4)
+    assert sorted(n for _, n in seen) == [2] * len(tiny_ds)  # 4 threads / 2 items
+    # without prefetch: n_workers as given
+    seen.clear()
+    (tiny_ds >> cf.Pipeline().note_threads(seen)).run(batch_size=1, n_workers=3)
+    assert {n for _, n in seen} == {3}
+    # a yielded batch keeps the caller's n_workers for the actions called on it later
+    batch = next((tiny_ds >> cf.Pipeline().load()).gen_batch(prefetch=2, n_workers=3))
+    assert batch.n_workers == 3
 
 
 def test_run_report_summary_and_progress(tiny_ds, capsys):

@@ -47,7 +47,14 @@ from ctflow.io.annotations import (
     empty_nodules,
     read_annotations,
 )
-from ctflow.parallel import ACTION_ATTR, action, default_n_workers, inbatch_parallel, map_items
+from ctflow.parallel import (
+    ACTION_ATTR,
+    action,
+    current_share,
+    default_n_workers,
+    inbatch_parallel,
+    map_items,
+)
 
 __all__ = ["CTBatch", "CTImagesBatch", "CTImagesMaskedBatch", "CTItem", "ItemFailure"]
 
@@ -480,7 +487,11 @@ class CTBatch:
 
     # ------------------------------------------------------------------ parallel machinery
     def _workers(self, n_workers: int | None) -> int:
-        return int(n_workers or self.n_workers or default_n_workers())
+        """Threads for one action: the argument, the batch's own, a fair share, or all cores."""
+        if n_workers or self.n_workers:
+            return int(n_workers or self.n_workers)  # type: ignore[arg-type]
+        share = current_share()
+        return share.threads() if share is not None else default_n_workers()
 
     def _run_items(
         self,

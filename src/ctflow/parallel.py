@@ -15,7 +15,10 @@ How an item-parallel action runs
    position in the pipeline and the item's index — so random actions give the same output whatever
    the thread count, prefetch depth or engine.
 2. Items run on a process-wide thread pool (one pool per worker count, created on first use and
-   reused). Work that releases the GIL — numba ``nogil`` kernels, numpy copies, file reads — runs
+   reused). The worker count is the ``n_workers`` argument, else the batch's own, else — when
+   the batch runs under a :class:`ThreadShare` (the local engine with ``prefetch``) — its fair
+   share of the run's threads among the batches running at that moment, else the usable cores.
+   Work that releases the GIL — numba ``nogil`` kernels, numpy copies, file reads — runs
    truly in parallel. An item-parallel action called from inside a pool thread runs its items
    sequentially instead of waiting on the same pool, so nesting cannot deadlock.
 3. Each item returns either a new images array, a dict of components
@@ -42,11 +45,12 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal, ParamSpec, TypeVar
 
@@ -54,7 +58,9 @@ from ctflow.errors import InvalidParameterError
 
 __all__ = [
     "ACTION_ATTR",
+    "ThreadShare",
     "action",
+    "current_share",
     "default_n_workers",
     "inbatch_parallel",
     "map_items",
@@ -96,6 +102,63 @@ def default_n_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - macOS / Windows
         return max(1, os.cpu_count() or 1)
+
+
+class ThreadShare:
+    """Threads shared fairly by the batches that run at the same time.
+
+    With ``prefetch``, several batches run at once, each on its own thread; if each also used
+    every core for its items and kernels, ``prefetch`` times more threads than cores would
+    compete (measured on 2 cores: lung segmentation 13 % slower with 2 batches x 2 threads
+    than with 2 x 1). Under a share, a batch's actions get ``total // running`` threads,
+    re-evaluated at every action, so the last batch of a run gets all of them again.
+
+    Examples
+    --------
+    >>> share = ThreadShare(4)
+    >>> with share.running():
+    ...     alone = share.threads()
+    ...     with share.running():   # a second batch starts
+    ...         both = share.threads()
+    >>> alone, both, current_share() is None
+    (4, 2, True)
+    """
+
+    def __init__(self, total: int) -> None:
+        if isinstance(total, bool) or not isinstance(total, int) or total < 1:
+            raise InvalidParameterError(
+                f"ThreadShare: total must be an integer >= 1; got {total!r}"
+            )
+        self.total = total
+        self._running = 0
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"ThreadShare(total={self.total}, running={self._running})"
+
+    def threads(self) -> int:
+        """Threads for one batch now: the total divided by the batches running (at least 1)."""
+        with self._lock:
+            return max(1, self.total // max(1, self._running))
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[ThreadShare]:
+        """Count a batch as running, and make this share the current thread's share."""
+        with self._lock:
+            self._running += 1
+        previous = getattr(_local, "share", None)
+        _local.share = self
+        try:
+            yield self
+        finally:
+            _local.share = previous
+            with self._lock:
+                self._running -= 1
+
+
+def current_share() -> ThreadShare | None:
+    """The :class:`ThreadShare` the calling thread's batch runs under, if any."""
+    return getattr(_local, "share", None)
 
 
 def _pool(n_workers: int) -> ThreadPoolExecutor:

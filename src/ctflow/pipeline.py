@@ -551,8 +551,10 @@ class Pipeline:
         engine : "local" or an engine object
             Where batches run.
         n_workers : int, optional
-            Item threads per batch (default: usable cores; on Dask, the machine's cores divided
-            by the Dask threads running on it).
+            Threads for the items and kernels of a batch (default: usable cores). With
+            ``prefetch``, the batches running at once share them (two batches on 2 threads run
+            on one each; the last batch gets both). On Dask: per batch, default the machine's
+            cores divided by the Dask threads running on it.
 
         Examples
         --------

@@ -10,6 +10,10 @@ Ordering and failure rules (the prefetch bugs RadIO had are the reason for this 
   so memory stays bounded however long the dataset is.
 * When the consumer stops early (an error raised, a ``break``), pending batches are cancelled
   and running ones are waited for, so nothing keeps writing after the run returns.
+
+Threads: without prefetch a batch uses ``n_workers`` threads (default: the usable cores). With
+prefetch, the batches running at once share ``n_workers`` (a :class:`~ctflow.parallel.ThreadShare`):
+two batches on 2 cores get one thread each, and the last batch of the run gets both again.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
+
+from ctflow.parallel import ThreadShare, default_n_workers
 
 if TYPE_CHECKING:
     from ctflow.dataset import Dataset
@@ -36,8 +42,22 @@ def run_one(
     on_error: Any,
     n_workers: int | None,
     keep_batch: bool,
+    share: ThreadShare | None = None,
 ) -> BatchOutcome:
-    """Create, execute and summarise one batch (never raises under ``on_error="skip"``)."""
+    """Create, execute and summarise one batch (never raises under ``on_error="skip"``).
+
+    Under a ``share`` the batch's actions use their fair share of its threads (``n_workers``
+    is then ignored: it is the share's total).
+    """
+    if share is not None:
+        with share.running():
+            outcome = run_one(
+                dataset, actions, position, ids,
+                seed=seed, on_error=on_error, n_workers=None, keep_batch=keep_batch,
+            )  # fmt: skip
+        if outcome.batch is not None:  # actions called later on it use the caller's choice
+            outcome.batch.n_workers = n_workers
+        return outcome
     from ctflow.pipeline import BatchOutcome, execute
 
     try:
@@ -84,6 +104,7 @@ class LocalEngine:
             for position, ids in plan:
                 yield run_one(dataset, actions, position, ids, **kw)
             return
+        kw["share"] = ThreadShare(int(n_workers or default_n_workers()))
         pool = ThreadPoolExecutor(max_workers=prefetch, thread_name_prefix="ctflow-batch")
         pending: deque[Future[BatchOutcome]] = deque()
         planned = iter(plan)

@@ -58,11 +58,13 @@ Examples
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import json
 import os
 import shutil
 import socket
+import sys
 import threading
 import uuid
 from collections import deque
@@ -331,6 +333,7 @@ def write_item(
             f"dump: item {item_id!r} images must be a non-empty (Z, Y, X) volume; got shape {shape}"
         )
     tmp = _make_staging_dir(staging, item_id)
+    written: list[Path] = []
     try:
         meta_components: dict[str, Any] = {}
         for name, arr in components.items():
@@ -349,7 +352,8 @@ def write_item(
             data = np.ascontiguousarray(arr)
             path = tmp / f"{name}.b2nd"
             _write_array(path, data, compression)
-            _fsync(path)
+            _start_writeback(path)
+            written.append(path)
             meta_components[name] = {"shape": list(shape), "dtype": np.dtype(data.dtype).str}
         table = _nodules_to_json(nodules)
         # only what the item is: no time, host or thread count, so rewrites are byte-identical
@@ -366,6 +370,8 @@ def write_item(
         with open(tmp / _META, "w", encoding="utf-8") as fh:
             json.dump(meta, fh, indent=1)
             fh.flush()
+            for path in written:  # their writeback is under way: one journal commit for all
+                _fsync(path)
             os.fsync(fh.fileno())
         _swap_in(tmp, final)
     except BaseException:
@@ -374,6 +380,40 @@ def write_item(
     finally:
         _rmdir_if_empty(staging)
     return final
+
+
+def _load_sync_file_range() -> Any:
+    """libc's ``sync_file_range`` (Linux), or None where it does not exist."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_SYNC_FILE_RANGE = _load_sync_file_range()
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _start_writeback(path: Path) -> None:
+    """Start writing ``path``'s dirty pages to disk without waiting (Linux; elsewhere a no-op).
+
+    The files of an item are all written first and fsynced at the end: with their writeback
+    already started, the first ``fsync`` commits the journal for all of them and the others
+    find nothing left to do (measured: 64 crop items 0.10-0.13 s -> 0.06-0.07 s of syncing).
+    Durability is unchanged: every file is still fsynced before the item is renamed in.
+    """
+    if _SYNC_FILE_RANGE is None:
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        _SYNC_FILE_RANGE(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)  # advisory: errors change nothing
+    finally:
+        os.close(fd)
 
 
 def _fsync(path: Path) -> None:
@@ -528,10 +568,10 @@ def _version() -> str:
 def _nodules_to_json(nodules: pd.DataFrame | None) -> list[dict[str, float]]:
     if nodules is None or len(nodules) == 0:
         return []
-    return [
-        {k: float(row[k]) for k in _NODULE_KEYS}
-        for row in nodules.loc[:, list(_NODULE_KEYS)].to_dict("records")
-    ]
+    # numpy columns, not DataFrame.loc/to_dict: a crop's table is tiny and pandas' per-call
+    # overhead (GIL held) was a quarter of a crop item's dump
+    columns = [np.asarray(nodules[k], dtype=np.float64) for k in _NODULE_KEYS]
+    return [dict(zip(_NODULE_KEYS, row, strict=True)) for row in np.stack(columns, 1).tolist()]
 
 
 def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
