@@ -157,6 +157,15 @@ def test_sampled_crops_are_centred_on_their_nodules():
         assert np.all(offset <= 3 * np.sqrt(variance) + 1.0)
         assert item.masks.sum() > 0 and len(item.nodules) >= 1
     assert n_nodule == 6
+    # every crop lists exactly the parent's nodules whose centre lies in it, under its own id
+    for k in range(len(crops)):
+        item = crops[k]
+        vox = item.geometry.world_to_voxel(parent[:, :3])
+        inside = np.all((vox >= -0.5) & (vox <= np.array(item.shape) - 0.5), axis=1)
+        got = item.nodules[["z", "y", "x", "diameter"]].to_numpy()
+        np.testing.assert_array_equal(got, parent[inside])
+        assert (item.nodules["id"] == crops.ids[k]).all()
+    assert list(crops.nodules.columns) == list(batch.nodules.columns)
 
 
 # --------------------------------------------------------------------------- anatomy

@@ -1501,19 +1501,25 @@ class CTBatch:
                 fills[i] = float(view.min())
             return fills[i]
 
-        tables = dict(list(self.nodules.groupby("id", sort=False)))
+        # each crop's nodule rows are picked with numpy and taken from the table once at the end
+        # (per-crop pandas indexing held the GIL for most of this action)
+        table_ids = self.nodules["id"].to_numpy()
+        table_world = self.nodules[["z", "y", "x"]].to_numpy(np.float64)
+        rows_of = {pid: np.flatnonzero(table_ids == pid) for pid in dict.fromkeys(self.ids)}
+        item_geoms = [self.geometry(i) for i in range(len(self))]
         pos = self._seed.spawn_key[0] if self._seed is not None and self._seed.spawn_key else 0
         ids, sources, geoms, infos = [], [], [], []
         comps: dict[str, list[NDArray[Any]]] = {
             c: [] for c in SKYSCRAPER if getattr(self, c) is not None
         }
-        rows = []
+        picked: list[NDArray[np.intp]] = []
+        owners_of_rows: list[str] = []
         for k, (i, start) in enumerate(zip(plan.items, plan.starts, strict=True)):
             i = int(i)
             crop_id = f"{self.ids[i]}_{pos}_{k}"
             ids.append(crop_id)
             sources.append(self.sources[i])
-            g = self.geometry(i).shifted(start)
+            g = item_geoms[i].shifted(start)
             geoms.append(g)
             for comp in comps:
                 view = self._view(comp, i)
@@ -1527,13 +1533,12 @@ class CTBatch:
                     "kind": "nodule" if plan.is_nodule[k] else "random",
                 }
             )
-            parent = tables.get(self.ids[i])
-            if parent is not None and len(parent):
-                vox = g.world_to_voxel(parent[["z", "y", "x"]].to_numpy(np.float64))
+            candidates = rows_of[self.ids[i]]
+            if candidates.size:
+                vox = g.world_to_voxel(table_world[candidates])
                 inside = np.all((vox >= -0.5) & (vox <= np.asarray(crop_shape) - 0.5), axis=1)
-                sub = parent[inside].copy()
-                sub["id"] = crop_id
-                rows.append(sub)
+                picked.append(candidates[inside])
+                owners_of_rows.extend([crop_id] * int(inside.sum()))
         out = type(self)(ids, sources, n_workers=self.n_workers)
         out.on_error = self.on_error
         out._seed = self._seed
@@ -1542,7 +1547,12 @@ class CTBatch:
             out.info = []
             return out
         out._set_items(comps, geoms, fresh=True)
-        out.nodules = pd.concat(rows, ignore_index=True) if rows else empty_nodules()
+        if picked:  # rows of the crops' parents were looked at (maybe none inside a crop)
+            crops_nodules = self.nodules.iloc[np.concatenate(picked)].reset_index(drop=True)
+            crops_nodules["id"] = owners_of_rows
+            out.nodules = crops_nodules
+        else:
+            out.nodules = empty_nodules()
         out.info = infos
         if plan.warnings:
             for info in out.info:

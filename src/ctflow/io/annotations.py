@@ -79,12 +79,15 @@ def empty_nodules() -> pd.DataFrame:
     >>> list(t.columns), len(t), str(t["z"].dtype)
     (['id', 'z', 'y', 'x', 'diameter'], 0, 'float64')
     """
-    return pd.DataFrame(
-        {
-            "id": pd.Series([], dtype=str),
-            **{c: pd.Series([], dtype=np.float64) for c in NODULE_COLUMNS[1:]},
-        }
-    )
+    return _EMPTY_NODULES.copy()  # a copy of one template: building it took ~1 ms per batch
+
+
+_EMPTY_NODULES = pd.DataFrame(
+    {
+        "id": pd.Series([], dtype=str),
+        **{c: pd.Series([], dtype=np.float64) for c in NODULE_COLUMNS[1:]},
+    }
+)
 
 
 def _read_csv(src: str | os.PathLike[str]) -> tuple[pd.DataFrame, str]:
