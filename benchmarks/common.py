@@ -123,7 +123,50 @@ def reset_peak_rss() -> bool:
     return True
 
 
-# -- bandwidth --------------------------------------------------------------------------------
+# -- machine limits -------------------------------------------------------------------------
+def _spin_kernel() -> Callable[[int], float]:
+    import numba
+
+    @numba.njit(nogil=True, cache=False)
+    def spin(n: int) -> float:  # registers only: no memory traffic, no GIL
+        s = 0.0
+        for i in range(n):
+            s += np.sqrt(i * 1.0001) * 0.5
+        return s
+
+    return spin  # type: ignore[no-any-return]
+
+
+def compute_scaling(n: int = 100_000_000, repeat: int = 7) -> dict[str, float]:
+    """How much faster two threads do two pure-compute jobs than one thread (the ideal is 2).
+
+    The ceiling of any thread-scaling ratio on this machine: a numba ``nogil`` loop on
+    registers, so neither memory bandwidth nor the GIL is involved. Returns
+    ``{"serial_s": ..., "two_threads_s": ..., "ratio": ...}``.
+
+    Examples
+    --------
+    >>> 1.0 < compute_scaling(2_000_000, repeat=3)["ratio"] < 2.5
+    True
+    """
+    spin = _spin_kernel()
+    spin(10)
+
+    def serial() -> None:
+        spin(n)
+        spin(n)
+
+    def two_threads() -> None:
+        th = threading.Thread(target=spin, args=(n,))
+        th.start()
+        spin(n)
+        th.join()
+
+    t1, _ = median_time(serial, repeat=repeat)
+    t2, _ = median_time(two_threads, repeat=repeat)
+    return {"serial_s": round(t1, 4), "two_threads_s": round(t2, 4), "ratio": round(t1 / t2, 2)}
+
+
 def copy_bandwidth(n_bytes: int = 512 * 2**20, repeat: int = 7) -> dict[str, float]:
     """Measured copy bandwidth, GB/s with read + write bytes counted.
 

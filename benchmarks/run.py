@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import copy_bandwidth, machine
+from benchmarks.common import compute_scaling, copy_bandwidth, machine
 from benchmarks.data import PROFILES, BenchData
 from benchmarks.harness import Case, Contender
 
@@ -301,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ctflow benchmarks: profile {profile.name}, {repeats} repeats, data in {data.dir}")
     bw = copy_bandwidth(64 * 2**20 if profile.name != "full" else 512 * 2**20)
     print(f"copy bandwidth: {bw['copy_1t']} GB/s (1 thread), {bw['copy_2t']} GB/s (2 threads)")
+    scaling = compute_scaling(100_000_000 if profile.name == "full" else 10_000_000)
+    print(f"pure compute: 2 threads do 2 jobs {scaling['ratio']}x faster than 1 thread")
     work = Path(tempfile.mkdtemp(prefix="ctflow-bench-"))
     results = []
     try:
@@ -328,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": repeats,
         "budget_s": args.budget,
         "bandwidth_gb_s": bw,
+        "compute_scaling": scaling,
         "wall_time_s": round(time.perf_counter() - t_start, 1),
         "cases": results,
     }

@@ -45,6 +45,9 @@ def test_quick_run_writes_results_and_every_output_agrees(tmp_path):
     payload = json.loads((out / "latest.json").read_text())
     assert payload["profile"] == "tiny"
     assert payload["bandwidth_gb_s"]["copy_1t"] > 0
+    sc = payload["compute_scaling"]
+    assert sc["ratio"] == pytest.approx(sc["serial_s"] / sc["two_threads_s"], abs=0.01)
+    assert "Thread-scaling ceiling" in (out / "benchmarks.md").read_text()
     cases = {c["name"]: c for c in payload["cases"]}
     assert set(cases) == {"unify_spacing_mask", "create_mask"}
     for case in cases.values():

@@ -4,9 +4,10 @@ load .mhd -> unify spacing to 1 mm (linear) -> lung mask -> nodule masks from th
 table -> normalise HU to [0, 1] -> 8 training crops per scan (half on nodules) with their nodule
 and lung masks -> dump the crops to disk.
 
-* **ctflow**: one :class:`ctflow.Pipeline` run over the dataset, one scan per batch, each
-  action using ``n_workers`` threads inside the operations; with 2 threads two batches run at
-  once (``prefetch=2``), like the peers' two scans in flight. On 1 thread: no prefetch.
+* **ctflow**: one :class:`ctflow.Pipeline` run over the dataset, one scan per batch,
+  ``n_workers`` threads; with 2 threads two batches run at once (``prefetch=2``), like the
+  peers' two scans in flight, and share the 2 threads (one each; a batch running alone gets
+  both). On 1 thread: no prefetch.
 * **SimpleITK + numpy**, **RadIO-style scipy**, **MONAI Compose** and **TorchIO Compose**: the
   best per-scan composition we could write for each (their own loaders; the lung mask is the
   SimpleITK recipe of :func:`benchmarks.peers.lungs_sitk`, the fastest baseline, for all but
