@@ -301,8 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ctflow benchmarks: profile {profile.name}, {repeats} repeats, data in {data.dir}")
     bw = copy_bandwidth(64 * 2**20 if profile.name != "full" else 512 * 2**20)
     print(f"copy bandwidth: {bw['copy_1t']} GB/s (1 thread), {bw['copy_2t']} GB/s (2 threads)")
-    scaling = compute_scaling(100_000_000 if profile.name == "full" else 10_000_000)
-    print(f"pure compute: 2 threads do 2 jobs {scaling['ratio']}x faster than 1 thread")
+    spin = 100_000_000 if profile.name == "full" else 10_000_000
+    scaling = {"start": compute_scaling(spin)}
+    print(f"pure compute: 2 threads do 2 jobs {scaling['start']['ratio']}x faster than 1 thread")
     work = Path(tempfile.mkdtemp(prefix="ctflow-bench-"))
     results = []
     try:
@@ -321,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         print("== dask: local engine vs Dask (benchmarks.bench_dask)")
         quick = ["--quick"] if args.quick or profile.name != "full" else []
         extras["dask"] = _run_script("bench_dask", quick, "dask.json", args.timeout)
+    scaling["end"] = compute_scaling(spin)  # the host's load changes over a run
     from benchmarks.report import evaluate_targets, markdown
 
     payload = {

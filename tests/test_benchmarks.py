@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import json
+import mmap
 
 import numpy as np
 import pytest
@@ -45,8 +46,8 @@ def test_quick_run_writes_results_and_every_output_agrees(tmp_path):
     payload = json.loads((out / "latest.json").read_text())
     assert payload["profile"] == "tiny"
     assert payload["bandwidth_gb_s"]["copy_1t"] > 0
-    sc = payload["compute_scaling"]
-    assert sc["ratio"] == pytest.approx(sc["serial_s"] / sc["two_threads_s"], abs=0.01)
+    for sc in payload["compute_scaling"].values():  # start and end of the run
+        assert 0.5 < sc["ratio"] < 2.5 and sc["serial_s"] > 0 and sc["two_threads_s"] > 0
     assert "Thread-scaling ceiling" in (out / "benchmarks.md").read_text()
     cases = {c["name"]: c for c in payload["cases"]}
     assert set(cases) == {"unify_spacing_mask", "create_mask"}
@@ -156,9 +157,13 @@ def test_memory_and_bandwidth_helpers():
     gc.collect()  # nothing else frees memory between the reset and the allocation
     assert reset_peak_rss()  # Linux >= 4.0
     before = rss_mb()
-    block = np.ones(64 * 2**20, np.uint8)  # 64 MiB, touched
+    # 64 MiB of fresh pages, touched (malloc may reuse resident free heap memory instead)
+    region = mmap.mmap(-1, 64 * 2**20)
+    block = np.frombuffer(region, np.uint8)
+    block[::4096] = 1
     assert peak_rss_mb() >= rss_mb() >= before + 60
     del block
+    region.close()
     bw = copy_bandwidth(4 * 2**20, repeat=3)
     assert bw["copy_1t"] > 0 and bw["copy_2t"] > 0 and bw["copy_fresh_1t"] > 0
 
