@@ -124,6 +124,14 @@ def reset_peak_rss() -> bool:
 
 
 # -- machine limits -------------------------------------------------------------------------
+def _on_two_threads(first: Callable[[], Any], second: Callable[[], Any]) -> None:
+    """Run ``first`` on a new thread and ``second`` on this one; return when both are done."""
+    th = threading.Thread(target=first)
+    th.start()
+    second()
+    th.join()
+
+
 def _spin_kernel() -> Callable[[int], float]:
     import numba
 
@@ -157,10 +165,7 @@ def compute_scaling(n: int = 100_000_000, repeat: int = 7) -> dict[str, float]:
         spin(n)
 
     def two_threads() -> None:
-        th = threading.Thread(target=spin, args=(n,))
-        th.start()
-        spin(n)
-        th.join()
+        _on_two_threads(lambda: spin(n), lambda: spin(n))
 
     serial()
     two_threads()
@@ -200,10 +205,7 @@ def copy_bandwidth(n_bytes: int = 512 * 2**20, repeat: int = 7) -> dict[str, flo
         np.copyto(dst[a:b], src[a:b])
 
     def two_threads() -> None:
-        th = threading.Thread(target=copy_part, args=(0, half))
-        th.start()
-        copy_part(half, n)
-        th.join()
+        _on_two_threads(lambda: copy_part(0, half), lambda: copy_part(half, n))
 
     t2, _ = median_time(two_threads, repeat=repeat)
     tf, _ = median_time(lambda: src.copy(), repeat=repeat)

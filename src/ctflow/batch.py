@@ -488,8 +488,9 @@ class CTBatch:
     # ------------------------------------------------------------------ parallel machinery
     def _workers(self, n_workers: int | None) -> int:
         """Threads for one action: the argument, the batch's own, a fair share, or all cores."""
-        if n_workers or self.n_workers:
-            return int(n_workers or self.n_workers)  # type: ignore[arg-type]
+        explicit = n_workers or self.n_workers
+        if explicit:
+            return int(explicit)
         share = current_share()
         return share.threads() if share is not None else default_n_workers()
 

@@ -352,7 +352,7 @@ def write_item(
             data = np.ascontiguousarray(arr)
             path = tmp / f"{name}.b2nd"
             _write_array(path, data, compression)
-            _start_writeback(path)
+            _sync(path, wait=False)
             written.append(path)
             meta_components[name] = {"shape": list(shape), "dtype": np.dtype(data.dtype).str}
         table = _nodules_to_json(nodules)
@@ -371,7 +371,7 @@ def write_item(
             json.dump(meta, fh, indent=1)
             fh.flush()
             for path in written:  # their writeback is under way: one journal commit for all
-                _fsync(path)
+                _sync(path, wait=True)
             os.fsync(fh.fileno())
         _swap_in(tmp, final)
     except BaseException:
@@ -399,27 +399,24 @@ _SYNC_FILE_RANGE = _load_sync_file_range()
 _SYNC_FILE_RANGE_WRITE = 2
 
 
-def _start_writeback(path: Path) -> None:
-    """Start writing ``path``'s dirty pages to disk without waiting (Linux; elsewhere a no-op).
+def _sync(path: Path, *, wait: bool) -> None:
+    """Flush ``path`` to disk (``fsync``), or with ``wait=False`` only start its writeback.
 
-    The files of an item are all written first and fsynced at the end: with their writeback
-    already started, the first ``fsync`` commits the journal for all of them and the others
-    find nothing left to do (measured: 64 crop items 0.10-0.13 s -> 0.06-0.07 s of syncing).
-    Durability is unchanged: every file is still fsynced before the item is renamed in.
+    Starting the writeback needs Linux's ``sync_file_range`` (elsewhere it is a no-op). The
+    files of an item are all written first, each with its writeback started, and fsynced at
+    the end: the first ``fsync`` then commits the journal for all of them and the others find
+    nothing left to do (64 items of 4 small files, fsync after each file vs at the end: 0.10-0.13
+    -> 0.06-0.07 s; 8 dumps of a batch of 8 crops: 0.40-0.46 -> 0.34-0.36 s). Durability is
+    unchanged: every file is fsynced before the item is renamed in.
     """
-    if _SYNC_FILE_RANGE is None:
+    if not wait and _SYNC_FILE_RANGE is None:
         return
     fd = os.open(path, os.O_RDONLY)
     try:
-        _SYNC_FILE_RANGE(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)  # advisory: errors change nothing
-    finally:
-        os.close(fd)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
+        if wait:
+            os.fsync(fd)
+        else:  # advisory: an error changes nothing, the fsync comes later
+            _SYNC_FILE_RANGE(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
     finally:
         os.close(fd)
 
