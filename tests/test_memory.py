@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import sys
 import threading
 
 import numpy as np
@@ -137,3 +138,25 @@ def test_a_big_idle_buffer_is_kept_for_a_big_request(pool):
     assert c.ctypes.data != big
     d = memory.empty(36 * mib, np.float32)  # fits: reused
     assert d.ctypes.data == big
+
+
+def test_a_buffer_that_must_go_is_resized_for_the_next_miss(pool):
+    mib = 2**20 // 4  # float32 elements per MiB
+    a = memory.empty(40 * mib, np.float32)  # 40 MiB in use at most: the high-water mark
+    a.fill(1.0)
+    del a  # idle: one 50 MiB buffer (25 % headroom), 40 MiB of it written
+    before = memory.pool_stats()
+    b = memory.empty(12 * mib, np.float32)  # too small for it (more than 2x too big) ...
+    b.fill(2.0)
+    after = memory.pool_stats()
+    assert after["misses"] == before["misses"] + 1
+    # ... and keeping it idle would cross the mark, so it must go: on Linux its mapping is
+    # resized for the new request (pages kept), elsewhere it is freed and a new one allocated
+    resizable = sys.platform.startswith("linux")
+    assert after["resized"] == before["resized"] + int(resizable)
+    assert after["idle_buffers"] == 0 and (b == 2.0).all() and b.nbytes == 12 * 2**20
+    del b
+    c = memory.empty(14 * mib, np.float32)  # 15 MiB buffer now: a hit, writable, right size
+    assert memory.pool_stats()["hits"] == after["hits"] + 1
+    c[-1] = 3.0
+    assert c.shape == (14 * mib,) and c[-1] == 3.0
