@@ -254,8 +254,11 @@ def _derive(case_result: dict[str, Any], bandwidth: dict[str, float]) -> None:
         case_result["speedup_vs_fastest_peer"] = round(fastest["median"] / best["median"], 2)
 
 
-def _run_script(module: str, args: list[str], result: str, timeout: float) -> dict[str, Any]:
-    """Run ``python -m benchmarks.<module>``; return the JSON it writes to results/ (or why not)."""
+def _run_script(module: str, args: list[str], result: str | Path, timeout: float) -> dict[str, Any]:
+    """Run ``python -m benchmarks.<module>``; return the JSON it writes (or why not).
+
+    ``result`` is a file name in ``results/`` or a path.
+    """
     cmd = [sys.executable, "-m", f"benchmarks.{module}", *args]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
@@ -266,7 +269,7 @@ def _run_script(module: str, args: list[str], result: str, timeout: float) -> di
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
     out: dict[str, Any] = {"returncode": proc.returncode}
-    path = DEFAULT_JSON_DIR / result
+    path = DEFAULT_JSON_DIR / result if isinstance(result, str) else result
     if proc.returncode == 0 and path.is_file():
         out["results"] = json.loads(path.read_text())
     else:
@@ -322,6 +325,21 @@ def main(argv: list[str] | None = None) -> int:
         print("== dask: local engine vs Dask (benchmarks.bench_dask)")
         quick = ["--quick"] if args.quick or profile.name != "full" else []
         extras["dask"] = _run_script("bench_dask", quick, "dask.json", args.timeout)
+    if any(r["name"] == "pipeline" for r in results):
+        print("== pipeline_pairs: ctflow's pipeline on 1 and 2 threads, alternating, one process")
+        pairs_json = json_dir / "pipeline_pairs.json"
+        pair_args = ["--profile", profile.name, "--json", str(pairs_json)]
+        if args.cache:
+            pair_args += ["--cache", str(args.cache)]
+        extras["pipeline_pairs"] = _run_script(
+            "bench_pipeline_pairs", pair_args, pairs_json, args.timeout
+        )
+        found = extras["pipeline_pairs"].get("results")
+        if found:
+            print(
+                f"  1 thread {found['median_1']:.2f} s, 2 threads {found['median_2']:.2f} s: "
+                f"{found['ratio']:.2f}x (median pair ratio {found['median_pair_ratio']:.2f}x)"
+            )
     scaling["end"] = compute_scaling(spin)  # the host's load changes over a run
     from benchmarks.report import evaluate_targets, markdown
 
