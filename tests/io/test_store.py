@@ -402,3 +402,22 @@ def test_damaged_chunks_give_a_typed_error(tmp_path, rng, damage):
     )
     with pytest.raises(cf.CorruptFileError, match=r"images\.b2nd"):
         store.read_item(tmp_path / "a")
+
+
+def test_crops_written_one_after_another_are_each_their_own(tmp_path, rng):
+    # one-chunk arrays (crops) are written through a per-thread in-memory frame whose chunk
+    # is replaced for every crop: nothing of the previous crop may leak into the next file
+    crops = [rng.normal(0, 300, (16, 32, 32)).astype(np.float32) for _ in range(3)]
+    crops.append(np.zeros((16, 32, 32), np.float32))  # compresses to almost nothing
+    geometry = cf.Geometry((1.0, 1.0, 1.0))
+    for k, crop in enumerate(crops):
+        store.write_item(tmp_path / "seq", f"c{k}", {"images": crop}, geometry)
+    store._frames.kept = {}  # as a fresh thread would write the last one
+    store.write_item(tmp_path / "fresh", "c3", {"images": crops[3]}, geometry)
+    for k, crop in enumerate(crops):
+        path = tmp_path / "seq" / f"c{k}" / "images.b2nd"
+        arr = blosc2.open(str(path), mode="r")  # blosc2's own reader, not ours
+        assert arr.shape == crop.shape and arr.schunk.nchunks == 1
+        np.testing.assert_array_equal(arr[...], crop)
+    written_after_others = (tmp_path / "seq" / "c3" / "images.b2nd").read_bytes()
+    assert written_after_others == (tmp_path / "fresh" / "c3" / "images.b2nd").read_bytes()
