@@ -23,9 +23,9 @@ The bytes written depend only on the item and the compression (no timestamps, ho
 thread counts: every chunk is compressed on its own, in any thread), so the same data dumped
 twice, by any engine, is byte-identical.
 
-A writer that dies leaves its staging folder behind. It is removed by the next write into the
-same ``dst`` on the same host once that process is gone (:func:`remove_stale_writes` does it on
-demand; ``all_writers=True`` also clears leftovers of other hosts when nothing is writing). The
+A writer that dies leaves its staging folder behind. It is removed by a later write into the
+same ``dst`` on the same host once that process is gone (a process looks at its first write into
+a ``dst`` and then at most once a minute; :func:`remove_stale_writes` does it on demand; ``all_writers=True`` also clears leftovers of other hosts when nothing is writing). The
 staging folder disappears when empty. ``skip_existing=True`` leaves complete items alone (resume
 after a crash).
 
