@@ -404,20 +404,47 @@ def test_damaged_chunks_give_a_typed_error(tmp_path, rng, damage):
         store.read_item(tmp_path / "a")
 
 
-def test_crops_written_one_after_another_are_each_their_own(tmp_path, rng):
-    # one-chunk arrays (crops) are written through a per-thread in-memory frame whose chunk
-    # is replaced for every crop: nothing of the previous crop may leak into the next file
-    crops = [rng.normal(0, 300, (16, 32, 32)).astype(np.float32) for _ in range(3)]
-    crops.append(np.zeros((16, 32, 32), np.float32))  # compresses to almost nothing
+def _blosc2_frame(data, compression="lz4"):
+    """The file blosc2 itself makes of a one-chunk array (the reference for crops)."""
+    codec, clevel = store.COMPRESSIONS[compression]
+    flags = {"codec": codec, "clevel": clevel, "filters": [blosc2.Filter.SHUFFLE]}
+    arr = blosc2.empty(data.shape, data.dtype, chunks=data.shape,
+                       blocks=store._layout(data.shape, data.itemsize)[1],
+                       cparams=blosc2.CParams(nthreads=1, **flags))  # fmt: skip
+    blocksize = int(np.prod(arr.blocks)) * data.itemsize
+    arr.schunk.update_chunk(0, blosc2.compress2(
+        data, typesize=data.itemsize, blocksize=blocksize, nthreads=1, **flags))  # fmt: skip
+    return arr.schunk.to_cframe()
+
+
+@pytest.mark.parametrize("compression", ["lz4", "zstd"])
+def test_crop_files_are_exactly_what_blosc2_writes(tmp_path, rng, monkeypatch, compression):
+    # crops (one-chunk arrays) are framed by ctflow from a frame learnt from blosc2 per layout;
+    # every file must be byte for byte blosc2's own, whatever came before it
+    crops = [
+        rng.normal(0, 300, (16, 32, 32)).astype(np.float32),
+        np.zeros((16, 32, 32), np.float32),  # a special chunk blosc2 keeps out of the data
+        rng.normal(0, 300, (16, 32, 32)).astype(np.float32),
+        np.full((16, 32, 32), 0.25, np.float32),  # a run of one value
+        (rng.random((16, 32, 32)) > 0.9).astype(np.uint8),
+        np.zeros((16, 32, 32), np.uint8),
+        rng.integers(-1000, 400, (5, 7, 9)).astype(np.int16),
+    ]
     geometry = cf.Geometry((1.0, 1.0, 1.0))
+    monkeypatch.setattr(store, "_crop_frames", {})
     for k, crop in enumerate(crops):
-        store.write_item(tmp_path / "seq", f"c{k}", {"images": crop}, geometry)
-    store._frames.kept = {}  # as a fresh thread would write the last one
-    store.write_item(tmp_path / "fresh", "c3", {"images": crops[3]}, geometry)
+        store.write_item(tmp_path / "ours", f"c{k}", {"images": crop}, geometry,
+                         compression=compression)  # fmt: skip
+    assert all(v is not None for v in store._crop_frames.values())  # the model held
+    # where a layout's frame cannot be learnt, blosc2 frames every crop: same files
+    monkeypatch.setattr(store, "_crop_frames", {})
+    monkeypatch.setattr(store._CropFrame, "learn", classmethod(lambda cls, *a: None))
     for k, crop in enumerate(crops):
-        path = tmp_path / "seq" / f"c{k}" / "images.b2nd"
-        arr = blosc2.open(str(path), mode="r")  # blosc2's own reader, not ours
-        assert arr.shape == crop.shape and arr.schunk.nchunks == 1
-        np.testing.assert_array_equal(arr[...], crop)
-    written_after_others = (tmp_path / "seq" / "c3" / "images.b2nd").read_bytes()
-    assert written_after_others == (tmp_path / "fresh" / "c3" / "images.b2nd").read_bytes()
+        store.write_item(tmp_path / "blosc2", f"c{k}", {"images": crop}, geometry,
+                         compression=compression)  # fmt: skip
+    for k, crop in enumerate(crops):
+        ours = (tmp_path / "ours" / f"c{k}" / "images.b2nd").read_bytes()
+        assert ours == _blosc2_frame(crop, compression), f"crop {k}"
+        assert ours == (tmp_path / "blosc2" / f"c{k}" / "images.b2nd").read_bytes()
+        arr = blosc2.open(str(tmp_path / "ours" / f"c{k}" / "images.b2nd"), mode="r")
+        np.testing.assert_array_equal(arr[...], crop)  # blosc2's own reader

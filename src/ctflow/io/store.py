@@ -24,8 +24,9 @@ thread counts: every chunk is compressed on its own, in any thread), so the same
 twice, by any engine, is byte-identical.
 
 A writer that dies leaves its staging folder behind. It is removed by a later write into the
-same ``dst`` on the same host once that process is gone (a process looks at its first write into
-a ``dst`` and then at most once a minute; :func:`remove_stale_writes` does it on demand; ``all_writers=True`` also clears leftovers of other hosts when nothing is writing). The
+same ``dst`` on the same host once that process is gone (a process looks at its first write
+into a ``dst``, then at most once a minute); :func:`remove_stale_writes` does it on demand, and
+with ``all_writers=True`` also clears leftovers of other hosts when nothing is writing. The
 staging folder disappears when empty. ``skip_existing=True`` leaves complete items alone (resume
 after a crash).
 
@@ -65,6 +66,7 @@ import json
 import os
 import shutil
 import socket
+import struct
 import sys
 import threading
 import time
@@ -169,30 +171,101 @@ def _compression(value: str) -> tuple[blosc2.Codec, int]:
         ) from None
 
 
-_frames = threading.local()  # per thread: in-memory one-chunk NDArrays by layout, for crops
-_FRAMES_KEPT = 8
+class _CropFrame:
+    """The blosc2 frame of one-chunk arrays of one layout, as ``head + chunk + tail``.
 
-
-def _one_chunk_frame(
-    shape: tuple[int, ...], dtype: np.dtype[Any], blocks: tuple[int, ...], flags: dict[str, Any]
-) -> Any:
-    """This thread's in-memory one-chunk NDArray of ``shape``/``dtype``/``blocks``/``flags``.
-
-    A crop's file is the frame of such an array once its chunk is replaced; making a new
-    NDArray for every crop held the GIL for ~0.15 ms of the ~0.5 ms an array took to write
-    (py-spy), which a second batch dumping at the same time waits for.
+    Every frame change in blosc2 (appending or replacing a chunk, serialising an in-memory
+    array) recompresses the chunk-offset index with a context of four threads, which are
+    started and joined on the spot (c-blosc2's ``frame.c`` hard-codes them; only the process-wide
+    ``BLOSC_NTHREADS`` overrides it): 12 thread starts and exits per crop item. With a second
+    batch running, each crop's arrays then took 2-3x as long to write. A one-chunk frame of a
+    given layout differs from another only in its chunk and in two header fields (frame length,
+    compressed size), so the frame is learnt once per layout from blosc2 itself and verified
+    byte for byte against blosc2 on a second chunk before it is ever used; a layout whose frame
+    does not follow that model is written through blosc2 as before. An all-zero array is a
+    special chunk that blosc2 keeps in the offset index, not in the data: its whole frame is
+    learnt too (empty nodule-mask crops are common).
     """
-    kept: dict[tuple[Any, ...], Any] = getattr(_frames, "kept", None) or {}
-    _frames.kept = kept
+
+    __slots__ = ("cbytes_at", "head", "len_at", "tail", "zeros")
+
+    def __init__(
+        self, head: bytes, len_at: int, cbytes_at: int, tail: bytes, zeros: tuple[bytes, bytes]
+    ) -> None:
+        self.head, self.len_at, self.cbytes_at, self.tail = head, len_at, cbytes_at, tail
+        self.zeros = zeros  # (chunk, frame) of an all-zero array
+
+    def parts(self, chunk: bytes) -> list[bytes] | None:
+        """The frame holding ``chunk`` (a blosc2 chunk of this layout), in pieces.
+
+        None for a special chunk (a run of one value) other than all zeros: blosc2 frames it.
+        """
+        if len(chunk) >= 32 and (chunk[31] >> 4) & 0x7:  # blosc2's special-chunk bits
+            return [self.zeros[1]] if chunk == self.zeros[0] else None
+        head = bytearray(self.head)
+        size = len(self.head) + len(chunk) + len(self.tail)
+        head[self.len_at : self.len_at + 8] = struct.pack(">q", size)
+        head[self.cbytes_at : self.cbytes_at + 8] = struct.pack(">q", len(chunk))
+        return [bytes(head), chunk, self.tail]
+
+    @classmethod
+    def learn(cls, shape: tuple[int, ...], dtype: np.dtype[Any], blocks: tuple[int, ...],
+              flags: dict[str, Any]) -> _CropFrame | None:  # fmt: skip
+        """The frame of this layout, or None when blosc2's frames do not follow the model."""
+
+        def reference(data: NDArray[Any]) -> tuple[bytes, bytes]:
+            arr = blosc2.empty(
+                shape,
+                dtype,
+                chunks=shape,
+                blocks=blocks,
+                cparams=blosc2.CParams(nthreads=1, **flags),
+            )
+            chunk = _compress_chunk(data, blocks, flags)
+            arr.schunk.update_chunk(0, chunk)
+            return chunk, arr.schunk.to_cframe()
+
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        noise = np.random.default_rng(0).integers(0, 256, nbytes, dtype=np.uint8)
+        chunk_a, frame_a = reference(noise.view(dtype).reshape(shape))  # does not compress
+        at = frame_a.find(chunk_a)
+        if at < 0 or frame_a.find(chunk_a, at + 1) >= 0:
+            return None
+        head, tail = frame_a[:at], frame_a[at + len(chunk_a) :]
+        len_at = _only(head, struct.pack(">q", len(frame_a)))
+        cbytes_at = _only(head, struct.pack(">q", len(chunk_a)))
+        if len_at is None or cbytes_at is None or abs(len_at - cbytes_at) < 8:
+            return None
+        frame = cls(head, len_at, cbytes_at, tail, reference(np.zeros(shape, dtype)))
+        ramp = np.arange(nbytes, dtype=np.uint8).view(dtype).reshape(shape)  # compresses well
+        chunk_b, frame_b = reference(ramp)
+        check = frame.parts(chunk_b)
+        return frame if check is not None and b"".join(check) == frame_b else None
+
+
+def _only(data: bytes, pattern: bytes) -> int | None:
+    """The one position of ``pattern`` in ``data``, or None (absent or ambiguous)."""
+    at = data.find(pattern)
+    return at if at >= 0 and data.find(pattern, at + 1) < 0 else None
+
+
+_crop_frames: dict[tuple[Any, ...], _CropFrame | None] = {}
+
+
+def _crop_frame(
+    shape: tuple[int, ...], dtype: np.dtype[Any], blocks: tuple[int, ...], flags: dict[str, Any]
+) -> _CropFrame | None:
+    """The learnt frame of a one-chunk layout (learnt on first use; None: use blosc2)."""
     key = (shape, dtype.str, blocks, flags["codec"], flags["clevel"])
-    arr = kept.get(key)
-    if arr is None:
-        if len(kept) >= _FRAMES_KEPT:
-            kept.pop(next(iter(kept)))
-        arr = kept[key] = blosc2.empty(
-            shape, dtype, chunks=shape, blocks=blocks, cparams=blosc2.CParams(nthreads=1, **flags)
-        )
-    return arr
+    if key not in _crop_frames:  # two threads may both learn it: same result
+        _crop_frames[key] = _CropFrame.learn(shape, dtype, blocks, flags)
+    return _crop_frames[key]
+
+
+def _compress_chunk(data: NDArray[Any], blocks: tuple[int, ...], flags: dict[str, Any]) -> bytes:
+    """One blosc2 chunk of ``data`` with blocks of ``blocks`` (single-threaded, GIL-free)."""
+    blocksize = int(np.prod(blocks)) * data.itemsize
+    return blosc2.compress2(data, typesize=data.itemsize, blocksize=blocksize, nthreads=1, **flags)
 
 
 def _write_array(path: Path, data: NDArray[Any], compression: str) -> int | None:
@@ -207,16 +280,12 @@ def _write_array(path: Path, data: NDArray[Any], compression: str) -> int | None
     n_chunks = -(-int(data.shape[0]) // cz)
     blocksize = int(np.prod(blocks)) * data.itemsize
     if n_chunks == 1 and cz == data.shape[0]:
-        # a crop: its one chunk is put in an in-memory frame and written with one GIL-free
-        # write (blosc2's file updates hold the GIL while they wait for the disk)
-        frame = _one_chunk_frame(tuple(data.shape), data.dtype, blocks, flags)
-        frame.schunk.update_chunk(
-            0,
-            blosc2.compress2(
-                data, typesize=data.itemsize, blocksize=blocksize, nthreads=1, **flags
-            ),
-        )
-        return _write_file(path, frame.schunk.to_cframe())
+        # a crop: its frame is written here with one GIL-free write (blosc2's file updates hold
+        # the GIL while they wait for the disk), without blosc2's frame code where possible
+        frame = _crop_frame(tuple(data.shape), data.dtype, blocks, flags)
+        parts = None if frame is None else frame.parts(_compress_chunk(data, blocks, flags))
+        if parts is not None:
+            return _write_file(path, *parts)
     where = {} if n_chunks == 1 else {"urlpath": str(path), "mode": "w"}
     arr = blosc2.empty(
         data.shape,
@@ -454,8 +523,8 @@ _CREATE = (
 )
 
 
-def _write_file(path: Path, data: bytes) -> int:
-    """Create ``path`` holding ``data``, start its writeback; return the open descriptor.
+def _write_file(path: Path, *parts: bytes) -> int:
+    """Create ``path`` holding ``parts`` one after another, start its writeback; return the fd.
 
     Plain ``os`` calls: Python's ``open()`` adds an ``fstat``, an ``ioctl`` and an ``lseek``,
     and every system call lets go of the GIL and has to take it back, a wait of up to 5 ms when
@@ -463,9 +532,10 @@ def _write_file(path: Path, data: bytes) -> int:
     """
     fd = os.open(path, _CREATE, 0o666)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        for part in parts:
+            view = memoryview(part)
+            while view:
+                view = view[os.write(fd, view) :]
         if _SYNC_FILE_RANGE is not None:  # advisory: an error changes nothing, fsync follows
             _SYNC_FILE_RANGE(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
     except BaseException:
