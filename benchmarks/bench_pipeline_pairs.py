@@ -8,8 +8,13 @@ such medians by more than the effect being measured. Here one process runs the s
 and on 2 threads in turn, ``pairs`` times, alternating which goes first, so both see the same
 host; the ratio of the two medians and the median of the per-pair ratios are reported.
 
-Both runners are warmed up (compilation, the buffer pool) before the first timed pair; each
-timed run starts from an empty output folder, as in the ``pipeline`` case.
+Both runners are warmed up (compilation, the buffer pool) before the first timed pair. Each
+timed run follows an untimed run at the same thread count, so that it finds the buffer pool
+(:mod:`ctflow.memory`) as a stream of runs at that thread count leaves it, as in the
+``pipeline`` case's repeated runs: two batches in flight ask for other buffer sizes in another
+order than one, and straight after a 1-thread run a 2-thread run missed the pool 7-9 times
+in 32 requests, after a 2-thread run 3-5 times (the misses of each timed run are reported).
+Each run starts from an empty output folder, as in the ``pipeline`` case.
 
 Run: ``python -m benchmarks.bench_pipeline_pairs [--profile full] [--pairs 7] [--json PATH]``
 """
@@ -41,15 +46,22 @@ def measure(profile: str = "full", cache: str | None = None, pairs: int = 7) -> 
             for call in (runner.warmup, runner.run):
                 runner.before()
                 call()
+        from ctflow import memory
+
         times: dict[int, list[float]] = {1: [], 2: []}
+        misses: dict[int, list[int]] = {1: [], 2: []}  # buffer-pool misses of each timed run
         for k in range(pairs):
             for n in (1, 2) if k % 2 == 0 else (2, 1):
                 runner = runners[n]
-                runner.before()
-                gc.collect()
-                t0 = time.perf_counter()
-                runner.run()
-                times[n].append(time.perf_counter() - t0)
+                for timed in (False, True):  # settle the buffer pool, then time
+                    runner.before()
+                    gc.collect()
+                    before = memory.pool_stats()["misses"]
+                    t0 = time.perf_counter()
+                    runner.run()
+                    if timed:
+                        times[n].append(time.perf_counter() - t0)
+                        misses[n].append(memory.pool_stats()["misses"] - before)
         ok, detail = case.validate(runners[2].finish(None))  # the last run's products
     finally:
         shutil.rmtree(inputs["scratch"], ignore_errors=True)
@@ -65,6 +77,8 @@ def measure(profile: str = "full", cache: str | None = None, pairs: int = 7) -> 
         "ratio": round(m1 / m2, 3),
         "median_pair_ratio": round(statistics.median(pair_ratios), 3),
         "pair_ratios": [round(r, 3) for r in pair_ratios],
+        "pool_misses_1": misses[1],
+        "pool_misses_2": misses[2],
         "valid": {"ok": ok, **detail},
     }
 

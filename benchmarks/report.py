@@ -406,8 +406,9 @@ def _pairs_text(payload: dict[str, Any]) -> str:
         f"{pairs['pairs']} times, so both see the same host; the rows above come from separate "
         f"processes minutes apart): 1 thread {_seconds(pairs['median_1'])} s, 2 threads "
         f"{_seconds(pairs['median_2'])} s, **{pairs['ratio']:.2f}x** (median of the per-pair "
-        f"ratios {pairs['median_pair_ratio']:.2f}x; pairs, s: {times}; outputs valid: "
-        f"{pairs['valid']['ok']}).\n"
+        f"ratios {pairs['median_pair_ratio']:.2f}x; pairs, s: {times}; buffer-pool misses "
+        f"per run (of 32 requests) 1 thread {pairs.get('pool_misses_1')}, 2 threads "
+        f"{pairs.get('pool_misses_2')}; outputs valid: {pairs['valid']['ok']}).\n"
     )
 
 
