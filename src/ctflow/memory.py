@@ -205,29 +205,25 @@ class _Pool:
         self.idle_bytes -= buf.touched
         buf.free()
 
-    def _doomed(self, nbytes: int) -> int:
-        """How many idle buffers (least recently freed first) must go to fit a new one."""
-        in_use = self.in_use + nbytes
-        cap = max(self.high_water, in_use)
-        idle, k = self.idle_bytes, 0
-        while k < len(self.idle) and in_use + idle > cap:
-            idle -= self.idle[k].touched
-            k += 1
-        return k
-
     def _new(self, nbytes: int) -> _Buffer:
         """A buffer for a miss: an idle buffer that must go anyway, resized, or a new one."""
         size = -(-int(nbytes * _HEADROOM) // _GRAIN) * _GRAIN
-        doomed = self._doomed(nbytes)
-        if doomed:  # the one with the most written pages to keep
-            k = max(range(doomed), key=lambda i: min(self.idle[i].touched, size))
-            buf = self.idle.pop(k)
-            self.idle_bytes -= buf.touched
-            if buf.resize(size):
+        in_use = self.in_use + nbytes
+        cap = max(self.high_water, in_use)
+        doomed = []  # least recently freed first, until the new buffer fits under the mark
+        while self.idle and in_use + self.idle_bytes > cap:
+            doomed.append(self.idle.pop(0))
+            self.idle_bytes -= doomed[-1].touched
+        keep = max(doomed, key=lambda b: min(b.touched, size), default=None)  # most pages kept
+        for buf in doomed:
+            if buf is not keep:
+                buf.free()
+        if keep is not None:
+            if keep.resize(size):
                 self.resized += 1
-                buf.touched = max(buf.touched, nbytes)
-                return buf
-            buf.free()
+                keep.touched = max(keep.touched, nbytes)
+                return keep
+            keep.free()
         return _Buffer(size, nbytes)
 
     def take(self, nbytes: int) -> _Buffer:

@@ -209,8 +209,13 @@ class _CropFrame:
         return [bytes(head), chunk, self.tail]
 
     @classmethod
-    def learn(cls, shape: tuple[int, ...], dtype: np.dtype[Any], blocks: tuple[int, ...],
-              flags: dict[str, Any]) -> _CropFrame | None:  # fmt: skip
+    def learn(
+        cls,
+        shape: tuple[int, ...],
+        dtype: np.dtype[Any],
+        blocks: tuple[int, ...],
+        flags: dict[str, Any],
+    ) -> _CropFrame | None:
         """The frame of this layout, or None when blosc2's frames do not follow the model."""
 
         def reference(data: NDArray[Any]) -> tuple[bytes, bytes]:
@@ -268,17 +273,15 @@ def _compress_chunk(data: NDArray[Any], blocks: tuple[int, ...], flags: dict[str
     return blosc2.compress2(data, typesize=data.itemsize, blocksize=blocksize, nthreads=1, **flags)
 
 
-def _write_array(path: Path, data: NDArray[Any], compression: str) -> int | None:
+def _write_array(path: Path, data: NDArray[Any], compression: str) -> int:
     """Write ``data`` (C-contiguous, 3-D) as a blosc2 NDArray of whole-plane chunks.
 
-    Returns the still open file descriptor when this function wrote the file itself (a
-    one-chunk array, with its writeback started), None when blosc2 did.
+    Returns an open descriptor of the file, its writeback started, for the caller to fsync.
     """
     codec, clevel = _compression(compression)
     (cz, y, x), blocks = _layout(data.shape, data.itemsize)
     flags = {"codec": codec, "clevel": clevel, "filters": [blosc2.Filter.SHUFFLE]}
     n_chunks = -(-int(data.shape[0]) // cz)
-    blocksize = int(np.prod(blocks)) * data.itemsize
     if n_chunks == 1 and cz == data.shape[0]:
         # a crop: its frame is written here with one GIL-free write (blosc2's file updates hold
         # the GIL while they wait for the disk), without blosc2's frame code where possible
@@ -302,9 +305,7 @@ def _write_array(path: Path, data: NDArray[Any], compression: str) -> int | None
             full = np.zeros((cz, y, x), data.dtype)
             full[: slab.shape[0]] = slab
             slab = full
-        return blosc2.compress2(
-            slab, typesize=data.itemsize, blocksize=blocksize, nthreads=1, **flags
-        )
+        return _compress_chunk(slab, blocks, flags)
 
     if n_chunks == 1:  # no hand-over to the pool either
         arr.schunk.update_chunk(0, compress(0))
@@ -323,7 +324,10 @@ def _write_array(path: Path, data: NDArray[Any], compression: str) -> int | None
     finally:
         for fut in pending:
             fut.cancel()
-    return None
+    del arr  # blosc2 has written the file
+    fd = os.open(path, os.O_RDONLY)
+    _start_writeback(fd)
+    return fd
 
 
 def _read_array(arr: Any, path: Path) -> NDArray[Any]:
@@ -442,8 +446,7 @@ def write_item(
             f"dump: item {item_id!r} images must be a non-empty (Z, Y, X) volume; got shape {shape}"
         )
     tmp = _make_staging_dir(staging, item_id)
-    written: list[Path] = []  # files blosc2 wrote: fsynced by path
-    open_fds: list[int] = []  # files written here: fsynced and closed at the end
+    open_fds: list[int] = []  # the item's files, fsynced and closed at the end
     try:
         meta_components: dict[str, Any] = {}
         for name, arr in components.items():
@@ -461,12 +464,7 @@ def write_item(
                 )
             data = np.ascontiguousarray(arr)
             path = tmp / f"{name}.b2nd"
-            fd = _write_array(path, data, compression)
-            if fd is None:
-                _sync(path, wait=False)
-                written.append(path)
-            else:
-                open_fds.append(fd)
+            open_fds.append(_write_array(path, data, compression))
             meta_components[name] = {"shape": list(shape), "dtype": np.dtype(data.dtype).str}
         table = _nodules_to_json(nodules)
         # only what the item is: no time, host or thread count, so rewrites are byte-identical
@@ -482,8 +480,6 @@ def write_item(
         }
         open_fds.append(_write_file(tmp / _META, json.dumps(meta, indent=1).encode("utf-8")))
         # every file's writeback is under way: the first fsync commits the journal for all
-        for path in written:
-            _sync(path, wait=True)
         while open_fds:
             fd = open_fds.pop()
             try:
@@ -536,34 +532,25 @@ def _write_file(path: Path, *parts: bytes) -> int:
             view = memoryview(part)
             while view:
                 view = view[os.write(fd, view) :]
-        if _SYNC_FILE_RANGE is not None:  # advisory: an error changes nothing, fsync follows
-            _SYNC_FILE_RANGE(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
+        _start_writeback(fd)
     except BaseException:
         os.close(fd)
         raise
     return fd
 
 
-def _sync(path: Path, *, wait: bool) -> None:
-    """Flush ``path`` to disk (``fsync``), or with ``wait=False`` only start its writeback.
+def _start_writeback(fd: int) -> None:
+    """Start writing an open file to disk without waiting (Linux ``sync_file_range``).
 
-    Starting the writeback needs Linux's ``sync_file_range`` (elsewhere it is a no-op). The
-    files of an item are all written first, each with its writeback started, and fsynced at
-    the end: the first ``fsync`` then commits the journal for all of them and the others find
-    nothing left to do (64 items of 4 small files, fsync after each file vs at the end: 0.10-0.13
-    -> 0.06-0.07 s; 8 dumps of a batch of 8 crops: 0.40-0.46 -> 0.34-0.36 s). Durability is
-    unchanged: every file is fsynced before the item is renamed in.
+    The files of an item are all written first, each with its writeback started, and fsynced
+    at the end: the first ``fsync`` then commits the journal for all of them and the others
+    find nothing left to do (64 items of 4 small files, fsync after each file vs at the end:
+    0.10-0.13 -> 0.06-0.07 s; 8 dumps of a batch of 8 crops: 0.40-0.46 -> 0.34-0.36 s).
+    Durability is unchanged: every file is fsynced before the item is renamed in. Elsewhere, and
+    on any error (the call is advisory), nothing happens.
     """
-    if not wait and _SYNC_FILE_RANGE is None:
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if wait:
-            os.fsync(fd)
-        else:  # advisory: an error changes nothing, the fsync comes later
-            _SYNC_FILE_RANGE(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
-    finally:
-        os.close(fd)
+    if _SYNC_FILE_RANGE is not None:
+        _SYNC_FILE_RANGE(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
 
 
 @functools.cache
