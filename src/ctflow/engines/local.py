@@ -13,7 +13,9 @@ Ordering and failure rules (the prefetch bugs RadIO had are the reason for this 
 
 Threads: without prefetch a batch uses ``n_workers`` threads (default: the usable cores). With
 prefetch, the batches running at once share ``n_workers`` (a :class:`~ctflow.parallel.ThreadShare`):
-two batches on 2 cores get one thread each, and the last batch of the run gets both again.
+two batches on 2 cores get one thread each, and the last batch of the run gets both again —
+from its next action on, and at once for the kernel it is running (the idle thread takes the
+parts of it that have not started: :func:`~ctflow.parallel.run_ranges`).
 """
 
 from __future__ import annotations
@@ -104,7 +106,7 @@ class LocalEngine:
             for position, ids in plan:
                 yield run_one(dataset, actions, position, ids, **kw)
             return
-        kw["share"] = ThreadShare(int(n_workers or default_n_workers()))
+        share = kw["share"] = ThreadShare(int(n_workers or default_n_workers()))
         pool = ThreadPoolExecutor(max_workers=prefetch, thread_name_prefix="ctflow-batch")
         pending: deque[Future[BatchOutcome]] = deque()
         planned = iter(plan)
@@ -115,6 +117,7 @@ class LocalEngine:
                     position, ids = next(planned)
                 except StopIteration:
                     return
+                share.expect()  # its thread is not idle: it is about to start this batch
                 pending.append(pool.submit(run_one, dataset, actions, position, ids, **kw))
 
         try:

@@ -14,9 +14,7 @@ NaN voxels (float inputs) stay NaN in a float32 output; a uint8 output cannot ho
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -31,6 +29,7 @@ from ctflow.kernels.intensity import (
     normalize_int_float32,
     normalize_uint8,
 )
+from ctflow.parallel import run_ranges
 
 __all__ = ["NORMALIZE_DTYPES", "normalize_hu"]
 
@@ -47,12 +46,6 @@ def _check_bound(value: Any, what: str, where: str) -> float:
     if not ok or not np.isfinite(float(value)):
         raise InvalidParameterError(f"{where}: {what} must be a finite number (HU); got {value!r}")
     return float(value)
-
-
-def _chunks(n: int, n_chunks: int) -> list[tuple[int, int]]:
-    n_chunks = max(1, min(n_chunks, n // _MIN_VOXELS_PER_THREAD))
-    edges = np.linspace(0, n, n_chunks + 1).round().astype(np.int64)
-    return [(int(a), int(b)) for a, b in itertools.pairwise(edges) if b > a]
 
 
 def normalize_hu(
@@ -150,13 +143,13 @@ def normalize_hu(
         kernel, args = normalize_int_float32, (lo, hi, 1.0 / (hi - lo))  # no division per voxel
         if STREAM_STORES and src.dtype == np.int16:  # the output bypasses the cache
             kernel = normalize_int16_float32_stream
-    chunks = _chunks(dst.size, int(n_threads))
-    if len(chunks) <= 1:
-        counts = [kernel(src, dst, *args, 0, dst.size)]
-    else:
-        with ThreadPoolExecutor(len(chunks), thread_name_prefix="ctflow-normalize") as pool:
-            futures = [pool.submit(kernel, src, dst, *args, a, b) for a, b in chunks]
-            counts = [f.result() for f in futures]
+    parts = run_ranges(
+        lambda a, b: kernel(src, dst, *args, a, b),
+        dst.size,
+        int(n_threads),
+        min_size=_MIN_VOXELS_PER_THREAD,
+    )
+    counts = [c for *_, c in parts]
     if out_dtype == np.uint8:
         n_nan = sum(int(c) for c in counts)
         if n_nan:

@@ -69,10 +69,8 @@ Examples
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -82,6 +80,7 @@ from ctflow import memory
 from ctflow.errors import InvalidParameterError
 from ctflow.geometry import Geometry
 from ctflow.kernels import lungs as _k
+from ctflow.parallel import run_ranges
 
 __all__ = ["lung_bbox", "segment_lungs"]
 
@@ -158,26 +157,6 @@ def _check_threads(n_threads: Any, where: str) -> int:
     return int(n_threads)
 
 
-# -- threading ------------------------------------------------------------------------------------
-def _ranges(n: int, n_chunks: int) -> list[tuple[int, int]]:
-    n_chunks = max(1, min(n_chunks, n))
-    edges = np.linspace(0, n, n_chunks + 1).round().astype(int)
-    return [(int(a), int(b)) for a, b in itertools.pairwise(edges) if b > a]
-
-
-def _run(
-    pool: ThreadPoolExecutor | None,
-    fn: Callable[[int, int], Any],
-    ranges: Sequence[tuple[int, int]],
-) -> None:
-    if pool is None or len(ranges) == 1:
-        for a, b in ranges:
-            fn(a, b)
-        return
-    for fut in [pool.submit(fn, a, b) for a, b in ranges]:
-        fut.result()
-
-
 # -- segmentation ---------------------------------------------------------------------------------
 def segment_lungs(
     image: ArrayLike,
@@ -243,12 +222,7 @@ def segment_lungs(
         raise InvalidParameterError(f"{where}: fill_holes must be a bool; got {fill_holes!r}")
     n_thr = _check_threads(n_threads, where)
 
-    pool = ThreadPoolExecutor(n_thr, thread_name_prefix="ctflow-lungs") if n_thr > 1 else None
-    try:
-        return _segment(img, geom, thr, min_ml, bool(fill_holes), closing, n_thr, pool)
-    finally:
-        if pool is not None:
-            pool.shutdown()
+    return _segment(img, geom, thr, min_ml, bool(fill_holes), closing, n_thr)
 
 
 def _segment(
@@ -259,10 +233,14 @@ def _segment(
     fill_holes: bool,
     closing_mm: float,
     n_threads: int,
-    pool: ThreadPoolExecutor | None,
 ) -> NDArray[np.uint8]:
     nz, ny, nx = img.shape
-    zr = _ranges(nz, 2 * n_threads if n_threads > 1 else 1)
+
+    def over_z(fn: Callable[[int, int], Any], z0: int = 0, z1: int = nz) -> list[tuple[int, int]]:
+        """Run ``fn(a, b)`` over slice ranges of ``[z0, z1)``; the ranges used."""
+        parts = run_ranges(lambda a, b: fn(a + z0, b + z0), z1 - z0, n_threads, per_thread=2)
+        return [(a + z0, b + z0) for a, b, _ in parts]
+
     lo_t = img.dtype.type(thr) if img.dtype.kind == "f" else thr  # compare in the image's type
     gas_t = img.dtype.type(GAS_HU) if img.dtype.kind == "f" else GAS_HU
     if img.dtype.kind in "iu":
@@ -272,7 +250,7 @@ def _segment(
 
     # 1. runs of air-like voxels
     counts = np.empty(nz * ny, np.int64)
-    _run(pool, lambda a, b: _k.runs_count(img, lo_t, a, b, counts), zr)
+    over_z(lambda a, b: _k.runs_count(img, lo_t, a, b, counts))
     row_ptr = np.zeros(nz * ny + 1, np.int64)
     np.cumsum(counts, out=row_ptr[1:])
     n_runs = int(row_ptr[-1])
@@ -282,30 +260,24 @@ def _segment(
     starts = np.empty(n_runs, np.int32)
     ends = np.empty(n_runs, np.int32)
     n_gas = np.empty(n_runs, np.int32)
-    _run(pool, lambda a, b: _k.runs_fill(img, lo_t, gas_t, a, b, row_ptr, starts, ends, n_gas), zr)
+    over_z(lambda a, b: _k.runs_fill(img, lo_t, gas_t, a, b, row_ptr, starts, ends, n_gas))
 
     # 2. outside air per slice, body extent per row, 3. components in 3-D
     parent = np.empty(n_runs, np.int32)
     outside = np.empty(n_runs, np.uint8)
-    _run(
-        pool, lambda a, b: _k.union_slices(row_ptr, starts, ends, ny, nx, a, b, parent, outside), zr
-    )
+    over_z(lambda a, b: _k.union_slices(row_ptr, starts, ends, ny, nx, a, b, parent, outside))
     cropped = _is_cropped(img)
     if cropped:  # no air around the body: nothing is "outside", there is no whole body either
         outside[:] = 0
-    _run(pool, lambda a, b: _k.union_z(row_ptr, starts, ends, ny, a + 1, b, parent, outside), zr)
-    for a, _ in zr[1:]:
+    zr = over_z(lambda a, b: _k.union_z(row_ptr, starts, ends, ny, a + 1, b, parent, outside))
+    for a, _ in zr[1:]:  # the slices where two ranges meet
         _k.union_z(row_ptr, starts, ends, ny, a, a + 1, parent, outside)
     lo = np.zeros(nz * ny, np.int32)  # cropped: every run counts as inside the body
     hi = np.full(nz * ny, nx, np.int32)
     if not cropped:
         per_slice = row_ptr[ny::ny] - row_ptr[:-1:ny]
         max_tissue = int(per_slice.max()) + ny
-        _run(
-            pool,
-            lambda a, b: _k.body_span(row_ptr, starts, ends, ny, nx, a, b, max_tissue, lo, hi),
-            zr,
-        )
+        over_z(lambda a, b: _k.body_span(row_ptr, starts, ends, ny, nx, a, b, max_tissue, lo, hi))
     labels = np.empty(n_runs, np.int32)
     n_labels = int(_k.label_runs(parent, labels))
     up = geom.direction[0] * geom.spacing  # mm of superior axis per voxel step along z, y, x
@@ -321,7 +293,7 @@ def _segment(
 
     # paint the kept components
     keep_u8 = keep.astype(np.uint8)
-    _run(pool, lambda a, b: _k.paint_runs(mask, row_ptr, starts, ends, labels, keep_u8, a, b), zr)
+    over_z(lambda a, b: _k.paint_runs(mask, row_ptr, starts, ends, labels, keep_u8, a, b))
     kb = box[keep]
     lo_box = kb[:, 0::2].min(axis=0)  # (z, y, x) first voxel of the kept components
     hi_box = kb[:, 1::2].max(axis=0)  # one past the last
@@ -340,7 +312,6 @@ def _segment(
             geom,
             closing_mm,
             n_threads,
-            pool,
         )
         # the closed set stays within the kept components' box, up to one block
         lo_box = lo_box - f - 1
@@ -349,8 +320,7 @@ def _segment(
         z0, y0, x0 = (max(int(v), 0) for v in lo_box)
         z1, y1, x1 = (min(int(v), n) for v, n in zip(hi_box, img.shape))
         max_area = int(MAX_HOLE_MM2 / (geom.spacing[1] * geom.spacing[2]))
-        hr = [(a + z0, b + z0) for a, b in _ranges(z1 - z0, 2 * n_threads if n_threads > 1 else 1)]
-        _run(pool, lambda a, b: _k.fill_holes_slices(mask, a, b, y0, y1, x0, x1, max_area), hr)
+        over_z(lambda a, b: _k.fill_holes_slices(mask, a, b, y0, y1, x0, x1, max_area), z0, z1)
     return mask
 
 
@@ -410,7 +380,6 @@ def _close(
     geom: Geometry,
     radius: float,
     n_threads: int,
-    pool: ThreadPoolExecutor | None,
 ) -> NDArray[np.int64]:
     """Add to ``mask`` the 3-D closing (ball of ``radius`` mm) of the kept components.
 
@@ -433,19 +402,21 @@ def _close(
     cshape = tuple(int(v) for v in -(-(e - o) // f))
     oz, oy, ox = (int(v) for v in o)
     fz, fy, fx = (int(v) for v in f)
-    nt = 2 * n_threads if n_threads > 1 else 1
+
+    def split(fn: Callable[[int, int], Any], n: int) -> None:
+        run_ranges(fn, n, n_threads, per_thread=2)
+
     counts = np.zeros(cshape, np.int32)
-    # fine slice ranges made of whole block rows, clipped to the volume
-    cr = [(max(oz + a * fz, 0), min(oz + b * fz, mask.shape[0])) for a, b in _ranges(cshape[0], nt)]
-    cr = [(a, b) for a, b in cr if b > a]
-    ny = mask.shape[1]
-    _run(
-        pool,
-        lambda a, b: _k.coarse_count(
-            row_ptr, starts, ends, labels, keep, ny, oz, oy, ox, fz, fy, fx, a, b, counts
-        ),
-        cr,
-    )
+    nz, ny = mask.shape[:2]
+
+    def count(a: int, b: int) -> None:  # block rows a..b as fine slices, clipped to the volume
+        z0, z1 = max(oz + a * fz, 0), min(oz + b * fz, nz)
+        if z1 > z0:
+            _k.coarse_count(
+                row_ptr, starts, ends, labels, keep, ny, oz, oy, ox, fz, fy, fx, z0, z1, counts
+            )
+
+    split(count, cshape[0])
     # voxels of each block that lie inside the volume (blocks may hang over the border)
     n_in = []
     for a in range(3):
@@ -454,13 +425,10 @@ def _close(
     n_block = n_in[0][:, None, None] * n_in[1][None, :, None] * n_in[2][None, None, :]
     occupied = (2 * counts.astype(np.int64) >= n_block) & (n_block > 0)
 
-    zr = _ranges(cshape[0], nt)
-    yr = _ranges(cshape[1], nt)
-
     def edt(d: NDArray[np.float32]) -> None:
-        _run(pool, lambda a, b: _k.edt_sq_x(d, float(cs[2]), a, b), zr)
-        _run(pool, lambda a, b: _k.edt_sq_y(d, float(cs[1]), a, b), zr)
-        _run(pool, lambda a, b: _k.edt_sq_z(d, float(cs[0]), a, b), yr)
+        split(lambda a, b: _k.edt_sq_x(d, float(cs[2]), a, b), cshape[0])
+        split(lambda a, b: _k.edt_sq_y(d, float(cs[1]), a, b), cshape[0])
+        split(lambda a, b: _k.edt_sq_z(d, float(cs[0]), a, b), cshape[1])
 
     big = np.float32(1e30)
     d = np.where(occupied, np.float32(0), big)
@@ -470,8 +438,7 @@ def _close(
     g = np.sqrt(d, out=d)
     # a quarter block of safety: interpolation then never bulges past a convex lung surface
     g -= np.float32(radius + 0.25 * float(cs.min()))
-    fr = _ranges(mask.shape[0], nt)
-    _run(pool, lambda a, b: _k.paint_closing(mask, g, oz, oy, ox, fz, fy, fx, a, b), fr)
+    split(lambda a, b: _k.paint_closing(mask, g, oz, oy, ox, fz, fy, fx, a, b), nz)
     return f
 
 

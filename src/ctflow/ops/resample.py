@@ -54,9 +54,7 @@ in about 0.06 s on one core (SimpleITK ``ResampleImageFilter``: about 0.5 s on t
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import numpy as np
@@ -71,6 +69,7 @@ from ctflow.kernels.resample import (
     resample_nearest,
     resample_separable,
 )
+from ctflow.parallel import run_ranges
 
 __all__ = ["ORDERS", "OUTPUT_DTYPES", "PADDINGS", "resample", "resize", "unify_spacing"]
 
@@ -240,23 +239,6 @@ def _axis_table(
     return idx, w, inside
 
 
-# -- threading ----------------------------------------------------------------------------------
-def _ranges(n: int, n_chunks: int) -> list[tuple[int, int]]:
-    n_chunks = max(1, min(n_chunks, n))
-    edges = np.linspace(0, n, n_chunks + 1).round().astype(int)
-    return [(int(a), int(b)) for a, b in itertools.pairwise(edges) if b > a]
-
-
-def _run(fn: Callable[[int, int], Any], n: int, n_threads: int) -> None:
-    ranges = _ranges(n, n_threads)
-    if len(ranges) == 1:
-        fn(*ranges[0])
-        return
-    with ThreadPoolExecutor(len(ranges), thread_name_prefix="ctflow-resample") as pool:
-        for fut in [pool.submit(fn, a, b) for a, b in ranges]:
-            fut.result()
-
-
 def _along_axis(
     vol: NDArray[np.float32],
     axis: int,
@@ -280,9 +262,9 @@ def _along_axis(
         kernel(view[:, :, a:b], *args)
 
     if outer >= n_threads:
-        _run(over_outer, outer, n_threads)
+        run_ranges(over_outer, outer, n_threads)
     else:
-        _run(over_inner, inner, n_threads)
+        run_ranges(over_inner, inner, n_threads)
 
 
 def _prefilter(src: NDArray[Any], n_threads: int, in_place: bool) -> NDArray[np.float32]:
@@ -440,7 +422,7 @@ def _resample(
                 src, dst, zi[:, 0], yi[:, 0], xi[:, 0], inz, iny, inx, c, round_out, *lo_hi, z0, z1
             )
 
-        _run(run_nearest, new_shape[0], n_thr)
+        run_ranges(run_nearest, new_shape[0], n_thr)
         return out, out_geometry
 
     if order == 3:
@@ -451,7 +433,7 @@ def _resample(
             src, dst, zi, zw, yi, yw, xi, xw, inz, iny, inx, blend, cval_f, is_int, lo, hi, z0, z1
         )
 
-    _run(run_interp, new_shape[0], n_thr)
+    run_ranges(run_interp, new_shape[0], n_thr)
     return out, out_geometry
 
 

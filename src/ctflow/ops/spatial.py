@@ -27,8 +27,6 @@ with rotation ``a`` about its z axis, centred on the image centre.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -38,6 +36,7 @@ from scipy import special
 from ctflow import memory
 from ctflow.errors import InvalidParameterError, InvalidScanError
 from ctflow.kernels.rotate import rotate_bilinear, rotate_nearest
+from ctflow.parallel import run_ranges
 
 __all__ = ["rotate"]
 
@@ -221,13 +220,5 @@ def rotate(
     def run(p0: int, p1: int) -> None:
         kernel(flat_src, flat_dst, na, nb, sp, sa, sb, p0, p1, cos_a, sin_a, fill, round_out)
 
-    n_chunks = min(int(n_threads), n_p)
-    if n_chunks == 1:
-        run(0, n_p)
-    else:
-        bounds = np.linspace(0, n_p, n_chunks + 1).round().astype(int).tolist()
-        with ThreadPoolExecutor(n_chunks, thread_name_prefix="ctflow-rotate") as pool:
-            futures = [pool.submit(run, p0, p1) for p0, p1 in pairwise(bounds)]
-            for fut in futures:
-                fut.result()
+    run_ranges(run, n_p, int(n_threads))
     return out
