@@ -13,6 +13,7 @@ import ctflow as cf
 from ctflow import memory
 
 BIG = (40, 256, 256)  # 10 MiB of float32: pooled
+MOVES_PAGES = sys.platform.startswith("linux")  # pages move between buffers (mremap)
 
 
 @pytest.fixture
@@ -126,37 +127,71 @@ def test_zeros_is_zero_even_in_a_reused_buffer(pool):
     assert small.base is None and not small.any()
 
 
-def test_a_big_idle_buffer_is_kept_for_a_big_request(pool):
+def test_a_small_miss_takes_only_the_pages_it_needs_from_a_big_idle_buffer(pool):
     mib = 2**20 // 4  # float32 elements per MiB
     memory.set_pool_limit(45 * 2**20)
     a = memory.empty(40 * mib, np.float32)
     b = memory.empty(40 * mib, np.float32)  # 80 MiB in use at once: the high-water mark
+    b.fill(4.0)
     big = b.ctypes.data
     del a, b  # the limit keeps one 40 MiB buffer idle (b's: the most recently freed)
     assert memory.pool_stats()["idle_buffers"] == 1
     c = memory.empty(9 * mib, np.float32)  # a 50 MiB buffer for 9 MiB: more than 2x too big
     assert c.ctypes.data != big
-    d = memory.empty(36 * mib, np.float32)  # fits: reused
+    d = memory.empty(30 * mib, np.float32)  # fits what is left of it: reused, at its address
     assert d.ctypes.data == big
+    if MOVES_PAGES:  # c is 10 MiB of b's written pages (the last ones), d the 30 before them
+        assert (c == 4.0).all() and (d == 4.0).all()
+        assert memory.pool_stats()["fresh_bytes"] == 80 * 2**20  # a and b only
 
 
-def test_a_buffer_that_must_go_is_resized_for_the_next_miss(pool):
+def test_idle_pages_over_the_mark_move_into_the_next_miss(pool):
     mib = 2**20 // 4  # float32 elements per MiB
     a = memory.empty(40 * mib, np.float32)  # 40 MiB in use at most: the high-water mark
     a.fill(1.0)
+    a_address = a.ctypes.data
     del a  # idle: one 50 MiB buffer (25 % headroom), 40 MiB of it written
     before = memory.pool_stats()
     b = memory.empty(12 * mib, np.float32)  # too small for it (more than 2x too big) ...
-    b.fill(2.0)
     after = memory.pool_stats()
     assert after["misses"] == before["misses"] + 1
-    # ... and keeping it idle would cross the mark, so it must go: on Linux its mapping is
-    # resized for the new request (pages kept), elsewhere it is freed and a new one allocated
-    resizable = sys.platform.startswith("linux")
-    assert after["resized"] == before["resized"] + int(resizable)
-    assert after["idle_buffers"] == 0 and (b == 2.0).all() and b.nbytes == 12 * 2**20
+    # ... and 40 idle + 12 in use would cross the mark: 12 MiB of idle memory must go
+    if MOVES_PAGES:  # they move into b: a's last written pages, still holding a's values
+        assert after["resized"] == before["resized"] + 1
+        assert after["fresh_bytes"] == before["fresh_bytes"]
+        assert (b == 1.0).all()
+        assert after["idle_buffers"] == 1 and after["idle_bytes"] == 28 * 2**20  # a keeps 28
+    else:  # freed, and b is new memory
+        assert after["fresh_bytes"] == before["fresh_bytes"] + 12 * 2**20
+        assert after["idle_buffers"] == 0
+    b.fill(2.0)
+    assert b.nbytes == 12 * 2**20 and (b == 2.0).all()
+    if MOVES_PAGES:  # what a kept is still a's memory, at a's address, and serves a request
+        c = memory.empty(28 * mib, np.float32)
+        assert memory.pool_stats()["hits"] == after["hits"] + 1
+        assert c.ctypes.data == a_address and (c == 1.0).all()
+        c[-1] = 3.0
+        assert c[-1] == 3.0 and (b == 2.0).all()
+
+
+@pytest.mark.skipif(not MOVES_PAGES, reason="pages move between buffers only on Linux (mremap)")
+def test_a_miss_gathers_pages_from_several_idle_buffers_oldest_first(pool):
+    mib = 2**20 // 4
+    a = memory.empty(20 * mib, np.float32)
+    b = memory.empty(20 * mib, np.float32)  # 40 MiB in use at once: the mark
+    a.fill(1.0)
+    b.fill(2.0)
+    del a  # freed first: given first
     del b
-    c = memory.empty(14 * mib, np.float32)  # 15 MiB buffer now: a hit, writable, right size
-    assert memory.pool_stats()["hits"] == after["hits"] + 1
-    c[-1] = 3.0
-    assert c.shape == (14 * mib,) and c[-1] == 3.0
+    before = memory.pool_stats()
+    c = memory.empty(30 * mib, np.float32)  # fits neither 26 MiB buffer; 30 must leave idle
+    after = memory.pool_stats()
+    assert after["misses"] == before["misses"] + 1
+    assert after["fresh_bytes"] == before["fresh_bytes"]  # no new memory at all
+    assert (c[: 20 * mib] == 1.0).all()  # all of a ...
+    assert (c[20 * mib :] == 2.0).all()  # ... then the end of b's written part
+    assert after["idle_buffers"] == 1 and after["idle_bytes"] == 10 * 2**20  # b keeps 10
+    c[:] = 5.0
+    d = memory.empty(10 * mib, np.float32)  # what b kept: its first 10 MiB, b's values
+    assert memory.pool_stats()["hits"] == after["hits"] + 1 and (d == 2.0).all()
+    assert (c == 5.0).all()

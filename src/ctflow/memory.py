@@ -16,10 +16,10 @@ Rules
   with ``np.zeros``, whose pages the kernel zeroes lazily: most of them are never touched.
 * New buffers get 25 % headroom, so the next, slightly larger scan fits (pages never written
   cost no memory), and a buffer serves requests down to half its size, so a small request
-  never pins a big buffer. (Letting a small request take a big idle buffer that would
-  otherwise be pushed out saved the benchmark pipeline's misses at one scan per batch, but cost
-  45 % time and 25 % memory at four scans per batch, where skyscrapers are 4-8x the size of
-  one item's arrays: measured and not kept.)
+  never pins a big buffer. (Letting a small request take a whole big idle buffer saved the
+  benchmark pipeline's misses at one scan per batch, but cost 45 % time and 25 % memory at
+  four scans per batch, where skyscrapers are 4-8x the size of one item's arrays: measured
+  and not kept. A miss takes only the pages it needs instead: see below.)
 * Pooled memory, in use plus idle, never exceeds the most pooled memory that was in use at
   one time so far (idle buffers are released, least recently freed first, before a new buffer
   would cross that mark). A pipeline asks for the same few sizes scan after scan, so the
@@ -27,14 +27,17 @@ Rules
   crops), so a process's peak can still rise: on the benchmark pipeline (``make bench``,
   ``CTFLOW_POOL_MB=0`` for the comparison) the pool gave 19 % more scans/s for a 10-24 %
   higher peak, still half the fastest peer's.
-* A request that no idle buffer fits, when the mark above means an idle buffer must go, gets
-  that buffer *resized* instead (``mremap`` of its private anonymous mapping, on Linux): its
-  pages stay mapped and only growth is fresh memory. With two batches in flight the sizes
-  asked for interleave and such misses are common; on a virtual machine whose host takes
-  freed memory back (free page reporting), first-touching memory ran at 0.4 GB/s here against
-  ~20 GB/s for rewriting mapped memory, so freeing one buffer and mapping another of nearly
-  the same size was the most expensive thing the pool could do. Where ``mremap`` does not
-  exist the buffer is freed and a new one allocated, as before.
+* A request that no idle buffer fits (a miss) is made of idle buffers' written pages, *moved*
+  into its new buffer (``mremap`` on Linux: each buffer is a private anonymous mapping aligned
+  to huge pages, and pages move whole, without a copy or a fault), least recently freed
+  buffers first; a buffer that gives pages keeps the rest. Only what idle memory cannot cover
+  is new memory, so the pool faults in new pages only when more is in use than ever before.
+  With two batches in flight the sizes asked for interleave and misses are common; on a
+  virtual machine whose host takes freed memory back (free page reporting), first-touching
+  memory ran at 0.4 GB/s here against ~20 GB/s for rewriting mapped memory, so freeing memory
+  and faulting as much in again was the most expensive thing the pool could do: the benchmark
+  pipeline's normalisation took twice as long on 2 threads as on 1 before pages moved, and
+  the same after. Elsewhere a miss frees the idle buffers over the mark and allocates anew.
 * At most :func:`pool_limit` bytes are kept idle (least recently freed dropped first). The
   default is the smaller of 2 GiB and an eighth of the machine's memory; the environment
   variable ``CTFLOW_POOL_MB`` or :func:`set_pool_limit` change it, and 0 turns pooling off.
@@ -57,9 +60,10 @@ True
 
 from __future__ import annotations
 
-import contextlib
+import ctypes
 import mmap
 import os
+import sys
 import threading
 import weakref
 from collections.abc import Sequence
@@ -104,63 +108,132 @@ def _default_limit() -> int:
     return int(min(2 * 2**30, total // 8))
 
 
-#: ``mmap`` flags of a private anonymous mapping, or None where buffers cannot be mappings
-_MAP_FLAGS: int | None = (
-    mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
-    if hasattr(mmap, "MAP_PRIVATE") and hasattr(mmap, "MAP_ANONYMOUS")
-    else None
-)
+class _Libc:
+    """The C library's ``mmap``/``mremap``/``munmap`` on Linux, to move pages between buffers."""
+
+    MREMAP_MAYMOVE = 1
+    MREMAP_FIXED = 2
+
+    def __init__(self) -> None:
+        lib = ctypes.CDLL(None, use_errno=True)
+        self.mmap = lib.mmap
+        self.mmap.restype = ctypes.c_void_p
+        self.mmap.argtypes = [
+            ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+            ctypes.c_long,
+        ]  # fmt: skip
+        self.munmap = lib.munmap
+        self.munmap.restype = ctypes.c_int
+        self.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        self.mremap = lib.mremap
+        self.mremap.restype = ctypes.c_void_p
+        self.mremap.argtypes = [
+            ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int, ctypes.c_void_p,
+        ]  # fmt: skip
+        self.madvise = lib.madvise
+        self.madvise.restype = ctypes.c_int
+        self.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        self.failed = ctypes.c_void_p(-1).value
+
+    def map(self, size: int) -> int | None:
+        """A private anonymous mapping of ``size`` bytes at a huge-page boundary, or None."""
+        span = size + _GRAIN
+        addr = self.mmap(
+            None, span, mmap.PROT_READ | mmap.PROT_WRITE,
+            mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0,
+        )  # fmt: skip
+        if addr is None or addr == self.failed:
+            return None
+        start = -(-addr // _GRAIN) * _GRAIN  # page moves keep huge pages only when aligned
+        if start > addr:
+            self.munmap(addr, start - addr)
+        if addr + span > start + size:
+            self.munmap(start + size, addr + span - start - size)
+        if hasattr(mmap, "MADV_HUGEPAGE"):  # as numpy does for its large arrays
+            self.madvise(start, size, mmap.MADV_HUGEPAGE)
+        return start
+
+    def move(self, src: int, dst: int, nbytes: int) -> bool:
+        """Move the pages of ``[src, src + nbytes)`` to ``dst`` (over what was mapped there)."""
+        flags = self.MREMAP_MAYMOVE | self.MREMAP_FIXED
+        return bool(self.mremap(src, nbytes, nbytes, flags, dst) == dst)
+
+
+def _load_libc() -> _Libc | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return _Libc()
+    except (OSError, AttributeError):  # no C library symbols to use: plain numpy buffers
+        return None
+
+
+_LIBC = _load_libc()
 
 
 class _Buffer:
-    """One pooled allocation and how much of it was ever written (its resident size).
+    """One pooled allocation: its address, size and how much of it was ever written.
 
-    On POSIX the memory is a private anonymous mapping of its own (``mapping``), so an idle
-    buffer can be resized in place of being freed; elsewhere a numpy array.
+    On Linux the memory is a private anonymous mapping of its own, aligned to huge pages, so
+    the pages of an idle buffer can be moved into another buffer (``mremap``) instead of being
+    freed; elsewhere a numpy array. ``touched`` is the prefix that was ever written: the pages
+    that cost memory. A buffer made of pages moved from others is several mappings; ``pieces``
+    holds the offset where each starts (one ``mremap`` moves pages of one mapping only). Every
+    offset is a whole number of huge pages, so the process never holds more pool mappings than
+    pooled bytes / 2 MiB.
     """
 
-    __slots__ = ("array", "mapping", "touched")
+    __slots__ = ("addr", "array", "pieces", "size", "touched")
 
     def __init__(self, size: int, touched: int) -> None:
-        self.mapping: mmap.mmap | None = None
-        if _MAP_FLAGS is not None:
-            try:
-                self.mapping = mmap.mmap(-1, size, flags=_MAP_FLAGS)
-            except OSError:  # e.g. an address-space limit: numpy reports it as MemoryError
-                self.mapping = None
-        if self.mapping is not None:
-            if hasattr(mmap, "MADV_HUGEPAGE"):  # as numpy does for its large arrays
-                self.mapping.madvise(mmap.MADV_HUGEPAGE)
-            self.array: NDArray[np.uint8] | None = np.frombuffer(self.mapping, np.uint8)
-        else:
+        addr = _LIBC.map(size) if _LIBC is not None else None
+        self.array: NDArray[np.uint8] | None = None
+        if addr is None:  # no mappings here (or the mapping failed): numpy raises MemoryError
             self.array = np.empty(size, np.uint8)
+            addr = int(self.array.ctypes.data)
+        self.addr = addr
+        self.size = size
         self.touched = touched
+        self.pieces = [0]
 
     @property
-    def size(self) -> int:
-        return 0 if self.array is None else int(self.array.nbytes)
+    def movable(self) -> bool:
+        return self.array is None and self.size > 0
 
-    def resize(self, size: int) -> bool:
-        """Grow or shrink the mapping to ``size`` bytes, keeping its pages; False if impossible."""
-        if self.mapping is None:
-            return False
-        self.array = None  # the mapping cannot be resized while numpy holds it
-        try:
-            self.mapping.resize(size)
-        except (OSError, SystemError, ValueError, BufferError):
-            return False
-        self.array = np.frombuffer(self.mapping, np.uint8)
-        self.touched = min(self.touched, size)
-        return True
+    def give(self, dst: _Buffer, offset: int, nbytes: int) -> tuple[int, bool]:
+        """Move up to ``nbytes`` (whole huge pages) of written memory into ``dst`` at ``offset``.
+
+        The pages are the end of the written part, moved mapping by mapping to the same place
+        relative to ``offset``; the buffer keeps the rest (or nothing). Returns the bytes of
+        ``dst`` used from ``offset`` on, and whether every move worked (if not, the part of that
+        range that did not move stays new memory).
+        """
+        assert _LIBC is not None
+        written = min(self.size, -(-self.touched // _GRAIN) * _GRAIN)
+        start = max(0, written - -(-nbytes // _GRAIN) * _GRAIN)
+        end, ok = written, True
+        while end > start:
+            first = max(start, max(p for p in self.pieces if p < end))  # within one mapping
+            at = offset + first - start
+            if not _LIBC.move(self.addr + first, dst.addr + at, end - first):
+                ok = False
+                break
+            dst.pieces.append(at)
+            end = first
+        if end < written:  # [end, written) moved out: the rest above it was never written
+            _LIBC.munmap(self.addr + end, self.size - end)
+            self.size = end
+            self.touched = min(self.touched, end)
+            self.pieces = [p for p in self.pieces if p < end] or [0]
+        return written - start, ok
 
     def free(self) -> None:
-        """Give the memory back now (the mapping is unmapped, not left to the collector)."""
-        self.array = None
-        if self.mapping is not None:
-            # still exported somewhere (BufferError): the collector frees it later
-            with contextlib.suppress(BufferError):
-                self.mapping.close()
-            self.mapping = None
+        """Give the memory back now."""
+        if self.array is not None:
+            self.array = None
+        elif self.size and _LIBC is not None:
+            _LIBC.munmap(self.addr, self.size)
+        self.size = 0
 
 
 class _Lease:
@@ -171,8 +244,7 @@ class _Lease:
     def __init__(self, buffer: _Buffer, nbytes: int) -> None:
         self.buffer = buffer
         self.nbytes = nbytes
-        assert buffer.array is not None
-        self.ptr = int(buffer.array.ctypes.data)
+        self.ptr = buffer.addr
         self.__array_interface__ = {
             "shape": (nbytes,),
             "typestr": "|u1",
@@ -198,7 +270,8 @@ class _Pool:
         self.high_water = 0  # the most ever in use at once
         self.hits = 0
         self.misses = 0
-        self.resized = 0  # misses served by resizing an idle buffer that had to go
+        self.resized = 0  # misses served by pages moved from idle buffers that had to shrink
+        self.fresh_bytes = 0  # bytes of misses that needed new memory
 
     def _drop_first(self) -> None:
         buf = self.idle.pop(0)
@@ -206,25 +279,34 @@ class _Pool:
         buf.free()
 
     def _new(self, nbytes: int) -> _Buffer:
-        """A buffer for a miss: an idle buffer that must go anyway, resized, or a new one."""
+        """A new buffer for a miss, made as far as possible of idle buffers' written pages.
+
+        Pages move (least recently freed buffers first) instead of idle buffers being freed
+        and new memory faulted in: only what idle memory cannot cover is new.
+        """
         size = -(-int(nbytes * _HEADROOM) // _GRAIN) * _GRAIN
-        in_use = self.in_use + nbytes
-        cap = max(self.high_water, in_use)
-        doomed = []  # least recently freed first, until the new buffer fits under the mark
-        while self.idle and in_use + self.idle_bytes > cap:
-            doomed.append(self.idle.pop(0))
-            self.idle_bytes -= doomed[-1].touched
-        keep = max(doomed, key=lambda b: min(b.touched, size), default=None)  # most pages kept
-        for buf in doomed:
-            if buf is not keep:
-                buf.free()
-        if keep is not None:
-            if keep.resize(size):
+        buf = _Buffer(size, nbytes)
+        used = 0  # bytes of buf filled from idle buffers
+        if buf.movable:
+            while self.idle and used < nbytes:
+                src = self.idle[0]
+                if not src.movable:
+                    self._drop_first()
+                    continue
+                before = src.touched
+                buf.pieces.append(used)  # moved pages split buf's own mapping here ...
+                span, ok = src.give(buf, used, nbytes - used)
+                self.idle_bytes -= before - src.touched
+                if src.size == 0:
+                    self._drop_first()
+                used += span
+                if not ok:
+                    break
+            buf.pieces = sorted({*buf.pieces, used} - {size})  # ... and where they end
+            if used:
                 self.resized += 1
-                keep.touched = max(keep.touched, nbytes)
-                return keep
-            keep.free()
-        return _Buffer(size, nbytes)
+        self.fresh_bytes += max(0, nbytes - used)
+        return buf
 
     def take(self, nbytes: int) -> _Buffer:
         with self.lock:
@@ -380,12 +462,13 @@ def pool_stats() -> dict[str, int]:
     """Idle buffers and bytes, the limit, and how requests were served.
 
     ``hits`` were served by an idle buffer as it was, ``misses`` were not; ``resized`` counts
-    the misses served by resizing an idle buffer that had to be released anyway.
+    the misses that took pages from idle buffers that had to shrink anyway (moved, not freed
+    and mapped again), and ``fresh_bytes`` the bytes of misses that needed new memory.
 
     Examples
     --------
     >>> sorted(pool_stats())
-    ['hits', 'idle_buffers', 'idle_bytes', 'limit', 'misses', 'resized']
+    ['fresh_bytes', 'hits', 'idle_buffers', 'idle_bytes', 'limit', 'misses', 'resized']
     """
     with _pool.lock:
         return {
@@ -395,4 +478,5 @@ def pool_stats() -> dict[str, int]:
             "hits": _pool.hits,
             "misses": _pool.misses,
             "resized": _pool.resized,
+            "fresh_bytes": _pool.fresh_bytes,
         }
