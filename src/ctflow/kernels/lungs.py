@@ -23,6 +23,9 @@ import numpy as np
 
 __all__ = [
     "body_span",
+    "closing_outside",
+    "closing_seed",
+    "closing_signed",
     "coarse_count",
     "edt_sq_x",
     "edt_sq_y",
@@ -513,6 +516,39 @@ def edt_sq_z(d, w, y0, y1):
             _edt_line(f, nz, w, v, zb, out)
             for z in range(nz):
                 d[z, y, x] = out[z]
+
+
+@numba.njit(nogil=True, cache=True)
+def closing_seed(counts, n_z, n_y, n_x, d, z0, z1):
+    """``d`` = 0 on blocks at least half lung (``2 * count >= voxels of the block inside the
+    volume``, and some are), else ``1e30``; for block slices ``[z0, z1)``."""
+    big = np.float32(_BIG)
+    for z in range(z0, z1):
+        for y in range(d.shape[1]):
+            nzy = n_z[z] * n_y[y]
+            for x in range(d.shape[2]):
+                nb = nzy * n_x[x]
+                d[z, y, x] = 0.0 if nb > 0 and 2 * np.int64(counts[z, y, x]) >= nb else big
+
+
+@numba.njit(nogil=True, cache=True)
+def closing_outside(d, r2, z0, z1):
+    """In place: ``1e30`` where ``d <= r2`` (within the dilation), else 0 — the dilated set's
+    outside, as seeds of the second distance transform; for slices ``[z0, z1)``."""
+    big = np.float32(_BIG)
+    for z in range(z0, z1):
+        for y in range(d.shape[1]):
+            for x in range(d.shape[2]):
+                d[z, y, x] = big if d[z, y, x] <= r2 else 0.0
+
+
+@numba.njit(nogil=True, cache=True)
+def closing_signed(d, offset, z0, z1):
+    """In place: ``sqrt(d) - offset`` (float32), for slices ``[z0, z1)``."""
+    for z in range(z0, z1):
+        for y in range(d.shape[1]):
+            for x in range(d.shape[2]):
+                d[z, y, x] = np.float32(np.sqrt(d[z, y, x])) - offset
 
 
 # -- per-slice hole filling -----------------------------------------------------------------------

@@ -254,7 +254,8 @@ def _segment(
     row_ptr = np.zeros(nz * ny + 1, np.int64)
     np.cumsum(counts, out=row_ptr[1:])
     n_runs = int(row_ptr[-1])
-    mask = memory.zeros(img.shape, np.uint8)  # lungs touch most pages: reuse mapped ones
+    mask = memory.empty(img.shape, np.uint8)  # lungs touch most pages: reuse mapped ones
+    over_z(lambda a, b: mask[a:b].fill(0))
     if n_runs == 0:
         return mask
     starts = np.empty(n_runs, np.int32)
@@ -325,12 +326,25 @@ def _segment(
 
 
 def _is_cropped(img: NDArray[Any]) -> bool:
-    """True when the in-plane border is mostly not gas: the field of view cuts the body."""
-    border = np.concatenate(
-        [img[:, 0, :], img[:, -1, :], img[:, :, 0], img[:, :, -1]], axis=None
-    ).astype(np.float32)
+    """True when the in-plane border is mostly not gas: the field of view cuts the body.
+
+    That is: the median of the (finite) border voxels is above :data:`CROPPED_BORDER_HU`,
+    decided by counting the voxels above it (no sort of the border; the median itself is
+    computed only when exactly half are above).
+    """
+    views = (img[:, 0, :], img[:, -1, :], img[:, :, 0], img[:, :, -1])
+    # integers: x > t  <=>  x > floor(t), compared in the image's own type
+    is_float = img.dtype.kind == "f"
+    t = img.dtype.type(CROPPED_BORDER_HU) if is_float else math.floor(CROPPED_BORDER_HU)
+    above = sum(int(np.count_nonzero(v > t)) for v in views)  # NaN is never above
+    finite = sum(int(np.count_nonzero(np.isfinite(v))) if is_float else v.size for v in views)
+    if finite == 0:
+        return False
+    if 2 * above != finite:
+        return 2 * above > finite
+    border = np.concatenate(views, axis=None).astype(np.float32)
     border = border[np.isfinite(border)]
-    return border.size > 0 and bool(np.median(border) > CROPPED_BORDER_HU)
+    return bool(np.median(border) > CROPPED_BORDER_HU)
 
 
 def _select(
@@ -422,23 +436,25 @@ def _close(
     for a in range(3):
         first = o[a] + np.arange(cshape[a]) * f[a]
         n_in.append(np.clip(np.minimum(first + f[a], shape[a]) - np.maximum(first, 0), 0, None))
-    n_block = n_in[0][:, None, None] * n_in[1][None, :, None] * n_in[2][None, None, :]
-    occupied = (2 * counts.astype(np.int64) >= n_block) & (n_block > 0)
 
     def edt(d: NDArray[np.float32]) -> None:
         split(lambda a, b: _k.edt_sq_x(d, float(cs[2]), a, b), cshape[0])
         split(lambda a, b: _k.edt_sq_y(d, float(cs[1]), a, b), cshape[0])
         split(lambda a, b: _k.edt_sq_z(d, float(cs[0]), a, b), cshape[1])
 
-    big = np.float32(1e30)
-    d = np.where(occupied, np.float32(0), big)
+    # 0 on blocks at least half lung, far elsewhere; squared distance to them (the dilation)
+    d = np.empty(cshape, np.float32)
+    n_z, n_y, n_x = n_in
+    split(lambda a, b: _k.closing_seed(counts, n_z, n_y, n_x, d, a, b), cshape[0])
     edt(d)
-    d = np.where(d <= np.float32(radius * radius), big, np.float32(0))  # dilated set -> its outside
+    r2 = np.float32(radius * radius)
+    split(lambda a, b: _k.closing_outside(d, r2, a, b), cshape[0])  # the dilated set's outside
     edt(d)
-    g = np.sqrt(d, out=d)
-    # a quarter block of safety: interpolation then never bulges past a convex lung surface
-    g -= np.float32(radius + 0.25 * float(cs.min()))
-    split(lambda a, b: _k.paint_closing(mask, g, oz, oy, ox, fz, fy, fx, a, b), nz)
+    # signed distance to the closed surface; a quarter block of safety: interpolation then never
+    # bulges past a convex lung surface
+    off = np.float32(radius + 0.25 * float(cs.min()))
+    split(lambda a, b: _k.closing_signed(d, off, a, b), cshape[0])
+    split(lambda a, b: _k.paint_closing(mask, d, oz, oy, ox, fz, fy, fx, a, b), nz)
     return f
 
 
