@@ -195,3 +195,38 @@ def test_a_miss_gathers_pages_from_several_idle_buffers_oldest_first(pool):
     d = memory.empty(10 * mib, np.float32)  # what b kept: its first 10 MiB, b's values
     assert memory.pool_stats()["hits"] == after["hits"] + 1 and (d == 2.0).all()
     assert (c == 5.0).all()
+
+
+def test_pages_moved_between_buffers_never_touch_live_arrays(pool):
+    """Random sizes (so misses take pages from idle buffers), arrays kept alive across rounds
+    by four threads: every live array keeps its own values, and most misses are moved pages."""
+    errors: list[str] = []
+
+    def work(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        live: list[tuple[np.ndarray, float]] = []
+        for step in range(40):
+            n = int(rng.integers(8, 60)) * 2**20 // 4  # 8-60 MiB of float32
+            value = float(seed * 1000 + step)
+            a = memory.empty(n, np.float32)
+            a.fill(value)
+            live.append((a, value))
+            if len(live) > 3:  # free one at random: its buffer goes idle, then gives pages
+                live.pop(int(rng.integers(len(live))))
+            for arr, v in live:
+                if arr[0] != v or arr[-1] != v or arr[len(arr) // 2] != v:
+                    errors.append(f"thread {seed}, step {step}: a live array changed")
+        for arr, v in live:
+            if not (arr == v).all():
+                errors.append(f"thread {seed}: a live array changed")
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    stats = memory.pool_stats()
+    assert stats["misses"] > 0
+    if MOVES_PAGES:
+        assert stats["resized"] > 0
