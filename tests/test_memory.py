@@ -73,6 +73,15 @@ def test_owns_data(pool):
     assert not memory.owns_data(np.zeros(4)[1:])
 
 
+def _in_threads(work, n: int) -> None:
+    """Run ``work(k)`` for k = 0..n-1, each on its own thread, and wait for all."""
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def test_threads_allocating_and_freeing_never_share_live_buffers(pool):
     errors: list[str] = []
 
@@ -86,11 +95,7 @@ def test_threads_allocating_and_freeing_never_share_live_buffers(pool):
                 errors.append(f"thread {seed}: buffer changed under it")
             del a
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _in_threads(work, 4)
     assert errors == []
     assert memory.pool_stats()["hits"] > 0
 
@@ -220,11 +225,7 @@ def test_pages_moved_between_buffers_never_touch_live_arrays(pool):
             if not (arr == v).all():
                 errors.append(f"thread {seed}: a live array changed")
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _in_threads(work, 4)
     assert errors == []
     stats = memory.pool_stats()
     assert stats["misses"] > 0
