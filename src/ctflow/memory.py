@@ -37,7 +37,9 @@ Rules
   memory ran at 0.4 GB/s here against ~20 GB/s for rewriting mapped memory, so freeing memory
   and faulting as much in again was the most expensive thing the pool could do: the benchmark
   pipeline's normalisation took twice as long on 2 threads as on 1 before pages moved, and
-  the same after. Elsewhere a miss frees the idle buffers over the mark and allocates anew.
+  the same after. The price: the pool stays at its mark more of the time, and at four scans
+  per batch the benchmark's peak rose about 10 % (``batch_actions``: +2 112 -> +2 349 MiB on
+  1 thread). Elsewhere a miss frees the idle buffers over the mark and allocates anew.
 * At most :func:`pool_limit` bytes are kept idle (least recently freed dropped first). The
   default is the smaller of 2 GiB and an eighth of the machine's memory; the environment
   variable ``CTFLOW_POOL_MB`` or :func:`set_pool_limit` change it, and 0 turns pooling off.
