@@ -29,17 +29,16 @@ Rules
   higher peak, still half the fastest peer's.
 * A request that no idle buffer fits (a miss) is made of idle buffers' written pages, *moved*
   into its new buffer (``mremap`` on Linux: each buffer is a private anonymous mapping aligned
-  to huge pages, and pages move whole, without a copy or a fault), least recently freed
-  buffers first; a buffer that gives pages keeps the rest. Only what idle memory cannot cover
-  is new memory, so the pool faults in new pages only when more is in use than ever before.
-  With two batches in flight the sizes asked for interleave and misses are common; on a
+  to huge pages, and pages move whole, without a copy or a fault), least recently freed buffers
+  first; a buffer that gives pages keeps the rest. Only what idle memory cannot cover is new
+  memory. With two batches in flight the sizes asked for interleave and misses are common; on a
   virtual machine whose host takes freed memory back (free page reporting), first-touching
   memory ran at 0.4 GB/s here against ~20 GB/s for rewriting mapped memory, so freeing memory
   and faulting as much in again was the most expensive thing the pool could do: the benchmark
-  pipeline's normalisation took twice as long on 2 threads as on 1 before pages moved, and
-  the same after. The price: the pool stays at its mark more of the time, and at four scans
-  per batch the benchmark's peak rose about 10 % (``batch_actions``: +2 112 -> +2 349 MiB on
-  1 thread). Elsewhere a miss frees the idle buffers over the mark and allocates anew.
+  pipeline's normalisation took twice as long on 2 threads as on 1 before pages moved, and the
+  same after. The price: the pool stays at its mark more of the time, and at four scans per
+  batch the benchmark's peak rose about 10 % (``batch_actions``: +2 112 -> +2 349 MiB on 1
+  thread). Elsewhere a miss frees the idle buffers over the mark and allocates anew.
 * At most :func:`pool_limit` bytes are kept idle (least recently freed dropped first). The
   default is the smaller of 2 GiB and an eighth of the machine's memory; the environment
   variable ``CTFLOW_POOL_MB`` or :func:`set_pool_limit` change it, and 0 turns pooling off.
@@ -110,6 +109,11 @@ def _default_limit() -> int:
     return int(min(2 * 2**30, total // 8))
 
 
+def _whole_grains(nbytes: int) -> int:
+    """``nbytes`` rounded up to whole huge pages (:data:`_GRAIN`)."""
+    return -(-nbytes // _GRAIN) * _GRAIN
+
+
 class _Libc:
     """The C library's ``mmap``/``mremap``/``munmap`` on Linux, to move pages between buffers."""
 
@@ -146,7 +150,7 @@ class _Libc:
         )  # fmt: skip
         if addr is None or addr == self.failed:
             return None
-        start = -(-addr // _GRAIN) * _GRAIN  # page moves keep huge pages only when aligned
+        start = _whole_grains(addr)  # page moves keep huge pages only when aligned
         if start > addr:
             self.munmap(addr, start - addr)
         if addr + span > start + size:
@@ -211,8 +215,8 @@ class _Buffer:
         range that did not move stays new memory).
         """
         assert _LIBC is not None
-        written = min(self.size, -(-self.touched // _GRAIN) * _GRAIN)
-        start = max(0, written - -(-nbytes // _GRAIN) * _GRAIN)
+        written = min(self.size, _whole_grains(self.touched))
+        start = max(0, written - _whole_grains(nbytes))
         end, ok = written, True
         while end > start:
             first = max(start, max(p for p in self.pieces if p < end))  # within one mapping
@@ -272,7 +276,7 @@ class _Pool:
         self.high_water = 0  # the most ever in use at once
         self.hits = 0
         self.misses = 0
-        self.resized = 0  # misses served by pages moved from idle buffers that had to shrink
+        self.resized = 0  # misses served (partly) by pages moved from idle buffers
         self.fresh_bytes = 0  # bytes of misses that needed new memory
 
     def _drop_first(self) -> None:
@@ -286,7 +290,7 @@ class _Pool:
         Pages move (least recently freed buffers first) instead of idle buffers being freed
         and new memory faulted in: only what idle memory cannot cover is new.
         """
-        size = -(-int(nbytes * _HEADROOM) // _GRAIN) * _GRAIN
+        size = _whole_grains(int(nbytes * _HEADROOM))
         buf = _Buffer(size, nbytes)
         used = 0  # bytes of buf filled from idle buffers
         if buf.movable:
@@ -464,8 +468,8 @@ def pool_stats() -> dict[str, int]:
     """Idle buffers and bytes, the limit, and how requests were served.
 
     ``hits`` were served by an idle buffer as it was, ``misses`` were not; ``resized`` counts
-    the misses that took pages from idle buffers that had to shrink anyway (moved, not freed
-    and mapped again), and ``fresh_bytes`` the bytes of misses that needed new memory.
+    the misses that took pages from idle buffers (moved, not freed and faulted in again), and
+    ``fresh_bytes`` the bytes of misses that needed new memory.
 
     Examples
     --------

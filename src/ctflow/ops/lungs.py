@@ -157,6 +157,13 @@ def _check_threads(n_threads: Any, where: str) -> int:
     return int(n_threads)
 
 
+# -- threading ------------------------------------------------------------------------------------
+def _over(fn: Callable[[int, int], Any], lo: int, hi: int, n_threads: int) -> list[tuple[int, int]]:
+    """Run ``fn(a, b)`` over ranges of ``[lo, hi)``, two per thread; return the ranges used."""
+    parts = run_ranges(lambda a, b: fn(a + lo, b + lo), hi - lo, n_threads, per_thread=2)
+    return [(a + lo, b + lo) for a, b, _ in parts]
+
+
 # -- segmentation ---------------------------------------------------------------------------------
 def segment_lungs(
     image: ArrayLike,
@@ -237,9 +244,7 @@ def _segment(
     nz, ny, nx = img.shape
 
     def over_z(fn: Callable[[int, int], Any], z0: int = 0, z1: int = nz) -> list[tuple[int, int]]:
-        """Run ``fn(a, b)`` over slice ranges of ``[z0, z1)``; the ranges used."""
-        parts = run_ranges(lambda a, b: fn(a + z0, b + z0), z1 - z0, n_threads, per_thread=2)
-        return [(a + z0, b + z0) for a, b, _ in parts]
+        return _over(fn, z0, z1, n_threads)
 
     lo_t = img.dtype.type(thr) if img.dtype.kind == "f" else thr  # compare in the image's type
     gas_t = img.dtype.type(GAS_HU) if img.dtype.kind == "f" else GAS_HU
@@ -417,9 +422,6 @@ def _close(
     oz, oy, ox = (int(v) for v in o)
     fz, fy, fx = (int(v) for v in f)
 
-    def split(fn: Callable[[int, int], Any], n: int) -> None:
-        run_ranges(fn, n, n_threads, per_thread=2)
-
     counts = np.zeros(cshape, np.int32)
     nz, ny = mask.shape[:2]
 
@@ -430,7 +432,7 @@ def _close(
                 row_ptr, starts, ends, labels, keep, ny, oz, oy, ox, fz, fy, fx, z0, z1, counts
             )
 
-    split(count, cshape[0])
+    _over(count, 0, cshape[0], n_threads)
     # voxels of each block that lie inside the volume (blocks may hang over the border)
     n_in = []
     for a in range(3):
@@ -438,23 +440,24 @@ def _close(
         n_in.append(np.clip(np.minimum(first + f[a], shape[a]) - np.maximum(first, 0), 0, None))
 
     def edt(d: NDArray[np.float32]) -> None:
-        split(lambda a, b: _k.edt_sq_x(d, float(cs[2]), a, b), cshape[0])
-        split(lambda a, b: _k.edt_sq_y(d, float(cs[1]), a, b), cshape[0])
-        split(lambda a, b: _k.edt_sq_z(d, float(cs[0]), a, b), cshape[1])
+        _over(lambda a, b: _k.edt_sq_x(d, float(cs[2]), a, b), 0, cshape[0], n_threads)
+        _over(lambda a, b: _k.edt_sq_y(d, float(cs[1]), a, b), 0, cshape[0], n_threads)
+        _over(lambda a, b: _k.edt_sq_z(d, float(cs[0]), a, b), 0, cshape[1], n_threads)
 
     # 0 on blocks at least half lung, far elsewhere; squared distance to them (the dilation)
     d = np.empty(cshape, np.float32)
     n_z, n_y, n_x = n_in
-    split(lambda a, b: _k.closing_seed(counts, n_z, n_y, n_x, d, a, b), cshape[0])
+    _over(lambda a, b: _k.closing_seed(counts, n_z, n_y, n_x, d, a, b), 0, cshape[0], n_threads)
     edt(d)
     r2 = np.float32(radius * radius)
-    split(lambda a, b: _k.closing_outside(d, r2, a, b), cshape[0])  # the dilated set's outside
+    # the dilated set's outside
+    _over(lambda a, b: _k.closing_outside(d, r2, a, b), 0, cshape[0], n_threads)
     edt(d)
     # signed distance to the closed surface; a quarter block of safety: interpolation then never
     # bulges past a convex lung surface
     off = np.float32(radius + 0.25 * float(cs.min()))
-    split(lambda a, b: _k.closing_signed(d, off, a, b), cshape[0])
-    split(lambda a, b: _k.paint_closing(mask, d, oz, oy, ox, fz, fy, fx, a, b), nz)
+    _over(lambda a, b: _k.closing_signed(d, off, a, b), 0, cshape[0], n_threads)
+    _over(lambda a, b: _k.paint_closing(mask, d, oz, oy, ox, fz, fy, fx, a, b), 0, nz, n_threads)
     return f
 
 
