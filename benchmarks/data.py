@@ -61,6 +61,8 @@ class Profile:
     crop_shape: tuple[int, int, int]
     n_crops: int
     min_lung_ml: float = 15.0
+    #: (Z, Y, X) of the scans of the ragged-batch case: different shapes, stored LPS and RAS.
+    mixed_scans: tuple[tuple[int, int, int], ...] = ()
 
 
 PROFILES: dict[str, Profile] = {
@@ -83,6 +85,7 @@ PROFILES: dict[str, Profile] = {
         resize_shape=(128, 256, 256),
         crop_shape=(32, 64, 64),
         n_crops=16,
+        mixed_scans=((300, 512, 512), (240, 640, 640), (260, 448, 512), (180, 768, 768)),
     ),
     "quick": Profile(
         name="quick",
@@ -95,6 +98,7 @@ PROFILES: dict[str, Profile] = {
         crop_shape=(16, 32, 32),
         n_crops=8,
         min_lung_ml=2.0,
+        mixed_scans=((64, 128, 128), (48, 160, 160), (56, 112, 128), (40, 192, 192)),
     ),
     "tiny": Profile(
         name="tiny",
@@ -107,6 +111,7 @@ PROFILES: dict[str, Profile] = {
         crop_shape=(8, 16, 16),
         n_crops=4,
         min_lung_ml=0.5,
+        mixed_scans=((24, 64, 64), (16, 80, 80), (20, 56, 64), (12, 96, 96)),
     ),
 }
 
@@ -295,6 +300,23 @@ class BenchData:
     def pipeline_paths(self) -> tuple[list[Path], Path]:
         """The pipeline scans (sorted) and their annotations table."""
         d = self.pipeline_dir()
+        return sorted(d.glob("*.mhd")), d / "annotations.csv"
+
+    # -- scans of different shapes and stored orientations ------------------------------------
+    def mixed_dir(self) -> Path:
+        """Folder with the ragged-batch scans (.mhd, stored LPS and RAS) and annotations."""
+        return self._part("mixed", self._build_mixed)
+
+    def _build_mixed(self, d: Path) -> None:
+        from ctflow.synthetic import make_dataset
+
+        shapes = self.profile.mixed_scans
+        codes = ["LPS", "RAS"] * (len(shapes) // 2 + 1)
+        make_dataset(d, len(shapes), shapes=shapes, orientations=codes[: len(shapes)], seed=300)
+
+    def mixed_paths(self) -> tuple[list[Path], Path]:
+        """The ragged-batch scans (sorted) and their annotations table."""
+        d = self.mixed_dir()
         return sorted(d.glob("*.mhd")), d / "annotations.csv"
 
     # -- size scaling -------------------------------------------------------------------------

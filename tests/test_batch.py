@@ -45,13 +45,25 @@ def test_unstack_is_a_view_and_refuses_ragged():
     assert np.shares_memory(u, b.images)
     np.testing.assert_array_equal(u[1], b[1].images)
     ragged = cf.CTBatch.from_arrays(_volumes([4, 3]))
-    with pytest.raises(cf.InvalidScanError, match=r"different z sizes \[4, 3\]"):
+    with pytest.raises(cf.InvalidScanError, match=r"different shapes \('0' \(4, 6, 5\), '1' \(3"):
         ragged.unstack()
 
 
-def test_mixed_inplane_sizes_name_both_items():
-    with pytest.raises(cf.InvalidScanError, match=r"item 'a' is \(6, 5\), of item 'b' is \(7, 5\)"):
-        cf.CTBatch.from_arrays([np.zeros((2, 6, 5)), np.zeros((2, 7, 5))], ids=["a", "b"])
+def test_mixed_inplane_sizes_share_one_buffer_and_name_both_items():
+    a = np.arange(2 * 6 * 5, dtype=np.int16).reshape(2, 6, 5)
+    c = -np.arange(3 * 7 * 4, dtype=np.int16).reshape(3, 7, 4)
+    b = cf.CTBatch.from_arrays([a, c], ids=["a", "b"])
+    assert b.shapes.tolist() == [[2, 6, 5], [3, 7, 4]]
+    data = b.ragged("images")
+    assert data.buffer.size == a.size + c.size  # one allocation for both items
+    np.testing.assert_array_equal(b["a"].images, a)
+    np.testing.assert_array_equal(b["b"].images, c)
+    assert np.shares_memory(b["a"].images, data.buffer)
+    assert np.shares_memory(b["b"].images, data.buffer)
+    with pytest.raises(cf.InvalidScanError, match=r"'a' \(2, 6, 5\), 'b' \(3, 7, 4\)"):
+        b.images  # noqa: B018
+    with pytest.raises(cf.InvalidScanError, match="different shapes"):
+        b.unstack()
 
 
 def test_duplicate_ids_rejected():

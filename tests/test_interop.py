@@ -225,8 +225,37 @@ def test_pipeline_dataset_errors_are_clear(scans):
     with pytest.raises(cf.InvalidParameterError, match="mode must be"):
         PipelineDataset(scans >> _prep(), mode="epoch")
     unequal = PipelineDataset(scans >> cf.Pipeline().load(), batch_size=2)
-    with pytest.raises(cf.InvalidScanError, match="different z sizes"):
+    with pytest.raises(cf.InvalidParameterError, match=r"different shapes .*mode='list'"):
         next(iter(unequal))
+
+
+def test_ragged_batches_reach_torch_per_item_with_their_geometry(tmp_path):
+    from ctflow.interop.torch import PipelineDataset
+    from ctflow.synthetic import make_dataset
+
+    paths, _ = make_dataset(tmp_path, n_scans=3, shape=(16, 40, 40), seed=6, mixed=True)
+    ds = cf.Dataset.from_paths(paths)
+    pipe = ds >> cf.Pipeline().load()
+    refs = {}
+    for p in paths:
+        img = sitk.ReadImage(str(p))
+        refs[cf.Dataset.from_paths([p]).ids[0]] = img
+    listed = list(PipelineDataset(pipe, batch_size=3, mode="list"))
+    assert len(listed) == 1
+    batch = listed[0]
+    assert len({tuple(t.shape) for t in batch["images"]}) == 3  # three different shapes
+    for k, item_id in enumerate(batch["ids"]):
+        ref = refs[item_id]
+        np.testing.assert_array_equal(batch["images"][k][0].numpy(), sitk.GetArrayFromImage(ref))
+        assert batch["shapes"][k].tolist() == list(ref.GetSize()[::-1])
+        want_dir = np.array(ref.GetDirection()).reshape(3, 3)[::-1, ::-1]
+        np.testing.assert_allclose(batch["direction"][k].numpy(), want_dir, atol=1e-12)
+        np.testing.assert_allclose(batch["origin"][k].numpy(), ref.GetOrigin()[::-1], atol=1e-6)
+    items = list(PipelineDataset(pipe, batch_size=3, mode="item"))
+    assert [it["id"] for it in items] == batch["ids"]
+    for it, img in zip(items, batch["images"], strict=True):
+        assert torch.equal(it["images"], img)
+        assert tuple(it["direction"].shape) == (3, 3)
 
 
 def test_torch_stays_optional():

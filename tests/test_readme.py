@@ -26,4 +26,6 @@ def test_readme_examples_run(tmp_path):
     crops = [p for p in (tmp_path / "crops").iterdir() if (p / "meta.json").is_file()]
     assert len(crops) == 16  # one batch of 4 scans -> 16 crops
     inverted = sorted(p.name for p in (tmp_path / "out").iterdir() if (p / "meta.json").is_file())
-    assert inverted == sorted(p.stem for p in (tmp_path / "luna").glob("*.mhd"))
+    scans = [*(tmp_path / "luna").glob("*.mhd"), *(tmp_path / "luna").glob("*.nii.gz")]
+    assert len(scans) == 4
+    assert inverted == sorted(p.name.split(".nii")[0].removesuffix(".mhd") for p in scans)

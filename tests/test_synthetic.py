@@ -2,11 +2,17 @@
 
 References: the LIDC statistics CSVs in ``../shared/data/real/lidc_stats`` (read only here, to
 check the numbers carried into the package), SimpleITK's reading of the written files and its
-``TransformPhysicalPointToIndex``.
+``TransformPhysicalPointToIndex``/``TransformPhysicalPointToContinuousIndex``, nibabel's
+reading of the NIfTI files, and digests of what the generator wrote before mixed datasets
+existed (git HEAD before the change, computed once from that code).
 """
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
@@ -110,3 +116,186 @@ def test_bad_parameters_are_typed_errors(tmp_path):
         make_phantom((2, 8, 8))
     with pytest.raises(InvalidParameterError, match="n_scans"):
         make_dataset(tmp_path, n_scans=-1)
+
+
+# -- mixed datasets: shapes, stored orientations and formats ----------------------------------
+_LPS = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)  # SimpleITK direction, row-major (x, y, z)
+_RAS = (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)
+
+
+def _uid(path: Path) -> str:
+    return path.name.removesuffix(".nii.gz").removesuffix(".mhd").removesuffix(".mha")
+
+
+def _assert_annotations_hit_nodules(paths, csv) -> int:
+    """Every annotation centre, mapped by SimpleITK into the file it read, is nodule tissue."""
+    table = pd.read_csv(csv)
+    by_uid = {_uid(p): p for p in paths}
+    assert set(table["seriesuid"].astype(str)) <= set(by_uid)
+    for row in table.itertuples():
+        image = sitk.ReadImage(str(by_uid[str(row.seriesuid)]))
+        arr = sitk.GetArrayViewFromImage(image)  # (z, y, x)
+        cidx = image.TransformPhysicalPointToContinuousIndex((row.coordX, row.coordY, row.coordZ))
+        i, j, k = (round(c) for c in cidx)
+        assert 0 <= k < arr.shape[0] and 0 <= j < arr.shape[1] and 0 <= i < arr.shape[2], row
+        assert arr[k, j, i] > -300, (row, arr[k, j, i])  # nodule tissue, not lung (-850)
+    return len(table)
+
+
+def test_mixed_dataset_mixes_sizes_orientations_and_formats(tmp_path):
+    paths, csv = make_dataset(tmp_path, n_scans=4, shape=(32, 96, 96), seed=6, mixed=True)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("1.")) == sorted(
+        [p.name for p in paths] + [p.with_suffix(".raw").name for p in paths if p.suffix == ".mhd"]
+    )
+    images = [sitk.ReadImage(str(p)) for p in paths]
+    sizes = [im.GetSize() for im in images]  # (X, Y, Z)
+    assert len({(y, x) for x, y, _ in sizes}) == 4
+    for x, y, z in sizes:  # drawn around (32, 96, 96) by factors 0.75 .. 1.25, Y <= X
+        assert 24 <= z <= 40 and 72 <= y <= x <= 120
+    # intended storage: LPS, RAS, LPS, RAS; formats mhd, mhd, nifti, nifti
+    assert [im.GetDirection() for im in images] == [_LPS, _RAS, _LPS, _RAS]
+    assert [p.name.endswith(".nii.gz") for p in paths] == [False, False, True, True]
+    for p, im in zip(paths, images):
+        assert im.GetPixelID() == sitk.sitkInt16
+        if p.name.endswith(".nii.gz"):  # a real NIfTI: nibabel agrees on shape and world
+            nii = nib.load(str(p))
+            assert nii.shape == im.GetSize()
+            ras = nib.aff2axcodes(nii.affine)
+            assert ras == (("R", "A", "S") if im.GetDirection() == _RAS else ("L", "P", "S"))
+            ijk = np.array([3.0, 5.0, 7.0])
+            world_ras = nii.affine[:3, :3] @ ijk + nii.affine[:3, 3]
+            world_lps = im.TransformContinuousIndexToPhysicalPoint(ijk.tolist())
+            np.testing.assert_allclose(world_ras * [-1, -1, 1], world_lps, atol=1e-3)
+    # seed 6 puts a nodule in every scan: each format x orientation pair is checked
+    table = pd.read_csv(csv)
+    assert table["seriesuid"].astype(str).nunique() == 4
+    assert _assert_annotations_hit_nodules(paths, csv) >= 4
+
+
+def test_explicit_shapes_orientations_and_formats_are_what_the_files_hold(tmp_path):
+    shapes = [(20, 64, 80), (24, 72, 72), (28, 56, 64), (16, 80, 96)]
+    codes = ["RAS", "lpi", "RPS", "LAS"]
+    fmts = ["nifti", "mha", "mhd", "nifti"]
+    paths, csv = make_dataset(
+        tmp_path, n_scans=4, seed=1, shapes=shapes, orientations=codes, fmt=fmts
+    )
+    expected_diag = [(-1, -1, 1), (1, 1, -1), (-1, 1, 1), (1, -1, 1)]  # SimpleITK x, y, z
+    suffixes = [".nii.gz", ".mha", ".mhd", ".nii.gz"]
+    for p, shp, diag, suffix in zip(paths, shapes, expected_diag, suffixes):
+        image = sitk.ReadImage(str(p))
+        assert image.GetSize() == shp[::-1]
+        np.testing.assert_array_equal(np.diag(np.reshape(image.GetDirection(), (3, 3))), diag)
+        assert np.count_nonzero(image.GetDirection()) == 3
+        assert p.name.endswith(suffix)
+    assert _assert_annotations_hit_nodules(paths, csv) >= 1
+
+
+@pytest.mark.parametrize("code", ["RAS", "LPI", "RAI"])
+def test_stored_orientation_only_flips_the_array_never_the_world(tmp_path, code):
+    """The same scan stored LPS and as ``code``: same voxels at the same world points."""
+    common = {"n_scans": 1, "shapes": [(12, 40, 48)], "seed": 3}
+    (lps,), csv_lps = make_dataset(tmp_path / "lps", **common)
+    (other,), csv_other = make_dataset(tmp_path / "other", orientations=[code], **common)
+    pd.testing.assert_frame_equal(pd.read_csv(csv_lps), pd.read_csv(csv_other))
+    a, b = sitk.ReadImage(str(lps)), sitk.ReadImage(str(other))
+    flips = tuple(2 - i for i, (letter, keep) in enumerate(zip(code, "LPS")) if letter != keep)
+    arr_a, arr_b = sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b)
+    np.testing.assert_array_equal(np.flip(arr_b, axis=flips), arr_a)
+    for zyx in [(0, 0, 0), (11, 39, 47), (5, 17, 3)]:
+        mirrored = [
+            s - 1 - v if ax in flips else v for ax, (s, v) in enumerate(zip(arr_a.shape, zyx))
+        ]
+        pa = a.TransformIndexToPhysicalPoint([int(v) for v in zyx[::-1]])
+        pb = b.TransformIndexToPhysicalPoint([int(v) for v in mirrored[::-1]])
+        np.testing.assert_allclose(pa, pb, atol=1e-9)
+
+
+def test_same_seed_same_files_and_mixed_keeps_the_scans_draws(tmp_path):
+    def files(folder: Path) -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+    kw = {"n_scans": 4, "shape": (20, 48, 48), "mixed": True}
+    make_dataset(tmp_path / "a", seed=2, **kw)
+    make_dataset(tmp_path / "b", seed=2, **kw)
+    make_dataset(tmp_path / "c", seed=3, **kw)
+    assert files(tmp_path / "a") == files(tmp_path / "b")
+    assert files(tmp_path / "a") != files(tmp_path / "c")
+    # the mixed plan has its own random stream: spacings and uids equal the plain call's
+    plain, _ = make_dataset(tmp_path / "plain", n_scans=4, shape=(20, 48, 48), seed=2)
+    mixed, _ = make_dataset(tmp_path / "d", seed=2, **kw)
+    assert [_uid(p) for p in plain] == [_uid(p) for p in mixed]
+    for p, q in zip(plain, mixed):
+        np.testing.assert_allclose(
+            sitk.ReadImage(str(p)).GetSpacing(), sitk.ReadImage(str(q)).GetSpacing(), rtol=1e-6
+        )
+
+
+def _content_digest(paths, csv) -> str:
+    """sha256 of what the files hold, read by SimpleITK: names, voxels, geometry, table.
+
+    Independent of how the writers lay the bytes out (header key order, number formatting),
+    so only a change of the generated content changes it.
+    """
+    h = hashlib.sha256()
+    for p in paths:
+        image = sitk.ReadImage(str(p))
+        h.update(p.name.encode())
+        h.update(sitk.GetArrayViewFromImage(image).astype("<i2").tobytes())
+        geo = (*image.GetSpacing(), *image.GetOrigin(), *image.GetDirection())
+        h.update(" ".join(f"{v:.6f}" for v in geo).encode())
+    table = pd.read_csv(csv)
+    h.update(table.to_csv(index=False, float_format="%.6f").encode())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "digest"),
+    [
+        (
+            {"n_scans": 2, "shape": (24, 48, 48), "seed": 0},
+            "7fa24629e16b7832ba05ceb52fd4945d708340b20e7fa0ef4c2f9467c7796abd",
+        ),
+        (
+            {
+                "n_scans": 2,
+                "shape": (20, 40, 44),
+                "seed": 7,
+                "spacing": (2.0, 0.7, 0.7),
+                "fmt": "mha",
+            },
+            "159910409d128cadd5c57e44b654d7d78b88286152ab031b958a1565e396acb2",
+        ),
+    ],
+    ids=["default", "spacing-mha"],
+)
+def test_the_old_call_writes_what_it_wrote_before_mixed_datasets(tmp_path, kwargs, digest):
+    # digests computed from the generator as it was before shapes/orientations/mixed existed
+    paths, csv = make_dataset(tmp_path / "old", **kwargs)
+    assert _content_digest(paths, csv) == digest
+    same, _ = make_dataset(
+        tmp_path / "explicit", **kwargs, shapes=None, orientations=None, mixed=False
+    )
+    assert [p.read_bytes() for p in same] == [p.read_bytes() for p in paths]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"n_scans": 2, "shapes": [(16, 32, 32)]}, "shapes.*n_scans=2"),
+        ({"n_scans": 1, "shapes": [(2, 32, 32)]}, r"shapes\[0\] must be at least"),
+        ({"n_scans": 1, "shapes": "big"}, "shapes"),
+        ({"n_scans": 1, "orientations": "XYZ"}, "orientation code 'XYZ'"),
+        ({"n_scans": 1, "orientations": "PLS"}, "orientation code 'PLS'"),
+        ({"n_scans": 1, "orientations": "LP"}, "orientation code"),
+        ({"n_scans": 2, "orientations": ["LPS"]}, "orientations.*n_scans=2"),
+        ({"n_scans": 1, "fmt": "png"}, "fmt must be one of"),
+        ({"n_scans": 2, "fmt": ["mhd", "nii"]}, "fmt must be one of"),
+        ({"n_scans": 2, "fmt": ["mhd"]}, "fmt.*n_scans=2"),
+        ({"n_scans": 1, "mixed": "yes"}, "mixed"),
+    ],
+)
+def test_bad_mixed_parameters_are_typed_errors_before_writing(tmp_path, kwargs, match):
+    dst = tmp_path / "never"
+    with pytest.raises(InvalidParameterError, match=match):
+        make_dataset(dst, shape=(16, 32, 32), **kwargs)
+    assert not dst.exists()

@@ -9,7 +9,17 @@ __all__ = ["all_cases", "get_case"]
 
 def all_cases() -> list[Case]:
     """Every case (imports the case modules; peers are imported only when a case runs)."""
-    from benchmarks.cases import intensity, io, lungs, nodules, pipeline, resample, scaling, spatial
+    from benchmarks.cases import (
+        intensity,
+        io,
+        lungs,
+        nodules,
+        pipeline,
+        ragged,
+        resample,
+        scaling,
+        spatial,
+    )
 
     return [
         *io.CASES,
@@ -19,6 +29,7 @@ def all_cases() -> list[Case]:
         *lungs.CASES,
         *nodules.CASES,
         *pipeline.CASES,
+        *ragged.CASES,
         *scaling.CASES,
     ]
 

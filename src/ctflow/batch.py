@@ -1,16 +1,24 @@
-"""CTBatch: the scans of a batch stacked along z in one array (the "skyscraper").
+"""CTBatch: the scans of a batch, each component in one buffer, with per-item geometry.
 
 Data model
 ----------
-``images`` is ONE array of shape (ΣZ_i, Y, X); item ``i`` occupies rows
-``bounds[i]:bounds[i + 1]``. ``masks`` (nodule masks) and ``lungs`` (lung masks) share that layout
-or are None. ``spacing`` / ``origin`` are (N, 3) and ``direction`` (N, 3, 3), all in (z, y, x)
-order, world LPS mm (see :mod:`ctflow.geometry`). ``nodules`` is a DataFrame with columns
-``id, z, y, x, diameter`` (world mm), so it stays valid through every action that moves voxels.
+Each component (``images``; ``masks``, e.g. nodule or label masks; ``lungs``, the lung mask)
+is ONE contiguous buffer holding every item's volume back to back
+(:class:`~ctflow.ragged.Ragged`): items may have any (Z, Y, X) — a 512x512 scan and a
+768x768 one share a batch — and ``batch[i].images`` is a zero-copy (Z, Y, X) view. When the
+items share their in-plane size, ``batch.images`` is the classic (ΣZ, Y, X) "skyscraper" view
+(item ``i`` is rows ``bounds[i]:bounds[i + 1]``); otherwise reading it raises a clear error
+naming the shapes (work per item, or make the shapes agree with ``resize``,
+``unify_spacing(shape=...)``, ``central_crop`` or ``pad``). ``spacing`` / ``origin`` are
+(N, 3) and ``direction`` (N, 3, 3), all in (z, y, x) order, world LPS mm (see
+:mod:`ctflow.geometry`). ``nodules`` is a DataFrame with columns ``id, z, y, x, diameter``
+(world mm), so it stays valid through every action that moves voxels. ``warnings`` lists, per
+item, what an action decided on its own (a gap interpolated, a file skipped, no nodules to
+centre crops on); pipeline runs report them.
 
 Actions are thin: they validate the batch-level parts, then call a per-scan function from
 :mod:`ctflow.ops` for every item in parallel (:func:`~ctflow.parallel.inbatch_parallel`), and the
-batch assembles the new skyscraper and geometry.
+batch assembles the new components and geometry.
 
 Examples
 --------
@@ -22,8 +30,11 @@ Examples
 ... )
 >>> b.images.shape, b.bounds.tolist()
 ((8, 8, 8), [0, 3, 8])
->>> b[1].images.base is b.images     # item arrays are views
+>>> bool(np.shares_memory(b[1].images, b.images))     # item arrays are views
 True
+>>> r = cf.CTBatch.from_arrays([np.zeros((3, 8, 8), np.int16), np.ones((4, 6, 5), np.int16)])
+>>> r.shapes.tolist()                                  # any shapes in one batch
+[[3, 8, 8], [4, 6, 5]]
 """
 
 from __future__ import annotations
@@ -38,7 +49,6 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
-from ctflow import memory
 from ctflow.errors import InvalidParameterError, InvalidScanError
 from ctflow.geometry import Geometry, as_shape, as_spacing
 from ctflow.io.annotations import (
@@ -55,11 +65,17 @@ from ctflow.parallel import (
     inbatch_parallel,
     map_items,
 )
+from ctflow.ragged import Ragged
 
 __all__ = ["CTBatch", "CTImagesBatch", "CTImagesMaskedBatch", "CTItem", "ItemFailure"]
 
 SKYSCRAPER = ("images", "masks", "lungs")
+#: ``segment`` warns when it finds less lung than this (millilitres): a head or abdomen scan,
+#: or a field of view that shows only part of the lungs.
+PLAUSIBLE_LUNG_ML = 300.0
 _GEOMETRY_KEYS = ("spacing", "origin", "direction", "geometry")
+_RESULT_KEYS = frozenset({*SKYSCRAPER, *_GEOMETRY_KEYS, "nodules", "info", "warnings"})
+_INTERNAL_KEYS = frozenset({"_recorded_warnings"})  # returned by ctflow's own item methods
 
 
 @dataclass
@@ -76,7 +92,7 @@ class ItemFailure:
 
 @dataclass
 class CTItem:
-    """One item of a batch: views into the skyscraper plus the item's geometry.
+    """One item of a batch: views into the batch's buffers plus the item's geometry.
 
     Attributes
     ----------
@@ -85,7 +101,7 @@ class CTItem:
     id : str
         Item id.
     images, masks, lungs : ndarray (Z, Y, X) or None
-        Views into the batch's skyscrapers (writing to them writes to the batch).
+        Views into the batch's buffers (writing to them writes to the batch).
     geometry : Geometry
         Spacing, origin, direction of the item.
     nodules : DataFrame
@@ -94,6 +110,9 @@ class CTItem:
         Where the item is loaded from.
     rng : numpy.random.Generator
         Deterministic per (seed, batch position, action, item) generator for random actions.
+    warnings : list of str
+        Warnings an item method adds with :meth:`warn` while it runs (the batch files them
+        under the action's name, and pipeline reports list them).
     """
 
     index: int
@@ -106,6 +125,7 @@ class CTItem:
     source: str | None = None
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
     n_threads: int = 1
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def spacing(self) -> NDArray[np.float64]:
@@ -138,40 +158,30 @@ class CTItem:
         """World mm (N, 3) -> continuous voxel indices (N, 3), (z, y, x)."""
         return self.geometry.world_to_voxel(zyx)
 
-    def nodule_centers_voxel(self) -> NDArray[np.float64]:
-        """Nodule centres of this item as continuous voxel indices (M, 3)."""
-        return self.world_to_voxel(self.nodules[["z", "y", "x"]].to_numpy(np.float64))
+    def warn(self, message: str) -> None:
+        """Record a warning about this item (listed in ``batch.warnings`` and run reports)."""
+        self.warnings.append(str(message))
 
 
-def _concat(arrays: Sequence[NDArray[Any]], what: str, ids: Sequence[str]) -> NDArray[Any]:
-    """Stack item arrays along z into one skyscraper, with clear errors."""
-    first = arrays[0]
-    for arr, item_id in zip(arrays, ids, strict=True):
-        if arr.ndim != 3:
-            raise InvalidScanError(
-                f"{what} of item {item_id!r} must be 3-D (z, y, x); got {arr.shape}"
-            )
-        if arr.shape[1:] != first.shape[1:]:
-            raise InvalidScanError(
-                f"items of one batch must share the in-plane (Y, X) size: {what} of item "
-                f"{ids[0]!r} is {first.shape[1:]}, of item {item_id!r} is {arr.shape[1:]}; "
-                f"resize them or use batch_size=1"
-            )
-    dtypes = {np.dtype(a.dtype) for a in arrays}
-    if len(dtypes) > 1:
-        dtype = np.result_type(*dtypes)
-        if dtype == np.float64 and not any(np.dtype(a.dtype) == np.float64 for a in arrays):
-            dtype = np.dtype(np.float32)
-    else:
-        dtype = dtypes.pop()
-    if len(arrays) == 1 and arrays[0].flags.c_contiguous and arrays[0].dtype == dtype:
-        return arrays[0]
-    out = memory.empty((sum(a.shape[0] for a in arrays), *first.shape[1:]), dtype)
-    return np.concatenate(arrays, axis=0, out=out)
+def _reader_warnings(info: Mapping[str, Any]) -> list[str]:
+    """What a reader decided on its own (``info["warnings"]``, files skipped in a DICOM
+    folder), as one line each."""
+    out = [str(w) for w in info.get("warnings") or []]
+    skipped = info.get("skipped") or []
+    if skipped:
+        shown = "; ".join(
+            f"{Path(str(s.get('file', s))).name}: {s.get('reason', '')}"
+            if isinstance(s, Mapping)
+            else str(s)
+            for s in skipped[:5]
+        )
+        more = f"; and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        out.append(f"{len(skipped)} file(s) of the folder not read ({shown}{more})")
+    return out
 
 
 class CTBatch:
-    """A batch of CT scans: one skyscraper array + per-item geometry, masks and nodules.
+    """A batch of CT scans of any shapes: one buffer per component + per-item geometry.
 
     Parameters
     ----------
@@ -196,7 +206,7 @@ class CTBatch:
     np.float32(0.0)
     """
 
-    #: names of the skyscraper components
+    #: names of the components stored one buffer each
     components = SKYSCRAPER
 
     def __init__(
@@ -219,10 +229,7 @@ class CTBatch:
                     f"batch: got {len(sources)} sources for {n} ids; they must match"
                 )
             self.sources = [None if s is None else str(s) for s in sources]
-        self.images: NDArray[Any] | None = None
-        self.masks: NDArray[Any] | None = None
-        self.lungs: NDArray[Any] | None = None
-        self.bounds: NDArray[np.int64] = np.zeros(n + 1, dtype=np.int64)
+        self._data: dict[str, Ragged] = {}
         self.spacing: NDArray[np.float64] = np.ones((n, 3))
         self.origin: NDArray[np.float64] = np.zeros((n, 3))
         self.direction: NDArray[np.float64] = np.tile(np.eye(3), (n, 1, 1))
@@ -233,14 +240,169 @@ class CTBatch:
         self.dumped: list[str] = []
         self.skipped: list[str] = []
         self.info: list[dict[str, Any]] = [{} for _ in range(n)]
+        self.warnings: list[list[str]] = [[] for _ in range(n)]
         self._positions: list[int] = list(range(n))
         self._seed: np.random.SeedSequence | None = None
         self._n_random_calls = 0
         self.patches: NDArray[Any] | None = None
         self.patch_grids: list[Any] = []
-        # components whose skyscraper this batch allocated itself (nobody else holds them), so
-        # actions may overwrite them in place; arrays handed in by users are never overwritten
-        self._owned: set[str] = set()
+
+    # ------------------------------------------------------------------ components
+    def _stacked(self, name: str) -> NDArray[Any] | None:
+        data = self._data.get(name)
+        return None if data is None else data.stacked(name, self.ids)
+
+    def _set_stacked(self, name: str, value: Any) -> None:
+        """``batch.<component> = value``: None, a Ragged, or a (ΣZ, Y, X) array of the items."""
+        if value is None:
+            if name == "images":
+                self._data.clear()
+            else:
+                self._data.pop(name, None)
+            return
+        if isinstance(value, Ragged):
+            self._put(name, value)
+            return
+        arr = np.asarray(value)
+        old = self._data.get(name)
+        same = (
+            old is not None
+            and arr.ndim == 3
+            and old.buffer.size == arr.size
+            and arr.dtype == old.dtype
+            and arr.flags.c_contiguous
+            and arr.ctypes.data == old.buffer.ctypes.data
+        )
+        if same:  # the same array handed back (``batch.images += 1``): nothing to do
+            return
+        ref = self._data.get("images")
+        if ref is None:
+            if len(self) == 1 and arr.ndim == 3:
+                self._put(name, Ragged.from_items([arr]))
+                return
+            raise InvalidParameterError(
+                f"batch.{name} = ...: the batch has no images to give the items' shapes; "
+                f"use set_component({name!r}, [one array per item])"
+            )
+        want = ref.stacked("images", self.ids).shape
+        if arr.shape != want:
+            raise InvalidScanError(
+                f"batch.{name} must have the shape of the stacked images {want}; got "
+                f"{arr.shape} (use set_component({name!r}, [one array per item]))"
+            )
+        self._put(name, Ragged.from_stacked(arr, ref.shapes[:, 0].tolist()))
+
+    def _put(self, name: str, data: Ragged) -> None:
+        if name not in SKYSCRAPER:
+            raise InvalidParameterError(f"unknown component {name!r}; expected one of {SKYSCRAPER}")
+        if len(data) != len(self):
+            raise InvalidScanError(
+                f"{name}: got {len(data)} items for a batch of {len(self)} ({self.ids})"
+            )
+        ref = data if name == "images" else self._data.get("images")
+        if ref is None:
+            raise InvalidParameterError(f"{name}: the batch has no images; load() first")
+        for i, item_id in enumerate(self.ids):
+            if tuple(data.shapes[i]) != tuple(ref.shapes[i]):
+                raise InvalidScanError(
+                    f"{name} of item {item_id!r} has shape {tuple(data.shapes[i].tolist())}; "
+                    f"its images have {tuple(ref.shapes[i].tolist())}"
+                )
+        if name == "images":
+            for other in ("masks", "lungs"):
+                old = self._data.get(other)
+                if old is not None and not np.array_equal(old.shapes, data.shapes):
+                    del self._data[other]
+        self._data[name] = data
+
+    @property
+    def images(self) -> NDArray[Any] | None:
+        """The (ΣZ, Y, X) skyscraper of the items' images (a view), or None before ``load``.
+
+        Raises :class:`~ctflow.errors.InvalidScanError` when the items' in-plane sizes differ:
+        use ``batch[i].images`` then.
+        """
+        return self._stacked("images")
+
+    @images.setter
+    def images(self, value: Any) -> None:
+        self._set_stacked("images", value)
+
+    @property
+    def masks(self) -> NDArray[Any] | None:
+        """The (ΣZ, Y, X) skyscraper of the items' masks (a view), or None."""
+        return self._stacked("masks")
+
+    @masks.setter
+    def masks(self, value: Any) -> None:
+        self._set_stacked("masks", value)
+
+    @property
+    def lungs(self) -> NDArray[Any] | None:
+        """The (ΣZ, Y, X) skyscraper of the items' lung masks (a view), or None."""
+        return self._stacked("lungs")
+
+    @lungs.setter
+    def lungs(self, value: Any) -> None:
+        self._set_stacked("lungs", value)
+
+    def has(self, component: str) -> bool:
+        """True when the batch holds ``component`` ("images", "masks" or "lungs")."""
+        return component in self._data
+
+    def ragged(self, component: str = "images") -> Ragged:
+        """The storage of one component: every item's volume in one buffer.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> b = CTBatch.from_arrays([np.zeros((2, 4, 4), np.int16), np.zeros((3, 5, 5), np.int16)])
+        >>> b.ragged().shapes.tolist(), b.ragged().buffer.size
+        ([[2, 4, 4], [3, 5, 5]], 107)
+        """
+        data = self._data.get(component)
+        if data is None:
+            raise InvalidParameterError(f"the batch has no {component}")
+        return data
+
+    def set_component(self, name: str, volumes: Sequence[NDArray[Any]] | None) -> CTBatch:
+        """Set one component from one (Z, Y, X) array per item (copied into one buffer).
+
+        ``masks`` and ``lungs`` must match the items' image shapes; ``images`` sets the shapes
+        (masks and lungs of other shapes are dropped). ``None`` removes the component.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> b = CTBatch.from_arrays([np.zeros((2, 4, 4), np.int16), np.zeros((3, 5, 5), np.int16)])
+        >>> b.set_component("masks", [np.ones((2, 4, 4), np.uint8), np.zeros((3, 5, 5), np.uint8)])
+        ... # doctest: +ELLIPSIS
+        CTBatch(n=2, ...)
+        >>> int(b[0].masks.sum()), b[1].masks.dtype
+        (32, dtype('uint8'))
+        """
+        if volumes is None:
+            self._set_stacked(name, None)
+            return self
+        vols = list(volumes)
+        if len(vols) != len(self):
+            raise InvalidScanError(
+                f"set_component({name!r}): got {len(vols)} volumes for {len(self)} items"
+            )
+        for vol, item_id in zip(vols, self.ids, strict=True):
+            if np.ndim(vol) != 3:
+                raise InvalidScanError(
+                    f"{name} of item {item_id!r} must be 3-D (z, y, x); got {np.shape(vol)}"
+                )
+        self._put(name, Ragged.from_items(vols))
+        return self
+
+    @property
+    def bounds(self) -> NDArray[np.int64]:
+        """(N + 1,) offsets of the items along the stacked z axis."""
+        out = np.zeros(len(self) + 1, dtype=np.int64)
+        np.cumsum(self.shapes[:, 0], out=out[1:])
+        return out
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -256,7 +418,7 @@ class CTBatch:
         nodules: pd.DataFrame | None = None,
         n_workers: int | None = None,
     ) -> CTBatch:
-        """Build a batch from in-memory (Z, Y, X) volumes.
+        """Build a batch from in-memory (Z, Y, X) volumes of any shapes.
 
         ``spacing`` / ``origin`` are (3,) for all items or (N, 3); ``direction`` (3, 3) or
         (N, 3, 3). Ids default to ``"0", "1", ...``.
@@ -294,53 +456,97 @@ class CTBatch:
             batch.nodules = read_annotations(nodules)
         return batch
 
+    @classmethod
+    def concat(cls, batches: Sequence[CTBatch]) -> CTBatch:
+        """One batch of the items of ``batches``, in order (their arrays copied into one buffer
+        per component).
+
+        Components must be present in all batches or in none; ids must be unique.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> a = CTBatch.from_arrays([np.zeros((2, 4, 4), np.int16)], ids=["a"])
+        >>> b = CTBatch.from_arrays([np.ones((3, 6, 5), np.int16)], ids=["b"])
+        >>> c = CTBatch.concat([a, b])
+        >>> c.ids, c.shapes.tolist()
+        (['a', 'b'], [[2, 4, 4], [3, 6, 5]])
+        """
+        parts = [b for b in batches if len(b) > 0]
+        first = batches[0] if batches else None
+        out_cls = type(first) if first is not None else cls
+        ids = [i for b in parts for i in b.ids]
+        out = out_cls(ids, [s for b in parts for s in b.sources])
+        if first is not None:
+            out.n_workers, out.on_error = first.n_workers, first.on_error
+            out._seed = first._seed
+            out._n_random_calls = max(b._n_random_calls for b in batches)
+        out.failed = [f for b in batches for f in b.failed]
+        out.dumped = [i for b in batches for i in b.dumped]
+        out.skipped = [i for b in batches for i in b.skipped]
+        if not parts:
+            return out
+        out.info = [dict(d) for b in parts for d in b.info]
+        out.warnings = [list(w) for b in parts for w in b.warnings]
+        out._positions = [p for b in parts for p in b._positions]
+        out.spacing = np.concatenate([b.spacing for b in parts])
+        out.origin = np.concatenate([b.origin for b in parts])
+        out.direction = np.concatenate([b.direction for b in parts])
+        out.nodules = pd.concat([b.nodules for b in parts], ignore_index=True)
+        for name in SKYSCRAPER:
+            have = [b.has(name) for b in parts]
+            if not any(have):
+                continue
+            if not all(have):
+                missing = [i for b in parts if not b.has(name) for i in b.ids]
+                raise InvalidScanError(f"concat: items {missing} have no {name} while others do")
+            views = [v for b in parts for v in b._data[name].items()]
+            out._data[name] = Ragged.from_items(views)
+        if all(b.patches is not None for b in parts):
+            out.patches = np.concatenate([b.patches for b in parts if b.patches is not None])
+            out.patch_grids = [g for b in parts for g in b.patch_grids]
+        return out
+
     def _set_items(
         self,
-        arrays: Mapping[str, Sequence[NDArray[Any]] | None],
+        arrays: Mapping[str, Sequence[NDArray[Any]] | Ragged | None],
         geometries: Sequence[Geometry],
         *,
         fresh: bool = False,
     ) -> None:
-        """Replace the skyscrapers and geometry from per-item arrays.
+        """Replace the components and geometry from per-item arrays (or unchanged Ragged).
 
         ``fresh=True`` says the item arrays were allocated by ctflow's own code for this call,
-        so a skyscraper made from one of them without a copy is owned by the batch.
+        so a buffer made from one of them without a copy is owned by the batch.
         """
         images = arrays.get("images")
-        if images is None or (not isinstance(images, np.ndarray) and len(images) != len(self.ids)):
+        if images is None or (not isinstance(images, Ragged) and len(images) != len(self.ids)):
             raise InvalidScanError("internal: every item needs images")
-        if isinstance(images, np.ndarray):  # an unchanged skyscraper: keep bounds
-            shapes = [tuple(int(v) for v in s) for s in self.shapes]
-        else:
-            shapes = [np.asarray(a).shape for a in images]
-        new: dict[str, NDArray[Any] | None] = {}
+        new: dict[str, Ragged] = {}
         for name in SKYSCRAPER:
             seq = arrays.get(name)
             if seq is None:
-                new[name] = None
-                self._owned.discard(name)
                 continue
-            if isinstance(seq, np.ndarray):  # unchanged skyscraper, reused without a copy
-                if seq.shape[0] != sum(s[0] for s in shapes) or seq.shape[1:] != shapes[0][1:]:
-                    raise InvalidScanError(
-                        f"{name} skyscraper {seq.shape} does not match the item shapes {shapes}"
-                    )
+            if isinstance(seq, Ragged):  # unchanged, reused without a copy
                 new[name] = seq
                 continue
-            for arr, shape, item_id in zip(seq, shapes, self.ids, strict=True):
-                if arr.shape != shape:
+            for arr, item_id in zip(seq, self.ids, strict=True):
+                if np.ndim(arr) != 3:
                     raise InvalidScanError(
-                        f"{name} of item {item_id!r} has shape {arr.shape}; its images have {shape}"
+                        f"{name} of item {item_id!r} must be 3-D (z, y, x); got {np.shape(arr)}"
                     )
-            new[name] = _concat(seq, name, self.ids) if len(seq) else None
-            arr_new = new[name]
-            allocated = arr_new is not None and not any(arr_new is a for a in seq)
-            if allocated or (fresh and arr_new is not None and memory.owns_data(arr_new)):
-                self._owned.add(name)
-            else:
-                self._owned.discard(name)
-        self.images, self.masks, self.lungs = new["images"], new["masks"], new["lungs"]
-        self.bounds = np.concatenate([[0], np.cumsum([s[0] for s in shapes])]).astype(np.int64)
+            new[name] = Ragged.from_items(seq, fresh=fresh) if len(seq) else Ragged.from_items([])
+        ref = new["images"]
+        for name, data in new.items():
+            if name == "images":
+                continue
+            for i, item_id in enumerate(self.ids):
+                if tuple(data.shapes[i]) != tuple(ref.shapes[i]):
+                    raise InvalidScanError(
+                        f"{name} of item {item_id!r} has shape {tuple(data.shapes[i].tolist())}; "
+                        f"its images have {tuple(ref.shapes[i].tolist())}"
+                    )
+        self._data = new
         self.spacing = np.stack([g.spacing for g in geometries]) if geometries else np.ones((0, 3))
         self.origin = np.stack([g.origin for g in geometries]) if geometries else np.zeros((0, 3))
         self.direction = (
@@ -369,10 +575,8 @@ class CTBatch:
         return Geometry(self.spacing[i], self.origin[i], self.direction[i])
 
     def _view(self, name: str, i: int) -> NDArray[Any] | None:
-        arr = getattr(self, name)
-        if arr is None:
-            return None
-        return arr[self.bounds[i] : self.bounds[i + 1]]
+        data = self._data.get(name)
+        return None if data is None else data.item(i)
 
     def get(self, key: int | str, component: str | None = None) -> Any:
         """An item (:class:`CTItem`) by position or id, or one of its components.
@@ -407,13 +611,22 @@ class CTBatch:
     @property
     def shapes(self) -> NDArray[np.int64]:
         """(N, 3) item shapes (Z, Y, X)."""
-        if self.images is None:
+        data = self._data.get("images")
+        if data is None:
             return np.zeros((len(self), 3), dtype=np.int64)
-        yx = np.tile(self.images.shape[1:], (len(self), 1))
-        return np.column_stack([np.diff(self.bounds), yx]).astype(np.int64)
+        return data.shapes.copy()
+
+    @property
+    def uniform(self) -> bool:
+        """True when every item has the same (Z, Y, X) (so :meth:`unstack` works)."""
+        data = self._data.get("images")
+        return data is None or data.uniform
 
     def unstack(self, component: str = "images") -> NDArray[Any]:
         """Items as one (N, Z, Y, X) array — a view, no copy — when all items share a shape.
+
+        Items of different shapes raise :class:`~ctflow.errors.InvalidScanError` naming them;
+        use ``batch[i].images`` per item then.
 
         Examples
         --------
@@ -423,17 +636,10 @@ class CTBatch:
         >>> u.shape, u.base is not None
         ((3, 2, 4, 4), True)
         """
-        arr = getattr(self, component, None)
-        if component not in SKYSCRAPER or arr is None:
+        data = self._data.get(component) if component in SKYSCRAPER else None
+        if data is None:
             raise InvalidParameterError(f"unstack: component {component!r} is not loaded")
-        z = np.diff(self.bounds)
-        if len(z) == 0:
-            return arr.reshape(0, 0, *arr.shape[1:])
-        if np.any(z != z[0]):
-            raise InvalidScanError(
-                f"unstack: items have different z sizes {z.tolist()}; resize or crop them first"
-            )
-        return arr.reshape(len(z), int(z[0]), *arr.shape[1:])
+        return data.unstack(component, self.ids)
 
     def voxel_to_world(self, key: int | str, zyx: ArrayLike) -> NDArray[np.float64]:
         """Voxel indices of item ``key`` to world mm, (z, y, x)."""
@@ -453,18 +659,29 @@ class CTBatch:
         )
 
     def __repr__(self) -> str:
-        if self.images is None:
-            data = "not loaded"
+        data = self._data.get("images")
+        if data is None:
+            desc = "not loaded"
         else:
-            parts = [f"images={self.images.shape} {self.images.dtype}"]
+            if data.uniform_yx:
+                parts = [f"images={self.images.shape} {data.dtype}"]  # type: ignore[union-attr]
+            else:
+                parts = [f"images=ragged {data.dtype}"]
             for name in ("masks", "lungs"):
-                arr = getattr(self, name)
-                if arr is not None:
-                    parts.append(f"{name}={arr.dtype}")
+                other = self._data.get(name)
+                if other is not None:
+                    parts.append(f"{name}={other.dtype}")
             parts.append(f"nodules={len(self.nodules)}")
-            data = ", ".join(parts)
+            desc = ", ".join(parts)
         shown = ", ".join(self.ids[:4]) + (", ..." if len(self) > 4 else "")
-        return f"{type(self).__name__}(n={len(self)}, ids=[{shown}], {data})"
+        return f"{type(self).__name__}(n={len(self)}, ids=[{shown}], {desc})"
+
+    def warn(self, key: int | str, action_name: str, message: str) -> None:
+        """Record a warning about one item (``"<action>: <message>"`` in ``batch.warnings``)."""
+        entry = f"{action_name}: {message}"
+        bucket = self.warnings[self._index(key)]
+        if entry not in bucket:
+            bucket.append(entry)
 
     # ------------------------------------------------------------------ randomness
     def set_random_state(self, seed: int | None, position: int) -> None:
@@ -527,6 +744,8 @@ class CTBatch:
         results: list[Any] = []
         keep: list[int] = []
         for item, fut in zip(items, futures, strict=True):
+            for message in item.warnings:
+                self.warn(item.index, name, message)
             exc = fut.exception()
             if exc is None:
                 results.append(fut.result())
@@ -545,23 +764,16 @@ class CTBatch:
     def _keep(self, indices: Sequence[int]) -> None:
         """Drop all items except ``indices`` (in place)."""
         idx = list(indices)
-        comps = {
-            c: [self._view(c, i) for i in idx] for c in SKYSCRAPER if getattr(self, c) is not None
-        }
-        geoms = [self.geometry(i) for i in idx]
         kept_ids = [self.ids[i] for i in idx]
         self.nodules = self.nodules[self.nodules["id"].isin(kept_ids)].reset_index(drop=True)
         self.ids = kept_ids
         self.sources = [self.sources[i] for i in idx]
         self.info = [self.info[i] for i in idx]
+        self.warnings = [self.warnings[i] for i in idx]
         self._positions = [self._positions[i] for i in idx]
-        if idx and self.images is not None:
-            self._set_items(comps, geoms)  # type: ignore[arg-type]
-        else:
-            self.images = self.masks = self.lungs = None
-            self.bounds = np.zeros(len(idx) + 1, dtype=np.int64)
-            self.spacing, self.origin = self.spacing[idx], self.origin[idx]
-            self.direction = self.direction[idx]
+        self._data = {name: data.take(idx) for name, data in self._data.items()} if idx else {}
+        self.spacing, self.origin = self.spacing[idx], self.origin[idx]
+        self.direction = self.direction[idx]
 
     def _assemble(self, name: str, results: Sequence[Any], *, fresh: bool = False) -> None:
         """Build new components from per-item results (arrays, dicts or None)."""
@@ -574,12 +786,12 @@ class CTBatch:
             elif isinstance(r, np.ndarray):
                 dicts.append({"images": r})
             elif isinstance(r, Mapping):
-                unknown = set(r) - {*SKYSCRAPER, *_GEOMETRY_KEYS, "nodules", "info"}
+                unknown = set(r) - _RESULT_KEYS - _INTERNAL_KEYS
                 if unknown:
                     raise InvalidParameterError(
                         f"{name}: item {item_id!r} returned unknown components {sorted(unknown)}; "
                         f"allowed: images, masks, lungs, spacing, origin, direction, geometry, "
-                        f"nodules, info"
+                        f"nodules, info, warnings"
                     )
                 dicts.append(dict(r))
             else:
@@ -599,29 +811,30 @@ class CTBatch:
                         d.get("direction", self.direction[i]),
                     )
                 )
-        new: dict[str, list[NDArray[Any]] | None] = {}
+        shapes = self.shapes
+        loaded = self.has("images")
         changed_shape = any(
-            "images" in d and (self.images is None or d["images"].shape != tuple(self.shapes[i]))
+            "images" in d and (not loaded or np.shape(d["images"]) != tuple(shapes[i]))
             for i, d in enumerate(dicts)
         )
+        new: dict[str, Sequence[NDArray[Any]] | Ragged | None] = {}
         for comp in SKYSCRAPER:
             given = [d.get(comp) for d in dicts]
+            old = self._data.get(comp)
             if all(g is None for g in given):
-                old = getattr(self, comp)
                 if old is None or (changed_shape and comp != "images"):
                     new[comp] = None  # absent, or cannot follow a shape change it missed
                 else:
-                    new[comp] = old  # unchanged: reuse the skyscraper, no copy
+                    new[comp] = old  # unchanged: reuse the buffer, no copy
                 continue
             arrays = []
             for i, g in enumerate(given):
                 if g is None:
-                    old_view = self._view(comp, i)
-                    if old_view is None:
+                    if old is None:
                         raise InvalidScanError(
                             f"{name}: item {self.ids[i]!r} returned no {comp} while other items did"
                         )
-                    arrays.append(old_view)
+                    arrays.append(old.item(i))
                 else:
                     arrays.append(np.asarray(g))
             new[comp] = arrays
@@ -639,11 +852,16 @@ class CTBatch:
         for i, d in enumerate(dicts):
             if "info" in d:
                 self.info[i].update(d["info"])
+            for entry in d.get("_recorded_warnings", ()):
+                if entry not in self.warnings[i]:
+                    self.warnings[i].append(entry)
+            for message in d.get("warnings", ()):
+                self.warn(i, name, message)
         self._set_items(new, geoms, fresh=fresh)
 
     def _require(self, what: str, *components: str) -> None:
         for comp in components:
-            if getattr(self, comp) is None:
+            if not self.has(comp):
                 hint = (
                     "load() first"
                     if comp == "images"
@@ -706,12 +924,18 @@ class CTBatch:
             out: dict[str, Any] = dict(stored.components)
             out["geometry"] = stored.geometry
             out["nodules"] = stored.nodules
+            out["_recorded_warnings"] = stored.warnings  # "action: message" as recorded
             return out
         dicom_kw: dict[str, Any] = {}
         if kind == "dicom":
             dicom_kw = {"series_uid": series_uid, "allow_uneven": allow_uneven}
         scan = read_scan(item.source, kind, **dicom_kw)
-        return {"images": scan.images, "geometry": scan.geometry, "info": scan.info}
+        return {
+            "images": scan.images,
+            "geometry": scan.geometry,
+            "info": scan.info,
+            "warnings": _reader_warnings(scan.info),
+        }
 
     @action
     @inbatch_parallel
@@ -758,6 +982,7 @@ class CTBatch:
             source=item.source,
             skip_existing=skip_existing,
             compression=compression,
+            warnings=self.warnings[item.index],
         )
         (self.dumped if written is not None else self.skipped).append(item.id)
         return None
@@ -783,8 +1008,9 @@ class CTBatch:
         resampled as labels (nearest), never interpolated. Output images are float32 for
         ``order >= 1`` unless ``dtype`` says otherwise (e.g. ``np.int16`` rounds back to HU).
         Origin and spacing are updated so world points keep pointing at the same anatomy.
-        ``shape`` may hold ``None`` on an axis to keep that axis's field of view, e.g.
-        ``(None, 384, 384)`` fixes only the in-plane size so scans share a batch.
+        Without ``shape`` each item keeps its own field of view (items of a batch may then
+        differ in shape). ``shape`` may hold ``None`` on an axis to keep that axis's field of
+        view, e.g. ``(None, 384, 384)`` fixes only the in-plane size.
         ``anti_alias=True`` smooths axes that are downsampled (Gaussian, sigma from the
         spacing ratio) before sampling, as image pyramids do.
 
@@ -980,6 +1206,44 @@ class CTBatch:
 
     @action
     @inbatch_parallel
+    def reorient(self, item: CTItem, code: str = "LPS") -> dict[str, Any] | None:
+        """Permute and flip every item's axes so they follow an orientation code (exact).
+
+        ``code`` is one of the 48 three-letter DICOM-style codes SimpleITK's ``DICOMOrient``
+        takes (``"LPS"``, ``"RAS"``, ``"SLA"``, ...). Its letters describe the array axes x,
+        y, z (ctflow axes 2, 1, 0) in DICOM's convention: ``"LPS"`` means x grows toward the
+        patient's left, y toward posterior, z toward superior — the identity direction. The
+        result equals ``sitk.DICOMOrient(image, code)`` voxel for voxel and in spacing, origin
+        and direction: no interpolation, every voxel keeps its world position (nodule tables
+        stay valid), masks and lungs follow. An item already in that orientation is left as
+        it is (no copy). Train on scans brought to one orientation, as TorchIO's
+        ``ToCanonical`` / MONAI's ``Orientationd`` do: otherwise a RAS-stored NIfTI and an
+        LPS DICOM reach the network mirrored.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> b = CTBatch.from_arrays([np.arange(8, dtype=np.int16).reshape(2, 2, 2)])
+        >>> np.diag(b.reorient("RAS").direction[0]).tolist()    # y and x now run the other way
+        [1.0, -1.0, -1.0]
+        >>> b.images[0].tolist(), b.voxel_to_world(0, (0, 0, 0)).tolist()
+        ([[3, 2], [1, 0]], [0.0, 1.0, 1.0])
+        """
+        from ctflow.ops.orient import reorient
+
+        images = self._item_images(item, "reorient")
+        view, geometry = reorient(images, item.geometry, code)
+        if view is images:
+            return None  # already in that orientation: nothing moves, nothing is copied
+        out: dict[str, Any] = {"images": np.ascontiguousarray(view), "geometry": geometry}
+        for comp in ("masks", "lungs"):
+            arr = getattr(item, comp)
+            if arr is not None:
+                out[comp] = np.ascontiguousarray(reorient(arr, item.geometry, code)[0])
+        return out
+
+    @action
+    @inbatch_parallel
     def rotate(
         self,
         item: CTItem,
@@ -1070,16 +1334,16 @@ class CTBatch:
         from ctflow.ops.intensity import normalize_hu
 
         self._require("normalize_hu", "images")
-        assert self.images is not None
-        images = self.images
+        data = self._data["images"]
+        images = data.buffer  # every item at once, whatever the shapes: the op is voxelwise
         in_place = (
             inplace
-            and "images" in self._owned
+            and data.owned
             and images.dtype == np.dtype(dtype)
             and images.flags.c_contiguous
             and images.flags.writeable
         )
-        self.images = normalize_hu(
+        out = normalize_hu(
             images,
             min_hu,
             max_hu,
@@ -1087,7 +1351,7 @@ class CTBatch:
             out=images if in_place else None,
             n_threads=self._workers(None),
         )
-        self._owned.add("images")
+        self._data["images"] = data.with_buffer(out, owned=True)
         return self
 
     @action
@@ -1201,6 +1465,14 @@ class CTBatch:
             n_threads=item.n_threads,
         )
         out: dict[str, Any] = {"lungs": lungs}
+        found_ml = float(np.count_nonzero(lungs)) * float(np.prod(item.spacing)) / 1000.0
+        if found_ml == 0.0:
+            item.warn("no lungs found: the lung mask is empty (is this a chest CT?)")
+        elif found_ml < PLAUSIBLE_LUNG_ML:
+            item.warn(
+                f"only {found_ml:.0f} ml of lung found (adult lungs hold 3-7 l): the scan may not "
+                f"be a chest CT, or shows only part of the lungs"
+            )
         if blank:
             out["images"] = np.where(lungs.astype(bool), images, images.dtype.type(blank_value))
         return out
@@ -1212,10 +1484,10 @@ class CTBatch:
     ) -> dict[str, Any]:
         """Crop every item to the box around its lungs, enlarged by ``margin_mm`` per side.
 
-        Items of different lung sizes get different in-plane sizes, which cannot share one
-        batch: pass ``shape`` (voxels) to cut a box of that shape centred on the lungs instead
-        (padded with air where it leaves the scan), or run with ``batch_size=1``. An item
-        without lungs found is kept whole. Origins move with the box.
+        Items of different lung sizes get boxes of different shapes (a batch holds any
+        shapes); pass ``shape`` (voxels) to cut a box of that shape centred on the lungs instead
+        (padded with air where it leaves the scan), e.g. to stack the items for a network. An
+        item without lungs found is kept whole. Origins move with the box.
 
         Examples
         --------
@@ -1338,7 +1610,16 @@ class CTBatch:
         shape = self._item_images(item, "create_mask").shape
         centers = item.nodules[["z", "y", "x"]].to_numpy(np.float64)
         diameters = item.nodules["diameter"].to_numpy(np.float64)
-        return {"masks": create_mask(shape, item.geometry, centers, diameters, mode=mode)}
+        mask = create_mask(shape, item.geometry, centers, diameters, mode=mode)
+        if len(centers) == 0:
+            hint = "" if len(self.nodules) else " (no nodule table in the batch: fetch_nodules?)"
+            item.warn(f"the item has no nodules{hint}: its mask is all zero")
+        elif not mask.any():
+            item.warn(
+                f"none of its {len(centers)} nodule(s) covers a voxel centre of the scan (outside "
+                f"the field of view, or smaller than a voxel): its mask is all zero"
+            )
+        return {"masks": mask}
 
     @action
     def binarize_mask(self, threshold: float = 0.5) -> CTBatch:
@@ -1355,7 +1636,8 @@ class CTBatch:
         from ctflow.ops.masks import binarize_mask
 
         self._require("binarize_mask", "masks")
-        self.masks = binarize_mask(self.masks, threshold)  # type: ignore[arg-type]
+        data = self._data["masks"]
+        self._data["masks"] = data.with_buffer(binarize_mask(data.buffer, threshold))
         return self
 
     @action
@@ -1430,7 +1712,7 @@ class CTBatch:
             when present, and the nodules that lie inside each crop. Ids are
             ``<parent>_<position>_<k>`` and ``info[k]`` records parent, start and kind.
             Random crops never overlap a nodule; when that is impossible fewer random crops are
-            returned and a warning is recorded in ``info``.
+            returned and a warning is recorded in ``warnings`` (of the parents and their crops).
 
         Examples
         --------
@@ -1486,7 +1768,10 @@ class CTBatch:
             rng=rng,
             histo=histo,
         )
-        assert self.images is not None
+        for message in plan.warnings:
+            text = message.removeprefix("sample_crop_starts: ").removeprefix("sample_nodules: ")
+            for i in range(len(self)):
+                self.warn(i, "sample_nodules", text)
         fills: dict[int, float] = {}
 
         def fill_for(i: int, start: NDArray[Any]) -> float:
@@ -1510,9 +1795,7 @@ class CTBatch:
         item_geoms = [self.geometry(i) for i in range(len(self))]
         pos = self._seed.spawn_key[0] if self._seed is not None and self._seed.spawn_key else 0
         ids, sources, geoms, infos = [], [], [], []
-        comps: dict[str, list[NDArray[Any]]] = {
-            c: [] for c in SKYSCRAPER if getattr(self, c) is not None
-        }
+        comps: dict[str, list[NDArray[Any]]] = {c: [] for c in SKYSCRAPER if self.has(c)}
         picked: list[NDArray[np.intp]] = []
         owners_of_rows: list[str] = []
         for k, (i, start) in enumerate(zip(plan.items, plan.starts, strict=True)):
@@ -1545,7 +1828,8 @@ class CTBatch:
         out._seed = self._seed
         out._n_random_calls = self._n_random_calls
         if not ids:
-            out.info = []
+            out.info, out.warnings = [], []
+            out.failed = list(self.failed)
             return out
         out._set_items(comps, geoms, fresh=True)
         if picked:  # rows of the crops' parents were looked at (maybe none inside a crop)
@@ -1555,9 +1839,8 @@ class CTBatch:
         else:
             out.nodules = empty_nodules()
         out.info = infos
-        if plan.warnings:
-            for info in out.info:
-                info["warnings"] = list(plan.warnings)
+        parent_index = {pid: k for k, pid in enumerate(self.ids)}
+        out.warnings = [list(self.warnings[parent_index[str(info["parent"])]]) for info in infos]
         out.failed = list(self.failed)
         return out
 
@@ -1682,7 +1965,7 @@ class CTBatch:
                 raise InvalidScanError(
                     f"{name} of item {item_id!r} would be {vol.shape}; its images are {shape}"
                 )
-        setattr(self, name, _concat(volumes, name, self.ids) if volumes else None)
+        self.set_component(name, volumes if volumes else None)
 
     # ================================================================== pictures
     def show(self, key: int | str = 0, **kwargs: Any) -> Any:
@@ -1714,17 +1997,38 @@ class CTBatch:
         return item.images
 
     def subset(self, keys: Sequence[int | str]) -> CTBatch:
-        """A new batch with copies of the chosen items (by position or id)."""
-        idx = [self._index(k) for k in keys]
+        """A new batch with copies of the chosen items (by position or id).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> b = CTBatch.from_arrays([np.zeros((2, 4, 4), np.int16), np.ones((3, 5, 5), np.int16)])
+        >>> s = b.subset([1])
+        >>> s.ids, s.shapes.tolist(), bool(np.shares_memory(s[0].images, b[1].images))
+        (['1'], [[3, 5, 5]], False)
+        """
+        out = self._select([self._index(k) for k in keys], copy=True)
+        return out
+
+    def _select(self, idx: Sequence[int], *, copy: bool) -> CTBatch:
+        """The items ``idx`` as a new batch: copies, or (``copy=False``) views of this batch's
+        buffers where possible (one item: always a view)."""
         out = type(self)([self.ids[i] for i in idx], [self.sources[i] for i in idx])
-        out.n_workers = self.n_workers
-        if self.images is not None and idx:
-            comps = {
-                c: [np.array(self._view(c, i)) for i in idx]
-                for c in SKYSCRAPER
-                if getattr(self, c) is not None
-            }
-            out._set_items(comps, [self.geometry(i) for i in idx], fresh=True)
+        out.n_workers, out.on_error = self.n_workers, self.on_error
+        out._seed, out._n_random_calls = self._seed, self._n_random_calls
+        out.info = [dict(self.info[i]) for i in idx]
+        out.warnings = [list(self.warnings[i]) for i in idx]
+        out._positions = [self._positions[i] for i in idx]
+        out.spacing = self.spacing[list(idx)].copy()
+        out.origin = self.origin[list(idx)].copy()
+        out.direction = self.direction[list(idx)].copy()
+        for name, data in self._data.items():
+            views = [data.item(i) for i in idx]
+            if copy:
+                views = [np.array(v) for v in views] if len(views) == 1 else views
+                out._data[name] = Ragged.from_items(views, dtype=data.dtype, fresh=True)
+            else:
+                out._data[name] = Ragged.from_items(views, dtype=data.dtype)
         out.nodules = self.nodules[self.nodules["id"].isin(out.ids)].reset_index(drop=True)
         return out
 

@@ -83,23 +83,23 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"ctflow {cf.__version__} demo — writing to {out}")
     shape = (args.z, args.size, args.size)
     print(
-        f"1/4 making {args.n_scans} synthetic LUNA16-like scans {shape} "
-        "(.mhd/.raw + annotations.csv)"
+        f"1/4 making {args.n_scans} synthetic LUNA16-like scans of mixed sizes around {shape}, "
+        "stored LPS and RAS (.mhd/.raw, .nii.gz + annotations.csv)"
     )
-    _, annotations_csv = make_dataset(
-        out / "scans", n_scans=args.n_scans, shape=shape, seed=args.seed
+    paths, annotations_csv = make_dataset(
+        out / "scans", n_scans=args.n_scans, shape=shape, seed=args.seed, mixed=True
     )
     annotations = cf.read_annotations(annotations_csv)
-    ds = cf.Dataset.from_glob(str(out / "scans" / "*.mhd"))
+    ds = cf.Dataset.from_paths(paths)
     print(f"    {len(ds)} scans, {len(annotations)} nodules annotated")
 
     spacing = (1.0, 1.0, 1.0)
     prep = (
         cf.Pipeline()
-        .load()
+        .load()  # scans of any size share a batch
+        .reorient("LPS")  # one orientation for the network, exact (axes flipped, no resampling)
         .fetch_nodules(annotations)
-        # a common in-plane size so scans of different fields of view share a batch
-        .unify_spacing(spacing, shape=(None, args.size, args.size), order=1)
+        .unify_spacing(spacing, order=1)  # 1 mm; each scan keeps its own field of view
         .normalize_hu(-1000, 400)
         .create_mask()
         .sample_nodules(batch_size=8, nodule_size=(32, 48, 48), share=0.5, variance=(4, 9, 9))
@@ -118,7 +118,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print("4/4 preview: the scan with the most nodules, at 1 mm, slice through a nodule")
     counts = annotations["id"].value_counts()
     scan_id = str(counts.index[0]) if len(counts) else ds.ids[0]
-    view = cf.Pipeline().load().fetch_nodules(annotations).unify_spacing(spacing).create_mask()
+    view = (
+        cf.Pipeline()
+        .load()
+        .reorient("LPS")  # show_slice draws the array as stored: LPS is the radiological view
+        .fetch_nodules(annotations)
+        .unify_spacing(spacing)
+        .create_mask()
+    )
     batch = view.execute(ds.create_batch([scan_id]))
     item = batch[0]
     nodules = [tuple(r) for r in item.nodules[["z", "y", "x", "diameter"]].to_numpy(np.float64)]
@@ -212,17 +219,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------- info
 def _orientation_code(direction: np.ndarray[Any, Any]) -> str:
-    """ITK-style 3-letter code (x, y, z voxel axes) of the world directions, e.g. "LPS"."""
-    letters = (("R", "L"), ("A", "P"), ("I", "S"))  # LPS world x, y, z: - / +
-    code = ""
-    for j in (2, 1, 0):  # voxel axes x, y, z
-        col = direction[:, j]  # world (z, y, x) components
-        w = int(np.argmax(np.abs(col)))
-        world = 2 - w  # world axis index in (x, y, z) order
-        code += letters[world][1 if col[w] > 0 else 0]
-        if abs(col[w]) < 0.999:
-            code = code[:-1] + code[-1].lower()  # oblique: lower case
-    return code
+    """ITK's 3-letter code (x, y, z voxel axes) of the direction, e.g. "LPS"; "(oblique)"
+    added when an axis is more than ~2.5 degrees off the world axes."""
+    from ctflow.ops.orient import orientation_code
+
+    code = orientation_code(direction)
+    oblique = bool(np.any(np.abs(direction).max(axis=0) < 0.999))
+    return f"{code}, oblique" if oblique else code
 
 
 def _print_scan_summary(images: np.ndarray[Any, Any], geometry: Any) -> None:
@@ -271,8 +274,23 @@ def _print_info_value(key: str, value: Any) -> None:
         print(f"{key + ':':<12} {value}")
 
 
-def _cmd_info(args: argparse.Namespace) -> int:
+def _read_scan(path: Path, kind: str, args: argparse.Namespace) -> Any:
+    """``read_scan`` with the command's DICOM options (``--allow-uneven``)."""
     import ctflow as cf
+
+    if kind == "dicom" and getattr(args, "allow_uneven", False):
+        return cf.read_scan(path, kind, allow_uneven=True)
+    return cf.read_scan(path, kind)
+
+
+def _print_warnings(command: str, info: dict[str, Any]) -> None:
+    from ctflow.batch import _reader_warnings
+
+    for message in _reader_warnings(info):
+        print(f"ctflow {command}: warning: {message}", file=sys.stderr)
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
     from ctflow.errors import CTFlowError
     from ctflow.io.reader import detect_format
 
@@ -304,7 +322,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         _print_scan_summary(item.components["images"], item.geometry)
         return 0
     try:
-        scan = cf.read_scan(path, kind)
+        scan = _read_scan(path, kind, args)
     except CTFlowError as exc:
         if kind != "dicom":
             raise
@@ -333,9 +351,8 @@ def _item_id(path: Path) -> str:
     return _stem(path, path.is_dir())
 
 
-def _load_for_show(path: Path, fmt: str | None) -> dict[str, Any]:
+def _load_for_show(path: Path, fmt: str | None, args: argparse.Namespace) -> dict[str, Any]:
     """images, geometry, masks, lungs, nodules of a scan or dump item."""
-    import ctflow as cf
     from ctflow.io.reader import detect_format
 
     kind = fmt or detect_format(path)
@@ -351,7 +368,8 @@ def _load_for_show(path: Path, fmt: str | None) -> dict[str, Any]:
             "lungs": item.components.get("lungs"),
             "nodules": item.nodules,
         }
-    scan = cf.read_scan(path, kind)
+    scan = _read_scan(path, kind, args)
+    _print_warnings("show", scan.info)
     return {
         "id": _item_id(path),
         "images": scan.images,
@@ -367,7 +385,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     from ctflow.viz import show_scan
 
     path = Path(args.path)
-    data = _load_for_show(path, args.fmt)
+    data = _load_for_show(path, args.fmt, args)
     item_id = args.id or data["id"]
     images, geometry = data["images"], data["geometry"]
     notes = []
@@ -481,8 +499,17 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         item = read_item(src)
         components, geometry, nodules = item.components, item.geometry, item.nodules
     else:
-        scan = cf.read_scan(src, kind)
+        scan = _read_scan(src, kind, args)
+        _print_warnings("convert", scan.info)
         components, geometry = {"images": scan.images}, scan.geometry
+    if args.orient is not None:
+        from ctflow.ops.orient import reorient
+
+        reoriented = {}
+        for name, arr in components.items():
+            view, new_geometry = reorient(arr, geometry, args.orient)
+            reoriented[name] = np.ascontiguousarray(view)
+        components, geometry = reoriented, new_geometry
     to = args.to or ("file" if _is_scan_file(dst) else "ctflow")
     if to == "ctflow":
         if args.component != "images":
@@ -593,6 +620,12 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument(
         "--fmt", default=None, help="force a format (mhd, nifti, nrrd, dicom, ctflow)"
     )
+    info.add_argument(
+        "--allow-uneven",
+        action="store_true",
+        help="DICOM folders: resample missing slices / uneven spacing onto a regular grid "
+        "(reported as a warning) instead of refusing the series",
+    )
     info.set_defaults(func=_cmd_info)
 
     show = sub.add_parser(
@@ -639,6 +672,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--mip-mm", type=float, default=20.0, help="MIP slab thickness in mm (default 20)"
     )
     show.add_argument("--fmt", default=None, help="force the input format")
+    show.add_argument(
+        "--allow-uneven",
+        action="store_true",
+        help="DICOM folders: resample missing slices / uneven spacing onto a regular grid "
+        "(reported as a warning) instead of refusing the series",
+    )
     show.set_defaults(func=_cmd_show)
 
     convert = sub.add_parser(
@@ -665,6 +704,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--compress", action="store_true", help="zlib-compressed MetaImage data (.zraw)"
     )
     convert.add_argument("--fmt", default=None, help="force the input format")
+    convert.add_argument(
+        "--allow-uneven",
+        action="store_true",
+        help="DICOM folders: resample missing slices / uneven spacing onto a regular grid "
+        "(reported as a warning) instead of refusing the series",
+    )
+    convert.add_argument(
+        "--orient",
+        default=None,
+        metavar="CODE",
+        help="reorient the axes to a 3-letter DICOM code (e.g. LPS, RAS) before writing: "
+        "exact (axes permuted/flipped, no interpolation), world positions kept",
+    )
     convert.set_defaults(func=_cmd_convert)
 
     bench = sub.add_parser(

@@ -130,6 +130,7 @@ class BatchOutcome:
     failed: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
     batch: CTBatch | None = None
     error: BaseException | None = None
 
@@ -148,6 +149,10 @@ class RunReport:
         Item id and reason (``"action: ExceptionType: message"``).
     skipped : list of str
         Items left alone by ``dump(..., skip_existing=True)``.
+    warnings : list of (str, str)
+        Item id and what ctflow decided on its own about it (``"action: message"``): a gap
+        in a DICOM series interpolated, files of a folder not read, no nodule to centre crops
+        on, an empty mask, a lung mask implausibly small ... The items are still done.
     timings : dict
         Seconds spent per action, summed over batches (wall time of the action call).
     n_batches : int
@@ -161,6 +166,7 @@ class RunReport:
     done: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     n_batches: int = 0
     wall_time: float = 0.0
@@ -173,6 +179,7 @@ class RunReport:
         self.done.extend(outcome.done)
         self.failed.extend(outcome.failed)
         self.skipped.extend(outcome.skipped)
+        self.warnings.extend(outcome.warnings)
         for name, t in outcome.timings.items():
             self.timings[name] = self.timings.get(name, 0.0) + t
 
@@ -180,7 +187,8 @@ class RunReport:
         """A human-readable multi-line summary."""
         lines = [
             f"items: {self.n_items} in {self.n_batches} batches — done {len(self.done)}, "
-            f"failed {len(self.failed)}, skipped (existing) {len(self.skipped)}",
+            f"failed {len(self.failed)}, skipped (existing) {len(self.skipped)}, "
+            f"warnings {len(self.warnings)}",
             f"wall time: {self.wall_time:.2f} s ({self.n_items / max(self.wall_time, 1e-9):.2f} "
             f"items/s), peak RSS {self.peak_rss_mb:.0f} MiB",
         ]
@@ -193,6 +201,10 @@ class RunReport:
             lines.append(f"  FAILED {item_id}: {reason}")
         if len(self.failed) > 20:
             lines.append(f"  ... and {len(self.failed) - 20} more failures")
+        for item_id, message in self.warnings[:20]:
+            lines.append(f"  WARNING {item_id}: {message}")
+        if len(self.warnings) > 20:
+            lines.append(f"  ... and {len(self.warnings) - 20} more warnings")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -262,44 +274,40 @@ def execute(
 ) -> BatchOutcome:
     """Run ``actions`` on one batch; never raises when ``on_error="skip"``.
 
-    This is what every engine runs for one batch (in a thread or on a Dask worker).
+    This is what every engine runs for one batch (in a thread or on a Dask worker). Under
+    ``on_error="skip"`` one bad item fails alone: an item-parallel action drops just the
+    items that raise, and when an action that works on the whole batch raises, it is run
+    again on each item by itself, so only the items it fails on are dropped (with their
+    reason) and the others go on.
     """
     ids = list(batch.ids)
     outcome = BatchOutcome(position=position, ids=ids)
     batch.set_random_state(seed, position)
     batch.on_error = on_error
     current: CTBatch = batch
+    seen: set[tuple[str, str]] = set()
     for call in actions:
         if len(current) == 0:
             break
         t0 = time.perf_counter()
         try:
-            if call.func is not None:
-                result = call.func(current, *call.args, **call.kwargs)
-            else:
-                result = getattr(current, call.name)(*call.args, **call.kwargs)
+            result = _call(current, call)
         except Exception as exc:
             exc.add_note(
-                f"ctflow: in action {call.name!r} of the batch at position {position} ({ids})"
+                f"ctflow: in action {call.name!r} of the batch at position {position} "
+                f"({current.ids})"
             )
             if on_error != "skip":
                 outcome.error = exc
                 return outcome
-            reason = f"{call.name}: {type(exc).__name__}: {exc}"
-            alive = _origin_ids(current)
-            outcome.failed.extend((i, reason) for i in alive if i not in _failed_ids(outcome))
-            current = current.subset([])
-            break
+            result = _isolate(current, call, exc)
         finally:
             dt = time.perf_counter() - t0
             outcome.timings[call.name] = outcome.timings.get(call.name, 0.0) + dt
+        _harvest_warnings(current, outcome, seen)
         if result is not None:
-            if not isinstance(result, CTBatch):
-                raise InvalidParameterError(
-                    f"action {call.name!r} returned {type(result).__name__}; actions must return "
-                    f"a batch (or None for in-place changes)"
-                )
             current = result
+    _harvest_warnings(current, outcome, seen)
     for failure in current.failed:
         outcome.failed.append(
             (
@@ -313,6 +321,60 @@ def execute(
     if keep_batch:
         outcome.batch = current
     return outcome
+
+
+def _call(batch: CTBatch, call: ActionCall) -> CTBatch | None:
+    """One action on one batch: the batch it returns (None: changed in place)."""
+    if call.func is not None:
+        result = call.func(batch, *call.args, **call.kwargs)
+    else:
+        result = getattr(batch, call.name)(*call.args, **call.kwargs)
+    if result is not None and not isinstance(result, CTBatch):
+        raise InvalidParameterError(
+            f"action {call.name!r} returned {type(result).__name__}; actions must return "
+            f"a batch (or None for in-place changes)"
+        )
+    return result
+
+
+def _isolate(batch: CTBatch, call: ActionCall, error: Exception) -> CTBatch:
+    """After ``call`` failed on the whole batch: run it on each item alone, keep those that
+    pass, and record the others as failed (``on_error="skip"``)."""
+    from ctflow.batch import ItemFailure
+
+    if len(batch) == 1:
+        parts: list[CTBatch] = []
+        failures = [ItemFailure(batch.ids[0], call.name, error)]
+    else:
+        parts, failures = [], []
+        for i in range(len(batch)):
+            single = batch._select([i], copy=False)
+            single.failed = []
+            try:
+                result = _call(single, call)
+            except Exception as exc:
+                exc.add_note(f"ctflow: in action {call.name!r} on item {batch.ids[i]!r} (#{i})")
+                failures.append(ItemFailure(batch.ids[i], call.name, exc))
+                continue
+            parts.append(single if result is None else result)
+    if not parts:
+        out = batch._select([], copy=False)
+    else:
+        out = type(batch).concat(parts)
+    out.failed = [*batch.failed, *out.failed, *failures]
+    out.dumped = [*batch.dumped, *out.dumped]
+    out.skipped = [*batch.skipped, *out.skipped]
+    return out
+
+
+def _harvest_warnings(batch: CTBatch, outcome: BatchOutcome, seen: set[tuple[str, str]]) -> None:
+    """Copy the batch's new item warnings into the outcome, under the items' original ids."""
+    for parent, bucket in zip(_origin_ids(batch), batch.warnings, strict=True):
+        for message in bucket:
+            key = (parent, message)
+            if key not in seen:
+                seen.add(key)
+                outcome.warnings.append(key)
 
 
 def _failed_ids(outcome: BatchOutcome) -> set[str]:

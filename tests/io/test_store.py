@@ -163,7 +163,7 @@ def test_dumps_are_byte_identical_whoever_writes_them(tmp_path, rng):
     meta = json.loads(one["b/meta.json"])
     assert set(meta) == {
         "format", "format_version", "ctflow_version", "id", "components", "spacing", "origin",
-        "direction", "nodules", "source",
+        "direction", "nodules", "source", "warnings",
     }  # fmt: skip
     # and the bytes do depend on the data
     b.images[0, 0, 0] += 1

@@ -12,11 +12,15 @@ What a batch becomes (``mode="batch"``)::
      "masks":  tensor (N, 1, Z, Y, X),   # uint8, when the batch has masks (and asked for)
      "lungs":  tensor (N, 1, Z, Y, X),   # uint8, when present (and asked for)
      "spacing": tensor (N, 3), "origin": tensor (N, 3),   # (z, y, x) mm, float64
+     "direction": tensor (N, 3, 3),                        # axis cosines, (z, y, x)
+     "shapes": tensor (N, 3),                              # (Z, Y, X) of each item, int64
      "ids": [str, ...]}
 
-Tensors share memory with the batch (``torch.from_numpy``: no copy). Items of one batch must
-share a shape (use ``resize``, ``central_crop``, ``unify_spacing(shape=...)`` or
-``sample_nodules``); otherwise the batch is refused with a clear error.
+Tensors share memory with the batch (``torch.from_numpy``: no copy). ``mode="batch"`` needs
+items of one shape (use ``resize``, ``central_crop``, ``unify_spacing(shape=...)`` or
+``sample_nodules``); a batch of items of different shapes is refused with a clear error. For
+such batches use ``mode="list"`` (the same dict, but ``images`` / ``masks`` / ``lungs`` are
+lists of per-item (1, Z, Y, X) tensors) or ``mode="item"`` (one dict per item, with ``id``).
 
 ``DataLoader(num_workers=k)``: each worker runs the pipeline on its own share of the dataset
 (ids ``worker::k``), seeded with ``seed + worker``, so no item is produced twice.
@@ -61,37 +65,62 @@ _ALLOWED = ("images", "masks", "lungs")
 
 
 def batch_to_tensors(
-    batch: Any, components: Sequence[str] = _ALLOWED, *, channel_dim: bool = True
+    batch: Any,
+    components: Sequence[str] = _ALLOWED,
+    *,
+    channel_dim: bool = True,
+    stack: bool = True,
 ) -> dict[str, Any]:
     """A processed batch as a dict of torch tensors (see the module docstring for the layout).
 
-    Components the batch does not have are left out; ``images`` is required.
+    Components the batch does not have are left out; ``images`` is required. With
+    ``stack=True`` every item must have the same shape (one (N, 1, Z, Y, X) tensor per
+    component); ``stack=False`` gives a list of per-item (1, Z, Y, X) tensors instead, for
+    items of any shapes. Geometry (``spacing``, ``origin``, ``direction``) and ``shapes`` come
+    along either way.
 
     Examples
     --------
     >>> import numpy as np, ctflow as cf
     >>> b = cf.CTBatch.from_arrays([np.zeros((2, 3, 3), np.float32)] * 2, ids=["p", "q"])
     >>> t = batch_to_tensors(b)
-    >>> tuple(t["images"].shape), t["images"].dtype, t["ids"]
-    ((2, 1, 2, 3, 3), torch.float32, ['p', 'q'])
+    >>> tuple(t["images"].shape), t["images"].dtype, t["ids"], tuple(t["direction"].shape)
+    ((2, 1, 2, 3, 3), torch.float32, ['p', 'q'], (2, 3, 3))
+    >>> r = cf.CTBatch.from_arrays([np.zeros((2, 3, 3), np.float32), np.zeros((4, 5, 6))])
+    >>> [tuple(x.shape) for x in batch_to_tensors(r, stack=False)["images"]]
+    [(1, 2, 3, 3), (1, 4, 5, 6)]
     """
     unknown = [c for c in components if c not in _ALLOWED]
     if unknown:
         raise InvalidParameterError(
             f"batch_to_tensors: unknown components {unknown}; choose from {list(_ALLOWED)}"
         )
-    if batch.images is None:
+    if not batch.has("images"):
         raise InvalidParameterError(
             f"batch_to_tensors: batch {batch.ids} has no images; the pipeline must load() them"
         )
+    if stack and not batch.uniform:
+        shapes = ", ".join(f"{i!r} {tuple(s)}" for i, s in zip(batch.ids, batch.shapes.tolist()))
+        raise InvalidParameterError(
+            f"batch_to_tensors: the items have different shapes ({shapes}) and cannot be "
+            f"stacked into one tensor; pass stack=False (PipelineDataset(mode='list' or "
+            f"'item')) for per-item tensors, or make the shapes agree in the pipeline (resize, "
+            f"central_crop, unify_spacing(shape=...), sample_nodules)"
+        )
     out: dict[str, Any] = {}
     for comp in components:
-        if getattr(batch, comp, None) is None:
+        if not batch.has(comp):
             continue
-        arr = batch.unstack(comp)
-        out[comp] = torch.from_numpy(arr[:, None] if channel_dim else arr)
+        if stack:
+            arr = batch.unstack(comp)
+            out[comp] = torch.from_numpy(arr[:, None] if channel_dim else arr)
+        else:
+            views = batch.ragged(comp).items()
+            out[comp] = [torch.from_numpy(v[None] if channel_dim else v) for v in views]
     out["spacing"] = torch.from_numpy(np.ascontiguousarray(batch.spacing))
     out["origin"] = torch.from_numpy(np.ascontiguousarray(batch.origin))
+    out["direction"] = torch.from_numpy(np.ascontiguousarray(batch.direction))
+    out["shapes"] = torch.from_numpy(np.ascontiguousarray(batch.shapes))
     out["ids"] = list(batch.ids)
     return out
 
@@ -115,8 +144,11 @@ class PipelineDataset(IterableDataset):
         Items per ctflow batch.
     components : sequence of str, default ("images", "masks")
         Which skyscraper components to hand over (those a batch lacks are left out).
-    mode : {"batch", "item"}, default "batch"
-        Yield whole batches (use ``DataLoader(batch_size=None)``) or single items.
+    mode : {"batch", "list", "item"}, default "batch"
+        Yield whole batches as stacked tensors (use ``DataLoader(batch_size=None)``; items
+        must share a shape), whole batches with per-item tensor lists (items of any shapes),
+        or single items (any shapes; for a ``DataLoader(batch_size=...)`` with a collate that
+        suits them).
     channel_dim : bool, default True
         Add the channel axis: (N, 1, Z, Y, X).
     shuffle, n_epochs, drop_last, prefetch, on_error, seed, engine, n_workers
@@ -145,9 +177,9 @@ class PipelineDataset(IterableDataset):
             raise InvalidParameterError(
                 "PipelineDataset: the pipeline has no dataset; pass `dataset >> pipeline`"
             )
-        if mode not in ("batch", "item"):
+        if mode not in ("batch", "list", "item"):
             raise InvalidParameterError(
-                f"PipelineDataset: mode must be 'batch' or 'item'; got {mode!r}"
+                f"PipelineDataset: mode must be 'batch', 'list' or 'item'; got {mode!r}"
             )
         unknown = [c for c in components if c not in _ALLOWED]
         if unknown or "images" not in components:
@@ -189,8 +221,10 @@ class PipelineDataset(IterableDataset):
         if pipeline is None:
             return
         for batch in pipeline.gen_batch(**kwargs):
-            tensors = batch_to_tensors(batch, self.components, channel_dim=self.channel_dim)
-            if self.mode == "batch":
+            tensors = batch_to_tensors(
+                batch, self.components, channel_dim=self.channel_dim, stack=self.mode == "batch"
+            )
+            if self.mode != "item":
                 yield tensors
             else:
                 yield from _split(tensors)

@@ -119,6 +119,7 @@ class StoredItem:
     nodules: pd.DataFrame
     source: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 #: ``compression=`` of :func:`write_item` / ``CTBatch.dump``: blosc2 codec and level.
@@ -393,6 +394,7 @@ def write_item(
     source: str | None = None,
     skip_existing: bool = False,
     compression: str = "lz4",
+    warnings: Sequence[str] = (),
 ) -> Path | None:
     """Write one item atomically as ``<dst>/<item_id>/``.
 
@@ -410,6 +412,9 @@ def write_item(
         The item's nodule table (columns ``z, y, x, diameter`` in world mm).
     source : str, optional
         Where the item came from (kept in ``meta.json``).
+    warnings : sequence of str, optional
+        What ctflow decided on its own about the item on its way here (``meta.json``
+        ``"warnings"``; read back into ``StoredItem.warnings``).
     skip_existing : bool, default False
         If the item already exists (complete), leave it and return None.
     compression : {"lz4", "zstd"}, default "lz4"
@@ -477,6 +482,7 @@ def write_item(
             **geometry.as_dict(),
             "nodules": table,
             "source": source,
+            "warnings": [str(w) for w in warnings],
         }
         open_fds.append(_write_file(tmp / _META, json.dumps(meta, indent=1).encode("utf-8")))
         # every file's writeback is under way: the first fsync commits the journal for all
@@ -806,6 +812,7 @@ def read_item(path: str | os.PathLike[str], components: Sequence[str] | None = N
         nodules=nodules,
         source=meta.get("source"),
         meta=meta,
+        warnings=[str(w) for w in meta.get("warnings") or []],
     )
 
 
