@@ -288,3 +288,41 @@ def test_bench_runs_the_checkouts_suite(tmp_path):
     assert listed.returncode == 0, listed.stderr
     names = [line.split()[0] for line in listed.stdout.splitlines() if line.strip()]
     assert names and all(re.fullmatch(r"[a-z0-9_]+", n) for n in names)
+
+
+def test_convert_orient_equals_dicomorient_and_bad_codes_fail_early(tmp_path, rng):
+    arr = rng.integers(-1024, 2000, size=(5, 7, 9)).astype(np.int16)
+    direction = np.array([[1.0, 0, 0], [0, -1.0, 0], [0, 0, -1.0]])  # stored RAS
+    g = cf.Geometry((2.5, 0.7, 0.8), (-100.0, 20.0, 30.0), direction)
+    src = write_metaimage(tmp_path / "a.mhd", arr, g)
+    for code in ("LPS", "ASL"):
+        res = ctflow("convert", str(src), str(tmp_path / f"{code}.nii.gz"), "--orient", code)
+        assert res.returncode == 0, res.stderr
+        ours = sitk.ReadImage(str(tmp_path / f"{code}.nii.gz"))
+        ref = sitk.DICOMOrient(sitk.ReadImage(str(src)), code)
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(ours), sitk.GetArrayFromImage(ref))
+        np.testing.assert_allclose(ours.GetOrigin(), ref.GetOrigin(), atol=1e-3)
+        np.testing.assert_allclose(ours.GetDirection(), ref.GetDirection(), atol=1e-6)
+    res = ctflow("convert", str(src), str(tmp_path / "x.mhd"), "--orient", "LPX")
+    assert res.returncode == 1 and "one of R/L, one of A/P, one of S/I" in res.stderr
+    assert not (tmp_path / "x.mhd").exists()
+
+
+def test_allow_uneven_reads_a_series_with_a_gap_and_warns(tmp_path):
+    from ctflow.io.dicom_writer import write_dicom_series
+
+    vol = np.random.default_rng(0).integers(-1000, 400, (6, 10, 12)).astype(np.int16)
+    write_dicom_series(tmp_path / "s", vol, cf.Geometry((2.0, 0.7, 0.7)), skip=[2])
+    refused = ctflow("info", str(tmp_path / "s"))
+    assert refused.returncode == 1 and "allow_uneven=True" in refused.stdout + refused.stderr
+    info = ctflow("info", str(tmp_path / "s"), "--allow-uneven")
+    assert info.returncode == 0, info.stderr
+    assert "(6, 10, 12)" in info.stdout and "missing slice" in info.stdout
+    res = ctflow("convert", str(tmp_path / "s"), str(tmp_path / "s.mhd"), "--allow-uneven")
+    assert res.returncode == 0, res.stderr
+    assert "warning: missing slice" in res.stderr
+    out = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "s.mhd")))
+    np.testing.assert_array_equal(out[[0, 1, 3, 4, 5]], vol[[0, 1, 3, 4, 5]])
+    shown = ctflow("show", str(tmp_path / "s"), "--allow-uneven", "--out", str(tmp_path / "s.png"))
+    assert shown.returncode == 0, shown.stderr
+    assert (tmp_path / "s.png").stat().st_size > 1000

@@ -312,3 +312,30 @@ def test_under_raise_the_original_error_names_item_and_action(mixed, tmp_path):
         (ds >> cf.Pipeline().load()).run(batch_size=3)
     notes = "\n".join(info.value.__notes__)
     assert "in action 'load' on item 'broken'" in notes
+
+
+REAL_FILES = [
+    "invesalius_cranium/cranium.mhd",
+    "pyradiomics_lung/lung1_image.nrrd",
+    "totalsegmentator_examples/example_ct_sm.nii.gz",
+]
+
+
+@pytest.mark.parametrize("code", ["LPS", "RAS", "SLA", "IPR"])
+def test_real_scans_of_three_shapes_reorient_in_one_batch_like_dicomorient(real_data, code):
+    paths = [real_data / p for p in REAL_FILES]
+    ds = cf.Dataset.from_paths(paths)
+    batch = ds.create_batch(ds.ids).load()
+    assert len({tuple(s) for s in batch.shapes.tolist()}) == 3
+    batch.lungs = None
+    batch.set_component("masks", [(it.images > 0).astype(np.uint8) for it in batch])
+    batch.reorient(code)
+    for k, path in enumerate(paths):
+        ref = sitk.DICOMOrient(sitk.ReadImage(str(path)), code)
+        np.testing.assert_array_equal(batch[k].images, sitk.GetArrayFromImage(ref))
+        np.testing.assert_array_equal(batch[k].masks, sitk.GetArrayFromImage(ref) > 0)
+        np.testing.assert_allclose(batch.spacing[k], ref.GetSpacing()[::-1], rtol=1e-6)
+        np.testing.assert_allclose(batch.origin[k], ref.GetOrigin()[::-1], atol=1e-4)
+        np.testing.assert_allclose(
+            batch.direction[k], direction_from_sitk(ref.GetDirection()), atol=1e-6
+        )

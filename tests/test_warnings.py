@@ -61,6 +61,7 @@ def test_ctflow_run_prints_the_warnings(tmp_path):
     (tmp_path / "p.toml").write_text(
         '[dataset]\npaths = ["scans/gappy"]\ndirs = true\n\n'
         '[[actions]]\nname = "load"\nallow_uneven = true\n\n'
+        '[[actions]]\nname = "reorient"\ncode = "RAS"\n\n'
         '[[actions]]\nname = "dump"\ndst = "out"\n'
     )
     res = subprocess.run(
@@ -73,6 +74,8 @@ def test_ctflow_run_prints_the_warnings(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     assert "WARNING gappy: load: missing slice" in res.stdout
     assert "WARNING gappy: load: 1 file(s) of the folder not read" in res.stdout
+    meta = json.loads((tmp_path / "out" / "gappy" / "meta.json").read_text())
+    assert np.diag(meta["direction"]).tolist() == [1.0, -1.0, -1.0]  # reoriented from the file
 
 
 def test_lungs_not_found_and_crops_without_nodules_are_warned():

@@ -492,6 +492,10 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     from ctflow.io.store import read_item, write_item
 
     src, dst = Path(args.src), Path(args.dst)
+    if args.orient is not None:  # a bad code fails before anything is read
+        from ctflow.ops.orient import orientation_transform
+
+        orientation_transform(np.eye(3), args.orient)
     kind = args.fmt or detect_format(src)
     nodules = None
     components: dict[str, Any]
