@@ -43,8 +43,8 @@ def test_uneven_series_and_skipped_files_are_warnings_of_the_run_and_the_dump(tm
     assert "load: 1 file(s) of the folder not read (notes.txt: not a DICOM file" in gappy
     assert "create_mask: the item has no nodules" in gappy
     assert by_item["plain"] == [
-        "create_mask: the item has no nodules (no nodule table in the batch: fetch_nodules?): "
-        "its mask is all zero"
+        "create_mask: the item has no nodules: its mask is all zero (none annotated, or no "
+        "fetch_nodules before create_mask)"
     ]
     assert "warnings 4" in report.summary() and "WARNING gappy: load: missing slice" in (
         report.summary()

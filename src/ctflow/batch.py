@@ -1256,12 +1256,13 @@ class CTBatch:
     ) -> dict[str, Any]:
         """Rotate every item by ``angle`` degrees about the centre of the plane ``axes``.
 
-        Voxels follow ``scipy.ndimage.rotate(..., reshape=False)`` (see
-        :func:`ctflow.ops.spatial.rotate`); masks and lungs are rotated as labels (nearest).
-        The direction and origin are rotated with the content (:meth:`Geometry.rotated`), so
-        every voxel keeps pointing at the world position of the anatomy it shows: nodule tables
-        stay valid and ``create_mask`` after ``rotate`` is right. The plane's two axes must share
-        a spacing (call ``unify_spacing`` first for planes containing z).
+        The rotation is in millimetres: on a plane whose two spacings differ (0.68 x 0.73 mm
+        pixels, or a plane that includes z) the content turns by ``angle`` in world space, not
+        in voxel indices (:func:`ctflow.ops.spatial.rotate`; on equal spacings this is
+        ``scipy.ndimage.rotate(..., reshape=False)``). Masks and lungs are rotated as labels
+        (nearest). The direction and origin turn with the content (:meth:`Geometry.rotated`),
+        so every voxel keeps pointing at the world position of the anatomy it shows: nodule
+        tables stay valid and ``create_mask`` after ``rotate`` is right.
 
         Parameters
         ----------
@@ -1295,7 +1296,7 @@ class CTBatch:
             theta = float(item.rng.uniform(-abs(theta), abs(theta)))
         geometry = item.geometry.rotated(images.shape, theta, axes)
         plane = (int(axes[0]), int(axes[1]))
-        kw: dict[str, Any] = {"n_threads": item.n_threads}
+        kw: dict[str, Any] = {"n_threads": item.n_threads, "spacing": item.spacing}
         out: dict[str, Any] = {
             "images": rotate(images, theta, plane, order=order, cval=cval, dtype=dtype, **kw),
             "geometry": geometry,
@@ -1612,8 +1613,10 @@ class CTBatch:
         diameters = item.nodules["diameter"].to_numpy(np.float64)
         mask = create_mask(shape, item.geometry, centers, diameters, mode=mode)
         if len(centers) == 0:
-            hint = "" if len(self.nodules) else " (no nodule table in the batch: fetch_nodules?)"
-            item.warn(f"the item has no nodules{hint}: its mask is all zero")
+            item.warn(
+                "the item has no nodules: its mask is all zero (none annotated, or no "
+                "fetch_nodules before create_mask)"
+            )
         elif not mask.any():
             item.warn(
                 f"none of its {len(centers)} nodule(s) covers a voxel centre of the scan (outside "

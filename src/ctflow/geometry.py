@@ -226,39 +226,56 @@ class Geometry:
         return Geometry(new_sp, origin, self.direction)
 
     def rotated(self, shape: Sequence[int], angle_deg: float, axes: Sequence[int]) -> Geometry:
-        """Geometry of a volume rotated in voxel space so the anatomy keeps its world position.
+        """Geometry of a rotated volume under which the anatomy keeps its world position.
 
-        :func:`ctflow.ops.spatial.rotate` moves the content of the plane ``axes`` by
-        ``angle_deg`` about the plane's centre ``c = (n - 1) / 2`` on a fixed grid: output voxel
-        ``o`` takes input voxel ``c + R (o - c)``. Giving the output this geometry (direction
-        ``D S R S⁻¹``, origin ``O + D S (c - R c)``) makes every output voxel's world position
-        that of the anatomy it shows, so nodule tables and world-mm masks stay valid. The two
-        axes of the plane must share a spacing (otherwise a voxel-space rotation is a shear in
-        millimetres); resample with ``unify_spacing`` first.
+        :func:`ctflow.ops.spatial.rotate` (given this geometry's ``spacing``) moves the content
+        of the plane ``axes`` by ``angle_deg`` about the plane's centre ``c = (n - 1) / 2`` on a
+        fixed grid: output voxel ``o`` takes input voxel ``i = c + M (o - c)``, with
+        ``M = S⁻¹ R S`` (``S`` the spacing, ``R`` the voxel-space rotation, both embedded in
+        3x3), which is a rotation by ``angle_deg`` in millimetres; ``M = R`` when the plane's
+        two spacings agree (to a relative 1e-6, as in ``rotate``). The world position of that
+        anatomy is ``O + D S i = O + D S (c - M c) + D S M o``, so the output gets
+
+        * origin ``O' = O + D S (c - M c)`` (the world position of index ``c - M c``),
+        * direction ``D' = D S M S⁻¹ = D R``, orthonormal for any spacing,
+        * the same spacing,
+
+        and every output voxel's world position is that of the anatomy it shows: nodule tables
+        and world-mm masks stay valid.
 
         Examples
         --------
         >>> g = Geometry((1.0, 1.0, 1.0)).rotated((1, 5, 5), 90, (1, 2))
         >>> bool(np.allclose(g.voxel_to_world((0, 2, 4)), (0, 4, 2)))  # shows old voxel (0, 4, 2)
         True
+
+        On 0.5 x 1.0 mm pixels, output (0, 0, 2) shows old voxel (0, 4, 4), 2 mm right of the
+        centre (see :func:`ctflow.ops.spatial.rotate`):
+
+        >>> g0 = Geometry((1.0, 0.5, 1.0))
+        >>> g = g0.rotated((1, 9, 5), 90, (1, 2))
+        >>> bool(np.allclose(g.voxel_to_world((0, 0, 2)), g0.voxel_to_world((0, 4, 4))))
+        True
+        >>> bool(np.allclose(g.direction.T @ g.direction, np.eye(3)))
+        True
         """
         a, b = sorted(int(v) % 3 for v in axes)
         if a == b:
             raise InvalidParameterError(f"rotated: axes must be two different axes; got {axes!r}")
-        sa, sb = self.spacing[a], self.spacing[b]
-        if abs(sa - sb) > 1e-3 * max(sa, sb):
-            raise InvalidScanError(
-                f"rotation in the plane of axes {(a, b)} needs equal spacing there; got "
-                f"{sa:g} and {sb:g} mm — resample first (unify_spacing)"
-            )
-        t = np.deg2rad(float(angle_deg))
-        rot = np.eye(3)
-        rot[a, a], rot[a, b], rot[b, a], rot[b, b] = np.cos(t), np.sin(t), -np.sin(t), np.cos(t)
-        c = (np.asarray(shape, dtype=np.float64) - 1) / 2
-        origin = self.voxel_to_world(c - rot @ c)
         sp = self.spacing
-        direction = self.direction @ (sp[:, None] * rot / sp[None, :])
-        # re-orthonormalise the tiny spacing mismatch allowed above
+        t = np.deg2rad(float(angle_deg))
+        cos_t, sin_t = np.cos(t), np.sin(t)
+        m = np.eye(3)  # M = S⁻¹ R S; M = R if the plane's spacings agree (rotate's tolerance)
+        m[a, a], m[b, b] = cos_t, cos_t
+        if abs(sp[a] - sp[b]) <= 1e-6 * max(sp[a], sp[b]):
+            m[a, b], m[b, a] = sin_t, -sin_t
+        else:
+            m[a, b], m[b, a] = sin_t * (sp[b] / sp[a]), -sin_t * (sp[a] / sp[b])
+        c = (np.asarray(shape, dtype=np.float64) - 1) / 2
+        origin = self.voxel_to_world(c - m @ c)
+        direction = self.direction @ (sp[:, None] * m / sp[None, :])
+        # D S M S⁻¹ = D R up to rounding (and up to the spacing mismatch tolerated above):
+        # snap it to the nearest orthonormal matrix
         u, _, vt = np.linalg.svd(direction)
         return Geometry(sp, origin, u @ vt)
 

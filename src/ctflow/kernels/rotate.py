@@ -1,11 +1,16 @@
 """numba kernels for in-plane rotation of a 3-D volume (loops only, no validation).
 
-The kernels rotate every plane ``(a, b)`` of a volume by the same angle about the plane centre
-``((na - 1) / 2, (nb - 1) / 2)``, pulling each output voxel from the input through the inverse
-rotation — scipy.ndimage's convention::
+The kernels map every plane ``(a, b)`` of a volume through the same 2x2 matrix ``M`` about the
+plane centre ``((na - 1) / 2, (nb - 1) / 2)``, pulling each output voxel ``(i, j)`` from the
+input at::
 
-    src_a =  cos * (i - ca) + sin * (j - cb) + ca
-    src_b = -sin * (i - ca) + cos * (j - cb) + cb
+    src_a = m_aa * (i - ca) + m_ab * (j - cb) + ca
+    src_b = m_ba * (i - ca) + m_bb * (j - cb) + cb
+
+scipy.ndimage's voxel-space rotation is ``M = R = [[cos, sin], [-sin, cos]]``; the rotation in
+millimetres on a grid of plane spacings ``S = diag(s_a, s_b)`` is ``M = S^-1 R S``
+(:func:`ctflow.ops.spatial.rotate` builds ``M``). Nothing here assumes ``M`` is a rotation: any
+2x2 matrix works, as both source coordinates stay affine in ``j``.
 
 A source coordinate outside ``[0, n - 1]`` on either plane axis gives ``cval``; inside, the value
 is bilinear (:func:`rotate_bilinear`, computed in float32) or the nearest voxel
@@ -48,11 +53,13 @@ PLANE_GROUP = 8
 
 
 @numba.njit(nogil=True, cache=True)
-def row_ranges(na, nb, cos_a, sin_a):
+def row_ranges(na, nb, m_aa, m_ab, m_ba, m_bb):
     """For each output row ``i``: the ``[lo, hi)`` range of ``j`` whose source is inside.
 
     Uses exactly the arithmetic of the rotation kernels, so their inner loops need no bounds
-    test. The inside set of a row is contiguous (both coordinates are monotonic in ``j``).
+    test. The inside set of a row is contiguous for any matrix ``M``: both source coordinates
+    are ``f0 + m * j``, monotonic in ``j`` (rounding included), so each of the four bounds cuts
+    ``j`` at one place.
     """
     ca = (na - 1) * 0.5
     cb = (nb - 1) * 0.5
@@ -62,13 +69,13 @@ def row_ranges(na, nb, cos_a, sin_a):
     hi = np.zeros(na, np.int64)
     for i in range(na):
         di = i - ca
-        fa0 = cos_a * di - sin_a * cb + ca
-        fb0 = -sin_a * di - cos_a * cb + cb
+        fa0 = m_aa * di - m_ab * cb + ca
+        fb0 = m_ba * di - m_bb * cb + cb
         first = -1
         last = -1
         for j in range(nb):
-            fa = fa0 + sin_a * j
-            fb = fb0 + cos_a * j
+            fa = fa0 + m_ab * j
+            fb = fb0 + m_bb * j
             if fa >= 0.0 and fa <= amax and fb >= 0.0 and fb <= bmax:
                 if first < 0:
                     first = j
@@ -100,11 +107,11 @@ def _store(out, k, v, round_out):
 
 
 @numba.njit(nogil=True, cache=True)
-def rotate_bilinear(src, out, na, nb, sp, sa, sb, p0, p1, cos_a, sin_a, cval, round_out):
+def rotate_bilinear(src, out, na, nb, sp, sa, sb, p0, p1, m_aa, m_ab, m_ba, m_bb, cval, round_out):
     """Bilinear rotation of planes ``p0 <= p < p1`` (flat arrays, element strides)."""
     ca = (na - 1) * 0.5
     cb = (nb - 1) * 0.5
-    lo, hi = row_ranges(na, nb, cos_a, sin_a)
+    lo, hi = row_ranges(na, nb, m_aa, m_ab, m_ba, m_bb)
     k0s = np.empty(nb, np.int64)  # per output column j of the current row: first tap's offset,
     das = np.empty(nb, np.int64)  # the steps to the next row / column tap (0 on the last
     dbs = np.empty(nb, np.int64)  # index, where the weight is 0) and the two weights
@@ -114,12 +121,12 @@ def rotate_bilinear(src, out, na, nb, sp, sa, sb, p0, p1, cos_a, sin_a, cval, ro
         pend = min(pblk + PLANE_BLOCK, p1)
         for i in range(na):
             di = i - ca
-            fa0 = cos_a * di - sin_a * cb + ca
-            fb0 = -sin_a * di - cos_a * cb + cb
+            fa0 = m_aa * di - m_ab * cb + ca
+            fb0 = m_ba * di - m_bb * cb + cb
             jlo, jhi = lo[i], hi[i]
             for j in range(jlo, jhi):
-                fa = fa0 + sin_a * j
-                fb = fb0 + cos_a * j
+                fa = fa0 + m_ab * j
+                fb = fb0 + m_bb * j
                 ia = int(fa)  # fa >= 0: truncation is floor
                 ib = int(fb)
                 was[j] = np.float32(fa - ia)
@@ -145,22 +152,22 @@ def rotate_bilinear(src, out, na, nb, sp, sa, sb, p0, p1, cos_a, sin_a, cval, ro
 
 
 @numba.njit(nogil=True, cache=True)
-def rotate_nearest(src, out, na, nb, sp, sa, sb, p0, p1, cos_a, sin_a, cval, round_out):
+def rotate_nearest(src, out, na, nb, sp, sa, sb, p0, p1, m_aa, m_ab, m_ba, m_bb, cval, round_out):
     """Nearest-neighbour rotation of planes ``p0 <= p < p1`` (flat arrays, element strides)."""
     ca = (na - 1) * 0.5
     cb = (nb - 1) * 0.5
-    lo, hi = row_ranges(na, nb, cos_a, sin_a)
+    lo, hi = row_ranges(na, nb, m_aa, m_ab, m_ba, m_bb)
     k0s = np.empty(nb, np.int64)  # per output column j of the current row: the source offset
     for pblk in range(p0, p1, PLANE_BLOCK):
         pend = min(pblk + PLANE_BLOCK, p1)
         for i in range(na):
             di = i - ca
-            fa0 = cos_a * di - sin_a * cb + ca
-            fb0 = -sin_a * di - cos_a * cb + cb
+            fa0 = m_aa * di - m_ab * cb + ca
+            fb0 = m_ba * di - m_bb * cb + cb
             jlo, jhi = lo[i], hi[i]
             for j in range(jlo, jhi):
-                fa = fa0 + sin_a * j
-                fb = fb0 + cos_a * j
+                fa = fa0 + m_ab * j
+                fb = fb0 + m_bb * j
                 k0s[j] = int(np.floor(fa + 0.5)) * sa + int(np.floor(fb + 0.5)) * sb
             for g in range(pblk, pend, PLANE_GROUP):
                 gend = min(g + PLANE_GROUP, pend)
