@@ -110,7 +110,7 @@ def test_rotate_on_anisotropic_pixels_matches_simpleitk_and_keeps_nodules(axes, 
 
     from ctflow.geometry import direction_to_sitk
 
-    batch, table = _phantom_batch(
+    batch, _ = _phantom_batch(
         seed=5, n_nodules=2, shape=(24, 96, 88), spacing=(2.5, 0.73, 0.68)
     )
     batch.create_mask()
