@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmarks: timing with medians, peak memory, bandwidth, result files.
+"""Helpers shared by the benchmarks: timing with medians, peak memory, bandwidth, the machine.
 
 Memory
 ------
@@ -19,7 +19,6 @@ allocation, whose first-touch page faults cost more than the copy itself.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import re
@@ -27,12 +26,9 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def median_time(
@@ -82,16 +78,6 @@ def machine() -> dict[str, Any]:
         "numpy": np.__version__,
         "load_average": [round(v, 2) for v in os.getloadavg()],
     }
-
-
-def write_results(name: str, payload: dict[str, Any], table: str) -> Path:
-    """Write ``results/<name>.json`` and ``results/<name>.md``; return the JSON path."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
-    payload = {"machine": machine(), "when": time.strftime("%Y-%m-%d %H:%M:%S"), **payload}
-    path.write_text(json.dumps(payload, indent=1))
-    (RESULTS / f"{name}.md").write_text(table)
-    return path
 
 
 # -- memory -----------------------------------------------------------------------------------

@@ -39,10 +39,23 @@ from ctflow.geometry import Geometry
 from ctflow.io.metaimage import write_metaimage
 from ctflow.synthetic import make_phantom
 
-__all__ = ["PROFILES", "BenchData", "Profile", "default_cache_dir"]
+__all__ = ["PROFILES", "BenchData", "DaskSizes", "Profile", "default_cache_dir"]
 
 #: Bump when the generated data changes, so stale caches are not reused.
 DATA_VERSION = 3
+
+
+@dataclass(frozen=True)
+class DaskSizes:
+    """Data of the ``dask`` case: LUNA16-like phantoms of :func:`ctflow.synthetic.make_dataset`."""
+
+    n_scans: int = 16
+    shape: tuple[int, int, int] = (96, 256, 256)
+    #: in-plane size after resampling to 1 mm (``unify_spacing(shape=(None, n, n))``)
+    in_plane: int = 192
+    crop: tuple[int, int, int] = (32, 48, 48)
+    #: one-item batches of the pipeline without actions that measure Dask's per-batch cost
+    overhead_batches: int = 300
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,9 @@ class Profile:
     min_lung_ml: float = 15.0
     #: (Z, Y, X) of the scans of the ragged-batch case: different shapes, stored LPS and RAS.
     mixed_scans: tuple[tuple[int, int, int], ...] = ()
+    #: (Z, Y, X) of the four float32 volumes of the ``parallel`` case (a user's numba action)
+    parallel_shape: tuple[int, int, int] = (100, 256, 256)
+    dask: DaskSizes = DaskSizes()
 
 
 PROFILES: dict[str, Profile] = {
@@ -99,6 +115,8 @@ PROFILES: dict[str, Profile] = {
         n_crops=8,
         min_lung_ml=2.0,
         mixed_scans=((64, 128, 128), (48, 160, 160), (56, 112, 128), (40, 192, 192)),
+        parallel_shape=(32, 128, 128),
+        dask=DaskSizes(4, (48, 128, 128), 96, (32, 48, 48), 100),
     ),
     "tiny": Profile(
         name="tiny",
@@ -112,6 +130,8 @@ PROFILES: dict[str, Profile] = {
         n_crops=4,
         min_lung_ml=0.5,
         mixed_scans=((24, 64, 64), (16, 80, 80), (20, 56, 64), (12, 96, 96)),
+        parallel_shape=(8, 32, 32),
+        dask=DaskSizes(4, (24, 64, 64), 48, (8, 16, 16), 20),
     ),
 }
 
@@ -317,6 +337,22 @@ class BenchData:
     def mixed_paths(self) -> tuple[list[Path], Path]:
         """The ragged-batch scans (sorted) and their annotations table."""
         d = self.mixed_dir()
+        return sorted(d.glob("*.mhd")), d / "annotations.csv"
+
+    # -- the Dask engine's data ---------------------------------------------------------------
+    def dask_dir(self) -> Path:
+        """Folder with the ``dask`` case's phantoms (.mhd/.raw) and ``annotations.csv``."""
+        return self._part("dask", self._build_dask)
+
+    def _build_dask(self, d: Path) -> None:
+        from ctflow.synthetic import make_dataset
+
+        sizes = self.profile.dask
+        make_dataset(d, n_scans=sizes.n_scans, shape=sizes.shape, seed=0)
+
+    def dask_paths(self) -> tuple[list[Path], Path]:
+        """The ``dask`` case's scans (sorted) and their annotations table."""
+        d = self.dask_dir()
         return sorted(d.glob("*.mhd")), d / "annotations.csv"
 
     # -- size scaling -------------------------------------------------------------------------

@@ -9,6 +9,15 @@ plain numpy arrays in ctflow's (z, y, x) order so it can be compared with the re
 ``check(ref, out)`` compares a contender's finished output with the reference contender's
 (ctflow on 2 threads unless the case says otherwise) and returns ``(ok, metrics)``; a run whose
 outputs disagree is reported as failing, so no contender wins by computing something else.
+
+Every contender runs in its own worker process by default. Two small extensions cover the
+cases that need more than that:
+
+* :attr:`Contender.env`: environment variables of the contender's worker process (e.g. the
+  switches of :mod:`ctflow.tuning`, or unsetting ``CTFLOW_NUM_THREADS`` for Dask workers);
+* :class:`Interleave` (``Case.interleave``): all contenders of the case in ONE worker process,
+  their timed calls in rounds that rotate the order (1-thread / 2-thread pairs, engines), so a
+  drifting host speed hits every contender alike; per-round ratios become meaningful.
 """
 
 from __future__ import annotations
@@ -20,6 +29,18 @@ from typing import Any
 import numpy as np
 
 Arrays = dict[str, np.ndarray]
+#: environment variables the runner sets to the contender's thread count in its worker process
+THREAD_ENV = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "NUMBA_NUM_THREADS",
+    "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS",
+    "CTFLOW_NUM_THREADS",
+    "BLOSC_NTHREADS",
+)
+
 Check = Callable[[Mapping[str, np.ndarray], Mapping[str, np.ndarray]], tuple[bool, dict[str, Any]]]
 
 
@@ -34,6 +55,13 @@ class Runner:
     warmup: Callable[[], Any] | None = None
     #: facts to report (file size on disk, output dtype ...), filled by the contender
     info: dict[str, Any] = field(default_factory=dict)
+    #: untimed, after each timed call: a side measurement the runner keeps in ``info``
+    after: Callable[[], None] | None = None
+    #: a runner that resets the RSS high-water mark itself (peaks per step) keeps here the
+    #: highest ``VmHWM`` it saw, MiB; the worker reports the larger of it and the final mark
+    peak_seen_mb: float = 0.0
+    #: untimed, once at the end (after ``finish``): release what ``build`` started (a cluster)
+    close: Callable[[], None] | None = None
 
 
 @dataclass
@@ -46,6 +74,9 @@ class Contender:
     build: Callable[[dict[str, Any], int], Runner]
     #: "2 (split)" style labels for hand-threaded compositions; default str(threads)
     threads_label: str | None = None
+    #: environment of the worker process on top of the parent's (None unsets a variable);
+    #: the thread-count variables are set from ``threads`` first, so this can override them
+    env: Mapping[str, str | None] | None = None
 
     @property
     def key(self) -> str:
@@ -54,6 +85,20 @@ class Contender:
     @property
     def is_ctflow(self) -> bool:
         return self.tool == "ctflow"
+
+
+@dataclass(frozen=True)
+class Interleave:
+    """Run all contenders of a case in one worker process, their timed calls interleaved.
+
+    Round ``k`` times every contender once, the order rotated by ``k`` (two contenders:
+    A B, B A, A B ...). Each contender is built and warmed up first; with ``settle`` each timed
+    call follows an untimed call of the same contender, so it finds the process (buffer pool,
+    caches) as a stream of its own calls leaves it. Peak memory is that of the shared process
+    and is not attributed to a contender; ``--budget`` does not apply.
+    """
+
+    settle: bool = False
 
 
 @dataclass
@@ -80,6 +125,12 @@ class Case:
     when: Callable[[Any], bool] | None = None
     #: checks of one output on its own (e.g. crop counts), run for every contender
     validate: Callable[[Mapping[str, np.ndarray]], tuple[bool, dict[str, Any]]] | None = None
+    #: a case that needs more timed calls (e.g. pairs) makes at least this many
+    min_repeats: int | None = None
+    #: all contenders in one process, timed in rotating rounds (see :class:`Interleave`)
+    interleave: Interleave | None = None
+    #: part of a run without ``--cases`` (False: only when named, e.g. a Dask cluster)
+    in_default: bool = True
 
     def n_items(self, profile: Any) -> int:
         return int(self.items(profile) if callable(self.items) else self.items)

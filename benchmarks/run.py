@@ -15,10 +15,12 @@ Options::
     --out DIR          write DIR/latest.json and DIR/benchmarks.md
     --list             print the cases and exit
 
-``--cases parallel`` runs :mod:`benchmarks.bench_parallel` (a user's numba action on 1 vs 2
-item threads; part of every full run). ``--cases dask`` (never part of the default set) also
-runs the Dask engine benchmark (:mod:`benchmarks.bench_dask`, written separately) and links
-its results from the report.
+Every benchmark is a case of the same harness (``--list`` names them all). A case is run
+without ``--cases`` unless it says otherwise: ``dask`` (a Dask ``LocalCluster`` of this
+machine) runs only when named. ``pipeline_pairs`` times ctflow's pipeline on 1 and 2 threads in
+alternating pairs inside one process (an interleaved case:
+:class:`benchmarks.harness.Interleave`); ``tuning`` runs the pipeline once per setting of
+:mod:`ctflow.tuning`, each in a worker process with its own environment.
 
 Examples
 --------
@@ -42,23 +44,12 @@ import numpy as np
 
 from benchmarks.common import compute_scaling, copy_bandwidth, machine
 from benchmarks.data import PROFILES, BenchData
-from benchmarks.harness import Case, Contender
+from benchmarks.harness import THREAD_ENV, Case, Contender
+from benchmarks.report import case_summary, evaluate_targets, markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_JSON_DIR = ROOT / "benchmarks" / "results"
 DEFAULT_DOC = ROOT / "docs" / "benchmarks.md"
-#: benchmarks run as their own scripts, selected by name with --cases
-EXTRA_CASES = ("parallel", "dask")
-THREAD_ENV = (
-    "OMP_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-    "NUMBA_NUM_THREADS",
-    "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS",
-    "CTFLOW_NUM_THREADS",
-    "BLOSC_NTHREADS",
-)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -89,55 +80,57 @@ def _select(args: argparse.Namespace, profile: Any) -> list[Case]:
     from benchmarks.cases import all_cases
 
     cases = [c for c in all_cases() if c.when is None or c.when(profile)]
-    if args.cases:
-        wanted = [w for w in _wanted(args) if w not in EXTRA_CASES]
-        known = {c.name for c in cases} | set(EXTRA_CASES)
-        unknown = [w for w in wanted if w not in known]
-        if unknown:
-            raise SystemExit(f"unknown case(s) {unknown}; known: {sorted(known)}")
-        cases = [c for c in cases if c.name in wanted]
-    return cases
+    if not args.cases:
+        return [c for c in cases if c.in_default]
+    wanted = _wanted(args)
+    known = {c.name for c in cases}
+    unknown = [w for w in wanted if w not in known]
+    if unknown:
+        raise SystemExit(f"unknown case(s) {unknown}; known: {sorted(known)}")
+    return [c for c in cases if c.name in wanted]
 
 
 def _keep(contender: Contender, tools: set[str] | None) -> bool:
     return tools is None or contender.is_ctflow or contender.tool in tools
 
 
-def _run_one(
-    case: Case,
-    contender: Contender,
-    profile: str,
-    cache: Path | None,
-    repeats: int,
-    work: Path,
-    timeout: float,
-    index: int,
-    budget: float | None = None,
-) -> dict[str, Any]:
-    spec_path = work / f"{case.name}-{index}.json"
-    result_path = work / f"{case.name}-{index}.result.json"
-    spec = {
-        "case": case.name,
-        "contender": contender.key,
-        "profile": profile,
-        "cache": str(cache) if cache else None,
-        "repeats": repeats,
-        "warmup": 1,
-        "output": str(work / f"{case.name}-{index}.npz"),
-        "result": str(result_path),
-        "budget_s": budget,
-    }
-    spec_path.write_text(json.dumps(spec))
+def _environment(contenders: list[Contender]) -> dict[str, str]:
+    """The worker's environment: thread counts (the most any contender uses), then the
+    contenders' own variables (None unsets one)."""
     env = dict(os.environ)
+    threads = max(c.threads for c in contenders)
     for key in THREAD_ENV:
-        env[key] = str(contender.threads)
+        env[key] = str(threads)
+    own: dict[str, str | None] = {}
+    for c in contenders:
+        for key, value in (c.env or {}).items():
+            if key in own and own[key] != value:
+                raise ValueError(f"contenders of one process disagree on {key}")
+            own[key] = value
+    for key, value in own.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+def _spawn(
+    spec: dict[str, Any], contenders: list[Contender], work: Path, timeout: float
+) -> dict[str, Any]:
+    """Run one worker process on ``spec``; its result JSON (or why there is none)."""
+    name = f"{spec['case']}-{spec['index']}"
+    spec_path = work / f"{name}.json"
+    result_path = work / f"{name}.result.json"
+    spec["result"] = str(result_path)
+    spec_path.write_text(json.dumps(spec))
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "benchmarks.worker", str(spec_path)],
             cwd=ROOT,
-            env=env,
+            env=_environment(contenders),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -151,6 +144,59 @@ def _run_one(
     result: dict[str, Any] = json.loads(result_path.read_text())
     result["wall_s"] = round(wall, 1)
     return result
+
+
+def _run_one(
+    case: Case,
+    contender: Contender,
+    profile: str,
+    cache: Path | None,
+    repeats: int,
+    work: Path,
+    timeout: float,
+    index: int,
+    budget: float | None = None,
+) -> dict[str, Any]:
+    spec = {
+        "case": case.name,
+        "index": index,
+        "contender": contender.key,
+        "profile": profile,
+        "cache": str(cache) if cache else None,
+        "repeats": repeats,
+        "warmup": 1,
+        "output": str(work / f"{case.name}-{index}.npz"),
+        "budget_s": budget,
+    }
+    return _spawn(spec, [contender], work, timeout)
+
+
+def _run_together(
+    case: Case,
+    contenders: list[Contender],
+    profile: str,
+    cache: Path | None,
+    rounds: int,
+    work: Path,
+    timeout: float,
+) -> list[dict[str, Any]]:
+    """Run the contenders of an interleaved case in one worker; one result per contender."""
+    spec = {
+        "case": case.name,
+        "index": "all",
+        "contenders": [c.key for c in contenders],
+        "profile": profile,
+        "cache": str(cache) if cache else None,
+        "repeats": rounds,
+        "warmup": 1,
+        "outputs": [str(work / f"{case.name}-{i}.npz") for i in range(len(contenders))],
+    }
+    res = _spawn(spec, contenders, work, timeout * len(contenders))
+    if "results" in res:
+        for r in res["results"]:
+            r["wall_s"] = res["wall_s"]
+        return list(res["results"])
+    return [dict(res) for _ in contenders]
 
 
 def _load_output(path: str) -> dict[str, np.ndarray]:
@@ -171,13 +217,18 @@ def run_case(
     """Run every contender of ``case`` and check their outputs against the reference."""
     data.prepare(case.parts)
     reps = repeats if case.max_repeats is None else min(repeats, max(case.max_repeats, 5))
+    reps = max(reps, case.min_repeats or 0)
+    kept = [c for c in case.contenders if _keep(c, tools)]
+    cache = data.dir.parent
+    if case.interleave is not None:
+        results = _run_together(case, kept, data.profile.name, cache, reps, work, timeout)
+    else:
+        results = [
+            _run_one(case, c, data.profile.name, cache, reps, work, timeout, i, budget)
+            for i, c in enumerate(kept)
+        ]
     rows: list[dict[str, Any]] = []
-    for i, contender in enumerate(case.contenders):
-        if not _keep(contender, tools):
-            continue
-        res = _run_one(
-            case, contender, data.profile.name, data.dir.parent, reps, work, timeout, i, budget
-        )
+    for contender, res in zip(kept, results, strict=True):
         row = {
             "key": contender.key,
             "tool": contender.tool,
@@ -190,7 +241,9 @@ def run_case(
         if "error" in res:
             log(f"  {contender.key:<70} ERROR {res['error']}")
         else:
-            log(f"  {contender.key:<70} {res['median']:8.4f} s  peak +{res['peak_extra_mb']} MiB")
+            extra = res["peak_extra_mb"]
+            peak = "(one process)" if extra is None else f"peak +{extra} MiB"
+            log(f"  {contender.key:<70} {res['median']:8.4f} s  {peak}")
     _check(case, rows)
     for row in rows:
         out = row.pop("output", None)
@@ -254,29 +307,6 @@ def _derive(case_result: dict[str, Any], bandwidth: dict[str, float]) -> None:
         case_result["speedup_vs_fastest_peer"] = round(fastest["median"] / best["median"], 2)
 
 
-def _run_script(module: str, args: list[str], result: str | Path, timeout: float) -> dict[str, Any]:
-    """Run ``python -m benchmarks.<module>``; return the JSON it writes (or why not).
-
-    ``result`` is a file name in ``results/`` or a path.
-    """
-    cmd = [sys.executable, "-m", f"benchmarks.{module}", *args]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    try:
-        proc = subprocess.run(
-            cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
-        )
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s"}
-    out: dict[str, Any] = {"returncode": proc.returncode}
-    path = DEFAULT_JSON_DIR / result if isinstance(result, str) else result
-    if proc.returncode == 0 and path.is_file():
-        out["results"] = json.loads(path.read_text())
-    else:
-        out["error"] = " | ".join((proc.stderr or "").strip().splitlines()[-3:])
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the suite; returns 0 when every agreement check passed, 1 otherwise."""
     args = _parse(argv)
@@ -286,9 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         for c in all_cases():
             if c.when is None or c.when(profile):
-                print(f"{c.name:<24} {c.title}")
-        for name in EXTRA_CASES:
-            print(f"{name:<24} (its own script: benchmarks.bench_{name})")
+                only = "" if c.in_default else "  [only with --cases]"
+                print(f"{c.name:<24} {c.title}{only}")
         return 0
     repeats = args.repeats or (2 if args.quick else 5)
     tools = {t.strip() for t in args.tools.split(",")} if args.tools else None
@@ -315,33 +344,11 @@ def main(argv: list[str] | None = None) -> int:
             res = run_case(case, data, repeats, work, tools, args.timeout, args.budget)
             _derive(res, bw)
             results.append(res)
+            for line in case_summary(res):
+                print(f"  {line}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    extras: dict[str, Any] = {}
-    if "parallel" in _wanted(args) or (not args.cases and profile.name == "full"):
-        print("== parallel: a user's numba nogil action, 1 vs 2 item threads")
-        extras["parallel"] = _run_script("bench_parallel", [], "parallel_action.json", args.timeout)
-    if "dask" in _wanted(args):
-        print("== dask: local engine vs Dask (benchmarks.bench_dask)")
-        quick = ["--quick"] if args.quick or profile.name != "full" else []
-        extras["dask"] = _run_script("bench_dask", quick, "dask.json", args.timeout)
-    if any(r["name"] == "pipeline" for r in results):
-        print("== pipeline_pairs: ctflow's pipeline on 1 and 2 threads, alternating, one process")
-        pairs_json = json_dir / "pipeline_pairs.json"
-        pair_args = ["--profile", profile.name, "--json", str(pairs_json)]
-        if args.cache:
-            pair_args += ["--cache", str(args.cache)]
-        extras["pipeline_pairs"] = _run_script(
-            "bench_pipeline_pairs", pair_args, pairs_json, args.timeout
-        )
-        found = extras["pipeline_pairs"].get("results")
-        if found:
-            print(
-                f"  1 thread {found['median_1']:.2f} s, 2 threads {found['median_2']:.2f} s: "
-                f"{found['ratio']:.2f}x (median pair ratio {found['median_pair_ratio']:.2f}x)"
-            )
     scaling["end"] = compute_scaling(spin)  # the host's load changes over a run
-    from benchmarks.report import evaluate_targets, markdown
 
     payload = {
         "machine": machine(),
@@ -354,7 +361,6 @@ def main(argv: list[str] | None = None) -> int:
         "wall_time_s": round(time.perf_counter() - t_start, 1),
         "cases": results,
     }
-    payload.update(extras)
     payload["targets"] = evaluate_targets(payload)
     json_dir.mkdir(parents=True, exist_ok=True)
     (json_dir / "latest.json").write_text(json.dumps(payload, indent=1, default=str))

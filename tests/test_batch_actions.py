@@ -92,9 +92,9 @@ def test_rotate_random_is_reproducible_and_per_item():
 
     a, b, c = run(1, 1), run(1, 2), run(2, 1)
     np.testing.assert_array_equal(a.images, b.images)
-    angles = [info["rotate_deg"] for info in a.info]
+    angles = [h[-1]["params"]["angle"] for h in a.history]  # drawn, and recorded per item
     assert all(-30 <= v <= 30 for v in angles) and angles[0] != angles[1]
-    assert [info["rotate_deg"] for info in c.info] != angles
+    assert [h[-1]["params"]["angle"] for h in c.history] != angles
 
 
 def test_rotate_refuses_a_bad_angle():
@@ -110,9 +110,7 @@ def test_rotate_on_anisotropic_pixels_matches_simpleitk_and_keeps_nodules(axes, 
 
     from ctflow.geometry import direction_to_sitk
 
-    batch, _ = _phantom_batch(
-        seed=5, n_nodules=2, shape=(24, 96, 88), spacing=(2.5, 0.73, 0.68)
-    )
+    batch, _ = _phantom_batch(seed=5, n_nodules=2, shape=(24, 96, 88), spacing=(2.5, 0.73, 0.68))
     batch.create_mask()
     g = batch.geometry(0)
     before = batch.images.astype(np.float32)

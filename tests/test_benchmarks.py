@@ -2,7 +2,9 @@
 
 The smoke run goes through everything ``make bench`` does — data generation, one subprocess per
 contender, peak-memory and bandwidth numbers, the agreement checks, ``latest.json`` and the
-markdown report — on tiny scans and a few cheap contenders.
+markdown report — on tiny scans and a few cheap contenders. The cases that used to be scripts of
+their own (``pipeline_pairs``, ``memory``, ``parallel``, ``dask``) and the ``tuning`` case run
+the same way at the tiny profile.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import mmap
 import numpy as np
 import pytest
 from benchmarks.common import copy_bandwidth, peak_rss_mb, reset_peak_rss, rss_mb
+from benchmarks.data import PROFILES
 from benchmarks.harness import close, dice, exact, labels
 from benchmarks.peers import geometry_from_ras, lungs_scipy, nodule_mask_numpy, ras_affine
-from benchmarks.run import main
+from benchmarks.report import evaluate_targets, markdown, pairs_summary, tuning_summary
+from benchmarks.run import _parse, _select, main
 from scipy import ndimage as ndi
 
 from ctflow.geometry import Geometry
@@ -69,9 +73,181 @@ def test_quick_run_writes_results_and_every_output_agrees(tmp_path):
 
 def test_run_lists_cases(capsys):
     assert main(["--list"]) == 0
-    names = capsys.readouterr().out.split()
+    listing = capsys.readouterr().out
+    names = listing.split()
     for name in ("load_mhd", "unify_spacing", "rotate", "segment_lungs", "pipeline"):
         assert name in names
+    for name in ("pipeline_pairs", "tuning", "memory", "parallel", "dask"):
+        assert name in names
+    dask_line = next(line for line in listing.splitlines() if line.startswith("dask "))
+    assert "[only with --cases]" in dask_line
+
+
+def test_default_set_has_every_case_but_dask():
+    default = {c.name for c in _select(_parse([]), PROFILES["full"])}
+    assert {"pipeline", "pipeline_pairs", "tuning", "memory", "parallel"} <= default
+    assert "dask" not in default
+    named = _select(_parse(["--cases", "dask,parallel"]), PROFILES["tiny"])
+    assert [c.name for c in named] == ["parallel", "dask"]
+    with pytest.raises(SystemExit, match="unknown case"):
+        _select(_parse(["--cases", "bench_dask"]), PROFILES["tiny"])
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("bench-cache")
+
+
+def _tiny_run(tmp_path, cache, cases, repeats=2):
+    out = tmp_path / "out"
+    args = ["--profile", "tiny", "--cases", cases, "--repeats", str(repeats)]
+    code = main([*args, "--out", str(out), "--cache", str(cache)])
+    payload = json.loads((out / "latest.json").read_text())
+    return code, payload, (out / "benchmarks.md").read_text()
+
+
+def test_folded_cases_and_tuning_run_in_the_harness(tmp_path, tiny_cache):
+    code, payload, report = _tiny_run(tmp_path, tiny_cache, "pipeline_pairs,tuning,memory,parallel")
+    assert code == 0
+    cases = {c["name"]: c for c in payload["cases"]}
+    assert set(cases) == {"pipeline_pairs", "tuning", "memory", "parallel"}
+    for case in cases.values():
+        for row in case["rows"]:
+            assert row["agree"]["ok"], (case["name"], row["key"], row["agree"])
+            assert row["median"] > 0 and all(t > 0 for t in row["times"])
+
+    # pairs: both thread counts in one process, at least 7 rounds whatever --repeats says
+    rows = cases["pipeline_pairs"]["rows"]
+    assert {r["n_threads"] for r in rows} == {1, 2}
+    assert all(len(r["times"]) == 7 and r["peak_extra_mb"] is None for r in rows)
+    assert all(r["valid"]["ok"] for r in rows)
+    pairs = pairs_summary(payload)
+    assert pairs is not None and pairs["pairs"] == 7 and pairs["valid"]["ok"]
+    assert pairs["ratio"] == pytest.approx(pairs["median_1"] / pairs["median_2"], rel=1e-3)
+    scaling = next(t for t in payload["targets"] if t["target"].startswith("thread scaling"))
+    assert "alternating pairs in one process" in scaling["measured"]
+    assert "Whole pipeline in alternating pairs" in report
+
+    # tuning: one worker process per setting, switches from its environment, own peak
+    rows = {r["how"]: r for r in cases["tuning"]["rows"]}
+    assert list(rows) == [
+        "all tricks on",
+        "buffer pool off",
+        "page moving off",
+        "thread lending off",
+        "streaming stores off",
+        "all tricks off",
+    ]
+    assert rows["all tricks on"]["info"]["switches"] == (
+        "buffer_pool, move_pages, lend_threads, streaming"
+    )
+    assert rows["buffer pool off"]["info"]["switches"] == "move_pages, lend_threads, streaming"
+    assert rows["all tricks off"]["info"]["switches"] == "none"
+    assert all(r["n_threads"] == 2 and r["peak_extra_mb"] is not None for r in rows.values())
+    table = tuning_summary(payload)
+    assert table is not None and table[0]["time_vs_on"] == pytest.approx(1.0)
+    assert table[-1]["time_vs_off"] == pytest.approx(1.0)
+    assert "## What each speed trick buys on the pipeline (`tuning`)" in report
+    assert not any("tuning" in t["target"] or "trick" in t["target"] for t in payload["targets"])
+
+    # memory: per-step peaks of the warm-up pass and of each timed pass
+    (row,) = cases["memory"]["rows"]
+    passes = row["info"]["passes"]
+    assert len(passes) == 1 + len(row["times"])
+    assert [st["action"] for st in passes[0]["steps"]] == [
+        "load",
+        "fetch_nodules",
+        "unify_spacing",
+        "normalize_hu",
+        "create_mask",
+        "sample_nodules",
+        "dump",
+    ]
+    assert all(st["peak_extra_mb"] >= 0 for p in passes for st in p["steps"])
+    assert "## Peak memory of each step (`memory`)" in report
+
+    # parallel: a user's numba action on 1 and 2 item threads, identical outputs
+    assert {r["n_threads"] for r in cases["parallel"]["rows"]} == {1, 2}
+    assert "## A user's own numba action (`parallel`)" in report
+    reported = {t["target"] for t in payload["targets"]}
+    assert any("numba nogil item action" in t for t in reported)
+    assert any("peak memory of each step" in t for t in reported)
+
+
+@pytest.mark.slow
+def test_dask_case_compares_engines_in_one_process(tmp_path, tiny_cache):
+    code, payload, report = _tiny_run(tmp_path, tiny_cache, "dask", repeats=1)
+    assert code == 0
+    (case,) = payload["cases"]
+    rows = {r["how"]: r for r in case["rows"]}
+    assert list(rows) == [
+        "local engine",
+        "DaskEngine, 1 worker x 1 thread",
+        "DaskEngine, 2 workers x 1 thread",
+    ]
+    for row in rows.values():
+        assert row["agree"]["ok"] and row["agree"]["byte_identical"], row["agree"]
+        assert row["info"]["empty_batch_ms"] > 0 and row["info"]["warmup_s"] > 0
+    assert rows["DaskEngine, 2 workers x 1 thread"]["info"]["workers"] == 2
+    target = next(t for t in payload["targets"] if t["target"].startswith("Dask engine"))
+    assert target["met"] is True
+    assert "## Dask engine (`dask`)" in report
+    assert "Dumps byte-identical across engines: yes" in report
+
+
+def test_report_of_pairs_and_tuning_from_rows():
+    def row(how, threads, times, peak=100.0):
+        return {
+            "key": f"ctflow|{how}|{threads}",
+            "tool": "ctflow",
+            "how": how,
+            "threads": str(threads),
+            "n_threads": threads,
+            "times": times,
+            "median": float(np.median(times)),
+            "peak_rss_mb": 300.0,
+            "peak_extra_mb": peak,
+            "agree": {"ok": True},
+            "valid": {"ok": True},
+        }
+
+    pairs = {
+        "name": "pipeline_pairs",
+        "title": "pairs",
+        "items": 8,
+        "rows": [row("p", 1, [4.0, 3.9, 4.1]), row("p", 2, [2.0, 2.1, 2.0])],
+    }
+    tuning = {
+        "name": "tuning",
+        "title": "tuning",
+        "items": 8,
+        "rows": [
+            row("all tricks on", 2, [1.0], 200.0),
+            row("buffer pool off", 2, [1.2], 260.0),
+            row("all tricks off", 2, [1.5], 300.0),
+        ],
+    }
+    payload = {
+        "machine": {"cpu": "x", "cores": 2, "python": "3", "numpy": "2", "load_average": [0]},
+        "when": "now",
+        "profile": "full",
+        "repeats": 3,
+        "wall_time_s": 1.0,
+        "bandwidth_gb_s": {"copy_1t": 10.0, "copy_2t": 18.0, "copy_fresh_1t": 4.0},
+        "cases": [pairs, tuning],
+    }
+    summary = pairs_summary(payload)
+    assert summary["pair_ratios"] == [2.0, pytest.approx(3.9 / 2.1, abs=1e-3), 2.05]
+    assert summary["ratio"] == 2.0  # 4.0 / 2.0
+    payload["targets"] = evaluate_targets(payload)
+    scaling = next(t for t in payload["targets"] if t["target"].startswith("thread scaling"))
+    assert scaling["met"] is True and scaling["value"] == 2.0
+    off = {r["setting"]: r for r in tuning_summary(payload)}
+    assert off["buffer pool off"]["time_vs_on"] == pytest.approx(1.2)
+    assert off["buffer pool off"]["peak_vs_on_mb"] == pytest.approx(60.0)
+    assert off["buffer pool off"]["peak_vs_off_mb"] == pytest.approx(-40.0)
+    text = markdown(payload)
+    assert "| buffer pool off | 1.200 | 1.20x | 0.80x | 260 | +60 | -40 | yes |" in text
 
 
 # -- agreement checks ---------------------------------------------------------------------------

@@ -68,9 +68,12 @@ def test_tutorial_pages_show_the_scripts_ci_runs(site):
 
 
 def test_api_reference_is_generated_from_docstrings(site):
-    html = (site / "api" / "batch" / "index.html").read_text()
-    assert 'id="ctflow.batch.CTBatch.unify_spacing"' in html
+    html = (site / "api" / "actions" / "index.html").read_text()
+    assert 'id="ctflow.actions.geometry.UnifySpacing"' in html
     assert "Resample every item to exactly" in html  # the docstring's summary line
+    assert 'id="ctflow.actions.methods.ActionMethods.unify_spacing"' in html
+    batch = (site / "api" / "batch" / "index.html").read_text()
+    assert 'id="ctflow.batch.CTBatch.run_items"' in batch
     for page in (site / "api").rglob("index.html"):
         text = page.read_text()
         assert ":class:`" not in text and ":func:`" not in text, page  # roles were rewritten

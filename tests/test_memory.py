@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import subprocess
 import sys
 import threading
 
@@ -231,3 +232,31 @@ def test_pages_moved_between_buffers_never_touch_live_arrays(pool):
     assert stats["misses"] > 0
     if MOVES_PAGES:
         assert stats["resized"] > 0
+
+
+def test_a_pipeline_runs_without_resource_and_without_mremap():
+    """As on Windows or macOS: no ``resource`` module, no C library to move pages with."""
+    code = (
+        "import sys, ctypes\n"
+        "sys.modules['resource'] = None\n"
+        "real = ctypes.CDLL\n"
+        "def no_libc(name, *a, **k):\n"
+        "    if name is None:  # the process's own C library: mmap/mremap/sync_file_range\n"
+        "        raise OSError('no C library here')\n"
+        "    return real(name, *a, **k)\n"
+        "ctypes.CDLL = no_libc\n"
+        "import numpy as np, ctflow as cf\n"
+        "from ctflow import memory\n"
+        "assert memory._LIBC is None\n"
+        "vol = np.arange(40 * 256 * 256, dtype=np.int16).reshape(40, 256, 256) % 2000 - 1000\n"
+        "b = cf.CTBatch.from_arrays([vol, vol[:30]], spacing=(2.0, 1.0, 1.0))\n"
+        "out = cf.Pipeline().unify_spacing((1.0, 1.0, 1.0)).normalize_hu().execute(b)\n"
+        "again = cf.Pipeline().unify_spacing((1.0, 1.0, 1.0)).normalize_hu().execute(\n"
+        "    cf.CTBatch.from_arrays([vol, vol[:30]], spacing=(2.0, 1.0, 1.0)))\n"
+        "assert np.array_equal(out[1].images, again[1].images)\n"
+        "stats = memory.pool_stats()\n"
+        "print(out.shapes.tolist(), stats['hits'] > 0, cf.execution.peak_rss_mb())\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("[[80, 256, 256], [60, 256, 256]] True 0.0")

@@ -91,7 +91,7 @@ def test_lungs_not_found_and_crops_without_nodules_are_warned():
     chest.set_random_state(0, 0)
     chest.segment()
     found = float(chest.lungs.sum()) * 18.0 / 1000  # ml: a small phantom's lungs
-    assert 0 < found < cf.batch.PLAUSIBLE_LUNG_ML
+    assert 0 < found < cf.actions.anatomy.PLAUSIBLE_LUNG_ML
     assert chest.warnings[0] == [
         f"segment: only {found:.0f} ml of lung found (adult lungs hold 3-7 l): the scan may "
         f"not be a chest CT, or shows only part of the lungs"

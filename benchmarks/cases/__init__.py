@@ -10,15 +10,19 @@ __all__ = ["all_cases", "get_case"]
 def all_cases() -> list[Case]:
     """Every case (imports the case modules; peers are imported only when a case runs)."""
     from benchmarks.cases import (
+        dask,
         intensity,
         io,
         lungs,
+        memory,
         nodules,
+        parallel,
         pipeline,
         ragged,
         resample,
         scaling,
         spatial,
+        tuning,
     )
 
     return [
@@ -29,8 +33,12 @@ def all_cases() -> list[Case]:
         *lungs.CASES,
         *nodules.CASES,
         *pipeline.CASES,
+        *tuning.CASES,
+        *memory.CASES,
         *ragged.CASES,
         *scaling.CASES,
+        *parallel.CASES,
+        *dask.CASES,
     ]
 
 

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmarks.harness import Case, Contender, Runner
+from benchmarks.harness import Case, Contender, Interleave, Runner
 from benchmarks.peers import (
     geometry_from_ras,
     lungs_scipy,
@@ -479,4 +479,32 @@ PIPELINE = Case(
     ),
 )
 
-CASES = [PIPELINE]
+PAIRS = 7
+PAIRS_HOW = "Pipeline, batch_size=1, prefetch=threads (pairs)"
+PIPELINE_PAIRS = Case(
+    name="pipeline_pairs",
+    title="Whole pipeline on 1 and 2 threads in alternating pairs, one process",
+    inputs=_inputs,
+    contenders=[
+        Contender(
+            "ctflow", "Pipeline, batch_size=1, prefetch=threads (pairs)", n, ctflow_builder(1)
+        )
+        for n in (1, 2)
+    ],
+    check=check,
+    validate=validate,
+    parts=("pipeline",),
+    items=lambda profile: len(profile.pipeline_scans),
+    min_repeats=PAIRS,
+    interleave=Interleave(settle=True),
+    note=(
+        "The `pipeline` case times 1 and 2 threads in two processes minutes apart, while the "
+        "speed of a shared virtual machine drifts by 10-30 % over minutes. Here one process "
+        f"runs the same pipeline on 1 and on 2 threads in turn (at least {PAIRS} pairs, "
+        "alternating which goes first); each timed run follows an untimed run at the same "
+        "thread count, so it finds the buffer pool as a stream of runs at that thread count "
+        "leaves it. Each run starts from an empty output folder."
+    ),
+)
+
+CASES = [PIPELINE, PIPELINE_PAIRS]

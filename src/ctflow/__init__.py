@@ -17,6 +17,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from ctflow import actions
+from ctflow.actions import Action, BatchAction, ItemAction
 from ctflow.batch import CTBatch, CTImagesBatch, CTImagesMaskedBatch, CTItem
 from ctflow.dataset import Dataset
 from ctflow.engines.dask import DaskEngine
@@ -29,6 +31,7 @@ from ctflow.errors import (
     UnsupportedFormatError,
 )
 from ctflow.geometry import Geometry
+from ctflow.history import replay
 from ctflow.io.annotations import read_annotations
 from ctflow.io.lidc import read_lidc
 from ctflow.io.reader import read_scan
@@ -36,6 +39,8 @@ from ctflow.parallel import action, inbatch_parallel
 from ctflow.pipeline import Pipeline, RunReport
 
 __all__ = [
+    "Action",
+    "BatchAction",
     "CTBatch",
     "CTFlowError",
     "CTImagesBatch",
@@ -47,14 +52,17 @@ __all__ = [
     "Geometry",
     "InvalidParameterError",
     "InvalidScanError",
+    "ItemAction",
     "MissingDependencyError",
     "Pipeline",
     "RunReport",
     "UnsupportedFormatError",
     "__version__",
     "action",
+    "actions",
     "inbatch_parallel",
     "read_annotations",
     "read_lidc",
     "read_scan",
+    "replay",
 ]

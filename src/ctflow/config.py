@@ -1,4 +1,4 @@
-"""Pipelines described in a file (TOML, or YAML with the same structure), for ``ctflow run``.
+r"""Pipelines described in a file (TOML, or YAML with the same structure), for ``ctflow run``.
 
 ::
 
@@ -30,7 +30,7 @@ Examples
 --------
 >>> import tempfile, pathlib
 >>> p = pathlib.Path(tempfile.mkdtemp()) / "p.toml"
->>> _ = p.write_text('[dataset]\\npaths = ["a.mhd"]\\n[[actions]]\\nname = "load"\\n')
+>>> _ = p.write_text('[dataset]\npaths = ["a.mhd"]\n[[actions]]\nname = "load"\n')
 >>> spec = read_pipeline_file(p)
 >>> spec.pipeline.action_names, spec.run["batch_size"]
 (['load'], 1)
@@ -38,6 +38,7 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tomllib
@@ -45,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ctflow.actions.base import ACTIONS
 from ctflow.dataset import Dataset
 from ctflow.errors import CTFlowError, InvalidParameterError
 from ctflow.pipeline import Pipeline
@@ -85,7 +87,7 @@ class PipelineSpec:
         return self.dataset >> self.pipeline
 
     def where(self, error: BaseException) -> str | None:
-        """``file:line: action #k 'name'`` of the action an error raised while running names.
+        r"""Return ``file:line: action #k 'name'`` of the action a run-time error names.
 
         Errors raised inside a pipeline carry a note ``in action 'name'``; when that action
         occurs once in the file, this says where it is.
@@ -94,7 +96,7 @@ class PipelineSpec:
         --------
         >>> import tempfile, pathlib
         >>> p = pathlib.Path(tempfile.mkdtemp()) / "p.toml"
-        >>> _ = p.write_text('[[actions]]\\nname = "load"\\n\\n[[actions]]\\nname = "flip"\\n')
+        >>> _ = p.write_text('[[actions]]\nname = "load"\n\n[[actions]]\nname = "flip"\n')
         >>> spec = read_pipeline_file(p)
         >>> err = ValueError("bad axis")
         >>> err.add_note("ctflow: in action 'flip' of the batch at position 0")
@@ -256,7 +258,14 @@ def read_pipeline_file(path: str | os.PathLike[str], *, need_sources: bool = Tru
         if not isinstance(entry, dict) or "name" not in entry:
             raise InvalidParameterError(f"{where}: each action needs a name")
         name = str(entry["name"])
+        cls = ACTIONS.get(name)
+        if cls is None:
+            raise InvalidParameterError(
+                f"{where} {name!r}: unknown action; a file may use the registered actions: "
+                f"{', '.join(sorted(ACTIONS))}"
+            )
         kwargs = {key: value for key, value in entry.items() if key != "name"}
+        paths = cls.path_fields()
         for key, value in kwargs.items():
             if value == "@annotations":
                 if annotations is None:
@@ -264,7 +273,7 @@ def read_pipeline_file(path: str | os.PathLike[str], *, need_sources: bool = Tru
                         f"{where} {name!r}: '@annotations' needs [dataset] annotations"
                     )
                 kwargs[key] = annotations
-            elif key in ("dst", "annotations") and isinstance(value, str):
+            elif key in paths and isinstance(value, str):
                 kwargs[key] = _resolve(base, value)
         if name == "fetch_nodules" and not kwargs:
             if annotations is None:
@@ -273,8 +282,14 @@ def read_pipeline_file(path: str | os.PathLike[str], *, need_sources: bool = Tru
                 )
             kwargs["annotations"] = annotations
         try:
-            pipeline = getattr(pipeline, name)(**kwargs)
+            action = cls(**kwargs)
+        except TypeError as exc:
+            params = ", ".join(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+            raise InvalidParameterError(
+                f"{where} {name!r}: {str(exc).split('.__init__() ')[-1]}; its parameters: {params}"
+            ) from None
         except CTFlowError as exc:
             raise InvalidParameterError(f"{where} {name!r}: {exc}") from None
+        pipeline = pipeline.then(action)
     action_lines = [lines[k] if k < len(lines) else None for k in range(len(actions))]
     return PipelineSpec(path, dataset, pipeline, run, annotations, action_lines)

@@ -1,6 +1,7 @@
 """Dataset: item ids mapped to their sources (files or folders), split, and batched.
 
-A dataset holds no voxels: only ids and paths. Batches are created on demand
+A dataset holds no voxels: only ids and paths (``dataset >> pipeline`` binds a pipeline to it:
+:meth:`ctflow.Pipeline.__rrshift__`). Batches are created on demand
 (:meth:`Dataset.create_batch`) as instances of the dataset's ``batch_class``, so a user's
 ``CTBatch`` subclass with custom actions works in pipelines too.
 
@@ -20,15 +21,12 @@ import glob as globlib
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ctflow.batch import CTBatch
 from ctflow.errors import InvalidParameterError
-
-if TYPE_CHECKING:
-    from ctflow.pipeline import Pipeline
 
 __all__ = ["Dataset"]
 
@@ -123,7 +121,7 @@ class Dataset:
         paths: Sequence[str | os.PathLike[str]] | Mapping[str, str | os.PathLike[str]],
         batch_class: type[CTBatch] = CTBatch,
     ) -> Dataset:
-        """A dataset from a list of paths (ids = stems / folder names) or an id -> path dict.
+        """Return a dataset from a list of paths (ids = stems / folder names) or an id -> path dict.
 
         Examples
         --------
@@ -151,20 +149,24 @@ class Dataset:
         return list(self.sources)
 
     def __len__(self) -> int:
+        """Return the number of items."""
         return len(self.sources)
 
     def __iter__(self) -> Iterator[str]:
+        """Iterate over the items."""
         return iter(self.sources)
 
     def __contains__(self, item_id: object) -> bool:
+        """Return True when the id is in the dataset."""
         return item_id in self.sources
 
     def __repr__(self) -> str:
+        """Return a readable summary."""
         shown = ", ".join(self.ids[:3]) + (", ..." if len(self) > 3 else "")
         return f"Dataset({len(self)} items: [{shown}], batch_class={self.batch_class.__name__})"
 
     def subset(self, ids: Sequence[str]) -> Dataset:
-        """A dataset of the given ids (in the given order)."""
+        """Return a dataset of the given ids (in the given order)."""
         missing = [i for i in ids if i not in self.sources]
         if missing:
             raise InvalidParameterError(f"subset: unknown ids {missing[:5]}")
@@ -205,7 +207,7 @@ class Dataset:
         return tuple(self.subset(ids[bounds[k] : bounds[k + 1]]) for k in range(len(vals)))
 
     def create_batch(self, ids: Sequence[str], **kwargs: Any) -> CTBatch:
-        """A batch (of ``batch_class``) of the given ids, not loaded yet.
+        """Return a batch (of ``batch_class``) of the given ids, not loaded yet.
 
         Examples
         --------
@@ -216,10 +218,3 @@ class Dataset:
         if missing:
             raise InvalidParameterError(f"create_batch: unknown ids {missing[:5]}")
         return self.batch_class(list(ids), [self.sources[i] for i in ids], **kwargs)
-
-    def __rshift__(self, pipeline: Pipeline) -> Pipeline:
-        from ctflow.pipeline import Pipeline
-
-        if not isinstance(pipeline, Pipeline):
-            return NotImplemented
-        return pipeline.bind(self)

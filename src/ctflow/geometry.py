@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ctflow.errors import InvalidParameterError, InvalidScanError
+from ctflow import validation
+from ctflow.errors import InvalidScanError
 
 __all__ = [
     "Geometry",
@@ -48,50 +49,68 @@ _EYE = np.eye(3)
 
 
 def as_spacing(value: ArrayLike, *, what: str = "spacing", where: str = "") -> NDArray[np.float64]:
-    """Validate a (z, y, x) spacing: 3 finite positive floats (a scalar is broadcast).
+    """Validate a (z, y, x) spacing and return it as a float64 array.
+
+    The rule is :func:`ctflow.validation.as_spacing`'s: 3 finite positive floats, a scalar
+    used for all three axes.
+
+    Parameters
+    ----------
+    value : float or array_like of 3 floats
+        The spacing, mm.
+    what, where : str
+        Name of the value and of the caller, for the error message.
+
+    Returns
+    -------
+    ndarray of 3 float64
+        A new array.
+
+    Raises
+    ------
+    InvalidParameterError
+        ``value`` is not 3 finite positive floats (or one).
 
     Examples
     --------
     >>> as_spacing(1.0)
     array([1., 1., 1.])
     """
-    prefix = f"{where}: " if where else ""
-    try:
-        arr = np.broadcast_to(np.asarray(value, dtype=np.float64), (3,)).copy()
-    except (TypeError, ValueError):
-        raise InvalidParameterError(
-            f"{prefix}{what} must be 3 positive floats (z, y, x) in mm; got {value!r}"
-        ) from None
-    if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
-        raise InvalidParameterError(
-            f"{prefix}{what} must be 3 positive floats (z, y, x) in mm; got {tuple(arr.tolist())}"
-        )
-    return arr
+    return np.array(validation.as_spacing(value, what=what, where=where), dtype=np.float64)
 
 
 def as_shape(value: ArrayLike, *, what: str = "shape", where: str = "") -> tuple[int, int, int]:
-    """Validate a (z, y, x) shape: 3 positive integers (a scalar is broadcast).
+    """Validate a (z, y, x) shape and return it as a tuple of 3 ints.
+
+    The rule is :func:`ctflow.validation.as_shape`'s: 3 positive integers, a scalar used for
+    all three axes.
+
+    Parameters
+    ----------
+    value : int or sequence of 3 ints
+        The shape, voxels.
+    what, where : str
+        Name of the value and of the caller, for the error message.
+
+    Returns
+    -------
+    tuple of 3 int
+
+    Raises
+    ------
+    InvalidParameterError
+        ``value`` is not 3 positive integers (or one).
 
     Examples
     --------
     >>> as_shape((32, 64, 64))
     (32, 64, 64)
     """
-    prefix = f"{where}: " if where else ""
-    try:
-        raw = np.broadcast_to(np.asarray(value), (3,))
-        ints = np.asarray(raw, dtype=np.int64)
-        ok = bool(np.all(ints == raw)) and bool(np.all(ints > 0))
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise InvalidParameterError(
-            f"{prefix}{what} must be 3 positive integers (z, y, x); got {value!r}"
-        )
-    return (int(ints[0]), int(ints[1]), int(ints[2]))
+    return validation.as_shape(value, what=what, where=where)
 
 
 def _as_vector(value: ArrayLike, what: str) -> NDArray[np.float64]:
+    """Return ``value`` as 3 finite float64 (z, y, x); InvalidScanError otherwise."""
     arr = np.asarray(value, dtype=np.float64)
     if arr.shape != (3,) or not np.all(np.isfinite(arr)):
         raise InvalidScanError(f"{what} must be 3 finite floats (z, y, x); got {value!r}")
@@ -99,6 +118,7 @@ def _as_vector(value: ArrayLike, what: str) -> NDArray[np.float64]:
 
 
 def _as_direction(value: ArrayLike | None) -> NDArray[np.float64]:
+    """Return a finite orthonormal (3, 3) direction (identity for None; (9,) is reshaped)."""
     if value is None:
         return np.eye(3)
     arr = np.asarray(value, dtype=np.float64)
@@ -118,6 +138,16 @@ def _as_direction(value: ArrayLike | None) -> NDArray[np.float64]:
 def direction_from_sitk(direction_xyz: Sequence[float]) -> NDArray[np.float64]:
     """Convert SimpleITK's row-major (x, y, z) direction tuple to ctflow's (z, y, x) matrix.
 
+    Parameters
+    ----------
+    direction_xyz : sequence of 9 floats
+        ``image.GetDirection()`` of a SimpleITK image.
+
+    Returns
+    -------
+    ndarray (3, 3) float64
+        The same matrix with rows and columns reversed.
+
     Examples
     --------
     >>> direction_from_sitk((1, 0, 0, 0, 1, 0, 0, 0, 1))
@@ -131,6 +161,16 @@ def direction_from_sitk(direction_xyz: Sequence[float]) -> NDArray[np.float64]:
 
 def direction_to_sitk(direction_zyx: ArrayLike) -> tuple[float, ...]:
     """Convert ctflow's (z, y, x) direction matrix to SimpleITK's row-major (x, y, z) tuple.
+
+    Parameters
+    ----------
+    direction_zyx : array_like (3, 3) or (9,)
+        A ctflow direction matrix.
+
+    Returns
+    -------
+    tuple of 9 float
+        What ``image.SetDirection`` takes.
 
     Examples
     --------
@@ -153,6 +193,12 @@ class Geometry:
         World position of the centre of voxel (0, 0, 0), mm.
     direction : array_like (3, 3), optional
         Column j = world unit vector of voxel axis j; identity if omitted.
+
+    Raises
+    ------
+    InvalidScanError
+        A spacing that is not 3 positive finite floats, an origin that is not 3 finite floats,
+        or a direction that is not a finite orthonormal 3x3 matrix (to 1e-4).
 
     Examples
     --------
@@ -183,19 +229,57 @@ class Geometry:
     # -- mapping -----------------------------------------------------------------------------
     @property
     def affine(self) -> NDArray[np.float64]:
-        """4x4 matrix mapping homogeneous (z, y, x, 1) voxel indices to world (z, y, x, 1)."""
+        """4x4 matrix mapping homogeneous (z, y, x, 1) voxel indices to world (z, y, x, 1).
+
+        Examples
+        --------
+        >>> Geometry((2.0, 1.0, 1.0), (5.0, 0.0, 0.0)).affine[0].tolist()
+        [2.0, 0.0, 0.0, 5.0]
+        """
         a = np.eye(4)
         a[:3, :3] = self.direction * self.spacing[None, :]
         a[:3, 3] = self.origin
         return a
 
     def voxel_to_world(self, zyx: ArrayLike) -> NDArray[np.float64]:
-        """Map voxel indices (N, 3) or (3,) (continuous allowed) to world mm, (z, y, x)."""
+        """Map voxel indices to world millimetres: ``origin + direction @ (spacing * v)``.
+
+        Parameters
+        ----------
+        zyx : array_like (N, 3) or (3,)
+            Voxel indices (z, y, x); continuous values allowed.
+
+        Returns
+        -------
+        ndarray, float64, same shape as ``zyx``
+            World LPS mm, (z, y, x) order.
+
+        Examples
+        --------
+        >>> Geometry((2.0, 1.0, 1.0), (5.0, 0.0, 0.0)).voxel_to_world((1, 2, 3)).tolist()
+        [7.0, 2.0, 3.0]
+        """
         v = np.asarray(zyx, dtype=np.float64)
         return self.origin + (v * self.spacing) @ self.direction.T
 
     def world_to_voxel(self, zyx: ArrayLike) -> NDArray[np.float64]:
-        """Map world mm (N, 3) or (3,) to continuous voxel indices (z, y, x)."""
+        """Map world millimetres to continuous voxel indices (the inverse of voxel_to_world).
+
+        Parameters
+        ----------
+        zyx : array_like (N, 3) or (3,)
+            World LPS mm, (z, y, x) order.
+
+        Returns
+        -------
+        ndarray, float64, same shape as ``zyx``
+            Continuous voxel indices (z, y, x); round them for the voxel a point falls in.
+
+        Examples
+        --------
+        >>> Geometry((2.0, 1.0, 1.0), (5.0, 0.0, 0.0)).world_to_voxel((8.0, 2.0, 3.0)).tolist()
+        [1.5, 2.0, 3.0]
+        """
         w = np.asarray(zyx, dtype=np.float64)
         return ((w - self.origin) @ self.direction) / self.spacing
 
@@ -203,7 +287,21 @@ class Geometry:
     def shifted(self, start: ArrayLike) -> Geometry:
         """Geometry of a sub-volume whose voxel (0, 0, 0) is this one's voxel ``start``.
 
-        ``start`` may be negative (padding before) or fractional.
+        Parameters
+        ----------
+        start : array_like of 3 floats
+            Voxel index (z, y, x) of the new first voxel; may be negative (padding before) or
+            fractional.
+
+        Returns
+        -------
+        Geometry
+            Same spacing and direction, origin at ``voxel_to_world(start)``.
+
+        Examples
+        --------
+        >>> Geometry((2.0, 1.0, 1.0)).shifted((-1, 0, 3)).origin.tolist()
+        [-2.0, 0.0, 3.0]
         """
         origin = self.voxel_to_world(np.asarray(start, dtype=np.float64))
         return Geometry(self.spacing, origin, self.direction)
@@ -217,6 +315,26 @@ class Geometry:
         anatomy; the direction is unchanged. This is the convention of every ctflow resampling
         action (``resize``, ``unify_spacing``): new voxel ``k`` sits at old continuous index
         ``c_old + (k - c_new) * new_spacing / old_spacing`` with ``c = (n - 1) / 2``.
+
+        Parameters
+        ----------
+        old_shape : 3 ints
+            Shape (z, y, x) of the grid this geometry describes.
+        new_shape : 3 ints
+            Shape of the new grid.
+        new_spacing : array_like of 3 floats
+            Spacing of the new grid, mm.
+
+        Returns
+        -------
+        Geometry
+            ``new_spacing``, the same direction, and the origin that keeps the centre.
+
+        Examples
+        --------
+        >>> g = Geometry((1.0, 1.0, 1.0)).resampled((4, 4, 4), (2, 2, 2), (2.0, 2.0, 2.0))
+        >>> g.origin.tolist()
+        [0.5, 0.5, 0.5]
         """
         new_sp = np.asarray(new_spacing, dtype=np.float64)
         c_old = (np.asarray(old_shape, dtype=np.float64) - 1) / 2
@@ -243,6 +361,26 @@ class Geometry:
         and every output voxel's world position is that of the anatomy it shows: nodule tables
         and world-mm masks stay valid.
 
+        Parameters
+        ----------
+        shape : 3 ints
+            Shape (z, y, x) of the rotated volume (the same before and after).
+        angle_deg : float
+            Rotation angle, degrees, as given to ``rotate``.
+        axes : pair of int
+            The rotation plane, as given to ``rotate`` (order does not matter, negative axes
+            count from the end).
+
+        Returns
+        -------
+        Geometry
+            Same spacing, origin ``O'`` and direction ``D'`` above.
+
+        Raises
+        ------
+        InvalidParameterError
+            ``axes`` is not two different axes of a (z, y, x) volume.
+
         Examples
         --------
         >>> g = Geometry((1.0, 1.0, 1.0)).rotated((1, 5, 5), 90, (1, 2))
@@ -259,9 +397,7 @@ class Geometry:
         >>> bool(np.allclose(g.direction.T @ g.direction, np.eye(3)))
         True
         """
-        a, b = sorted(int(v) % 3 for v in axes)
-        if a == b:
-            raise InvalidParameterError(f"rotated: axes must be two different axes; got {axes!r}")
+        a, b = validation.as_plane(axes, "axes", "rotated")
         sp = self.spacing
         t = np.deg2rad(float(angle_deg))
         cos_t, sin_t = np.cos(t), np.sin(t)
@@ -280,7 +416,19 @@ class Geometry:
         return Geometry(sp, origin, u @ vt)
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain-Python form (lists) for JSON."""
+        """Return the plain-Python form (lists) for JSON.
+
+        Returns
+        -------
+        dict
+            ``{"spacing": [3 floats], "origin": [3 floats], "direction": [[3 floats] x 3]}``;
+            ``Geometry(**d)`` rebuilds an equal geometry.
+
+        Examples
+        --------
+        >>> Geometry((2.0, 1.0, 1.0)).as_dict()["spacing"]
+        [2.0, 1.0, 1.0]
+        """
         return {
             "spacing": self.spacing.tolist(),
             "origin": self.origin.tolist(),
@@ -288,6 +436,7 @@ class Geometry:
         }
 
     def __eq__(self, other: object) -> bool:
+        """Compare spacing, origin and direction exactly (bit for bit)."""
         if not isinstance(other, Geometry):
             return NotImplemented
         return (
@@ -297,9 +446,11 @@ class Geometry:
         )
 
     def __hash__(self) -> int:
+        """Hash the exact bytes of spacing, origin and direction (consistent with ``==``)."""
         return hash((self.spacing.tobytes(), self.origin.tobytes(), self.direction.tobytes()))
 
     def __repr__(self) -> str:
+        """Show spacing and origin with ``%g`` and the direction rounded to 4 decimals."""
         sp = ", ".join(f"{v:g}" for v in self.spacing)
         org = ", ".join(f"{v:g}" for v in self.origin)
         ident = np.allclose(self.direction, np.eye(3))

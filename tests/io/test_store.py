@@ -69,23 +69,23 @@ def test_float_images_and_component_selection(tmp_path, rng):
 
 def test_crash_mid_dump_leaves_no_complete_looking_item(tmp_path, rng, monkeypatch):
     b = _batch(rng)
-    real = store._write_array
+    real = store.writer._write_array
 
     def failing(path, data, compression):
         if path.name == "masks.b2nd":
             raise OSError("disk full (simulated)")
         return real(path, data, compression)
 
-    monkeypatch.setattr(store, "_write_array", failing)
+    monkeypatch.setattr(store.writer, "_write_array", failing)
     with pytest.raises(OSError, match="disk full"):
         b.dump(tmp_path / "out")
     leftovers = list((tmp_path / "out").iterdir())
     assert leftovers == []  # no item folder and no temporary folder
     # an existing complete item survives a failed overwrite untouched
-    monkeypatch.setattr(store, "_write_array", real)
+    monkeypatch.setattr(store.writer, "_write_array", real)
     b.dump(tmp_path / "out")
     before = store.read_item(tmp_path / "out" / "a").components["images"].copy()
-    monkeypatch.setattr(store, "_write_array", failing)
+    monkeypatch.setattr(store.writer, "_write_array", failing)
     b.images[:] = 0
     with pytest.raises(OSError):
         b.dump(tmp_path / "out")
@@ -163,7 +163,7 @@ def test_dumps_are_byte_identical_whoever_writes_them(tmp_path, rng):
     meta = json.loads(one["b/meta.json"])
     assert set(meta) == {
         "format", "format_version", "ctflow_version", "id", "components", "spacing", "origin",
-        "direction", "nodules", "source", "warnings",
+        "direction", "nodules", "source", "warnings", "history",
     }  # fmt: skip
     # and the bytes do depend on the data
     b.images[0, 0, 0] += 1
@@ -306,7 +306,7 @@ def test_stale_writes_of_dead_processes_only_are_removed(tmp_path):
                           capture_output=True, text=True, check=True)  # fmt: skip
     dead_pid = int(done.stdout)
     staging = tmp_path / store.STAGING
-    host = store._host()
+    host = store.staging._host()
     dead = staging / f"{host}~{dead_pid}~0123456789ab~x"
     alive = staging / f"{host}~{os.getpid()}~0123456789ab~y"
     elsewhere = staging / f"some-other-host~{dead_pid}~0123456789ab~z"
@@ -409,7 +409,7 @@ def _blosc2_frame(data, compression="lz4"):
     codec, clevel = store.COMPRESSIONS[compression]
     flags = {"codec": codec, "clevel": clevel, "filters": [blosc2.Filter.SHUFFLE]}
     arr = blosc2.empty(data.shape, data.dtype, chunks=data.shape,
-                       blocks=store._layout(data.shape, data.itemsize)[1],
+                       blocks=store.arrays._layout(data.shape, data.itemsize)[1],
                        cparams=blosc2.CParams(nthreads=1, **flags))  # fmt: skip
     blocksize = int(np.prod(arr.blocks)) * data.itemsize
     arr.schunk.update_chunk(0, blosc2.compress2(
@@ -431,14 +431,14 @@ def test_crop_files_are_exactly_what_blosc2_writes(tmp_path, rng, monkeypatch, c
         rng.integers(-1000, 400, (5, 7, 9)).astype(np.int16),
     ]
     geometry = cf.Geometry((1.0, 1.0, 1.0))
-    monkeypatch.setattr(store, "_crop_frames", {})
+    monkeypatch.setattr(store.arrays, "_crop_frames", {})
     for k, crop in enumerate(crops):
         store.write_item(tmp_path / "ours", f"c{k}", {"images": crop}, geometry,
                          compression=compression)  # fmt: skip
-    assert all(v is not None for v in store._crop_frames.values())  # the model held
+    assert all(v is not None for v in store.arrays._crop_frames.values())  # the model held
     # where a layout's frame cannot be learnt, blosc2 frames every crop: same files
-    monkeypatch.setattr(store, "_crop_frames", {})
-    monkeypatch.setattr(store._CropFrame, "learn", classmethod(lambda cls, *a: None))
+    monkeypatch.setattr(store.arrays, "_crop_frames", {})
+    monkeypatch.setattr(store.arrays._CropFrame, "learn", classmethod(lambda cls, *a: None))
     for k, crop in enumerate(crops):
         store.write_item(tmp_path / "blosc2", f"c{k}", {"images": crop}, geometry,
                          compression=compression)  # fmt: skip

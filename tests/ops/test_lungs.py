@@ -1,9 +1,9 @@
-"""Tests of ctflow.ops.lungs (and its kernels) against analytic phantoms, scipy and real CTs.
+"""Tests of ctflow.ops.lungs against analytic phantoms, scipy and real CTs.
 
-References used: the analytic shapes a phantom is drawn from; ``scipy.ndimage`` (``label``,
-``binary_fill_holes``, ``distance_transform_edt``) for the labelling, hole-filling and distance
-kernels and for an exact full-resolution closing; ``numpy.nonzero`` for bounding boxes;
-TotalSegmentator's lung-lobe masks and the pyradiomics nodule label for the real scans.
+References used: the analytic shapes a phantom is drawn from; ``scipy.ndimage`` for an exact
+full-resolution closing; ``numpy.nonzero`` for bounding boxes; TotalSegmentator's lung-lobe
+masks and the pyradiomics nodule label for the real scans. The kernels (labelling, hole
+filling, distance transforms) are tested in tests/kernels/test_lungs.py and test_closing.py.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from scipy import ndimage as ndi
 
 from ctflow.errors import InvalidParameterError
 from ctflow.geometry import Geometry, direction_from_sitk
-from ctflow.kernels import lungs as K
 from ctflow.ops.lungs import lung_bbox, segment_lungs
 
 SPACING = (2.0, 1.5, 1.5)
@@ -287,129 +286,6 @@ def test_bad_input_raises_invalid_parameter(image, kwargs, match):
     with pytest.raises(InvalidParameterError, match=match) as info:
         segment_lungs(image, geom, **kwargs)
     assert "segment_lungs:" in str(info.value)
-
-
-# -- kernels against scipy ------------------------------------------------------------------------
-def _runs(image, threshold):
-    nz, ny, _ = image.shape
-    counts = np.empty(nz * ny, np.int64)
-    K.runs_count(image, threshold, 0, nz, counts)
-    row_ptr = np.zeros(nz * ny + 1, np.int64)
-    np.cumsum(counts, out=row_ptr[1:])
-    n = int(row_ptr[-1])
-    starts, ends, n_gas = (np.empty(n, np.int32) for _ in range(3))
-    K.runs_fill(image, threshold, -950, 0, nz, row_ptr, starts, ends, n_gas)
-    return row_ptr, starts, ends, n_gas
-
-
-def _paint_labels(shape, row_ptr, starts, ends, labels):
-    out = np.full(shape, -1, np.int64)
-    ny = shape[1]
-    for r in range(shape[0] * ny):
-        z, y = divmod(r, ny)
-        for i in range(row_ptr[r], row_ptr[r + 1]):
-            out[z, y, starts[i] : ends[i]] = labels[i]
-    return out
-
-
-def _same_partition(a, b, where):
-    pairs = np.unique(np.stack([a[where], b[where]]), axis=1)
-    return len(np.unique(pairs[0])) == pairs.shape[1] == len(np.unique(pairs[1]))
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_run_labelling_matches_scipy(seed):
-    rng = np.random.default_rng(seed)
-    shape = (9, 23, 31)
-    image = np.where(rng.random(shape) < 0.55, -1000, 40).astype(np.int16)
-    air = image < -320
-    row_ptr, starts, ends, n_gas = _runs(image, -320)
-    n = starts.shape[0]
-    assert n_gas.sum() == air.sum()  # every air voxel here is also "gas" (< -950)
-    parent = np.empty(n, np.int32)
-    outside = np.empty(n, np.uint8)
-    K.union_slices(row_ptr, starts, ends, shape[1], shape[2], 0, shape[0], parent, outside)
-    # in-slice: runs flagged outside == 2-D components touching the y/x border (scipy, 4-conn.)
-    ref_out = np.zeros(shape, bool)
-    for z in range(shape[0]):
-        lab, _ = ndi.label(air[z])
-        edge = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
-        ref_out[z] = np.isin(lab, edge[edge > 0])
-    got_out = _paint_labels(shape, row_ptr, starts, ends, outside.astype(np.int64)) == 1
-    np.testing.assert_array_equal(got_out, ref_out)
-    # 3-D labelling of everything (no outside runs skipped) == scipy's 6-connected labels
-    K.union_z(row_ptr, starts, ends, shape[1], 1, 5, parent, np.zeros(n, np.uint8))
-    K.union_z(row_ptr, starts, ends, shape[1], 5, shape[0], parent, np.zeros(n, np.uint8))
-    labels = np.empty(n, np.int32)
-    n_lab = K.label_runs(parent, labels)
-    ref, n_ref = ndi.label(air)
-    assert n_lab == n_ref
-    got = _paint_labels(shape, row_ptr, starts, ends, labels)
-    assert _same_partition(got, ref, air)
-
-
-def test_body_span_is_the_row_extent_of_the_largest_8_connected_tissue_region():
-    rng = np.random.default_rng(7)
-    shape = (5, 40, 50)
-    image = np.where(rng.random(shape) < 0.45, -1000, 40).astype(np.int16)
-    image[:, 8:30, 10:40] = np.where(rng.random((5, 22, 30)) < 0.1, -1000, 40)  # a "body"
-    row_ptr, starts, ends, _ = _runs(image, -320)
-    per_slice = row_ptr[shape[1] :: shape[1]] - row_ptr[: -1 : shape[1]]
-    lo = np.empty(shape[0] * shape[1], np.int32)
-    hi = np.empty_like(lo)
-    K.body_span(
-        row_ptr,
-        starts,
-        ends,
-        shape[1],
-        shape[2],
-        0,
-        shape[0],
-        int(per_slice.max()) + shape[1],
-        lo,
-        hi,
-    )
-    for z in range(shape[0]):
-        lab, _ = ndi.label(image[z] >= -320, structure=np.ones((3, 3)))
-        body = lab == np.argmax(np.bincount(lab.ravel())[1:]) + 1
-        for y in range(shape[1]):
-            xs = np.nonzero(body[y])[0]
-            expect = (xs[0], xs[-1] + 1) if xs.size else (-1, -1)
-            assert (lo[z * shape[1] + y], hi[z * shape[1] + y]) == expect
-
-
-@pytest.mark.parametrize("max_area", [-1, 6])
-def test_fill_holes_slices_matches_scipy(max_area):
-    rng = np.random.default_rng(8)
-    mask = (rng.random((6, 30, 41)) < 0.6).astype(np.uint8)
-    ref = np.empty_like(mask)
-    for z in range(mask.shape[0]):
-        holes = ndi.binary_fill_holes(mask[z]) & (mask[z] == 0)
-        lab, _ = ndi.label(holes)
-        sizes = np.bincount(lab.ravel())
-        ok = sizes <= max_area if max_area >= 0 else np.ones_like(sizes, bool)
-        ref[z] = mask[z] | (holes & ok[lab])
-    got = mask.copy()
-    K.fill_holes_slices(got, 0, mask.shape[0], 0, mask.shape[1], 0, mask.shape[2], max_area)
-    np.testing.assert_array_equal(got, ref)
-    # a box holding all the foreground gives the same result
-    boxed = np.zeros((6, 40, 60), np.uint8)
-    boxed[:, 5:35, 9:50] = mask
-    K.fill_holes_slices(boxed, 0, 6, 4, 36, 8, 51, max_area)
-    np.testing.assert_array_equal(boxed[:, 5:35, 9:50], ref)
-
-
-def test_squared_edt_matches_scipy():
-    rng = np.random.default_rng(9)
-    feat = rng.random((13, 17, 19)) < 0.03
-    feat[0, 0, 0] = True
-    sp = (2.5, 0.8, 1.3)
-    d = np.where(feat, np.float32(0), np.float32(1e30))
-    K.edt_sq_x(d, sp[2], 0, d.shape[0])
-    K.edt_sq_y(d, sp[1], 0, d.shape[0])
-    K.edt_sq_z(d, sp[0], 0, d.shape[1])
-    ref = ndi.distance_transform_edt(~feat, sampling=sp) ** 2
-    np.testing.assert_allclose(d, ref, rtol=1e-5, atol=1e-3)
 
 
 # -- lung_bbox ------------------------------------------------------------------------------------

@@ -175,7 +175,7 @@ def test_bad_predict_arguments():
         predict_on_volume(image, lambda b: b[:, :2], 4)
     with pytest.raises(InvalidParameterError, match="fn must be callable"):
         predict_on_volume(image, None, 4)  # type: ignore[arg-type]
-    with pytest.raises(InvalidParameterError, match="batch_size must be a positive integer"):
+    with pytest.raises(InvalidParameterError, match="batch_size must be an integer >= 1"):
         predict_on_volume(image, lambda b: b, 4, batch_size=0)
     with pytest.raises(InvalidScanError, match="predict_on_volume: image must"):
         predict_on_volume(np.zeros((8, 8)), lambda b: b, 4)

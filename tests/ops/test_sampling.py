@@ -1,4 +1,7 @@
-"""Tests of ctflow.ops.sampling: crop plans checked against brute-force geometry."""
+"""Tests of ctflow.ops.sampling: crop plans checked against brute-force geometry.
+
+The crop boxes and ``extract_crop`` (ctflow.ops.crop) are tested in tests/ops/test_crop.py.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import numpy as np
 import pytest
 
 from ctflow.errors import InvalidParameterError
-from ctflow.ops.sampling import CropPlan, extract_crop, nodule_voxel_boxes, sample_crop_starts
+from ctflow.ops.sampling import CropPlan, extract_crop, sample_crop_starts
 
 SHAPES = [(40, 64, 64), (36, 64, 64), (40, 64, 64)]
 CROP = np.array([16, 24, 24])
@@ -328,20 +331,20 @@ def test_histo_on_the_nodule_only_warns():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"batch_size": 0}, "batch_size must be a positive integer"),
-        ({"batch_size": -3}, "batch_size must be a positive integer"),
-        ({"batch_size": 2.5}, "batch_size must be a positive integer"),
-        ({"batch_size": True}, "batch_size must be a positive integer"),
+        ({"batch_size": 0}, "batch_size must be an integer >= 1"),
+        ({"batch_size": -3}, "batch_size must be an integer >= 1"),
+        ({"batch_size": 2.5}, "batch_size must be an integer >= 1"),
+        ({"batch_size": True}, "batch_size must be an integer >= 1"),
         ({"crop_shape": (0, 8, 8)}, "crop_shape must be 3 positive integers"),
         ({"crop_shape": (8, 8)}, "crop_shape must be 3 positive integers"),
         ({"crop_shape": (8.5, 8, 8)}, "crop_shape must be 3 positive integers"),
-        ({"share": -0.1}, r"share must be a float in \[0, 1\]"),
-        ({"share": 1.5}, r"share must be a float in \[0, 1\]"),
-        ({"share": float("nan")}, r"share must be a float in \[0, 1\]"),
-        ({"share": "half"}, r"share must be a float in \[0, 1\]"),
+        ({"share": -0.1}, r"share must be a finite number in \[0, 1\]"),
+        ({"share": 1.5}, r"share must be a finite number in \[0, 1\]"),
+        ({"share": float("nan")}, r"share must be a finite number in \[0, 1\]"),
+        ({"share": "half"}, r"share must be a finite number in \[0, 1\]"),
         ({"variance": (-1.0, 1.0, 1.0)}, "variance must be None or 3 finite floats >= 0"),
         ({"variance": (1.0, 1.0)}, "variance must be None or 3 finite floats >= 0"),
-        ({"max_tries": 0}, "max_tries must be a positive integer"),
+        ({"max_tries": 0}, "max_tries must be an integer >= 1"),
         ({"histo": "x"}, "histo must be"),
         ({"histo": (np.zeros((2, 2, 2)), [np.linspace(0, 1, 3)] * 3)}, "sum 0"),
         ({"histo": (np.ones((2, 2, 2)), [np.linspace(0, 1, 4)] * 3)}, r"edges\[0\]"),
@@ -375,60 +378,3 @@ def test_input_array_errors():
         sample_crop_starts(SHAPES, bad, items, radii, rng=rng, **common)
     with pytest.raises(InvalidParameterError, match=r"rng must be a numpy\.random\.Generator"):
         sample_crop_starts(SHAPES, centres, items, radii, rng=0, **common)  # type: ignore[arg-type]
-
-
-def test_nodule_voxel_boxes_hand_computed():
-    lo, hi = nodule_voxel_boxes([[5.0, 5.2, 5.6], [0.0, 0.0, 0.0]], [[2.0, 0.1, 1.5], [0, 0, 0]])
-    # z: [3, 7]; y: no centre within 0.1 of 5.2 -> the centre voxel 5; x: [ceil(4.1), floor(7.1)]
-    assert lo.tolist() == [[3, 5, 5], [0, 0, 0]]
-    assert hi.tolist() == [[7, 5, 7], [0, 0, 0]]
-
-
-# ------------------------------------------------------------------------------- extract_crop
-def _padded_reference(volume, start, shape, pad_value):
-    m = max(shape) + max(abs(int(s)) for s in start) + max(volume.shape)
-    big = np.pad(volume, m, mode="constant", constant_values=pad_value)
-    idx = tuple(slice(m + s, m + s + n) for s, n in zip(start, shape))
-    return big[idx]
-
-
-@pytest.mark.parametrize(
-    "start",
-    [(0, 0, 0), (2, 3, 1), (-3, 0, 2), (5, 9, 10), (-2, -4, -5), (-20, 0, 0), (4, 4, 30)],
-)
-def test_extract_crop_matches_padded_slicing(start, rng):
-    volume = rng.integers(-1000, 1000, size=(9, 12, 14), dtype=np.int16)
-    shape = (6, 7, 5)
-    out = extract_crop(volume, start, shape, pad_value=-1024)
-    assert out.dtype == np.int16 and out.shape == shape
-    np.testing.assert_array_equal(out, _padded_reference(volume, start, shape, -1024))
-    before = volume.copy()
-    out[...] = 7  # a copy, never a view
-    np.testing.assert_array_equal(volume, before)
-
-
-def test_extract_crop_returns_copy_and_float_nan_pad(rng):
-    volume = rng.random((5, 6, 7)).astype(np.float32)
-    inner = extract_crop(volume, (1, 1, 1), (2, 2, 2))
-    inner[...] = -1.0
-    assert volume.min() >= 0.0
-    padded = extract_crop(volume, (-1, 0, 0), (2, 2, 2), pad_value=np.nan)
-    assert np.isnan(padded[0]).all()
-    np.testing.assert_array_equal(padded[1], volume[0, :2, :2])
-
-
-@pytest.mark.parametrize(
-    ("args", "match"),
-    [
-        ((np.zeros((4, 4)), (0, 0, 0), (2, 2, 2), 0), "volume must be a 3-D"),
-        ((np.zeros((4, 4, 4), np.int16), (0, 0, 0.5), (2, 2, 2), 0), "start must be 3 integers"),
-        ((np.zeros((4, 4, 4), np.int16), (0, 0), (2, 2, 2), 0), "start must be 3 integers"),
-        ((np.zeros((4, 4, 4), np.int16), (0, 0, 0), (2, 0, 2), 0), "shape must be 3 positive"),
-        ((np.zeros((4, 4, 4), np.int16), (0, 0, 0), (2, 2, 2), 0.5), "representable as int16"),
-        ((np.zeros((4, 4, 4), np.int16), (0, 0, 0), (2, 2, 2), 40000), "representable as int16"),
-        ((np.zeros((4, 4, 4), np.uint8), (0, 0, 0), (2, 2, 2), np.nan), "representable as uint8"),
-    ],
-)
-def test_extract_crop_errors(args, match):
-    with pytest.raises(InvalidParameterError, match=match):
-        extract_crop(*args)

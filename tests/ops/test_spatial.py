@@ -179,7 +179,7 @@ def test_matches_simpleitk_euler_rotation():
         ({"axes": (1, 3)}, "axes must be two different axes"),
         ({"axes": (1,)}, "axes must be two different axes"),
         ({"axes": (1.5, 2)}, "axes must be two different axes"),
-        ({"order": 3}, "order must be 0 or 1"),
+        ({"order": 3}, "order must be one of 0, 1; got 3"),
         ({"n_threads": 0}, "n_threads must be an integer >= 1"),
         ({"dtype": "U3"}, "dtype must be a numpy integer or float dtype"),
         ({"cval": "air"}, "cval must be a number"),

@@ -123,12 +123,12 @@ def test_geometry_puts_voxels_at_window_centres(projection, depth, stride, paddi
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"depth": 0}, InvalidParameterError, "depth must be a positive integer"),
-        ({"depth": 2.5}, InvalidParameterError, "depth must be a positive integer"),
-        ({"stride": 0}, InvalidParameterError, "stride must be a positive integer"),
+        ({"depth": 0}, InvalidParameterError, "depth must be an integer >= 1"),
+        ({"depth": 2.5}, InvalidParameterError, "depth must be an integer >= 1"),
+        ({"stride": 0}, InvalidParameterError, "stride must be an integer >= 1"),
         ({"mode": "sum"}, InvalidParameterError, "mode must be one of"),
         ({"projection": "z"}, InvalidParameterError, "projection must be one of"),
-        ({"padding": "edge"}, InvalidParameterError, "padding must be None or 'reflect'"),
+        ({"padding": "edge"}, InvalidParameterError, "padding must be one of None, 'reflect'"),
         ({"depth": 9}, InvalidParameterError, "depth must be <= the axial axis length 8"),
     ],
 )

@@ -4,15 +4,16 @@ What travels
 ------------
 A task carries the batch's ids and source PATHS, the pipeline's action calls, the batch's
 position and the run seed — never voxel arrays. Workers read the files themselves and write dumps
-themselves. Only small :class:`~ctflow.pipeline.BatchOutcome` reports come back, plus the
-processed batch when the caller asked for it (``gen_batch``). Relative paths (sources,
-``dump(dst)``, ``fetch_nodules(path)`` and any :class:`pathlib.Path` argument) are made absolute
-on the client, so they mean on every worker what they mean where the pipeline was written.
+themselves. Only small :class:`~ctflow.execution.BatchOutcome` reports come back, plus the
+processed batch when the caller asked for it (``gen_batch``). Paths mean on every worker what
+they mean where the pipeline was written: sources are made absolute on the client, and actions
+make their path parameters absolute when they are written (``dump(dst)``,
+``fetch_nodules(path)``, any :class:`pathlib.Path` argument of a user action).
 
 Same output as the local engine
 -------------------------------
 A batch is executed by the same function as in the local engine
-(:func:`ctflow.engines.local.run_one`), seeded by ``(seed, position)``; dumps contain nothing
+(:func:`ctflow.execution.run_one`), seeded by ``(seed, position)``; dumps contain nothing
 that depends on the machine, so a seeded run writes byte-identical dumps on either engine.
 
 Bounded memory
@@ -54,7 +55,6 @@ DaskEngine(local cluster, not started)
 
 from __future__ import annotations
 
-import inspect
 import os
 import time
 from collections import Counter, deque
@@ -63,15 +63,14 @@ from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 from ctflow.errors import InvalidParameterError, MissingDependencyError
+from ctflow.execution import BatchOutcome, RunOptions
 
 if TYPE_CHECKING:
+    from ctflow.actions.base import Action
     from ctflow.dataset import Dataset
-    from ctflow.pipeline import ActionCall, BatchOutcome
 
 __all__ = ["DaskEngine"]
 
-#: Parameter names of built-in actions that hold a file or folder path given as ``str``.
-PATH_PARAMETERS = frozenset({"dst", "annotations"})
 #: Seconds between two looks at the cluster's workers during a run.
 _LAYOUT_REFRESH_S = 5.0
 
@@ -97,7 +96,7 @@ def _absolute(path: Any) -> Any:
 
 
 def absolute_sources(sources: Mapping[str, str]) -> dict[str, str]:
-    """Sources with relative paths made absolute (workers may run in another folder).
+    """Return the sources with relative paths made absolute (workers may run in another folder).
 
     Examples
     --------
@@ -108,56 +107,13 @@ def absolute_sources(sources: Mapping[str, str]) -> dict[str, str]:
     return {i: str(_absolute(str(p))) for i, p in sources.items()}
 
 
-def absolute_actions(actions: Sequence[ActionCall], batch_class: type) -> tuple[ActionCall, ...]:
-    """Action calls with relative path arguments made absolute.
-
-    Resolved: every :class:`pathlib.PurePath` argument, and ``str`` arguments of parameters named
-    in :data:`PATH_PARAMETERS` (``dump(dst)``, ``fetch_nodules(annotations)``).
-
-    Examples
-    --------
-    >>> import os, ctflow as cf
-    >>> calls = absolute_actions(cf.Pipeline().dump("out").actions, cf.CTBatch)
-    >>> calls[0].args[0] == os.path.abspath("out")
-    True
-    """
-    from ctflow.pipeline import ActionCall
-
-    out = []
-    for call in actions:
-        target = call.func if call.func is not None else getattr(batch_class, call.name, None)
-        try:
-            sig = inspect.signature(target) if target is not None else None
-            bound = sig.bind(None, *call.args, **call.kwargs) if sig is not None else None
-        except (TypeError, ValueError):
-            bound = None
-        if bound is None:
-            out.append(call)
-            continue
-        changed = False
-        assert sig is not None
-        for name, value in list(bound.arguments.items()):
-            kind = sig.parameters[name].kind
-            if kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
-                continue
-            if isinstance(value, PurePath) or (isinstance(value, str) and name in PATH_PARAMETERS):
-                new = _absolute(value)
-                if new is not value:
-                    bound.arguments[name] = new
-                    changed = True
-        if changed:
-            call = ActionCall(call.name, tuple(bound.args[1:]), dict(bound.kwargs), call.func)
-        out.append(call)
-    return tuple(out)
-
-
 # --------------------------------------------------------------------------------- on a worker
 def _item_threads(n_workers: int | None, host_threads: Mapping[str, int]) -> int | None:
     """Item threads for a task on this worker: explicit, from the environment, or cores/slots."""
     if n_workers is not None or os.environ.get("CTFLOW_NUM_THREADS"):
         return n_workers
     distributed = _import_distributed()
-    from ctflow.parallel import default_n_workers
+    from ctflow.threads import default_n_workers
 
     try:
         worker = distributed.get_worker()
@@ -171,30 +127,21 @@ def _item_threads(n_workers: int | None, host_threads: Mapping[str, int]) -> int
 def _run_batch_task(
     sources: dict[str, str],
     batch_class: type,
-    actions: Sequence[ActionCall],
+    actions: Sequence[Action],
     position: int,
     ids: Sequence[str],
-    seed: int | None,
-    on_error: str,
-    n_workers: int | None,
-    keep_batch: bool,
+    options: RunOptions,
     host_threads: Mapping[str, int],
 ) -> BatchOutcome:
-    """What a Dask worker runs for one batch (the local engine's :func:`run_one`)."""
+    """Run one batch on a Dask worker (:func:`ctflow.execution.run_one`, as locally)."""
+    from dataclasses import replace
+
     from ctflow.dataset import Dataset
-    from ctflow.engines.local import run_one
+    from ctflow.execution import run_one
 
     dataset = Dataset(sources, batch_class)
-    outcome = run_one(
-        dataset,
-        actions,
-        position,
-        ids,
-        seed=seed,
-        on_error=on_error,
-        n_workers=_item_threads(n_workers, host_threads),
-        keep_batch=keep_batch,
-    )
+    threads = _item_threads(options.n_workers, host_threads)
+    outcome = run_one(dataset, actions, position, ids, replace(options, n_workers=threads))
     if outcome.error is not None:
         raise outcome.error  # a real exception: Dask does not retry it, the client raises it
     return outcome
@@ -245,10 +192,10 @@ class DaskEngine:
         self._cluster: Any = None
         self._owns_client = False
         self.address: str | None = None
-        if client_or_address is None:
-            pass
-        elif isinstance(client_or_address, str):
+        if isinstance(client_or_address, str):
             self.address = client_or_address
+        elif client_or_address is None:
+            self.address = None  # a LocalCluster, started on first use
         elif hasattr(client_or_address, "submit") and hasattr(client_or_address, "scheduler_info"):
             self._client = client_or_address
         elif isinstance(getattr(client_or_address, "scheduler_address", None), str):
@@ -267,7 +214,9 @@ class DaskEngine:
                 f"DaskEngine: threads_per_worker must be a positive integer; "
                 f"got {threads_per_worker!r}"
             )
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2
+        from ctflow.system import cpu_count
+
+        cores = cpu_count()
         self._n_workers = n_workers if n_workers is not None else max(1, min(2, cores))
         self._threads_per_worker = threads_per_worker
         self._cluster_kwargs = cluster_kwargs
@@ -275,6 +224,7 @@ class DaskEngine:
         self.max_held_seen = 0
 
     def __repr__(self) -> str:
+        """Return a readable summary."""
         if self._client is not None:
             return f"DaskEngine({self._client.scheduler.address})"
         if self.address is not None:
@@ -307,11 +257,6 @@ class DaskEngine:
             self._owns_client = True
         return self._client
 
-    def worker_threads(self) -> int:
-        """Dask threads of the smallest worker (batches a worker runs at once)."""
-        nthreads = self.client.nthreads()
-        return max(1, min(nthreads.values())) if nthreads else 1
-
     def close(self) -> None:
         """Close the client and the local cluster this engine started."""
         if self._owns_client and self._client is not None:
@@ -323,9 +268,11 @@ class DaskEngine:
         self._owns_client = False
 
     def __enter__(self) -> DaskEngine:
+        """Return the object itself."""
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Release what the object holds."""
         self.close()
 
     def _host_threads(self) -> dict[str, int]:
@@ -339,19 +286,14 @@ class DaskEngine:
     def run_batches(
         self,
         dataset: Dataset,
-        actions: Sequence[ActionCall],
+        actions: Sequence[Action],
         plan: Iterable[tuple[int, list[str]]],
-        *,
-        prefetch: int = 0,
-        on_error: Any = "raise",
-        seed: int | None = None,
-        n_workers: int | None = None,
-        keep_batch: bool = True,
+        options: RunOptions,
     ) -> Iterator[BatchOutcome]:
         """Yield the outcome of every planned batch, in plan order, from the cluster."""
         distributed = _import_distributed()
         client = self.client
-        actions = absolute_actions(actions, dataset.batch_class)
+        prefetch, on_error, keep_batch = options.prefetch, options.on_error, options.keep_batch
         sources = absolute_sources(dataset.sources)
         pending: deque[tuple[int, list[str], Any]] = deque()
         planned = iter(plan)
@@ -394,10 +336,7 @@ class DaskEngine:
                     actions,
                     position,
                     ids,
-                    seed,
-                    on_error,
-                    n_workers,
-                    keep_batch,
+                    options,
                     layout["host_threads"],
                     pure=False,
                     key=f"ctflow-batch-{position}-{os.urandom(4).hex()}",
@@ -432,10 +371,9 @@ class DaskEngine:
     def _collect(
         distributed: Any, fut: Any, position: int, ids: list[str], on_error: Any
     ) -> BatchOutcome:
-        from ctflow.pipeline import BatchOutcome
-
         try:
-            return fut.result()
+            outcome: BatchOutcome = fut.result()
+            return outcome
         except distributed.KilledWorker as exc:
             exc.add_note(
                 f"ctflow: the batch at position {position} ({ids}) killed its Dask worker on "

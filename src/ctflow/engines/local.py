@@ -3,7 +3,7 @@
 Ordering and failure rules (the prefetch bugs RadIO had are the reason for this module):
 
 * Outcomes are yielded strictly in plan order, whatever order batches finish in.
-* A batch never raises inside a worker thread: :func:`~ctflow.pipeline.execute` turns every
+* A batch never raises inside a worker thread: :func:`~ctflow.execution.execute` turns every
   failure into an outcome (``error`` under ``on_error="raise"``, ``failed`` items under
   ``"skip"``), so no future is lost and no producer blocks on a dead consumer.
 * At most ``prefetch + 1`` batches exist at once (the one being consumed and ``prefetch`` ahead),
@@ -23,57 +23,16 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ctflow.parallel import ThreadShare, default_n_workers
+from ctflow.execution import BatchOutcome, RunOptions, run_one
+from ctflow.threads import ThreadShare, default_n_workers
 
 if TYPE_CHECKING:
+    from ctflow.actions.base import Action
     from ctflow.dataset import Dataset
-    from ctflow.pipeline import ActionCall, BatchOutcome
 
 __all__ = ["LocalEngine"]
-
-
-def run_one(
-    dataset: Dataset,
-    actions: Sequence[ActionCall],
-    position: int,
-    ids: Sequence[str],
-    *,
-    seed: int | None,
-    on_error: Any,
-    n_workers: int | None,
-    keep_batch: bool,
-    share: ThreadShare | None = None,
-) -> BatchOutcome:
-    """Create, execute and summarise one batch (never raises under ``on_error="skip"``).
-
-    Under a ``share`` the batch's actions use their fair share of its threads (``n_workers``
-    is then ignored: it is the share's total).
-    """
-    if share is not None:
-        with share.running():
-            outcome = run_one(
-                dataset, actions, position, ids,
-                seed=seed, on_error=on_error, n_workers=None, keep_batch=keep_batch,
-            )  # fmt: skip
-        if outcome.batch is not None:  # actions called later on it use the caller's choice
-            outcome.batch.n_workers = n_workers
-        return outcome
-    from ctflow.pipeline import BatchOutcome, execute
-
-    try:
-        batch = dataset.create_batch(list(ids), n_workers=n_workers)
-    except Exception as exc:
-        outcome = BatchOutcome(position=position, ids=list(ids))
-        if on_error != "skip":
-            outcome.error = exc
-        else:
-            outcome.failed = [(i, f"create_batch: {type(exc).__name__}: {exc}") for i in ids]
-        return outcome
-    return execute(
-        batch, actions, position=position, seed=seed, on_error=on_error, keep_batch=keep_batch
-    )
 
 
 class LocalEngine:
@@ -86,27 +45,34 @@ class LocalEngine:
     """
 
     def __repr__(self) -> str:
+        """Return a readable summary."""
         return "LocalEngine()"
+
+    def __enter__(self) -> LocalEngine:
+        """Return the object itself."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Release what the object holds."""
+        self.close()
+
+    def close(self) -> None:
+        """Nothing to release: each run's threads end with the run."""
 
     def run_batches(
         self,
         dataset: Dataset,
-        actions: Sequence[ActionCall],
+        actions: Sequence[Action],
         plan: Iterable[tuple[int, list[str]]],
-        *,
-        prefetch: int = 0,
-        on_error: Any = "raise",
-        seed: int | None = None,
-        n_workers: int | None = None,
-        keep_batch: bool = True,
+        options: RunOptions,
     ) -> Iterator[BatchOutcome]:
         """Yield the outcome of every planned batch, in order."""
-        kw = {"seed": seed, "on_error": on_error, "n_workers": n_workers, "keep_batch": keep_batch}
+        prefetch = options.prefetch
         if prefetch <= 0:
             for position, ids in plan:
-                yield run_one(dataset, actions, position, ids, **kw)
+                yield run_one(dataset, actions, position, ids, options)
             return
-        share = kw["share"] = ThreadShare(int(n_workers or default_n_workers()))
+        share = ThreadShare(int(options.n_workers or default_n_workers()))
         pool = ThreadPoolExecutor(max_workers=prefetch, thread_name_prefix="ctflow-batch")
         pending: deque[Future[BatchOutcome]] = deque()
         planned = iter(plan)
@@ -118,7 +84,9 @@ class LocalEngine:
                 except StopIteration:
                     return
                 share.expect()  # its thread is not idle: it is about to start this batch
-                pending.append(pool.submit(run_one, dataset, actions, position, ids, **kw))
+                pending.append(
+                    pool.submit(run_one, dataset, actions, position, ids, options, share)
+                )
 
         try:
             fill()

@@ -11,7 +11,7 @@ from ctflow.geometry import Geometry
 
 
 def batch_from_volumes(volumes: Mapping[str, NDArray[Any]], geometry: Geometry, ident: str) -> Any:
-    """A one-item :class:`~ctflow.CTBatch` of ``images`` (+ ``masks``, ``lungs``) in (z, y, x)."""
+    """Return a one-item :class:`~ctflow.CTBatch` of ``images`` (+ ``masks``, ``lungs``)."""
     from ctflow.batch import CTBatch
 
     batch = CTBatch.from_arrays(

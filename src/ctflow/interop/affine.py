@@ -72,7 +72,7 @@ def ras_affine(geometry: Geometry) -> NDArray[np.float64]:
 
 
 def geometry_from_ras_affine(affine: ArrayLike) -> Geometry:
-    """ctflow geometry of a (x, y, z)-ordered array with a RAS affine (inverse of ras_affine).
+    """Return the ctflow geometry of an (x, y, z) array with a RAS affine (see ras_affine).
 
     Parameters
     ----------
@@ -124,7 +124,7 @@ def to_zyx(volume: NDArray[Any]) -> NDArray[Any]:
 
 
 def _as_numpy(value: Any) -> NDArray[Any]:
-    """A numpy array from an ndarray, a torch tensor (MONAI MetaTensor too) or a sequence."""
+    """Return a numpy array from an ndarray, a torch tensor (MONAI MetaTensor too) or a sequence."""
     if hasattr(value, "detach") and hasattr(value, "cpu"):
         value = value.detach().cpu()
         if hasattr(value, "as_tensor"):  # MONAI MetaTensor -> plain tensor

@@ -48,7 +48,7 @@ def to_monai(
     channel_first: bool = True,
     meta_tensor: bool = False,
 ) -> dict[str, Any]:
-    """A batch item as a MONAI-style dict.
+    """Return a batch item as a MONAI-style dict.
 
     Parameters
     ----------
@@ -122,7 +122,7 @@ def from_monai(
     channel_first: bool = True,
     item_id: str | None = None,
 ) -> Any:
-    """A MONAI-style dict back as a one-item :class:`~ctflow.batch.CTBatch`.
+    """Return a MONAI-style dict back as a one-item :class:`~ctflow.batch.CTBatch`.
 
     Parameters
     ----------
@@ -157,7 +157,6 @@ def from_monai(
     >>> b.images.shape, b.spacing[0].tolist()
     ((4, 5, 6), [2.0, 1.0, 1.0])
     """
-
     if image_key not in data:
         raise InvalidParameterError(
             f"from_monai: no {image_key!r} in the dict; keys: {sorted(map(str, data))}"

@@ -71,7 +71,7 @@ def batch_to_tensors(
     channel_dim: bool = True,
     stack: bool = True,
 ) -> dict[str, Any]:
-    """A processed batch as a dict of torch tensors (see the module docstring for the layout).
+    """Return a processed batch as a dict of torch tensors (layout: the module docstring).
 
     Components the batch does not have are left out; ``images`` is required. With
     ``stack=True`` every item must have the same shape (one (N, 1, Z, Y, X) tensor per
@@ -217,6 +217,7 @@ class PipelineDataset(IterableDataset):
         return self.pipeline.bind(dataset.subset(ids)), kwargs
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        """Iterate over the items."""
         pipeline, kwargs = self._worker_pipeline()
         if pipeline is None:
             return
@@ -230,6 +231,7 @@ class PipelineDataset(IterableDataset):
                 yield from _split(tensors)
 
     def __repr__(self) -> str:
+        """Return a readable summary."""
         return (
             f"PipelineDataset({len(self.pipeline.dataset)} items, "
             f"batch_size={self.run_kwargs['batch_size']}, mode={self.mode!r}, "

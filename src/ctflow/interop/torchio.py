@@ -42,7 +42,7 @@ def to_torchio(
     label_key: str = "label",
     lungs_key: str = "lungs",
 ) -> Any:
-    """A batch item as a ``torchio.Subject``.
+    """Return a batch item as a ``torchio.Subject``.
 
     Parameters
     ----------
@@ -94,7 +94,7 @@ def from_torchio(
     lungs_key: str = "lungs",
     item_id: str | None = None,
 ) -> Any:
-    """A ``torchio.Subject`` back as a one-item :class:`~ctflow.batch.CTBatch`.
+    """Return a ``torchio.Subject`` back as a one-item :class:`~ctflow.batch.CTBatch`.
 
     Parameters
     ----------

@@ -66,7 +66,7 @@ _LUNA_TO_CTFLOW = {
 
 
 def empty_nodules() -> pd.DataFrame:
-    """An empty nodule table with the right columns and dtypes.
+    """Return an empty nodule table with the right columns and dtypes.
 
     Returns
     -------
@@ -79,7 +79,7 @@ def empty_nodules() -> pd.DataFrame:
     >>> list(t.columns), len(t), str(t["z"].dtype)
     (['id', 'z', 'y', 'x', 'diameter'], 0, 'float64')
     """
-    return _EMPTY_NODULES.copy()  # a copy of one template: building it took ~1 ms per batch
+    return _EMPTY_NODULES.copy()  # a copy of one template: cheaper than building it per batch
 
 
 _EMPTY_NODULES = pd.DataFrame(
@@ -91,6 +91,7 @@ _EMPTY_NODULES = pd.DataFrame(
 
 
 def _read_csv(src: str | os.PathLike[str]) -> tuple[pd.DataFrame, str]:
+    """Read a CSV of nodules, turning pandas' errors into ctflow's typed errors."""
     path = Path(src)
     name = str(path)
     if not path.exists():
@@ -142,7 +143,7 @@ def read_annotations(src: str | os.PathLike[str] | pd.DataFrame) -> pd.DataFrame
 
 
 def _file_key(src: str | os.PathLike[str]) -> tuple[str, int, int]:
-    """A file's identity for the cache: absolute path, modification time and size."""
+    """Return a file's identity for the cache: absolute path, modification time and size."""
     path = Path(src)
     try:
         st = path.stat()
@@ -153,21 +154,33 @@ def _file_key(src: str | os.PathLike[str]) -> tuple[str, int, int]:
 
 @functools.lru_cache(maxsize=8)
 def _read_file_cached(path: str, mtime_ns: int, size: int) -> pd.DataFrame:
-    """Parsed once per file version: every batch of a run asks for the same table."""
+    """Parse a CSV once per file version: every batch of a run asks for the same table."""
     return _parse(path)
 
 
 def annotations_table(src: str | os.PathLike[str] | pd.DataFrame) -> pd.DataFrame:
-    """:func:`read_annotations`, sharing one parsed table per file version (do not modify it).
+    r"""Read annotations like :func:`read_annotations`, sharing one table per file version.
 
-    A CSV is parsed once per (path, modification time, size): every batch of a run asks for
-    the same table, and parsing it again per batch held the GIL for milliseconds each time.
+    The returned table is shared: do not modify it. A CSV is parsed once per (path,
+    modification time, size): every batch of a run asks for the same table, and parsing it
+    again per batch would hold the GIL each time.
+
+    Parameters
+    ----------
+    src : path or DataFrame
+        A CSV path (cached) or a DataFrame (converted each time), as in
+        :func:`read_annotations`.
+
+    Returns
+    -------
+    DataFrame
+        ctflow's nodule table (:data:`NODULE_COLUMNS`).
 
     Examples
     --------
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.csv"
-    >>> _ = p.write_text("seriesuid,coordX,coordY,coordZ,diameter_mm\\ns1,1,2,3,4\\n")
+    >>> _ = p.write_text("seriesuid,coordX,coordY,coordZ,diameter_mm\ns1,1,2,3,4\n")
     >>> annotations_table(p) is annotations_table(str(p))
     True
     >>> annotations_table(p)["z"].tolist()
@@ -179,6 +192,7 @@ def annotations_table(src: str | os.PathLike[str] | pd.DataFrame) -> pd.DataFram
 
 
 def _parse(src: str | os.PathLike[str] | pd.DataFrame) -> pd.DataFrame:
+    """Read and convert a CSV path or a DataFrame into ctflow's nodule table."""
     from_file = False
     if isinstance(src, pd.DataFrame):
         raw, name = src, "DataFrame"

@@ -37,7 +37,7 @@ _UID_ROOT = "1.2.826.0.1.3680043.8.498."  # pydicom's root for generated UIDs
 
 
 def _ds(values: Any) -> list[str]:
-    """Decimal strings (DS, at most 16 characters) for a DICOM multi-value."""
+    """Format numbers as decimal strings (DS, at most 16 characters) for a multi-value."""
     out = []
     for v in np.ravel(values):
         text = f"{float(v):.10g}"

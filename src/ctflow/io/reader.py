@@ -65,7 +65,7 @@ _METAIMAGE_KEYS = (b"objecttype", b"ndims", b"dimsize", b"elementtype", b"elemen
 
 
 def _sniff(p: Path) -> str | None:
-    """Format of a file by its first bytes (None: not recognised)."""
+    """Return the format of a file by its first bytes (None: not recognised)."""
     try:
         with open(p, "rb") as fh:
             head = fh.read(4096)

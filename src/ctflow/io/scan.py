@@ -68,7 +68,7 @@ class Scan:
         return list(self.info.get("warnings", []))
 
     def describe(self) -> str:
-        """A human-readable multi-line summary (what ``ctflow info`` prints).
+        """Return a human-readable multi-line summary (what ``ctflow info`` prints).
 
         Examples
         --------
@@ -107,6 +107,7 @@ class Scan:
         return "\n".join(lines)
 
     def __repr__(self) -> str:
+        """Return a one-line summary: shape, dtype, geometry and source."""
         return (
             f"Scan(shape={self.shape}, dtype={np.dtype(self.images.dtype).name}, "
             f"{self.geometry!r}, source={self.source!r})"

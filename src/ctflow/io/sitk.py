@@ -30,15 +30,15 @@ import numpy as np
 
 from ctflow.errors import CorruptFileError, InvalidScanError
 from ctflow.geometry import Geometry, direction_from_sitk
-from ctflow.io.metaimage import MAX_VOXELS_BYTES, check_finite
-from ctflow.io.metaimage import to_ct_dtype as _to_ct_dtype
 from ctflow.io.scan import Scan
+from ctflow.io.voxels import MAX_VOXELS_BYTES, check_finite
+from ctflow.io.voxels import to_ct_dtype as _to_ct_dtype
 
 __all__ = ["read_with_sitk", "to_ct_dtype"]
 
 
 def to_ct_dtype(arr: np.ndarray[Any, Any], source: str) -> np.ndarray[Any, Any]:
-    """int16 for integer volumes whose values fit, float32 otherwise; NaN/Inf refused.
+    """Convert to int16 for integer volumes whose values fit, else float32; refuse NaN/Inf.
 
     Examples
     --------
@@ -132,6 +132,7 @@ def read_with_sitk(path: str | os.PathLike[str], kind: str = "sitk") -> Scan:
 def _check_size(
     source: str, size: tuple[int, ...], dims: int, channels: int, itemsize: int
 ) -> None:
+    """Refuse an image too large, not 3-D or not single-channel, from its header."""
     if dims != 3 or channels != 1:
         raise InvalidScanError(
             f"{source}: expected a 3-D single-channel volume; got {dims}-D with {channels} "

@@ -39,6 +39,7 @@ _SUFFIXES = {".mhd": "mhd", ".mha": "mhd", ".nii": "nifti", ".nii.gz": "nifti"}
 
 
 def _format_of(path: Path) -> str | None:
+    """Return the format a path's extension names, or None for an unknown extension."""
     name = path.name.lower()
     for suffix in sorted(_SUFFIXES, key=len, reverse=True):
         if name.endswith(suffix):

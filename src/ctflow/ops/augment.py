@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ctflow.errors import InvalidParameterError
-from ctflow.ops._checks import check_volume
+from ctflow.validation import as_choice, as_float, check_volume
 
 __all__ = ["NOISE_KINDS", "apply_noise", "cutout"]
 
@@ -62,23 +62,13 @@ def apply_noise(
     """
     where = "apply_noise"
     image = check_volume(image, where)
-    try:
-        s = float(sigma)
-    except (TypeError, ValueError):
-        s = float("nan")
-    if not np.isfinite(s) or s < 0:
-        raise InvalidParameterError(
-            f"{where}: sigma must be a finite number >= 0 (image units); got {sigma!r}"
-        )
+    s = as_float(sigma, "sigma", where, lo=0.0, unit="(image units)")
     if not isinstance(rng, np.random.Generator):
         raise InvalidParameterError(
             f"{where}: rng must be a numpy.random.Generator (np.random.default_rng(seed)); "
             f"got {type(rng).__name__}"
         )
-    if kind not in NOISE_KINDS:
-        raise InvalidParameterError(
-            f"{where}: kind must be one of {list(NOISE_KINDS)}; got {kind!r}"
-        )
+    as_choice(kind, NOISE_KINDS, "kind", where)
 
     out = np.array(image, dtype=np.float32, order="C")  # always a new C-ordered array
     flat = out.reshape(-1)
@@ -99,6 +89,7 @@ def apply_noise(
 
 
 def _fill_value(image: NDArray[Any], fill: Any, where: str) -> Any:
+    """Return the cutout value as a scalar of the image dtype (statistic, rounded, checked)."""
     if isinstance(fill, str):
         if fill == "min":
             value = image.min()

@@ -29,7 +29,9 @@ from ctflow.kernels.intensity import (
     normalize_int_float32,
     normalize_uint8,
 )
-from ctflow.parallel import run_ranges
+from ctflow.threads import run_ranges
+from ctflow.tuning import settings
+from ctflow.validation import as_dtype, as_float, as_threads
 
 __all__ = ["NORMALIZE_DTYPES", "normalize_hu"]
 
@@ -39,13 +41,6 @@ NORMALIZE_DTYPES = (np.dtype(np.float32), np.dtype(np.uint8))
 _MIN_VOXELS_PER_THREAD = 1 << 18
 #: Largest integral window for which the division-free kernel is exact (see its docstring).
 _MAX_EXACT_SPAN = 2**26
-
-
-def _check_bound(value: Any, what: str, where: str) -> float:
-    ok = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
-    if not ok or not np.isfinite(float(value)):
-        raise InvalidParameterError(f"{where}: {what} must be a finite number (HU); got {value!r}")
-    return float(value)
 
 
 def normalize_hu(
@@ -107,22 +102,15 @@ def normalize_hu(
         raise InvalidParameterError(
             f"{where}: image must be an integer, float32 or float64 array; got dtype {image.dtype}"
         )
-    lo = _check_bound(min_hu, "min_hu", where)
-    hi = _check_bound(max_hu, "max_hu", where)
+    lo = as_float(min_hu, "min_hu", where, unit="(HU)")
+    hi = as_float(max_hu, "max_hu", where, unit="(HU)")
     if not lo < hi:
         raise InvalidParameterError(
             f"{where}: min_hu must be < max_hu; got min_hu={min_hu!r}, max_hu={max_hu!r}"
         )
-    try:
-        out_dtype = np.dtype(dtype)
-    except TypeError:
-        out_dtype = None
-    if out_dtype not in NORMALIZE_DTYPES:
-        raise InvalidParameterError(f"{where}: dtype must be 'float32' or 'uint8'; got {dtype!r}")
-    if isinstance(n_threads, bool) or not isinstance(n_threads, int | np.integer) or n_threads < 1:
-        raise InvalidParameterError(
-            f"{where}: n_threads must be an integer >= 1; got {n_threads!r}"
-        )
+    out_dtype = as_dtype(dtype, NORMALIZE_DTYPES, "dtype", where, none=False)
+    assert out_dtype is not None  # none=False
+    n_threads = as_threads(n_threads, where)
     if out is None:
         result = memory.empty(image.shape, out_dtype)
     else:
@@ -141,12 +129,12 @@ def normalize_hu(
     exact_int = lo.is_integer() and hi.is_integer() and hi - lo < _MAX_EXACT_SPAN
     if out_dtype == np.float32 and src.dtype.kind in "iu" and exact_int:
         kernel, args = normalize_int_float32, (lo, hi, 1.0 / (hi - lo))  # no division per voxel
-        if STREAM_STORES and src.dtype == np.int16:  # the output bypasses the cache
+        if STREAM_STORES and settings().streaming and src.dtype == np.int16:  # bypasses the cache
             kernel = normalize_int16_float32_stream
     parts = run_ranges(
         lambda a, b: kernel(src, dst, *args, a, b),
         dst.size,
-        int(n_threads),
+        n_threads,
         min_size=_MIN_VOXELS_PER_THREAD,
     )
     counts = [c for *_, c in parts]

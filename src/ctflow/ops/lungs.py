@@ -1,7 +1,7 @@
 """Classical lung segmentation of a CT volume, and the lung bounding box.
 
 :func:`segment_lungs` finds the lungs of a ``(z, y, x)`` HU volume at any spacing without a
-model, in well under a second for a 300 x 512 x 512 chest CT:
+model:
 
 1. **Air-like voxels** ``HU < threshold`` (-320 by default) are cut into runs along ``x`` (the
    volume is never labelled voxel by voxel; see :mod:`ctflow.kernels.lungs`).
@@ -15,18 +15,16 @@ model, in well under a second for a 300 x 512 x 512 chest CT:
 3. **Candidates.** The remaining air is labelled in 3-D (face connectivity). A component is a
    lung candidate when all of these hold:
 
-   * its volume is at least ``min_lung_ml`` (default 15 mL: lung bases in an abdominal scan can be
-     as small as ~40 mL per side);
+   * its volume is at least ``min_lung_ml`` (default 15 mL, below the smallest lung bases seen
+     in abdominal scans);
    * at least half of its voxels lie inside the body, i.e. within the x-extent, on their row, of
      the slice's largest tissue region (rejects foam and hollow parts of the table and mattress);
    * its density is lung-like: at most 50 % of its voxels are "pure gas" (``HU < -950``). Lung
-     parenchyma is around -850 HU with vessels (typically < 10 % below -950, more in emphysema),
-     while gas in the bowel, stomach, outside air or an isolated trachea sits near -1000 HU
-     (measured: 58-69 % below -950 for bowel gas at 3 mm voxels, 0-3 % for lungs). Small
-     components (< 200 mL, e.g. lung bases in an abdominal scan) are held to 25 %: a stomach gas
-     pocket at 1 mm in-plane has a thick partial-volume rim and measured 44 %, lung bases 0 %.
-     Very large components (>= 1000 mL, i.e. whole lungs) are accepted up to 70 % so severe
-     emphysema is kept;
+     parenchyma is around -850 HU with vessels (few voxels below -950, more in emphysema),
+     while gas in the bowel, stomach, outside air or an isolated trachea sits near -1000 HU.
+     Small components (< 200 mL, e.g. lung bases in an abdominal scan) are held to 25 % (the
+     partial-volume rim of a small gas pocket is large relative to it); very large components
+     (>= 1000 mL, i.e. whole lungs) are accepted up to 70 % so severe emphysema is kept;
    * it is at least 1 % of the largest candidate's volume (drops small lung-like pockets — gas
      mottled with stool — when real lungs are present);
    * it reaches above the lowest point of the largest candidate, along the patient's superior
@@ -35,21 +33,22 @@ model, in well under a second for a 300 x 512 x 512 chest CT:
    Airways connected to the lungs (trachea, main bronchi) are part of the lung component and are
    kept; a trachea segment that is not connected (above the apices) is pure gas and is dropped.
 4. **Closing and holes.** A 3-D binary closing with a ball of radius ``closing_mm`` takes in
-   juxta-pleural nodules and the notches of vessels entering the lung. It is computed exactly
-   (two Euclidean distance transforms) on a grid of blocks of about 2 mm built from the blocks
-   that are at least half lung; the signed distance is interpolated back to the full grid, so
-   the result matches a full-resolution closing (Dice > 0.995 on the test phantom) and only
-   ever adds voxels to the thresholded lungs. The volume is padded with background, so lungs cut
-   by the first or last slice are neither eroded nor plugged to the border. A closing fills a
-   nodule attached to the pleura when its radius is below ``closing_mm``, except a thin lens
-   (1-2 mm) where it meets the chest wall: 71 % of the in-lung part of an 8 mm nodule with the
-   default 5 mm, as an exact closing does. Larger radii take in larger nodules but start to
-   bridge the mediastinum between the lungs (seen at 10 mm on a real chest CT). Then, per axial
-   slice, every 2-D hole of the mask (vessels, airway walls, intrapulmonary nodules) is filled —
-   ``scipy.ndimage.binary_fill_holes`` per slice — except holes larger than 50 cm² (the
-   mediastinum, should the two lungs enclose it).
+   juxta-pleural nodules and the notches of vessels entering the lung
+   (:func:`ctflow.ops.closing.coarse_closing`). It is computed exactly (two Euclidean distance
+   transforms) on a grid of blocks of about 2 mm built from the blocks that are at least half
+   lung; the signed distance is interpolated back to the full grid, so the result follows a
+   full-resolution closing and only ever adds voxels to the thresholded lungs. The volume is
+   padded with background, so lungs cut by the first or last slice are neither eroded nor
+   plugged to the border. A closing fills a nodule attached to the pleura when its radius is
+   below ``closing_mm``, except a thin lens (1-2 mm) where it meets the chest wall, as an exact
+   closing does. Larger radii take in larger nodules but start to bridge the mediastinum
+   between the lungs. Then, per axial slice, every 2-D hole of the mask (vessels, airway walls,
+   intrapulmonary nodules) is filled — ``scipy.ndimage.binary_fill_holes`` per slice — except
+   holes larger than 50 cm² (the mediastinum, should the two lungs enclose it).
 5. The result is a ``uint8`` 0/1 mask of the image's shape. A scan without lungs (or where no
    component passes the rules) gives an all-zero mask.
+
+The measurements behind these thresholds are listed in the notes (``docs/ops-notes.md``).
 
 :func:`lung_bbox` gives the voxel box of a mask enlarged by a margin in mm (``crop_to_lungs``).
 
@@ -77,10 +76,12 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ctflow import memory
-from ctflow.errors import InvalidParameterError
+from ctflow.errors import InvalidParameterError, InvalidScanError
 from ctflow.geometry import Geometry
 from ctflow.kernels import lungs as _k
-from ctflow.parallel import run_ranges
+from ctflow.ops.closing import CLOSING_GRID_MM as CLOSING_GRID_MM  # still importable from here
+from ctflow.ops.closing import coarse_closing, over_ranges
+from ctflow.validation import as_bool, as_float, as_threads, check_geometry, check_volume
 
 __all__ = ["lung_bbox", "segment_lungs"]
 
@@ -90,8 +91,8 @@ GAS_HU = -950.0
 MAX_GAS_FRACTION = 0.5
 #: Components smaller than this (mL) are lungs only up to :data:`MAX_GAS_FRACTION_SMALL`.
 SMALL_LUNG_ML = 200.0
-#: Gas fraction allowed for small components: lung bases measured 0 %, stomach gas at 1 mm
-#: in-plane 44 % (the partial-volume rim of a gas pocket is large relative to it).
+#: Gas fraction allowed for small components (the partial-volume rim of a small gas pocket is
+#: large relative to it).
 MAX_GAS_FRACTION_SMALL = 0.25
 #: Components at least this large (mL) are lungs up to :data:`MAX_GAS_FRACTION_LARGE`.
 LARGE_LUNG_ML = 1000.0
@@ -105,63 +106,30 @@ MIN_RELATIVE_VOLUME = 0.01
 MAX_HOLE_MM2 = 5000.0
 #: In-plane border median HU above which the field of view is taken as cut through the body.
 CROPPED_BORDER_HU = -900.0
-#: Spacing (mm) of the grid on which the closing is computed (at most; finer for small radii).
-CLOSING_GRID_MM = 2.0
-
 _THRESHOLD_RANGE = (-900.0, -100.0)
 
 
 # -- validation -----------------------------------------------------------------------------------
 def _check_image(image: Any, where: str) -> NDArray[Any]:
+    """Return ``image`` as a C-contiguous, native-order, real HU volume (float16 -> float32).
+
+    Raises :class:`~ctflow.errors.InvalidParameterError` (the contract of the lung functions)
+    rather than :func:`~ctflow.validation.check_volume`'s InvalidScanError.
+    """
     arr = np.asarray(image)
-    if arr.ndim != 3:
-        raise InvalidParameterError(
-            f"{where}: image must be a 3-D (z, y, x) HU volume; got an array of shape {arr.shape}"
-        )
-    if arr.dtype == np.bool_ or arr.dtype.kind not in "iuf":
+    if arr.dtype.kind not in "iuf":
         raise InvalidParameterError(
             f"{where}: image must hold real HU values (integer or float dtype); got {arr.dtype}"
         )
-    if arr.size == 0:
-        raise InvalidParameterError(f"{where}: image must not be empty; got shape {arr.shape}")
+    try:
+        check_volume(arr, where)
+    except InvalidScanError as exc:
+        raise InvalidParameterError(str(exc)) from None
     if arr.dtype == np.float16:
         arr = arr.astype(np.float32)
     elif not arr.dtype.isnative:  # e.g. big-endian data straight from a file
         arr = arr.astype(arr.dtype.newbyteorder("="))
     return np.ascontiguousarray(arr)
-
-
-def _check_geometry(geometry: Any, where: str) -> Geometry:
-    if not isinstance(geometry, Geometry):
-        raise InvalidParameterError(
-            f"{where}: geometry must be a ctflow.geometry.Geometry; got {type(geometry).__name__}"
-        )
-    return geometry
-
-
-def _check_float(value: Any, what: str, where: str, lo: float, hi: float, unit: str) -> float:
-    ok = not isinstance(value, bool) and isinstance(value, int | float | np.integer | np.floating)
-    v = float(value) if ok else math.nan
-    if not (math.isfinite(v) and lo <= v <= hi):
-        raise InvalidParameterError(
-            f"{where}: {what} must be a finite number in [{lo:g}, {hi:g}] {unit}; got {value!r}"
-        )
-    return v
-
-
-def _check_threads(n_threads: Any, where: str) -> int:
-    if isinstance(n_threads, bool) or not isinstance(n_threads, int | np.integer) or n_threads < 1:
-        raise InvalidParameterError(
-            f"{where}: n_threads must be an integer >= 1; got {n_threads!r}"
-        )
-    return int(n_threads)
-
-
-# -- threading ------------------------------------------------------------------------------------
-def _over(fn: Callable[[int, int], Any], lo: int, hi: int, n_threads: int) -> list[tuple[int, int]]:
-    """Run ``fn(a, b)`` over ranges of ``[lo, hi)``, two per thread; return the ranges used."""
-    parts = run_ranges(lambda a, b: fn(a + lo, b + lo), hi - lo, n_threads, per_thread=2)
-    return [(a + lo, b + lo) for a, b, _ in parts]
 
 
 # -- segmentation ---------------------------------------------------------------------------------
@@ -221,15 +189,15 @@ def segment_lungs(
     """
     where = "segment_lungs"
     img = _check_image(image, where)
-    geom = _check_geometry(geometry, where)
-    thr = _check_float(threshold, "threshold", where, *_THRESHOLD_RANGE, "HU")
-    min_ml = _check_float(min_lung_ml, "min_lung_ml", where, 0.0, 1.0e6, "mL")
-    closing = _check_float(closing_mm, "closing_mm", where, 0.0, 50.0, "mm")
-    if not isinstance(fill_holes, bool | np.bool_):
-        raise InvalidParameterError(f"{where}: fill_holes must be a bool; got {fill_holes!r}")
-    n_thr = _check_threads(n_threads, where)
+    geom = check_geometry(geometry, where)
+    lo, hi = _THRESHOLD_RANGE
+    thr = as_float(threshold, "threshold", where, lo=lo, hi=hi, unit="HU")
+    min_ml = as_float(min_lung_ml, "min_lung_ml", where, lo=0.0, hi=1.0e6, unit="mL")
+    closing = as_float(closing_mm, "closing_mm", where, lo=0.0, hi=50.0, unit="mm")
+    holes = as_bool(fill_holes, "fill_holes", where)
+    n_thr = as_threads(n_threads, where)
 
-    return _segment(img, geom, thr, min_ml, bool(fill_holes), closing, n_thr)
+    return _segment(img, geom, thr, min_ml, holes, closing, n_thr)
 
 
 def _segment(
@@ -241,10 +209,11 @@ def _segment(
     closing_mm: float,
     n_threads: int,
 ) -> NDArray[np.uint8]:
+    """Segment validated inputs (steps 1-5 of the module documentation)."""
     nz, ny, nx = img.shape
 
     def over_z(fn: Callable[[int, int], Any], z0: int = 0, z1: int = nz) -> list[tuple[int, int]]:
-        return _over(fn, z0, z1, n_threads)
+        return over_ranges(fn, z0, z1, n_threads)
 
     lo_t = img.dtype.type(thr) if img.dtype.kind == "f" else thr  # compare in the image's type
     gas_t = img.dtype.type(GAS_HU) if img.dtype.kind == "f" else GAS_HU
@@ -306,7 +275,7 @@ def _segment(
 
     # 4. closing on a coarse grid, then per-slice hole filling
     if closing_mm > 0:
-        f = _close(
+        f = coarse_closing(
             mask,
             row_ptr,
             starts,
@@ -331,7 +300,7 @@ def _segment(
 
 
 def _is_cropped(img: NDArray[Any]) -> bool:
-    """True when the in-plane border is mostly not gas: the field of view cuts the body.
+    """Tell whether the in-plane border is mostly not gas: the field of view cuts the body.
 
     That is: the median of the (finite) border voxels is above :data:`CROPPED_BORDER_HU`,
     decided by counting the voxels above it (no sort of the border; the median itself is
@@ -387,80 +356,6 @@ def _select(
     return cand
 
 
-def _close(
-    mask: NDArray[np.uint8],
-    row_ptr: NDArray[np.int64],
-    starts: NDArray[np.int32],
-    ends: NDArray[np.int32],
-    labels: NDArray[np.int32],
-    keep: NDArray[np.uint8],
-    lo_box: NDArray[np.int64],
-    hi_box: NDArray[np.int64],
-    geom: Geometry,
-    radius: float,
-    n_threads: int,
-) -> NDArray[np.int64]:
-    """Add to ``mask`` the 3-D closing (ball of ``radius`` mm) of the kept components.
-
-    The closing is computed exactly (two Euclidean distance transforms) on a grid of blocks of
-    about :data:`CLOSING_GRID_MM`, from the blocks that are at least half lung. The signed
-    distance ``sqrt(d) - radius`` is then interpolated (trilinear) back to the fine grid, so the
-    added voxels follow the closed surface to well under a block. The block grid extends
-    ``radius`` beyond the volume, which counts as background: a lung cut by the first or last
-    slice is closed as if capped there (no plug between the apex and the border, no erosion).
-    Returns the block size (fine voxels per block along z, y, x).
-    """
-    shape = np.asarray(mask.shape, np.int64)
-    sp = geom.spacing
-    target = min(CLOSING_GRID_MM, radius / 2.0)
-    f = np.maximum(1, np.floor(target / sp + 0.5)).astype(np.int64)
-    cs = f * sp
-    margin = (np.ceil(radius / cs).astype(np.int64) + 2) * f
-    o = lo_box - margin
-    e = hi_box + margin
-    cshape = tuple(int(v) for v in -(-(e - o) // f))
-    oz, oy, ox = (int(v) for v in o)
-    fz, fy, fx = (int(v) for v in f)
-
-    counts = np.zeros(cshape, np.int32)
-    nz, ny = mask.shape[:2]
-
-    def count(a: int, b: int) -> None:  # block rows a..b as fine slices, clipped to the volume
-        z0, z1 = max(oz + a * fz, 0), min(oz + b * fz, nz)
-        if z1 > z0:
-            _k.coarse_count(
-                row_ptr, starts, ends, labels, keep, ny, oz, oy, ox, fz, fy, fx, z0, z1, counts
-            )
-
-    _over(count, 0, cshape[0], n_threads)
-    # voxels of each block that lie inside the volume (blocks may hang over the border)
-    n_in = []
-    for a in range(3):
-        first = o[a] + np.arange(cshape[a]) * f[a]
-        n_in.append(np.clip(np.minimum(first + f[a], shape[a]) - np.maximum(first, 0), 0, None))
-
-    def edt(d: NDArray[np.float32]) -> None:
-        _over(lambda a, b: _k.edt_sq_x(d, float(cs[2]), a, b), 0, cshape[0], n_threads)
-        _over(lambda a, b: _k.edt_sq_y(d, float(cs[1]), a, b), 0, cshape[0], n_threads)
-        _over(lambda a, b: _k.edt_sq_z(d, float(cs[0]), a, b), 0, cshape[1], n_threads)
-
-    # 0 on blocks at least half lung, far elsewhere; squared distance to them (the dilation)
-    d = np.empty(cshape, np.float32)
-    n_z, n_y, n_x = n_in
-    _over(lambda a, b: _k.closing_seed(counts, n_z, n_y, n_x, d, a, b), 0, cshape[0], n_threads)
-    edt(d)
-    r2 = np.float32(radius * radius)
-    # the dilated set's outside
-    _over(lambda a, b: _k.closing_outside(d, r2, a, b), 0, cshape[0], n_threads)
-    edt(d)
-    # signed distance to the closed surface; a quarter block of safety: interpolation then never
-    # bulges past a convex lung surface
-    off = np.float32(radius + 0.25 * float(cs.min()))
-    _over(lambda a, b: _k.closing_signed(d, off, a, b), 0, cshape[0], n_threads)
-    _over(lambda a, b: _k.paint_closing(mask, d, oz, oy, ox, fz, fy, fx, a, b), 0, nz, n_threads)
-    return f
-
-
 # -- bounding box ---------------------------------------------------------------------------------
 def lung_bbox(
     mask: ArrayLike, geometry: Geometry, margin_mm: float | Sequence[float]
@@ -505,7 +400,7 @@ def lung_bbox(
         raise InvalidParameterError(
             f"{where}: mask must be a non-empty 3-D (z, y, x) array; got shape {arr.shape}"
         )
-    geom = _check_geometry(geometry, where)
+    geom = check_geometry(geometry, where)
     try:
         m = np.broadcast_to(np.asarray(margin_mm, dtype=np.float64), (3,))
     except (TypeError, ValueError):

@@ -33,15 +33,14 @@ Examples
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import ndimage
 
 from ctflow.errors import InvalidParameterError
-from ctflow.geometry import Geometry, as_shape
+from ctflow.geometry import Geometry
 from ctflow.kernels.masks import paint_nodules
+from ctflow.validation import as_choice, as_float, as_shape, check_geometry
 
 __all__ = ["MASK_MODES", "binarize_mask", "create_mask", "nodules_from_mask"]
 
@@ -50,14 +49,6 @@ MASK_MODES = ("ellipsoid", "cuboid")
 
 # voxels of slack around a nodule's analytic bounding box (the kernel tests each voxel exactly)
 _BOX_SLACK = 1e-3
-
-
-def _check_geometry(geometry: Any, where: str) -> Geometry:
-    if not isinstance(geometry, Geometry):
-        raise InvalidParameterError(
-            f"{where}: geometry must be a ctflow Geometry; got {type(geometry).__name__}"
-        )
-    return geometry
 
 
 def _nodule_arrays(
@@ -150,9 +141,8 @@ def create_mask(
     """
     where = "create_mask"
     dims = as_shape(shape, where=where)
-    g = _check_geometry(geometry, where)
-    if mode not in MASK_MODES:
-        raise InvalidParameterError(f"{where}: mode must be one of {MASK_MODES}; got {mode!r}")
+    g = check_geometry(geometry, where)
+    as_choice(mode, MASK_MODES, "mode", where)
     c, r = _nodule_arrays(centers, diameters, where)
     if out is None:
         mask = np.zeros(dims, dtype=np.uint8)  # calloc: pages without a nodule stay unmapped
@@ -229,14 +219,7 @@ def binarize_mask(mask: ArrayLike, threshold: float = 0.5) -> NDArray[np.uint8]:
         raise InvalidParameterError(
             f"{where}: mask must be a real-valued or boolean array; got dtype {arr.dtype}"
         )
-    if isinstance(threshold, bool) or not isinstance(threshold, int | float | np.number):
-        raise InvalidParameterError(
-            f"{where}: threshold must be a finite number; got {threshold!r}"
-        )
-    if not np.isfinite(float(threshold)):
-        raise InvalidParameterError(
-            f"{where}: threshold must be a finite number; got {threshold!r}"
-        )
+    as_float(threshold, "threshold", where)
     return np.greater(arr, threshold).view(np.uint8)
 
 
@@ -283,7 +266,7 @@ def nodules_from_mask(
         raise InvalidParameterError(
             f"{where}: mask must be a 3-D numeric (z, y, x) array; got {arr.dtype} {arr.shape}"
         )
-    g = _check_geometry(geometry, where)
+    g = check_geometry(geometry, where)
     fg = arr != 0
     # label only the bounding box of the foreground: the int32 label volume stays small
     spans = []

@@ -49,7 +49,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from ctflow.errors import InvalidParameterError
 from ctflow.geometry import Geometry
-from ctflow.ops._checks import check_volume
+from ctflow.validation import as_shape, check_geometry, check_volume
 
 __all__ = [
     "ORIENTATION_CODES",
@@ -72,6 +72,7 @@ _ORDER = "RLAPSI"
 
 
 def _all_codes() -> tuple[str, ...]:
+    """List the 48 valid codes, as 3-letter words over ``R < L < A < P < S < I``."""
     codes = []
     for a, b, c in product(_ORDER, repeat=3):
         axes = {_LETTER_AXIS[a][0], _LETTER_AXIS[b][0], _LETTER_AXIS[c][0]}
@@ -99,6 +100,7 @@ class OrientTransform(NamedTuple):
 
 
 def _check_code(code: Any, where: str) -> str:
+    """Return ``code`` upper-cased when it is one of :data:`ORIENTATION_CODES`."""
     if isinstance(code, str) and code.upper() in _CODE_SET:
         return code.upper()
     raise InvalidParameterError(
@@ -108,6 +110,7 @@ def _check_code(code: Any, where: str) -> str:
 
 
 def _check_direction(direction: Any, where: str) -> NDArray[np.float64]:
+    """Return ``direction`` as a finite (3, 3) float64 matrix ((9,) is reshaped)."""
     try:
         d = np.asarray(direction, dtype=np.float64)
     except (TypeError, ValueError):
@@ -136,7 +139,7 @@ def _code_of(d: NDArray[np.float64]) -> str:
 
 
 def orientation_code(direction: ArrayLike) -> str:
-    """The 3-letter orientation code of a ctflow ``(z, y, x)`` direction matrix.
+    """Return the 3-letter orientation code of a ctflow ``(z, y, x)`` direction matrix.
 
     Equal to ``sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(
     direction_to_sitk(direction))``: letters in SimpleITK axis order ``(x, y, z)``, each the
@@ -172,6 +175,7 @@ def orientation_code(direction: ArrayLike) -> str:
 
 
 def _transform(d: NDArray[np.float64], code: str) -> OrientTransform:
+    """Compute the transform from the orientation of ``d`` to a valid upper-case ``code``."""
     current = _code_of(d)
     # letter of each input voxel axis in (z, y, x) order, and of each wanted output axis
     have = current[::-1]
@@ -187,7 +191,7 @@ def _transform(d: NDArray[np.float64], code: str) -> OrientTransform:
 
 
 def orientation_transform(direction: ArrayLike, code: str) -> OrientTransform:
-    """The axis permutation and reversals that take a scan of ``direction`` to ``code``.
+    """Return the axis permutation and reversals that take a scan of ``direction`` to ``code``.
 
     Parameters
     ----------
@@ -221,6 +225,7 @@ def orientation_transform(direction: ArrayLike, code: str) -> OrientTransform:
 
 
 def _geometry_for(shape: tuple[int, ...], geometry: Geometry, t: OrientTransform) -> Geometry:
+    """Compute the geometry of a scan of ``shape`` and ``geometry`` transformed by ``t``."""
     axes = list(t.axes)
     signs = np.where(t.flips, -1.0, 1.0)
     start = np.zeros(3)
@@ -232,16 +237,8 @@ def _geometry_for(shape: tuple[int, ...], geometry: Geometry, t: OrientTransform
     return Geometry(geometry.spacing[axes], origin, direction)
 
 
-def _check_geometry(geometry: Any, where: str) -> Geometry:
-    if not isinstance(geometry, Geometry):
-        raise InvalidParameterError(
-            f"{where}: geometry must be a ctflow.geometry.Geometry; got {type(geometry).__name__}"
-        )
-    return geometry
-
-
 def reoriented_geometry(shape: ArrayLike, geometry: Geometry, code: str) -> Geometry:
-    """The geometry :func:`reorient` gives a scan of ``shape`` and ``geometry``.
+    """Return the geometry :func:`reorient` gives a scan of ``shape`` and ``geometry``.
 
     For callers that move world-independent data (voxel-index tables, masks) along with a
     reoriented scan: every voxel keeps its world position, i.e. ``new.voxel_to_world(k)`` equals
@@ -278,18 +275,8 @@ def reoriented_geometry(shape: ArrayLike, geometry: Geometry, code: str) -> Geom
     """
     where = "reoriented_geometry"
     c = _check_code(code, where)
-    g = _check_geometry(geometry, where)
-    try:
-        raw = np.asarray(shape)
-        ints = raw.astype(np.int64)
-        ok = raw.shape == (3,) and bool(np.all(ints == raw)) and bool(np.all(ints > 0))
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise InvalidParameterError(
-            f"{where}: shape must be 3 positive integers (z, y, x); got {shape!r}"
-        )
-    dims = (int(ints[0]), int(ints[1]), int(ints[2]))
+    g = check_geometry(geometry, where)
+    dims = as_shape(shape, where=where)
     return _geometry_for(dims, g, _transform(g.direction, c))
 
 
@@ -347,7 +334,7 @@ def reorient(image: NDArray[Any], geometry: Geometry, code: str) -> tuple[NDArra
     """
     where = "reorient"
     c = _check_code(code, where)
-    g = _check_geometry(geometry, where)
+    g = check_geometry(geometry, where)
     image = check_volume(image, where)
     t = _transform(g.direction, c)
     if t.axes == (0, 1, 2) and not any(t.flips):

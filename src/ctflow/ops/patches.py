@@ -29,8 +29,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import ArrayLike, NDArray
 
 from ctflow.errors import InvalidParameterError
-from ctflow.geometry import as_shape
-from ctflow.ops._checks import check_volume
+from ctflow.validation import as_int, as_shape, check_volume
 
 __all__ = ["PatchGrid", "assemble_patches", "get_patches", "patch_grid", "predict_on_volume"]
 
@@ -139,6 +138,7 @@ def patch_grid(
 
 
 def _pad_to_grid(image: NDArray[Any], grid: PatchGrid, pad_value: Any, where: str) -> NDArray[Any]:
+    """Pad ``image`` at the end of each axis to ``grid.padded_shape`` (edge or a constant)."""
     widths = [(0, d - n) for d, n in zip(grid.padded_shape, image.shape)]
     if pad_value == "edge":
         return np.pad(image, widths, mode="edge") if any(w for _, w in widths) else image
@@ -220,6 +220,7 @@ class _RunningMean:
         self.count = np.zeros(grid.padded_shape, count_dtype)
 
     def add(self, patches: NDArray[np.float32], starts: NDArray[np.int64]) -> None:
+        """Fold patches starting at ``starts`` into the running mean."""
         pz, py, px = self.grid.patch_shape
         for patch, (z, y, x) in zip(patches, starts):
             sl = (slice(z, z + pz), slice(y, y + py), slice(x, x + px))
@@ -231,6 +232,7 @@ class _RunningMean:
             mean += delta
 
     def result(self) -> NDArray[np.float32]:
+        """Return the mean volume without the padded margin."""
         nz, ny, nx = self.grid.shape
         if self.out.shape == self.grid.shape:
             return self.out
@@ -344,20 +346,13 @@ def predict_on_volume(
     image = check_volume(image, where)
     if not callable(fn):
         raise InvalidParameterError(f"{where}: fn must be callable; got {type(fn).__name__}")
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, int | np.integer)
-        or batch_size < 1
-    ):
-        raise InvalidParameterError(
-            f"{where}: batch_size must be a positive integer; got {batch_size!r}"
-        )
+    batch_size = as_int(batch_size, "batch_size", where, lo=1)
     grid = patch_grid(image.shape, patch_shape, stride)
     padded = _pad_to_grid(image, grid, pad_value, where)
     pz, py, px = grid.patch_shape
     starts = grid.starts
     acc = _RunningMean(grid)
-    for i in range(0, grid.n_patches, int(batch_size)):
+    for i in range(0, grid.n_patches, batch_size):
         chunk = starts[i : i + batch_size]
         batch = np.stack([padded[z : z + pz, y : y + py, x : x + px] for z, y, x in chunk])
         pred = np.asarray(fn(batch))

@@ -1,5 +1,4 @@
-"""Resampling of one (z, y, x) scan to a new shape and spacing: ``resample``, ``resize``,
-``unify_spacing``.
+"""Resampling of one (z, y, x) scan to a new shape and spacing: resample, resize, unify_spacing.
 
 Grid convention
 ---------------
@@ -45,31 +44,38 @@ mirror-boundary spline.
 
 Speed
 -----
-Per-axis tap tables (index + weight, padding already applied) drive numba ``nogil`` kernels
-(:mod:`ctflow.kernels.resample`) that read the input dtype directly; ``n_threads > 1`` splits
-the output z-range over a thread pool, and the result is bit-for-bit the same for any
-``n_threads``. A 300x512x512 int16 scan at 1.25x0.7x0.7 mm goes to 1 mm (375x358x358, linear)
-in about 0.06 s on one core (SimpleITK ``ResampleImageFilter``: about 0.5 s on two).
+Per-axis tap tables (index + weight, padding already applied; :mod:`ctflow.ops.interpolation`)
+drive numba ``nogil`` kernels (:mod:`ctflow.kernels.resample`) that read the input dtype
+directly; ``n_threads > 1`` splits the output z-range over a thread pool, and the result is
+bit-for-bit the same for any ``n_threads``. Timings against SimpleITK are in the notes
+(``docs/ops-notes.md``) and the benchmarks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from ctflow import memory
-from ctflow.errors import InvalidParameterError
-from ctflow.geometry import Geometry, as_shape, as_spacing
-from ctflow.kernels.resample import (
-    bspline_prefilter,
-    gaussian_axis,
-    resample_nearest,
-    resample_separable,
+from ctflow.errors import InvalidParameterError, InvalidScanError
+from ctflow.geometry import Geometry
+from ctflow.kernels.resample import resample_nearest, resample_separable
+from ctflow.ops.interpolation import axis_table, bspline_coefficients, smooth_for_downsampling
+from ctflow.threads import run_ranges
+from ctflow.validation import (
+    as_bool,
+    as_choice,
+    as_dtype,
+    as_float,
+    as_int,
+    as_shape,
+    as_spacing,
+    as_threads,
+    check_geometry,
+    check_volume,
 )
-from ctflow.parallel import run_ranges
 
 __all__ = ["ORDERS", "OUTPUT_DTYPES", "PADDINGS", "resample", "resize", "unify_spacing"]
 
@@ -85,196 +91,38 @@ OUTPUT_DTYPES = tuple(
 
 Padding = Literal["edge", "reflect", "constant"]
 
-_POLE = float(np.sqrt(3.0) - 2.0)
-#: Terms of the causal initial sum of the B-spline prefilter (|pole|**13 < 4e-8).
-_HORIZON = 13
 #: Below this many output voxels per thread, extra threads are not worth starting.
 _MIN_VOXELS_PER_THREAD = 1 << 16
 
 
 # -- validation ---------------------------------------------------------------------------------
 def _check_image(image: Any, where: str) -> NDArray[Any]:
-    if not isinstance(image, np.ndarray) or image.ndim != 3:
-        got = f"shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
-        raise InvalidParameterError(f"{where}: image must be a 3-D (z, y, x) ndarray; got {got}")
-    if image.dtype.kind not in "biuf" or image.dtype == np.float16 or image.size == 0:
+    """Return ``image`` when :func:`~ctflow.validation.check_volume` accepts it and not float16.
+
+    Raises :class:`~ctflow.errors.InvalidParameterError` (the contract of the resampling
+    functions) rather than ``check_volume``'s :class:`~ctflow.errors.InvalidScanError`.
+    """
+    try:
+        check_volume(image, where)
+    except InvalidScanError as exc:
+        raise InvalidParameterError(str(exc)) from None
+    if image.dtype == np.float16:
         raise InvalidParameterError(
-            f"{where}: image must be a non-empty bool, integer, float32 or float64 volume; "
-            f"got dtype {image.dtype}, shape {image.shape}"
+            f"{where}: image must be a bool, integer, float32 or float64 volume; "
+            f"got dtype {image.dtype}"
         )
     return image
 
 
-def _check_geometry(geometry: Any, where: str) -> Geometry:
-    if not isinstance(geometry, Geometry):
-        raise InvalidParameterError(
-            f"{where}: geometry must be a ctflow Geometry; got {type(geometry).__name__}"
-        )
-    return geometry
-
-
-def _check_order(order: Any, where: str) -> int:
-    if isinstance(order, bool) or not isinstance(order, int | np.integer) or order not in ORDERS:
-        raise InvalidParameterError(
-            f"{where}: order must be 0 (nearest), 1 (linear) or 3 (cubic); got {order!r}"
-        )
-    return int(order)
-
-
-def _check_padding(padding: Any, where: str) -> str:
-    if not isinstance(padding, str) or padding not in PADDINGS:
-        raise InvalidParameterError(
-            f"{where}: padding must be one of {list(PADDINGS)}; got {padding!r}"
-        )
-    return padding
-
-
-def _check_threads(n_threads: Any, where: str) -> int:
-    if isinstance(n_threads, bool) or not isinstance(n_threads, int | np.integer) or n_threads < 1:
-        raise InvalidParameterError(
-            f"{where}: n_threads must be an integer >= 1; got {n_threads!r}"
-        )
-    return int(n_threads)
-
-
-def _check_cval(cval: Any, where: str) -> float:
-    try:
-        value = float(cval)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if isinstance(cval, bool) or not np.isfinite(value):
-        raise InvalidParameterError(f"{where}: cval must be a finite number; got {cval!r}")
-    return value
-
-
 def _output_dtype(dtype: Any, image_dtype: np.dtype[Any], order: int, where: str) -> np.dtype[Any]:
-    if dtype is None:
-        if order == 0:
-            return np.dtype(np.float32) if image_dtype == np.float64 else image_dtype
-        return np.dtype(np.float32)
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        dt = None
+    """Return the output dtype: ``dtype`` when allowed, else the default of ``order``."""
     allowed = [*OUTPUT_DTYPES, np.dtype(np.bool_)] if order == 0 else list(OUTPUT_DTYPES)
-    if dt not in allowed:
-        names = ", ".join(str(d) for d in allowed)
-        raise InvalidParameterError(
-            f"{where}: dtype must be None or one of {names} (bool for order 0 only); got {dtype!r}"
-        )
-    return dt
-
-
-def _bool_flag(value: Any, what: str, where: str) -> bool:
-    if not isinstance(value, bool | np.bool_):
-        raise InvalidParameterError(f"{where}: {what} must be a bool; got {value!r}")
-    return bool(value)
-
-
-# -- tap tables ---------------------------------------------------------------------------------
-def _reflect(pos: NDArray[np.float64], n: int) -> NDArray[np.float64]:
-    if n == 1:
-        return np.zeros_like(pos)
-    period = 2.0 * (n - 1)
-    r = np.mod(pos, period)
-    return np.where(r > n - 1, period - r, r)
-
-
-def _reflect_index(idx: NDArray[np.int64], n: int) -> NDArray[np.int64]:
-    if n == 1:
-        return np.zeros_like(idx)
-    period = 2 * (n - 1)
-    r = np.mod(idx, period)
-    return np.where(r > n - 1, period - r, r)
-
-
-def _axis_table(
-    n_old: int, n_new: int, ratio: float, order: int, padding: str
-) -> tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.float32]]:
-    """Source indices (n_new, taps), weights (n_new, taps) and inside weights (n_new,)."""
-    k = np.arange(n_new, dtype=np.float64)
-    pos = (n_old - 1) / 2.0 + (k - (n_new - 1) / 2.0) * ratio
-    inside = np.ones(n_new, dtype=np.float32)
-    if padding == "reflect":
-        p = _reflect(pos, n_old)
-    else:
-        p = np.clip(pos, 0.0, n_old - 1.0)
-        if padding == "constant":
-            if order == 0:
-                near = np.floor(pos + 0.5)
-                inside = ((near >= 0) & (near <= n_old - 1)).astype(np.float32)
-            else:
-                d = np.maximum(0.0, np.maximum(-pos, pos - (n_old - 1)))
-                inside = np.clip(1.0 - d, 0.0, 1.0).astype(np.float32)
+    dt = as_dtype(dtype, allowed, "dtype", where)
+    if dt is not None:
+        return dt
     if order == 0:
-        idx = np.clip(np.floor(p + 0.5), 0, n_old - 1).astype(np.int64)[:, None]
-        return idx, np.ones((n_new, 1), dtype=np.float32), inside
-    if order == 1:
-        if n_old == 1:
-            idx = np.zeros((n_new, 2), dtype=np.int64)
-            w = np.zeros((n_new, 2), dtype=np.float32)
-            w[:, 0] = 1.0
-            return idx, w, inside
-        i0 = np.minimum(np.floor(p), n_old - 2).astype(np.int64)
-        t = p - i0
-        idx = np.stack([i0, i0 + 1], axis=1)
-        w = np.stack([1.0 - t, t], axis=1).astype(np.float32)
-        return idx, w, inside
-    # cubic B-spline
-    i0 = np.floor(p).astype(np.int64)
-    t = p - i0
-    taps = i0[:, None] + np.arange(-1, 3)[None, :]
-    idx = _reflect_index(taps, n_old)
-    t2 = t * t
-    t3 = t2 * t
-    w = np.stack(
-        [
-            (1.0 - t) ** 3 / 6.0,
-            (4.0 - 6.0 * t2 + 3.0 * t3) / 6.0,
-            (1.0 + 3.0 * t + 3.0 * t2 - 3.0 * t3) / 6.0,
-            t3 / 6.0,
-        ],
-        axis=1,
-    ).astype(np.float32)
-    return idx, w, inside
-
-
-def _along_axis(
-    vol: NDArray[np.float32],
-    axis: int,
-    kernel: Callable[..., None],
-    args: tuple[Any, ...],
-    n_threads: int,
-) -> None:
-    """Run an in-place 1-D ``kernel(view, *args)`` along ``axis`` of ``vol``, split over threads.
-
-    The kernel sees ``(outer, n, inner)`` views with the axis in the middle; the work is split
-    over ``outer`` (or over ``inner`` when ``outer`` is too small).
-    """
-    z, y, x = vol.shape
-    outer, n, inner = ((1, z, y * x), (z, y, x), (z * y, x, 1))[axis]
-    view = vol.reshape(outer, n, inner)
-
-    def over_outer(a: int, b: int) -> None:
-        kernel(view[a:b], *args)
-
-    def over_inner(a: int, b: int) -> None:
-        kernel(view[:, :, a:b], *args)
-
-    if outer >= n_threads:
-        run_ranges(over_outer, outer, n_threads)
-    else:
-        run_ranges(over_inner, inner, n_threads)
-
-
-def _prefilter(src: NDArray[Any], n_threads: int, in_place: bool) -> NDArray[np.float32]:
-    """Cubic B-spline coefficients of ``src`` (separable); in place when ``src`` is our own
-    float32 temporary, else in a new float32 volume."""
-    coef = src if in_place else np.array(src, dtype=np.float32, order="C", copy=True)
-    for axis in range(3):
-        if coef.shape[axis] > 1:
-            _along_axis(coef, axis, bspline_prefilter, (_POLE, _HORIZON), n_threads)
-    return coef
+        return np.dtype(np.float32) if image_dtype == np.float64 else image_dtype
+    return np.dtype(np.float32)
 
 
 # -- public API ---------------------------------------------------------------------------------
@@ -365,16 +213,17 @@ def _resample(
     anti_alias: Any,
     where: str,
 ) -> tuple[NDArray[Any], Geometry]:
+    """Validate every argument and resample (the body of the three public functions)."""
     image = _check_image(image, where)
-    geometry = _check_geometry(geometry, where)
+    geometry = check_geometry(geometry, where)
     new_shape = as_shape(shape, where=where)
-    new_sp = as_spacing(spacing, where=where)
-    order = _check_order(order, where)
-    padding = _check_padding(padding, where)
-    cval_f = _check_cval(cval, where)
-    n_threads = _check_threads(n_threads, where)
+    new_sp = np.asarray(as_spacing(spacing, where=where))
+    order = as_choice(as_int(order, "order", where), ORDERS, "order", where)
+    padding = as_choice(padding, PADDINGS, "padding", where)
+    cval_f = as_float(cval, "cval", where)
+    n_threads = as_threads(n_threads, where)
     out_dtype = _output_dtype(dtype, image.dtype, order, where)
-    anti_alias = _bool_flag(anti_alias, "anti_alias", where)
+    anti_alias = as_bool(anti_alias, "anti_alias", where)
     is_int = out_dtype.kind in "iub"
     lo = hi = 0.0
     if is_int:
@@ -390,9 +239,9 @@ def _resample(
     out_geometry = geometry.resampled(old_shape, new_shape, new_sp)
     ratios = new_sp / geometry.spacing
     tables = [
-        _axis_table(old_shape[a], new_shape[a], float(ratios[a]), order, padding) for a in range(3)
+        axis_table(old_shape[a], new_shape[a], float(ratios[a]), order, padding) for a in range(3)
     ]
-    # unsigned indices spare numba's negative-index test in the gathers (~15% faster)
+    # unsigned indices spare numba's negative-index test in the gathers
     zi, yi, xi = (t[0].astype(np.uint64) for t in tables)
     (_, zw, inz), (_, yw, iny), (_, xw, inx) = tables
     blend = padding == "constant"
@@ -402,7 +251,7 @@ def _resample(
         src = src.view(np.uint8)
     owned = False  # src is a float32 temporary of our own (may be modified in place)
     if anti_alias and order > 0:
-        smoothed = _smooth_for_downsampling(src, ratios, n_threads)
+        smoothed = smooth_for_downsampling(src, ratios, n_threads)
         owned = smoothed is not src
         src = smoothed
     out = memory.empty(new_shape, out_dtype)
@@ -426,7 +275,7 @@ def _resample(
         return out, out_geometry
 
     if order == 3:
-        src = _prefilter(src, n_threads, in_place=owned)
+        src = bspline_coefficients(src, n_threads, in_place=owned)
 
     def run_interp(z0: int, z1: int) -> None:
         resample_separable(
@@ -438,29 +287,8 @@ def _resample(
 
 
 def _round_half_away(v: float) -> float:
+    """Round half away from zero (as the kernels round integer outputs)."""
     return float(np.sign(v) * np.floor(abs(v) + 0.5))
-
-
-def _gaussian_weights(sigma: float) -> NDArray[np.float32]:
-    """Normalised gaussian taps, radius ``int(4 * sigma + 0.5)`` (scipy's default truncation)."""
-    radius = int(4.0 * sigma + 0.5)
-    x = np.arange(-radius, radius + 1, dtype=np.float64)
-    w = np.exp(-0.5 * (x / sigma) ** 2)
-    return (w / w.sum()).astype(np.float32)
-
-
-def _smooth_for_downsampling(
-    src: NDArray[Any], ratios: NDArray[np.float64], n_threads: int
-) -> NDArray[Any]:
-    """Gaussian pre-smoothing (sigma = (f - 1) / 2 voxels) along axes downsampled by f > 1."""
-    sigmas = [(f - 1.0) / 2.0 if f > 1.0 else 0.0 for f in ratios]
-    if all(int(4.0 * s + 0.5) == 0 for s in sigmas):
-        return src
-    out = np.array(src, dtype=np.float32, order="C", copy=True)
-    for axis, sigma in enumerate(sigmas):
-        if int(4.0 * sigma + 0.5) > 0:
-            _along_axis(out, axis, gaussian_axis, (_gaussian_weights(sigma),), n_threads)
-    return out
 
 
 def resize(
@@ -516,7 +344,7 @@ def resize(
     """
     where = "resize"
     image = _check_image(image, where)
-    geometry = _check_geometry(geometry, where)
+    geometry = check_geometry(geometry, where)
     new_shape = as_shape(shape, where=where)
     spacing = geometry.spacing * (np.asarray(image.shape) / np.asarray(new_shape))
     return _resample(
@@ -599,8 +427,8 @@ def unify_spacing(
     """
     where = "unify_spacing"
     image = _check_image(image, where)
-    geometry = _check_geometry(geometry, where)
-    new_sp = as_spacing(spacing, where=where)
+    geometry = check_geometry(geometry, where)
+    new_sp = np.asarray(as_spacing(spacing, where=where))
     n = np.floor(np.asarray(image.shape) * geometry.spacing / new_sp + 0.5)
     natural = [int(max(1, v)) for v in n]
     if shape is None:

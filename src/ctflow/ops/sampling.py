@@ -1,8 +1,9 @@
 """Training-crop sampling: where to cut nodule-centred and random crops, and how to cut them.
 
 :func:`sample_crop_starts` plans a batch of crops over a list of scans (it only decides item
-and start voxel of each crop); :func:`extract_crop` copies one crop out of a volume, padding
-where it reaches outside. ``CTBatch.sample_nodules`` uses both.
+and start voxel of each crop); :func:`ctflow.ops.crop.extract_crop` (also importable from here)
+copies one crop out of a volume, padding where it reaches outside. ``CTBatch.sample_nodules``
+uses both.
 
 Conventions
 -----------
@@ -42,8 +43,6 @@ Examples
 ...                           share=0.5, variance=None, rng=np.random.default_rng(0))
 >>> plan.starts[0].tolist(), plan.is_nodule.tolist()
 ([13, 15, 15], [True, False])
->>> extract_crop(np.arange(8).reshape(2, 2, 2), (-1, 0, 0), (2, 2, 2), -1)[:, 0, 0].tolist()
-[-1, 0]
 """
 
 from __future__ import annotations
@@ -56,11 +55,10 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ctflow.errors import InvalidParameterError
-from ctflow.geometry import as_shape
+from ctflow.ops.crop import FreeStarts, extract_crop, nodule_voxel_boxes, start_range
+from ctflow.validation import as_float, as_int, as_shape
 
-__all__ = ["CropPlan", "extract_crop", "nodule_voxel_boxes", "sample_crop_starts"]
-
-_SLACK = 1e-6  # voxels added around a nodule's box (never lose a voxel to rounding)
+__all__ = ["CropPlan", "check_histo", "extract_crop", "nodule_voxel_boxes", "sample_crop_starts"]
 
 
 @dataclass
@@ -89,47 +87,13 @@ class CropPlan:
     warnings: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
+        """Return the number of crops planned."""
         return int(self.items.shape[0])
 
 
-def nodule_voxel_boxes(
-    nodule_voxels: ArrayLike, nodule_radii_vox: ArrayLike
-) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """Inclusive voxel boxes ``(lo, hi)`` of nodules (see the module docstring), unclipped.
-
-    Parameters
-    ----------
-    nodule_voxels : array_like (M, 3)
-        Continuous voxel centres.
-    nodule_radii_vox : array_like (M, 3)
-        Radii in voxels along (z, y, x), >= 0.
-
-    Returns
-    -------
-    lo, hi : ndarray (M, 3) int64
-
-    Examples
-    --------
-    >>> lo, hi = nodule_voxel_boxes([[5.0, 5.2, 5.6]], [[2.0, 0.1, 1.5]])
-    >>> lo.tolist(), hi.tolist()
-    ([[3, 5, 5]], [[7, 5, 7]])
-    """
-    c = np.asarray(nodule_voxels, dtype=np.float64).reshape(-1, 3)
-    r = np.asarray(nodule_radii_vox, dtype=np.float64).reshape(-1, 3)
-    centre = np.floor(c + 0.5)
-    lo = np.minimum(np.ceil(c - r - _SLACK), centre)
-    hi = np.maximum(np.floor(c + r + _SLACK), centre)
-    return lo.astype(np.int64), hi.astype(np.int64)
-
-
 # ---------------------------------------------------------------------------------- validation
-def _positive_int(value: Any, what: str, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise InvalidParameterError(f"{where}: {what} must be a positive integer; got {value!r}")
-    return int(value)
-
-
 def _shapes(shapes: Any, where: str) -> NDArray[np.int64]:
+    """Check the scan shapes; return them as an (N, 3) int64 array."""
     if isinstance(shapes, np.ndarray) and shapes.ndim == 2:
         shapes = list(shapes)
     if not isinstance(shapes, Sequence) or isinstance(shapes, str) or len(shapes) == 0:
@@ -145,6 +109,7 @@ def _shapes(shapes: Any, where: str) -> NDArray[np.int64]:
 def _nodules(
     voxels: Any, items: Any, radii: Any, n_items: int, where: str
 ) -> tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.float64]]:
+    """Check the nodule centres, items and radii; return them as float64 / int64 arrays."""
     try:
         c = np.asarray(voxels, dtype=np.float64)
         r = np.asarray(radii, dtype=np.float64)
@@ -187,6 +152,7 @@ def _nodules(
 
 
 def _variance(variance: Any, where: str) -> NDArray[np.float64] | None:
+    """Check the jitter variance: None, or 3 finite floats >= 0 (a scalar is broadcast)."""
     if variance is None:
         return None
     try:
@@ -201,7 +167,33 @@ def _variance(variance: Any, where: str) -> NDArray[np.float64] | None:
     return v
 
 
-def _histo(histo: Any, where: str) -> tuple[NDArray[np.float64], list[NDArray[np.float64]]]:
+def check_histo(histo: Any, where: str) -> tuple[NDArray[np.float64], list[NDArray[np.float64]]]:
+    """Check a ``numpy.histogramdd`` result ``(counts, edges)`` of relative crop centres.
+
+    Parameters
+    ----------
+    histo : (counts, edges)
+        ``counts`` a 3-D array of finite values >= 0 with a positive sum, ``edges`` 3
+        increasing arrays of ``counts.shape[k] + 1`` values (relative positions, z y x).
+    where : str
+        Name of the caller, for the error message.
+
+    Returns
+    -------
+    counts : ndarray, float64
+    edges : list of 3 ndarray, float64
+
+    Raises
+    ------
+    InvalidParameterError
+        ``histo`` is not such a pair.
+
+    Examples
+    --------
+    >>> counts, edges = np.histogramdd(np.random.default_rng(0).random((50, 3)), bins=2)
+    >>> check_histo((counts, edges), "where")[0].shape
+    (2, 2, 2)
+    """
     msg = (
         f"{where}: histo must be (counts, edges) as numpy.histogramdd returns over relative "
         "(z, y, x) positions: counts a 3-D array of finite values >= 0 with a positive sum, "
@@ -227,62 +219,30 @@ def _histo(histo: Any, where: str) -> tuple[NDArray[np.float64], list[NDArray[np
     return counts, edges
 
 
-# ---------------------------------------------------------------------------------- free space
-class _FreeStarts:
-    """All starts of a crop in one scan that touch no nodule box, as a grid of cells.
+def _histo_start(
+    shape: NDArray[np.int64],
+    crop: NDArray[np.int64],
+    counts: NDArray[np.float64],
+    edges: list[NDArray[np.float64]],
+    cum: NDArray[np.float64],
+    rng: np.random.Generator,
+) -> NDArray[np.int64]:
+    """Draw a crop start whose centre follows the histogram ``(counts, edges)``, in the scan.
 
-    The start range along each axis is split at the boundaries of every nodule's forbidden
-    interval ``[lo - S + 1, hi]``, so each cell of the resulting grid is either wholly forbidden
-    or wholly free; free starts are then drawn exactly uniformly, cell by volume.
+    A cell is drawn by weight (``cum`` = cumulative counts), the relative position uniformly
+    within it; relative ``p`` in [0, 1] is voxel ``p * n - 0.5``.
     """
-
-    def __init__(
-        self,
-        start_lo: NDArray[np.int64],
-        start_hi: NDArray[np.int64],
-        box_lo: NDArray[np.int64],
-        box_hi: NDArray[np.int64],
-        crop: NDArray[np.int64],
-    ) -> None:
-        f_lo = np.maximum(box_lo - crop + 1, start_lo)  # (m, 3) forbidden starts, inclusive
-        f_hi = np.minimum(box_hi, start_hi)
-        keep = np.all(f_lo <= f_hi, axis=1)
-        f_lo, f_hi = f_lo[keep], f_hi[keep]
-        self.edges: list[NDArray[np.int64]] = []
-        inside = []
-        for a in range(3):
-            e = np.unique(
-                np.concatenate([[start_lo[a], start_hi[a] + 1], f_lo[:, a], f_hi[:, a] + 1])
-            )
-            self.edges.append(e)
-            inside.append(
-                (e[None, :-1] >= f_lo[:, a : a + 1]) & (e[None, 1:] <= f_hi[:, a : a + 1] + 1)
-            )
-        self.lengths = [np.diff(e) for e in self.edges]
-        forbidden = np.zeros(tuple(len(n) for n in self.lengths), dtype=bool)
-        for m in range(f_lo.shape[0]):
-            forbidden |= inside[0][m][:, None, None] & inside[1][m][None, :, None] & inside[2][m]
-        vol = (
-            self.lengths[0][:, None, None] * self.lengths[1][None, :, None] * self.lengths[2]
-        ).astype(np.int64)
-        vol[forbidden] = 0
-        self.cell_shape = vol.shape
-        self.cum = np.cumsum(vol.ravel())
-        self.total = int(self.cum[-1])
-
-    def draw(self, rng: np.random.Generator) -> NDArray[np.int64]:
-        u = int(rng.integers(self.total))
-        cell = int(np.searchsorted(self.cum, u, side="right"))
-        offset = u - (int(self.cum[cell - 1]) if cell > 0 else 0)
-        k = np.unravel_index(cell, self.cell_shape)
-        sizes = tuple(int(self.lengths[a][k[a]]) for a in range(3))
-        d = np.unravel_index(offset, sizes)
-        return np.array([int(self.edges[a][k[a]]) + int(d[a]) for a in range(3)], dtype=np.int64)
-
-
-def _start_range(shape: NDArray[np.int64], crop: NDArray[np.int64]) -> tuple[Any, Any]:
-    """Allowed starts: inside the scan when it is large enough, else covering the whole scan."""
-    return np.minimum(0, shape - crop), np.maximum(0, shape - crop)
+    cell = int(np.searchsorted(cum, rng.random() * cum[-1], side="right"))
+    cell = min(cell, cum.size - 1)
+    k = np.unravel_index(cell, counts.shape)
+    u = rng.random(3)
+    rel = np.array(
+        [edges[ax][k[ax]] + u[ax] * (edges[ax][k[ax] + 1] - edges[ax][k[ax]]) for ax in range(3)]
+    )
+    centre = np.clip(rel, 0.0, 1.0) * shape - 0.5
+    st = np.floor(centre - (crop - 1) / 2 + 0.5).astype(np.int64)
+    r_lo, r_hi = start_range(shape, crop)
+    return np.asarray(np.clip(st, r_lo, r_hi), dtype=np.int64)
 
 
 # ---------------------------------------------------------------------------------- planning
@@ -350,14 +310,10 @@ def sample_crop_starts(
     (3, False, [])
     """
     where = "sample_crop_starts"
-    batch_size = _positive_int(batch_size, "batch_size", where)
-    max_tries = _positive_int(max_tries, "max_tries", where)
+    batch_size = as_int(batch_size, "batch_size", where, lo=1)
+    max_tries = as_int(max_tries, "max_tries", where, lo=1)
     crop = np.array(as_shape(crop_shape, what="crop_shape", where=where), dtype=np.int64)
-    if isinstance(share, bool) or not isinstance(share, int | float | np.number):
-        raise InvalidParameterError(f"{where}: share must be a float in [0, 1]; got {share!r}")
-    share = float(share)
-    if not 0.0 <= share <= 1.0:
-        raise InvalidParameterError(f"{where}: share must be a float in [0, 1]; got {share!r}")
+    share = as_float(share, "share", where, lo=0.0, hi=1.0)
     if not isinstance(rng, np.random.Generator):
         raise InvalidParameterError(
             f"{where}: rng must be a numpy.random.Generator; got {type(rng).__name__}"
@@ -367,7 +323,7 @@ def sample_crop_starts(
         nodule_voxels, nodule_items, nodule_radii_vox, len(shp), where
     )
     var = _variance(variance, where)
-    hist = None if histo is None else _histo(histo, where)
+    hist = None if histo is None else check_histo(histo, where)
     warnings: list[str] = []
 
     # nodule boxes clipped to their scans
@@ -401,7 +357,7 @@ def sample_crop_starts(
     a = np.minimum(c_lo, c_hi - crop + 1)  # crop contains the box (or lies in it when smaller)
     b = np.maximum(c_lo, c_hi - crop + 1)
     start = np.clip(start, a, b)
-    s_lo, s_hi = _start_range(shp[owners[chosen]], crop)
+    s_lo, s_hi = start_range(shp[owners[chosen]], crop)
     start = np.clip(start, s_lo, s_hi)
     too_big = np.flatnonzero(np.any(c_hi - c_lo + 1 > crop, axis=1))
     for j in sorted(set(chosen[too_big].tolist())):
@@ -419,9 +375,9 @@ def sample_crop_starts(
     if n_random > 0:
         free = []
         for i in range(len(shp)):
-            r_lo, r_hi = _start_range(shp[i], crop)
+            r_lo, r_hi = start_range(shp[i], crop)
             sel = owners == i
-            free.append(_FreeStarts(r_lo, r_hi, lo[sel], hi[sel], crop))
+            free.append(FreeStarts(r_lo, r_hi, lo[sel], hi[sel], crop))
         roomy = np.array([i for i in range(len(shp)) if free[i].total > 0], dtype=np.int64)
         if roomy.size == 0:
             warnings.append(
@@ -440,20 +396,7 @@ def sample_crop_starts(
             for _ in range(n_random):
                 for _try in range(max_tries):
                     i = int(roomy[rng.integers(roomy.size)])
-                    cell = int(np.searchsorted(cum, rng.random() * cum[-1], side="right"))
-                    cell = min(cell, cum.size - 1)
-                    k = np.unravel_index(cell, counts.shape)
-                    u = rng.random(3)
-                    rel = np.array(
-                        [
-                            edges[ax][k[ax]] + u[ax] * (edges[ax][k[ax] + 1] - edges[ax][k[ax]])
-                            for ax in range(3)
-                        ]
-                    )
-                    centre = np.clip(rel, 0.0, 1.0) * shp[i] - 0.5
-                    st = np.floor(centre - (crop - 1) / 2 + 0.5).astype(np.int64)
-                    r_lo, r_hi = _start_range(shp[i], crop)
-                    st = np.clip(st, r_lo, r_hi)
+                    st = _histo_start(shp[i], crop, counts, edges, cum, rng)
                     sel = owners == i
                     touches = np.all((st <= hi[sel]) & (st + crop - 1 >= lo[sel]), axis=1)
                     if not touches.any():
@@ -484,74 +427,3 @@ def sample_crop_starts(
         nodule_index=np.concatenate([chosen, np.full(n_rand, -1)]).astype(np.int64),
         warnings=warnings,
     )
-
-
-# ---------------------------------------------------------------------------------- extraction
-def extract_crop(
-    volume: NDArray[Any], start: ArrayLike, shape: ArrayLike, pad_value: float = 0
-) -> NDArray[Any]:
-    """Copy the crop ``volume[start : start + shape]``, padding with ``pad_value`` outside.
-
-    Parameters
-    ----------
-    volume : ndarray (Z, Y, X)
-        Source volume (any dtype; not modified).
-    start : 3 ints
-        First voxel of the crop; may be negative or beyond the volume.
-    shape : 3 ints
-        Crop shape.
-    pad_value : scalar
-        Value of crop voxels outside the volume; must be representable in ``volume.dtype``.
-
-    Returns
-    -------
-    ndarray of ``shape``, ``volume.dtype``
-        A new array (never a view).
-
-    Raises
-    ------
-    InvalidParameterError
-        Bad volume, start, shape, or a pad value the dtype cannot hold.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> v = np.arange(27, dtype=np.int16).reshape(3, 3, 3)
-    >>> extract_crop(v, (2, 2, 2), (2, 1, 1), pad_value=-1).ravel().tolist()
-    [26, -1]
-    """
-    where = "extract_crop"
-    if not isinstance(volume, np.ndarray) or volume.ndim != 3:
-        got = volume.shape if isinstance(volume, np.ndarray) else type(volume).__name__
-        raise InvalidParameterError(f"{where}: volume must be a 3-D (z, y, x) array; got {got}")
-    size = as_shape(shape, what="shape", where=where)
-    try:
-        raw = np.asarray(start)
-        st = raw.astype(np.int64)
-        ok = raw.shape == (3,) and bool(np.all(st == raw))
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise InvalidParameterError(f"{where}: start must be 3 integers (z, y, x); got {start!r}")
-    try:
-        with np.errstate(invalid="ignore", over="ignore"):
-            fill = np.asarray(pad_value).astype(volume.dtype)
-        fits = bool(fill == pad_value) or (
-            np.issubdtype(volume.dtype, np.floating) and np.isnan(float(pad_value))
-        )
-    except (TypeError, ValueError, OverflowError):
-        fits = False
-    if not fits:
-        raise InvalidParameterError(
-            f"{where}: pad_value must be representable as {volume.dtype}; got {pad_value!r}"
-        )
-    src_lo = np.clip(st, 0, volume.shape)
-    src_hi = np.clip(st + np.asarray(size), 0, volume.shape)
-    inside = tuple(slice(int(a), int(b)) for a, b in zip(src_lo, src_hi))
-    if np.array_equal(src_lo, st) and np.array_equal(src_hi - src_lo, size):
-        return volume[inside].copy()
-    out = np.full(size, fill, dtype=volume.dtype)
-    if np.all(src_hi > src_lo):
-        dst = tuple(slice(int(a - s), int(b - s)) for a, b, s in zip(src_lo, src_hi, st))
-        out[dst] = volume[inside]
-    return out

@@ -37,7 +37,7 @@ from numpy.typing import NDArray
 from ctflow.errors import InvalidParameterError
 from ctflow.geometry import Geometry
 from ctflow.kernels.xip import xip_max, xip_mean, xip_median, xip_min
-from ctflow.ops._checks import check_volume
+from ctflow.validation import as_choice, as_int, check_geometry, check_volume
 
 __all__ = ["PROJECTIONS", "XIP_MODES", "make_xip", "xip_geometry", "xip_length"]
 
@@ -58,30 +58,35 @@ _KERNELS: dict[str, Callable[..., None]] = {
 }
 
 
-def _positive_int(value: Any, what: str, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise InvalidParameterError(f"{where}: {what} must be a positive integer; got {value!r}")
-    return int(value)
-
-
-def _axis(projection: Any, where: str) -> int:
-    if not isinstance(projection, str) or projection not in PROJECTIONS:
-        raise InvalidParameterError(
-            f"{where}: projection must be one of {sorted(PROJECTIONS)}; got {projection!r}"
-        )
-    return PROJECTIONS[projection]
-
-
-def _start(depth: int, padding: Any, where: str) -> int:
-    if padding is None:
-        return 0
-    if padding == "reflect":
-        return -((depth - 1) // 2)
-    raise InvalidParameterError(f"{where}: padding must be None or 'reflect'; got {padding!r}")
+def _check(
+    depth: Any, stride: Any, projection: Any, padding: Any, where: str
+) -> tuple[int, int, int, int]:
+    """Validate the window arguments; return ``(depth, stride, axis, start)``."""
+    depth = as_int(depth, "depth", where, lo=1)
+    stride = as_int(stride, "stride", where, lo=1)
+    axis = PROJECTIONS[as_choice(projection, tuple(PROJECTIONS), "projection", where)]
+    as_choice(padding, (None, "reflect"), "padding", where)
+    start = -((depth - 1) // 2) if padding == "reflect" else 0
+    return depth, stride, axis, start
 
 
 def xip_length(n: int, depth: int, stride: int = 1, padding: Padding = None) -> int:
-    """Number of output slices of a projection of ``n`` slices (0 if no window fits).
+    """Count the output slices of a projection of ``n`` slices (0 if no window fits).
+
+    Parameters
+    ----------
+    n : int
+        Length of the projection axis, slices.
+    depth, stride : int
+        Window length and step, slices.
+    padding : {None, "reflect"}
+        As in :func:`make_xip`.
+
+    Returns
+    -------
+    int
+        ``(n - depth) // stride + 1`` (at least 0) without padding, ``ceil(n / stride)`` with
+        ``"reflect"``.
 
     Examples
     --------
@@ -130,15 +135,10 @@ def xip_geometry(
     ([2.0, 0.5, 0.5], [-98.0, 0.0, 0.0])
     """
     where = "xip_geometry"
-    if not isinstance(geometry, Geometry):
-        raise InvalidParameterError(
-            f"{where}: geometry must be a ctflow Geometry; got {type(geometry).__name__}"
-        )
-    depth = _positive_int(depth, "depth", where)
-    stride = _positive_int(stride, "stride", where)
-    axis = _axis(projection, where)
+    check_geometry(geometry, where)
+    depth, stride, axis, first = _check(depth, stride, projection, padding, where)
     start = np.zeros(3)
-    start[axis] = _start(depth, padding, where) + (depth - 1) / 2
+    start[axis] = first + (depth - 1) / 2
     spacing = geometry.spacing.copy()
     spacing[axis] *= stride
     shifted = geometry.shifted(start)
@@ -205,12 +205,8 @@ def make_xip(
     """
     where = "make_xip"
     check_volume(image, where)
-    depth = _positive_int(depth, "depth", where)
-    stride = _positive_int(stride, "stride", where)
-    if mode not in XIP_MODES:
-        raise InvalidParameterError(f"{where}: mode must be one of {list(XIP_MODES)}; got {mode!r}")
-    axis = _axis(projection, where)
-    start = _start(depth, padding, where)
+    as_choice(mode, XIP_MODES, "mode", where)
+    depth, stride, axis, start = _check(depth, stride, projection, padding, where)
     n = image.shape[axis]
     if padding is None and depth > n:
         raise InvalidParameterError(

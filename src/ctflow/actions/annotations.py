@@ -1,0 +1,220 @@
+"""Annotation actions: nodule tables in, masks out, and back."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from ctflow.actions.base import Action, BatchAction, ItemAction
+from ctflow.errors import InvalidParameterError
+from ctflow.validation import as_choice, as_float, as_path
+
+if TYPE_CHECKING:
+    from ctflow.batch import CTBatch
+    from ctflow.item import CTItem
+
+__all__ = ["BinarizeMask", "CreateMask", "FetchNodules", "FetchNodulesFromMask"]
+
+_COLUMNS = ["z", "y", "x", "diameter"]
+
+
+class FetchNodules(BatchAction):
+    """Take this batch's nodules from a LUNA16 table (csv path or DataFrame), by item id.
+
+    The table has ``seriesuid, coordX, coordY, coordZ, diameter_mm`` (world mm) or ctflow's
+    ``id, z, y, x, diameter``. Rows of other scans are ignored; items without nodules are
+    fine. A csv is checked when the action is written and parsed once per run; each item's
+    rows are recorded in its history.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, ctflow as cf
+    >>> ann = pd.DataFrame({"seriesuid": ["a", "b"], "coordX": [1.0, 2.0], "coordY": [0.0, 0.0],
+    ...                     "coordZ": [3.0, 3.0], "diameter_mm": [5.0, 6.0]})
+    >>> b = cf.CTBatch.from_arrays([np.zeros((2, 2, 2), np.int16)], ids=["a"])
+    >>> b.fetch_nodules(ann).nodules[["id", "z", "x"]].values.tolist()
+    [['a', 3.0, 1.0]]
+    """
+
+    name = "fetch_nodules"
+    family = "annotations"
+    annotations: str | os.PathLike[str] | pd.DataFrame
+
+    def __post_init__(self) -> None:
+        """Check the parameters and normalise them."""
+        from ctflow.io.annotations import annotations_table
+
+        value = self.annotations
+        try:
+            if isinstance(value, pd.DataFrame):
+                self._set("annotations", annotations_table(value))
+            else:
+                path = as_path(value, "annotations", self.name)
+                annotations_table(path)  # checked (and cached) now, before any scan is read
+                self._set("annotations", path)
+        except InvalidParameterError as exc:
+            raise InvalidParameterError(f"{self.name}: {exc}") from None
+
+    def table(self) -> pd.DataFrame:
+        """Return the whole annotation table in ctflow's columns (shared; do not modify)."""
+        from ctflow.io.annotations import annotations_table
+
+        return annotations_table(self.annotations)
+
+    def run(self, batch: CTBatch) -> CTBatch:
+        """Keep the table's rows of the batch's items."""
+        table = self.table()
+        batch.nodules = table[table["id"].isin(batch.ids)].reset_index(drop=True)
+        return batch
+
+    def record(self) -> dict[str, Any]:
+        """Return the csv path, or ``"<table>"`` for a DataFrame; the rows are in ``params``."""
+        src = self.annotations if isinstance(self.annotations, str) else "<table>"
+        return {"action": self.name, "args": {"annotations": src}}
+
+    def drawn(self, batch: CTBatch, index: int) -> dict[str, Any]:
+        """Return the item's nodule rows (z, y, x, diameter in world mm)."""
+        rows = batch.nodules[batch.nodules["id"] == batch.ids[index]]
+        return {"nodules": rows[_COLUMNS].to_numpy(np.float64).tolist()}
+
+    @classmethod
+    def from_record(cls, args: Mapping[str, Any]) -> Action:
+        """Return an action that puts back the recorded rows (the table itself may be gone)."""
+        return _RecordedNodules()
+
+
+class _RecordedNodules(BatchAction):
+    """``fetch_nodules`` replayed: each item gets the rows its record holds."""
+
+    def run(self, batch: CTBatch) -> CTBatch:
+        return batch
+
+    def replay(self, batch: CTBatch, drawn: Sequence[Mapping[str, Any]]) -> CTBatch:
+        frames = []
+        for item_id, params in zip(batch.ids, drawn, strict=True):
+            rows = np.asarray(params.get("nodules") or [], np.float64).reshape(-1, 4)
+            frame = pd.DataFrame(rows, columns=_COLUMNS)
+            frame.insert(0, "id", pd.Series([item_id] * len(rows), dtype="str"))
+            frames.append(frame)
+        batch.nodules = pd.concat(frames, ignore_index=True)
+        for i in range(len(batch)):
+            batch.add_history(i, {"action": "fetch_nodules", "args": {}, "params": drawn[i]})
+        return batch
+
+
+class CreateMask(ItemAction):
+    """Rasterise each item's nodules into ``masks`` (uint8 0/1), in world millimetres.
+
+    A voxel is inside a nodule when its world position is inside the nodule's sphere
+    ("ellipsoid") or cube ("cuboid") of the annotated diameter, so masks are right for any
+    spacing and direction. Items without nodules get an all-zero mask (and a warning).
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, ctflow as cf
+    >>> ann = pd.DataFrame({"id": ["a"], "z": [5.0], "y": [5.0], "x": [5.0], "diameter": [4.0]})
+    >>> b = cf.CTBatch.from_arrays([np.zeros((11, 11, 11), np.int16)], ids=["a"], nodules=ann)
+    >>> int(b.create_mask().masks.sum())
+    33
+    """
+
+    name = "create_mask"
+    family = "annotations"
+    mode: str = "ellipsoid"
+
+    def __post_init__(self) -> None:
+        """Check the parameters and normalise them."""
+        as_choice(self.mode, ("ellipsoid", "cuboid"), "mode", self.name)
+
+    def apply(self, item: CTItem, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Draw one item's nodules."""
+        from ctflow.ops.masks import create_mask
+
+        shape = item.require_images(self.name).shape
+        centers = item.nodules[["z", "y", "x"]].to_numpy(np.float64)
+        diameters = item.nodules["diameter"].to_numpy(np.float64)
+        mask = create_mask(shape, item.geometry, centers, diameters, mode=self.mode)
+        if len(centers) == 0:
+            item.warn(
+                "the item has no nodules: its mask is all zero (none annotated, or no "
+                "fetch_nodules before create_mask)"
+            )
+        elif not mask.any():
+            item.warn(
+                f"none of its {len(centers)} nodule(s) covers a voxel centre of the scan (outside "
+                f"the field of view, or smaller than a voxel): its mask is all zero"
+            )
+        return {"masks": mask}
+
+
+class BinarizeMask(BatchAction):
+    """Turn ``masks`` (e.g. predicted probabilities) into uint8 0/1: 1 where ``> threshold``.
+
+    Examples
+    --------
+    >>> import numpy as np, ctflow as cf
+    >>> b = cf.CTBatch.from_arrays([np.zeros((1, 1, 3), np.int16)])
+    >>> b.masks = np.array([[[0.2, 0.5, 0.9]]], np.float32)
+    >>> b.binarize_mask(0.5).masks.ravel().tolist()
+    [0, 0, 1]
+    """
+
+    name = "binarize_mask"
+    family = "annotations"
+    threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        """Check the parameters and normalise them."""
+        self._set("threshold", as_float(self.threshold, "threshold", self.name))
+
+    def run(self, batch: CTBatch) -> CTBatch:
+        """Threshold every item's masks in one pass."""
+        from ctflow.ops.masks import binarize_mask
+
+        batch.require(self.name, "masks")
+        batch.put_buffer("masks", binarize_mask(batch.ragged("masks").buffer, self.threshold))
+        return batch
+
+
+class FetchNodulesFromMask(ItemAction):
+    """Replace each item's nodules by the connected components of its ``masks``.
+
+    Centres are the components' voxel centroids in world mm; diameters are those of the
+    sphere of the same volume (mm). Use after ``predict_on_scan`` + ``binarize_mask``.
+
+    Examples
+    --------
+    >>> import numpy as np, ctflow as cf
+    >>> b = cf.CTBatch.from_arrays([np.zeros((9, 9, 9), np.int16)], ids=["a"])
+    >>> b.masks = np.zeros((9, 9, 9), np.uint8); b.masks[3:6, 3:6, 3:6] = 1
+    >>> b.fetch_nodules_from_mask().nodules[["id", "z", "y", "x"]].values.tolist()
+    [['a', 4.0, 4.0, 4.0]]
+    """
+
+    name = "fetch_nodules_from_mask"
+    family = "annotations"
+
+    def apply(self, item: CTItem, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Components of one item's mask."""
+        from ctflow.ops.masks import nodules_from_mask
+
+        if item.masks is None:
+            raise InvalidParameterError(
+                "fetch_nodules_from_mask: the batch has no masks; call create_mask() or "
+                "predict_on_scan()"
+            )
+        centers, diameters = nodules_from_mask(item.masks, item.geometry)
+        table = pd.DataFrame(
+            {
+                "id": pd.Series([item.id] * len(diameters), dtype="str"),
+                "z": centers[:, 0],
+                "y": centers[:, 1],
+                "x": centers[:, 2],
+                "diameter": diameters,
+            }
+        )
+        return {"nodules": table}

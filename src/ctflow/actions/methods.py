@@ -1,0 +1,246 @@
+"""The built-in actions as methods with real signatures, shared by ``Pipeline`` and ``CTBatch``.
+
+``pipeline.unify_spacing(...)`` appends a :class:`~ctflow.actions.UnifySpacing` to a pipeline;
+``batch.unify_spacing(...)`` runs it on the batch now. Both come from :class:`ActionMethods`:
+each method builds the action object (which checks every value at once) and hands it to
+``_then``. So IDEs complete the names and show the parameters, and a type checker rejects a
+misspelt action or a wrong type. The full description of each action is its class's docstring
+(:mod:`ctflow.actions`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, Self
+
+import pandas as pd
+from numpy.typing import ArrayLike, NDArray
+
+from ctflow.actions.anatomy import CropToLungs, Segment
+from ctflow.actions.annotations import (
+    BinarizeMask,
+    CreateMask,
+    FetchNodules,
+    FetchNodulesFromMask,
+)
+from ctflow.actions.augmentation import ApplyNoise, Cutout
+from ctflow.actions.base import Action
+from ctflow.actions.geometry import (
+    CentralCrop,
+    Crop,
+    Flip,
+    Pad,
+    Reorient,
+    Resize,
+    Rotate,
+    UnifySpacing,
+)
+from ctflow.actions.intensity import NormalizeHU
+from ctflow.actions.io import Dump, Load
+from ctflow.actions.patches import GetPatches, LoadFromPatches, PredictOnScan
+from ctflow.actions.projections import MakeXIP
+from ctflow.actions.sampling import SampleNodules
+
+__all__ = ["ActionMethods"]
+
+
+class ActionMethods:
+    """One method per built-in action; subclasses say what ``_then(action)`` does."""
+
+    def _then(self, action: Action) -> Self:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ I/O
+    def load(
+        self,
+        fmt: str | None = None,
+        components: Sequence[str] | None = None,
+        series_uid: str | None = None,
+        allow_uneven: bool = False,
+    ) -> Self:
+        """Load every item from its source (:class:`~ctflow.actions.Load`)."""
+        return self._then(Load(fmt, components, series_uid, allow_uneven))
+
+    def dump(
+        self,
+        dst: str | os.PathLike[str],
+        components: Sequence[str] | None = None,
+        skip_existing: bool = False,
+        compression: str = "lz4",
+    ) -> Self:
+        """Write every item to ``dst/<id>/`` (:class:`~ctflow.actions.Dump`)."""
+        return self._then(Dump(dst, components, skip_existing, compression))
+
+    # ------------------------------------------------------------------ geometry
+    def reorient(self, code: str = "LPS") -> Self:
+        """Permute/flip axes to an orientation code, exactly (:class:`~ctflow.actions.Reorient`)."""
+        return self._then(Reorient(code))
+
+    def unify_spacing(
+        self,
+        spacing: float | Sequence[float] = (1.0, 1.0, 1.0),
+        shape: Sequence[int | None] | None = None,
+        order: int = 1,
+        padding: str = "reflect",
+        dtype: Any = None,
+        anti_alias: bool = False,
+    ) -> Self:
+        """Resample to ``spacing`` mm (:class:`~ctflow.actions.UnifySpacing`)."""
+        return self._then(UnifySpacing(spacing, shape, order, padding, dtype, anti_alias))
+
+    def resize(
+        self,
+        shape: Sequence[int] = (128, 256, 256),
+        order: int = 1,
+        dtype: Any = None,
+        anti_alias: bool = False,
+    ) -> Self:
+        """Resample to ``shape`` voxels, same field of view (:class:`~ctflow.actions.Resize`)."""
+        return self._then(Resize(shape, order, dtype, anti_alias))
+
+    def rotate(
+        self,
+        angle: float,
+        axes: Sequence[int] = (1, 2),
+        random: bool = False,
+        order: int = 1,
+        cval: float = -1000.0,
+        dtype: Any = None,
+    ) -> Self:
+        """Rotate by ``angle`` degrees in a plane, in mm (:class:`~ctflow.actions.Rotate`)."""
+        return self._then(Rotate(angle, axes, random, order, cval, dtype))
+
+    def flip(self, axis: int | Sequence[int] = 0) -> Self:
+        """Reverse voxel order along axes; world positions kept (:class:`~ctflow.actions.Flip`)."""
+        return self._then(Flip(axis))
+
+    def crop(self, start: Sequence[int], shape: Sequence[int]) -> Self:
+        """Cut a box of voxels out of every item (:class:`~ctflow.actions.Crop`)."""
+        return self._then(Crop(start, shape))
+
+    def central_crop(self, shape: Sequence[int]) -> Self:
+        """Cut a box around every item's centre (:class:`~ctflow.actions.CentralCrop`)."""
+        return self._then(CentralCrop(shape))
+
+    def pad(self, shape: Sequence[int], mode: str = "constant", value: float = -1000.0) -> Self:
+        """Pad every item up to ``shape`` (:class:`~ctflow.actions.Pad`)."""
+        return self._then(Pad(shape, mode, value))
+
+    # ------------------------------------------------------------------ intensity
+    def normalize_hu(
+        self,
+        min_hu: float = -1000.0,
+        max_hu: float = 400.0,
+        dtype: str = "float32",
+        inplace: bool = True,
+    ) -> Self:
+        """Clip HU to a window and scale to [0, 1] (:class:`~ctflow.actions.NormalizeHU`)."""
+        return self._then(NormalizeHU(min_hu, max_hu, dtype, inplace))
+
+    def apply_noise(self, sigma: float = 10.0, kind: str = "gaussian") -> Self:
+        """Add zero-mean noise, drawn per item (:class:`~ctflow.actions.ApplyNoise`)."""
+        return self._then(ApplyNoise(sigma, kind))
+
+    def cutout(
+        self,
+        shape: Sequence[int],
+        start: Sequence[int] | None = None,
+        n_boxes: int = 1,
+        fill: Any = "min",
+    ) -> Self:
+        """Fill random boxes with one value (:class:`~ctflow.actions.Cutout`)."""
+        return self._then(Cutout(shape, start, n_boxes, fill))
+
+    # ------------------------------------------------------------------ anatomy
+    def segment(
+        self,
+        threshold: float = -320.0,
+        min_lung_ml: float = 15.0,
+        fill_holes: bool = True,
+        closing_mm: float = 5.0,
+        blank: bool = False,
+        blank_value: float = -1000.0,
+    ) -> Self:
+        """Segment the lungs into ``lungs`` (:class:`~ctflow.actions.Segment`)."""
+        return self._then(
+            Segment(threshold, min_lung_ml, fill_holes, closing_mm, blank, blank_value)
+        )
+
+    def crop_to_lungs(
+        self, margin_mm: float | Sequence[float] = 10.0, shape: Sequence[int] | None = None
+    ) -> Self:
+        """Crop every item to its lungs (:class:`~ctflow.actions.CropToLungs`)."""
+        return self._then(CropToLungs(margin_mm, shape))
+
+    # ------------------------------------------------------------------ projections
+    def make_xip(
+        self,
+        depth: int = 3,
+        stride: int = 2,
+        mode: str = "max",
+        projection: str = "axial",
+        padding: str | None = None,
+    ) -> Self:
+        """Sliding-window MIP / MinIP / mean / median (:class:`~ctflow.actions.MakeXIP`)."""
+        return self._then(MakeXIP(depth, stride, mode, projection, padding))
+
+    # ------------------------------------------------------------------ annotations
+    def fetch_nodules(self, annotations: str | os.PathLike[str] | pd.DataFrame) -> Self:
+        """Take the items' nodules from a LUNA16 table (:class:`~ctflow.actions.FetchNodules`)."""
+        return self._then(FetchNodules(annotations))
+
+    def create_mask(self, mode: str = "ellipsoid") -> Self:
+        """Draw the nodules into ``masks`` (:class:`~ctflow.actions.CreateMask`)."""
+        return self._then(CreateMask(mode))
+
+    def binarize_mask(self, threshold: float = 0.5) -> Self:
+        """Threshold ``masks`` into 0/1 (:class:`~ctflow.actions.BinarizeMask`)."""
+        return self._then(BinarizeMask(threshold))
+
+    def fetch_nodules_from_mask(self) -> Self:
+        """Nodules from the mask's components (:class:`~ctflow.actions.FetchNodulesFromMask`)."""
+        return self._then(FetchNodulesFromMask())
+
+    # ------------------------------------------------------------------ sampling
+    def sample_nodules(
+        self,
+        batch_size: int,
+        nodule_size: Sequence[int] = (32, 64, 64),
+        share: float = 0.5,
+        variance: float | Sequence[float] | None = None,
+        histo: Any = None,
+        pad_value: float | None = None,
+    ) -> Self:
+        """Crop a new batch on and off nodules (:class:`~ctflow.actions.SampleNodules`)."""
+        return self._then(SampleNodules(batch_size, nodule_size, share, variance, histo, pad_value))
+
+    # ------------------------------------------------------------------ patches
+    def get_patches(
+        self,
+        shape: ArrayLike,
+        stride: ArrayLike | None = None,
+        component: str = "images",
+        pad_value: Any = "edge",
+    ) -> Self:
+        """Cut every item into patches (:class:`~ctflow.actions.GetPatches`)."""
+        return self._then(GetPatches(shape, stride, component, pad_value))
+
+    def load_from_patches(self, patches: NDArray[Any] | None = None, dst: str = "masks") -> Self:
+        """Put patches back, averaging overlaps (:class:`~ctflow.actions.LoadFromPatches`)."""
+        return self._then(LoadFromPatches(patches, dst))
+
+    def predict_on_scan(
+        self,
+        fn: Callable[[NDArray[Any]], ArrayLike],
+        patch_shape: ArrayLike,
+        stride: ArrayLike | None = None,
+        batch_size: int = 8,
+        component: str = "images",
+        dst: str = "masks",
+        pad_value: Any = "edge",
+    ) -> Self:
+        """Run a model over patches of every item (:class:`~ctflow.actions.PredictOnScan`)."""
+        return self._then(
+            PredictOnScan(fn, patch_shape, stride, batch_size, component, dst, pad_value)
+        )

@@ -1,0 +1,118 @@
+"""``ctflow show PATH``: a PNG of slices and a MIP with overlays, in world millimetres."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ctflow.cli.common import _cores, _item_id, _print_warnings, _read_scan
+
+
+def _load_for_show(path: Path, fmt: str | None, args: argparse.Namespace) -> dict[str, Any]:
+    """images, geometry, masks, lungs, nodules of a scan or dump item."""
+    from ctflow.io.reader import detect_format
+
+    kind = fmt or detect_format(path)
+    if kind == "ctflow":
+        from ctflow.io.store import read_item
+
+        item = read_item(path)
+        return {
+            "id": item.id,
+            "images": item.components["images"],
+            "geometry": item.geometry,
+            "masks": item.components.get("masks"),
+            "lungs": item.components.get("lungs"),
+            "nodules": item.nodules,
+        }
+    scan = _read_scan(path, kind, args)
+    _print_warnings("show", scan.info)
+    return {
+        "id": _item_id(path),
+        "images": scan.images,
+        "geometry": scan.geometry,
+        "masks": None,
+        "lungs": None,
+        "nodules": None,
+    }
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    import ctflow as cf
+    from ctflow.viz import show_scan
+
+    path = Path(args.path)
+    data = _load_for_show(path, args.fmt, args)
+    item_id = args.id or data["id"]
+    images, geometry = data["images"], data["geometry"]
+    notes = []
+    nodules = data["nodules"]
+    if nodules is not None and not args.annotations:
+        notes.append(f"{len(nodules)} stored nodule(s)")
+    for comp in ("masks", "lungs"):
+        if data[comp] is not None:
+            notes.append(f"stored {comp}: {int(np.count_nonzero(data[comp]))} voxels")
+    if args.annotations:
+        table = cf.read_annotations(args.annotations)
+        nodules = table[table["id"] == item_id]
+        if len(nodules) == 0:
+            ids = sorted(set(table["id"]))
+            shown = ", ".join(ids[:5]) + (" ..." if len(ids) > 5 else "")
+            print(
+                f"ctflow show: warning: {args.annotations} has no nodule for id {item_id!r} "
+                f"(ids: {shown}); pass --id",
+                file=sys.stderr,
+            )
+        notes.append(f"{len(nodules)} annotated nodule(s)")
+    masks = data["masks"]
+    if args.mask:
+        label = cf.read_scan(args.mask)
+        if label.images.shape != images.shape:
+            raise cf.InvalidScanError(
+                f"{args.mask}: the mask has shape {label.images.shape}; "
+                f"the scan {path} has {images.shape} (they must share the grid)"
+            )
+        if not np.allclose(label.geometry.origin, geometry.origin, atol=1e-3) or not np.allclose(
+            label.geometry.spacing, geometry.spacing, atol=1e-4
+        ):
+            raise cf.InvalidScanError(
+                f"{args.mask}: the mask's geometry {label.geometry!r} differs from the scan's "
+                f"{geometry!r}"
+            )
+        masks = (label.images > 0).astype(np.uint8)
+        notes.append(f"mask: {int(masks.sum())} voxels")
+    lungs = data["lungs"]
+    if args.lungs:
+        from ctflow.ops.lungs import segment_lungs
+
+        t0 = time.perf_counter()
+        lungs = segment_lungs(images, geometry, n_threads=_cores())
+        ml = float(lungs.sum()) * float(np.prod(geometry.spacing)) / 1000.0
+        notes.append(f"lungs: {ml:.0f} mL ({time.perf_counter() - t0:.1f} s)")
+    window: tuple[float, float] | None = (-1000.0, 400.0)
+    if args.window:
+        window = (float(args.window[0]), float(args.window[1]))
+    if args.window_none:
+        window = None
+    fig = show_scan(
+        images,
+        geometry,
+        masks=masks,
+        lungs=lungs,
+        nodules=nodules,
+        center=args.center,
+        window=window,
+        mip_mm=args.mip_mm,
+        title=f"{item_id}: {images.shape} voxels, spacing "
+        f"({', '.join(f'{v:.3g}' for v in geometry.spacing)}) mm",
+    )
+    out = Path(args.out) if args.out else Path(f"{item_id}.png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    print(f"wrote {out} ({'; '.join(notes) if notes else 'no overlays'})")
+    return 0

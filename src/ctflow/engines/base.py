@@ -1,0 +1,57 @@
+"""The engine protocol: what every engine (local threads, Dask) does, in the same words.
+
+An engine executes whole batches of a run. ``run_batches(dataset, actions, plan, options)``
+takes the dataset (ids -> sources), the pipeline's action objects, the plan (``(position,
+ids)`` of each batch, from :func:`ctflow.execution.plan_batches`) and the run's
+:class:`~ctflow.execution.RunOptions`, and yields one :class:`~ctflow.execution.BatchOutcome`
+per batch, strictly in plan order. Every engine:
+
+* runs a batch with :func:`ctflow.execution.run_one` (so a seeded run gives the same output on
+  every engine);
+* means the same by ``prefetch``: that many batches are processed ahead of the one being
+  consumed, so memory stays bounded however long the dataset;
+* transports failures the same way: the outcome's ``error`` (under ``on_error="raise"``) or its
+  ``failed`` items (under ``"skip"``) — an engine never raises out of ``run_batches`` for a
+  batch's failure, and a consumer that stops early cancels what is pending;
+* is a context manager (``with cf.DaskEngine() as engine: ...``) whose ``close`` releases what
+  it started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from ctflow.actions.base import Action
+    from ctflow.dataset import Dataset
+    from ctflow.execution import BatchOutcome, RunOptions
+
+__all__ = ["Engine"]
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """Executes the batches of a pipeline run (see the module docstring)."""
+
+    def run_batches(
+        self,
+        dataset: Dataset,
+        actions: Sequence[Action],
+        plan: Iterable[tuple[int, list[str]]],
+        options: RunOptions,
+    ) -> Iterator[BatchOutcome]:
+        """Yield the outcome of every planned batch, in plan order."""
+        ...
+
+    def close(self) -> None:
+        """Release what the engine started (threads, a cluster)."""
+        ...
+
+    def __enter__(self) -> Any:
+        """Return the engine itself."""
+        ...
+
+    def __exit__(self, *exc: object) -> None:
+        """:meth:`close`."""
+        ...

@@ -1,0 +1,245 @@
+"""Decode the pixels of the chosen slices into one HU volume.
+
+Uncompressed little-endian slices are read straight from the file into numpy; every other
+transfer syntax is decoded by pydicom's plugins. Padding values become air, each slice gets
+its own rescale, and slices with uneven spacing can be resampled onto a regular grid.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from numpy.typing import NDArray
+from pydicom.uid import UID
+
+from ctflow.errors import CorruptFileError, CTFlowError, InvalidScanError, UnsupportedFormatError
+from ctflow.io.dicom.headers import _field, _Header, _int
+
+_AIR_HU = -1000
+
+
+class _Int16Overflow(Exception):
+    """Internal: a slice's HU do not fit int16 (the volume is redone as float32)."""
+
+
+def _padding_range(ds: Any, path: Path) -> tuple[int, int] | None:
+    """Return the stored-value range of PixelPaddingValue (/RangeLimit), or None."""
+    problems: dict[str, str] = {}
+    value = _field(ds, "PixelPaddingValue", _int, problems)
+    limit = _field(ds, "PixelPaddingRangeLimit", _int, problems)
+    if problems:
+        key = next(iter(problems))
+        raise InvalidScanError(f"{path}: cannot read {key} ({problems[key]})")
+    if value is None:
+        return None
+    if limit is None:
+        return value, value
+    return min(value, limit), max(value, limit)
+
+
+def _pixel_format(ds: Any, h: _Header) -> tuple[np.dtype[Any], int, int]:
+    """Return (little-endian dtype, BitsAllocated, BitsStored) of uncompressed pixels."""
+    problems: dict[str, str] = {}
+    bits = _field(ds, "BitsAllocated", _int, problems)
+    stored = _field(ds, "BitsStored", _int, problems)
+    representation = _field(ds, "PixelRepresentation", _int, problems)
+    stored = bits if stored is None else stored
+    if (
+        problems
+        or bits not in (8, 16, 32)
+        or not 1 <= stored <= bits
+        or representation not in (None, 0, 1)
+    ):
+        raise CorruptFileError(
+            f"{h.path}: uncompressed pixels need BitsAllocated 8, 16 or 32, 1 <= BitsStored <= "
+            f"BitsAllocated and PixelRepresentation 0 or 1; got BitsAllocated {bits}, "
+            f"BitsStored {stored}, PixelRepresentation {representation}"
+            + (f" ({'; '.join(f'{k}: {v}' for k, v in problems.items())})" if problems else "")
+        )
+    assert bits is not None
+    dtype = np.dtype(f"<{'i' if representation == 1 else 'u'}{bits // 8}")
+    return dtype, bits, stored
+
+
+def _check_length(h: _Header, n_bytes: int, rows: int, cols: int, bits: int) -> None:
+    """Refuse pixel data whose length does not match Rows x Columns x BitsAllocated."""
+    need = rows * cols * bits // 8
+    if n_bytes not in (need, need + 1):
+        raise CorruptFileError(
+            f"{h.path}: PixelData holds {n_bytes} bytes but Rows x Columns x BitsAllocated/8 "
+            f"= {rows} x {cols} x {bits // 8} = {need} (truncated or inconsistent file)"
+        )
+
+
+def _drop_unused_bits(arr: NDArray[Any], bits: int, stored: int) -> NDArray[Any]:
+    """Mask or sign-extend the bits above BitsStored, as pydicom does."""
+    if stored < bits:  # ignore unused high bits (mask / sign-extend), as pydicom does
+        shift = bits - stored
+        arr = np.right_shift(np.left_shift(arr, shift), shift)
+    return arr
+
+
+def _native_pixels(ds: Any, h: _Header, rows: int, cols: int) -> NDArray[Any]:
+    """Return the uncompressed little-endian pixels of a dataset pydicom read whole."""
+    dtype, bits, stored = _pixel_format(ds, h)
+    data = ds.PixelData
+    _check_length(h, len(data), rows, cols, bits)
+    arr = np.frombuffer(data, dtype=dtype, count=rows * cols).reshape(rows, cols)
+    return _drop_unused_bits(arr, bits, stored)
+
+
+def _read_native_pixels(h: _Header, rows: int, cols: int) -> NDArray[Any]:
+    """Read uncompressed pixels straight from the file into numpy (``readinto``, no GIL)."""
+    assert h.pixel_offset is not None
+    dtype, bits, stored = _pixel_format(h.dataset, h)
+    arr = np.empty((rows, cols), dtype)
+    try:
+        with open(h.path, "rb", buffering=0) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            _check_length(h, max(0, min(h.pixel_length, size - h.pixel_offset)), rows, cols, bits)
+            fh.seek(h.pixel_offset)
+            mv = arr.data.cast("B")
+            pos = 0
+            while pos < len(mv):
+                n = fh.readinto(mv[pos:])
+                if not n:
+                    break
+                pos += n
+    except OSError as exc:
+        raise CorruptFileError(f"{h.path}: cannot read the pixel data ({exc})") from exc
+    if pos != len(mv):
+        _check_length(h, pos, rows, cols, bits)  # the file shrank while being read
+    return _drop_unused_bits(arr, bits, stored)
+
+
+def _stored_pixels(h: _Header, rows: int, cols: int) -> tuple[NDArray[Any], tuple[int, int] | None]:
+    """Return the stored (pre-rescale) values of one slice and its padding range."""
+    if h.pixel_offset is not None and h.dataset is not None:
+        return _read_native_pixels(h, rows, cols), _padding_range(h.dataset, h.path)
+    try:
+        ds = pydicom.dcmread(h.path, force=False)
+    except Exception as exc:
+        raise CorruptFileError(
+            f"{h.path}: cannot read the file ({type(exc).__name__}: {str(exc)[:150]})"
+        ) from exc
+    if "PixelData" not in ds:
+        raise CorruptFileError(f"{h.path}: no PixelData element (truncated file?)")
+    padding = _padding_range(ds, h.path)
+    ts = UID(h.transfer_syntax or ds.file_meta.get("TransferSyntaxUID", ""))
+    try:
+        if ts.is_transfer_syntax and ts.is_little_endian and not ts.is_encapsulated:
+            arr = _native_pixels(ds, h, rows, cols)
+        else:
+            arr = ds.pixel_array
+    except CTFlowError:
+        raise
+    except Exception as exc:  # decoder plugins raise many types on bad data
+        raise CorruptFileError(
+            f"{h.path}: cannot decode the pixel data ({ts.name or 'unknown transfer syntax'}: "
+            f"{type(exc).__name__}: {str(exc)[:150]})"
+        ) from exc
+    if arr.shape != (rows, cols) or arr.dtype.kind not in "iu":
+        raise CorruptFileError(
+            f"{h.path}: decoded pixel data must be {rows} x {cols} integers; got shape "
+            f"{arr.shape}, dtype {arr.dtype}"
+        )
+    return arr, padding
+
+
+def _padding_mask(arr: NDArray[Any], padding: tuple[int, int] | None) -> NDArray[np.bool_] | None:
+    """Return where ``arr`` holds padding values, or None when nothing can be padding."""
+    if padding is None:
+        return None
+    info = np.iinfo(arr.dtype)
+    lo, hi = max(padding[0], int(info.min)), min(padding[1], int(info.max))
+    if lo > hi:
+        return None
+    return (arr >= lo) & (arr <= hi)
+
+
+def _slice_hu(h: _Header, rows: int, cols: int, dtype: type) -> tuple[NDArray[Any], int]:
+    """Return the HU of one slice (int32/int64 for int16 ``dtype``, else float64), padding."""
+    stored, padding = _stored_pixels(h, rows, cols)
+    slope = 1.0 if h.slope is None else h.slope
+    intercept = 0.0 if h.intercept is None else h.intercept
+    mask = _padding_mask(stored, padding)
+    hu: NDArray[Any]
+    if dtype is np.int16:
+        if abs(slope) > 2**20 or abs(intercept) > 2**30:
+            raise _Int16Overflow  # cannot be int16 HU (and could overflow int64)
+        wide = np.int64 if stored.dtype.itemsize > 2 or abs(slope) > 2**14 else np.int32
+        hu = stored.astype(wide)
+        if slope != 1:
+            np.multiply(hu, int(slope), out=hu)
+        if intercept != 0:
+            np.add(hu, int(intercept), out=hu)
+    else:
+        hu = stored.astype(np.float64) * slope + intercept
+    n_padding = 0
+    if mask is not None:
+        hu[mask] = _AIR_HU
+        n_padding = int(np.count_nonzero(mask))
+    if dtype is np.int16 and (int(hu.min()) < -32768 or int(hu.max()) > 32767):
+        raise _Int16Overflow
+    return hu, n_padding
+
+
+def _decode(slices: list[_Header], rows: int, cols: int, dtype: type) -> tuple[NDArray[Any], int]:
+    """Decode all slices into a new (n, rows, cols) HU volume of ``dtype``; padding count."""
+    out: NDArray[Any] = np.empty((len(slices), rows, cols), dtype=dtype)
+    n_padding = 0
+    for k, h in enumerate(slices):
+        hu, n = _slice_hu(h, rows, cols, dtype)
+        out[k] = hu
+        n_padding += n
+    return out, n_padding
+
+
+def _resample_slices(
+    images: NDArray[Any], positions: NDArray[np.float64], step: float
+) -> NDArray[Any]:
+    """Resample slices at ``positions`` (mm along the normal, first 0) onto ``0, step, ...``.
+
+    Linear interpolation between the two nearest slices (no extrapolation: the grid stops at
+    the last slice); int16 volumes are rounded back to int16 HU.
+    """
+    n_out = int(np.floor(positions[-1] / step + 1e-3)) + 1
+    out = np.empty((n_out, *images.shape[1:]), images.dtype)
+    last = len(positions) - 2
+    for k in range(n_out):
+        t = k * step
+        j = min(max(int(np.searchsorted(positions, t, side="right")) - 1, 0), last)
+        w = float(np.clip((t - positions[j]) / (positions[j + 1] - positions[j]), 0.0, 1.0))
+        if w < 1e-6:
+            out[k] = images[j]
+        elif w > 1 - 1e-6:
+            out[k] = images[j + 1]
+        else:
+            # one slice at a time in float64 (the volume itself never is)
+            low, high = images[j].astype(np.float64), images[j + 1].astype(np.float64)
+            mixed = low + (high - low) * w
+            out[k] = np.rint(mixed) if out.dtype == np.int16 else mixed
+    return out
+
+
+def _check_decoder(folder: Path, ts: str) -> None:
+    """Refuse a transfer syntax pydicom has no working decoder for, before decoding."""
+    uid = UID(ts)
+    if not ts or (uid.is_transfer_syntax and not uid.is_encapsulated):
+        return  # native (or unknown: decided per file)
+    from pydicom.pixels import get_decoder
+
+    try:
+        available = get_decoder(uid).is_available
+    except NotImplementedError:
+        available = False
+    if not available:
+        raise UnsupportedFormatError(
+            f"{folder}: no pixel decoder is installed for transfer syntax {uid.name} ({ts}); "
+            "install a pydicom decoder plugin for it (pylibjpeg-openjpeg, pylibjpeg-libjpeg, "
+            "pylibjpeg-rle, pyjpegls or python-gdcm)"
+        )

@@ -1,0 +1,173 @@
+"""Write one item atomically, idempotently and byte-for-byte deterministically."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from ctflow.errors import InvalidParameterError
+from ctflow.geometry import Geometry
+from ctflow.io.store.arrays import _write_array
+from ctflow.io.store.files import _write_file
+from ctflow.io.store.format import (
+    _META,
+    FORMAT_VERSION,
+    SKYSCRAPER_COMPONENTS,
+    STAGING,
+    _check_id,
+    _compression,
+    _nodules_to_json,
+    _version,
+    is_item_dir,
+)
+from ctflow.io.store.staging import (
+    _make_staging_dir,
+    _remove_dead_writers,
+    _rmdir_if_empty,
+    _swap_in,
+)
+
+__all__ = ["write_item"]
+
+
+def write_item(
+    dst: str | os.PathLike[str],
+    item_id: str,
+    components: Mapping[str, NDArray[Any] | None],
+    geometry: Geometry,
+    *,
+    nodules: pd.DataFrame | None = None,
+    source: str | None = None,
+    skip_existing: bool = False,
+    compression: str = "lz4",
+    warnings: Sequence[str] = (),
+    history: Sequence[Mapping[str, Any]] = (),
+) -> Path | None:
+    """Write one item atomically as ``<dst>/<item_id>/``.
+
+    The item is assembled in a staging folder, fsynced and renamed into place; an existing
+    item is swapped out without a half state (the rules are in :mod:`ctflow.io.store`).
+
+    Parameters
+    ----------
+    dst : path
+        Root folder of the dump (created if missing).
+    item_id : str
+        Folder name of the item.
+    components : mapping
+        ``images`` (required) and optionally ``masks`` / ``lungs``, each (Z, Y, X); None is skipped.
+    geometry : Geometry
+        The item's spacing/origin/direction.
+    nodules : DataFrame, optional
+        The item's nodule table (columns ``z, y, x, diameter`` in world mm).
+    source : str, optional
+        Where the item came from (kept in ``meta.json``).
+    skip_existing : bool, default False
+        If the item already exists (complete), leave it and return None.
+    compression : {"lz4", "zstd"}, default "lz4"
+        LZ4 reads back fastest; ZSTD writes smaller files (see :mod:`ctflow.io.store`).
+    warnings : sequence of str, optional
+        What ctflow decided on its own about the item on its way here (``meta.json``
+        ``"warnings"``; read back into ``StoredItem.warnings``).
+    history : sequence of dict, optional
+        The actions applied to the item, with their parameters as drawn (JSON; ``meta.json``
+        ``"history"``, read back into ``StoredItem.history``; see :mod:`ctflow.history`).
+
+    Returns
+    -------
+    Path or None
+        The item folder, or None when skipped.
+
+    Raises
+    ------
+    InvalidParameterError
+        A bad item id or compression, no images, an unknown component, or components whose
+        shapes differ from the images'.
+    OSError
+        The disk refused a write (nothing of the item is left behind).
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> p = write_item(d, "a", {"images": np.zeros((2, 2, 2), np.int16)}, Geometry((1, 1, 1)))
+    >>> write_item(d, "a", {"images": np.zeros((2, 2, 2), np.int16)}, Geometry((1, 1, 1)),
+    ...            skip_existing=True) is None
+    True
+    """
+    item_id = _check_id(item_id)
+    _compression(compression)
+    root = Path(dst)
+    final = root / item_id
+    staging = root / STAGING
+    _remove_dead_writers(staging)
+    if skip_existing and is_item_dir(final):
+        return None
+    images = components.get("images")
+    if images is None:
+        raise InvalidParameterError(f"dump: item {item_id!r} has no images to write")
+    shape = tuple(int(v) for v in images.shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise InvalidParameterError(
+            f"dump: item {item_id!r} images must be a non-empty (Z, Y, X) volume; got shape {shape}"
+        )
+    tmp = _make_staging_dir(staging, item_id)
+    open_fds: list[int] = []  # the item's files, fsynced and closed at the end
+    try:
+        meta_components: dict[str, Any] = {}
+        for name, arr in components.items():
+            if arr is None:
+                continue
+            if name not in SKYSCRAPER_COMPONENTS:
+                raise InvalidParameterError(
+                    f"dump: unknown component {name!r} for item {item_id!r}; "
+                    f"expected one of {SKYSCRAPER_COMPONENTS}"
+                )
+            if tuple(arr.shape) != shape:
+                raise InvalidParameterError(
+                    f"dump: item {item_id!r} component {name!r} has shape {tuple(arr.shape)}, "
+                    f"images have {shape}"
+                )
+            data = np.ascontiguousarray(arr)
+            path = tmp / f"{name}.b2nd"
+            open_fds.append(_write_array(path, data, compression))
+            meta_components[name] = {"shape": list(shape), "dtype": np.dtype(data.dtype).str}
+        table = _nodules_to_json(nodules)
+        # only what the item is: no time, host or thread count, so rewrites are byte-identical
+        meta = {
+            "format": "ctflow",
+            "format_version": FORMAT_VERSION,
+            "ctflow_version": _version(),
+            "id": item_id,
+            "components": meta_components,
+            **geometry.as_dict(),
+            "nodules": table,
+            "source": source,
+            "warnings": [str(w) for w in warnings],
+            "history": [dict(h) for h in history],
+        }
+        open_fds.append(_write_file(tmp / _META, json.dumps(meta, indent=1).encode("utf-8")))
+        # every file's writeback is under way: the first fsync commits the journal for all
+        while open_fds:
+            fd = open_fds.pop()
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _swap_in(tmp, final)
+    except BaseException:
+        for fd in open_fds:
+            os.close(fd)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        _rmdir_if_empty(staging)
+    return final
