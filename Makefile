@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml | $(PY)
 
 # + test/lint tools and the peers (torch CPU 2.13.0, MONAI, TorchIO) for interop tests and benchmarks
 $(DEVSTAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e ".[dev,bench]"
+	$(PY) -m pip install --quiet -e ".[dev,bench,seg]"
 	touch $(STAMP) $(DEVSTAMP)
 
 demo: $(STAMP)

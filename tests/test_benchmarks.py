@@ -163,7 +163,9 @@ def test_folded_cases_and_tuning_run_in_the_harness(tmp_path, tiny_cache):
         "sample_nodules",
         "dump",
     ]
-    assert all(st["peak_extra_mb"] >= 0 for p in passes for st in p["steps"])
+    # the kernel folds each thread's RSS count into VmHWM lazily (up to 64 pages per thread), so
+    # the high-water mark may read a little below the RSS read just after resetting it
+    assert all(st["peak_extra_mb"] >= -2.0 for p in passes for st in p["steps"])
     assert "## Peak memory of each step (`memory`)" in report
 
     # parallel: a user's numba action on 1 and 2 item threads, identical outputs

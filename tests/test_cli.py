@@ -326,3 +326,44 @@ def test_allow_uneven_reads_a_series_with_a_gap_and_warns(tmp_path):
     shown = ctflow("show", str(tmp_path / "s"), "--allow-uneven", "--out", str(tmp_path / "s.png"))
     assert shown.returncode == 0, shown.stderr
     assert (tmp_path / "s.png").stat().st_size > 1000
+
+
+def test_show_draws_a_label_map_with_named_labels(tmp_path):
+    from ctflow.synthetic import make_phantom, phantom_labels
+
+    scan, _ = make_phantom((32, 96, 96), (2.5, 1.5, 1.5), n_nodules=1, seed=4)
+    labels = phantom_labels(scan)
+    labels[labels == 3] = 2
+    labels[labels == 4] = 5
+    write_metaimage(tmp_path / "scan.mhd", scan.images, scan.geometry)
+    write_metaimage(tmp_path / "labels.mhd", labels, scan.geometry)
+    out = tmp_path / "labels.png"
+    res = ctflow(
+        "show",
+        str(tmp_path / "scan.mhd"),
+        "--mask",
+        str(tmp_path / "labels.mhd"),
+        "--label-names",
+        "1=body,2=lung",
+        "--out",
+        str(out),
+    )
+    assert res.returncode == 0, res.stderr
+    counts = {v: int((labels == v).sum()) for v in (1, 2, 5)}
+    per = ", ".join(f"{v}: {n}" for v, n in counts.items())
+    assert f"mask: {sum(counts.values())} voxels in labels {{{per}}}" in res.stdout
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the labels were drawn, not binarised: label 5's colour is in the picture
+    import matplotlib.image
+    from matplotlib.colors import to_rgb
+
+    from ctflow.viz_panels import LABEL_ALPHA, label_color
+
+    rgb = matplotlib.image.imread(out)[..., :3].astype(np.float64)
+    for value in (1, 2, 5):
+        tint = LABEL_ALPHA * np.asarray(to_rgb(label_color(value)))
+        rest = rgb - tint  # what is left must be grey (the CT under the label)
+        grey = np.abs(rest - rest.mean(axis=-1, keepdims=True)).max(axis=-1) < 0.02
+        assert grey.sum() > 20, value
+    bad = ctflow("show", str(tmp_path / "scan.mhd"), "--label-names", "body", "--out", str(out))
+    assert bad.returncode == 1 and "--label-names must be VALUE=NAME" in bad.stderr

@@ -278,3 +278,194 @@ def test_torch_stays_optional():
         timeout=120,
     )
     assert clean.stdout.strip() == "False", clean.stderr
+
+
+# -------------------------------------------------------------- label maps keep their labels
+def _labelled(dtype, values, direction=None) -> cf.CTBatch:
+    """A 7x9x11 item: HU images and a label map with one block per value of ``values``."""
+    images = (np.arange(7 * 9 * 11).reshape(7, 9, 11) - 300).astype(np.int16)
+    masks = np.zeros(images.shape, dtype)
+    blocks = [np.s_[1:3, 2:5, 1:4], np.s_[3:6, 4:8, 5:9], np.s_[5:7, 0:3, 7:11]]
+    for block, value in zip(blocks, values, strict=True):
+        masks[block] = value
+    return cf.CTBatch.from_arrays(
+        [images],
+        ids=["lab"],
+        spacing=SPACING,
+        origin=(-120.5, 33.25, -400.0),
+        direction=np.eye(3) if direction is None else direction,
+        masks=[masks],
+    )
+
+
+def _sitk_label(batch: cf.CTBatch) -> sitk.Image:
+    """The batch's label map as SimpleITK holds it: its voxels at their world positions."""
+    img = sitk.GetImageFromArray(batch.masks)
+    g = batch.geometry(0)
+    img.SetSpacing(g.spacing[::-1].tolist())
+    img.SetOrigin(g.origin[::-1].tolist())
+    img.SetDirection(cf.geometry.direction_to_sitk(g.direction))
+    return img
+
+
+def _sitk_on_grid(label: sitk.Image, batch: cf.CTBatch) -> np.ndarray:
+    """SimpleITK's nearest-neighbour resample of ``label`` onto ``batch``'s grid (0 outside)."""
+    g = batch.geometry(0)
+    ref = sitk.Image(list(batch.masks.shape[::-1]), label.GetPixelID())
+    ref.SetSpacing(g.spacing[::-1].tolist())
+    ref.SetOrigin(g.origin[::-1].tolist())
+    ref.SetDirection(cf.geometry.direction_to_sitk(g.direction))
+    out = sitk.Resample(label, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+    return sitk.GetArrayFromImage(out)
+
+
+def _assert_same_geometry(a: cf.Geometry, b: cf.Geometry) -> None:
+    """Equal up to the rounding of the 4x4 affine (an oblique direction is not exact)."""
+    np.testing.assert_allclose(a.spacing, b.spacing, rtol=1e-12)
+    np.testing.assert_allclose(a.origin, b.origin, atol=1e-9)
+    np.testing.assert_allclose(a.direction, b.direction, atol=1e-12)
+
+
+LABELS = {
+    "uint8 {1,2,5}": (np.uint8, (1, 2, 5)),
+    "uint16 {1,2,300}": (np.uint16, (1, 2, 300)),
+}
+
+
+@pytest.mark.parametrize(("dtype", "values"), LABELS.values(), ids=LABELS.keys())
+def test_label_maps_round_trip_exactly(dtype, values):
+    batch = _labelled(dtype, values, DIRECTIONS["oblique"])
+    want = {0, *values}
+    subject = to_torchio(batch[0])
+    assert isinstance(subject["label"], tio.LabelMap)
+    assert set(subject["label"].data.unique().tolist()) == want
+    for back in (
+        from_torchio(subject),
+        from_monai(to_monai(batch[0])),
+        from_monai(to_monai(batch[0], meta_tensor=True)),
+        from_monai(to_monai(batch[0], channel_first=False), channel_first=False),
+    ):
+        assert back.masks.dtype == dtype
+        np.testing.assert_array_equal(back.masks, batch.masks)
+        np.testing.assert_array_equal(back.images, batch.images)
+        _assert_same_geometry(back.geometry(0), batch.geometry(0))
+    # plain torch tensors: the same values (uint16 as int32, which torch can flip and add)
+    from ctflow.interop.torch import batch_to_tensors
+
+    tensors = batch_to_tensors(batch)
+    assert tensors["masks"].dtype == (torch.uint8 if dtype == np.uint8 else torch.int32)
+    np.testing.assert_array_equal(tensors["masks"][0, 0].numpy(), batch.masks)
+    assert set(torch.flip(tensors["masks"], [2]).unique().tolist()) == want
+    # MONAI, given plain tensors and no record: integer labels come back as uint8 / uint16
+    plain = {
+        "image": torch.from_numpy(to_monai(batch[0])["image"].copy()),
+        "affine": ras_affine(batch.geometry(0)),
+    }
+    plain["label"] = tensors["masks"][0].permute(0, 3, 2, 1).to(torch.int64)
+    back = from_monai(plain)
+    assert back.masks.dtype == dtype
+    np.testing.assert_array_equal(back.masks, batch.masks)
+
+
+def test_float_probabilities_and_one_hot_channels_round_trip():
+    batch = _labelled(np.uint8, (1, 2, 5))
+    probs = np.random.default_rng(1).random(batch.images.shape).astype(np.float32)
+    soft = cf.CTBatch.from_arrays([batch.images], masks=[probs], spacing=SPACING)
+    for back in (
+        from_torchio(to_torchio(soft[0])),
+        from_monai(to_monai(soft[0], meta_tensor=True)),
+    ):
+        assert back.masks.dtype == np.float32
+        np.testing.assert_array_equal(back.masks, probs)
+    labels = batch.masks.copy()
+    hot = batch.one_hot(values=(0, 1, 2, 5))
+    assert hot[0].masks.shape == (4, 7, 9, 11)
+    d = to_monai(hot[0])
+    assert d["label"].shape == (4, 11, 9, 7)  # MONAI's channel-first (C, X, Y, Z)
+    subject = to_torchio(hot[0])
+    assert tuple(subject["label"].shape) == (4, 11, 9, 7)
+    for back in (from_monai(d), from_torchio(subject)):
+        np.testing.assert_array_equal(back[0].masks, hot[0].masks)
+        np.testing.assert_array_equal(back.argmax(values=(0, 1, 2, 5)).masks, labels)
+    from ctflow.interop.torch import batch_to_tensors
+
+    assert tuple(batch_to_tensors(hot)["masks"].shape) == (1, 4, 7, 9, 11)
+
+
+@pytest.mark.parametrize(("dtype", "values"), LABELS.values(), ids=LABELS.keys())
+@pytest.mark.parametrize("direction", DIRECTIONS.values(), ids=DIRECTIONS.keys())
+def test_torchio_transforms_keep_labels_and_world_positions(dtype, values, direction):
+    batch = _labelled(dtype, values, direction)
+    label = _sitk_label(batch)
+    subject = to_torchio(batch[0])
+    # a flip of every axis: the voxels reversed, the grid unchanged (TorchIO flips the data)
+    flipped = from_torchio(tio.RandomFlip(axes=(0, 1, 2), flip_probability=1.0)(subject))
+    assert flipped.masks.dtype == dtype
+    _assert_same_geometry(flipped.geometry(0), batch.geometry(0))
+    np.testing.assert_array_equal(flipped.masks, batch.masks[::-1, ::-1, ::-1])
+    np.testing.assert_array_equal(flipped.images, batch.images[::-1, ::-1, ::-1])
+    # crop x, pad y and z: every voxel keeps its label at its world position (SimpleITK)
+    cropped = from_torchio(tio.CropOrPad((6, 12, 10))(subject))
+    assert cropped.masks.shape == (10, 12, 6) and cropped.masks.dtype == dtype
+    np.testing.assert_array_equal(cropped.masks, _sitk_on_grid(label, cropped))
+    assert set(np.unique(cropped.masks).tolist()) <= {0, *values}
+    # resampling to 1 mm (nearest neighbour for label maps) and a random affine (float32 labels
+    # inside TorchIO) keep exactly the label set
+    resampled = from_torchio(tio.Resample(1.0)(subject))
+    np.testing.assert_allclose(resampled.spacing[0], [1.0, 1.0, 1.0])
+    np.testing.assert_array_equal(resampled.masks, _sitk_on_grid(label, resampled))
+    assert set(np.unique(resampled.masks).tolist()) == {0, *values}
+    moved = tio.RandomAffine(degrees=8, translation=1)(subject)
+    back = from_torchio(moved)
+    assert back.masks.dtype == dtype and set(np.unique(back.masks).tolist()) <= {0, *values}
+
+
+@pytest.mark.parametrize(("dtype", "values"), LABELS.values(), ids=LABELS.keys())
+@pytest.mark.parametrize("direction", DIRECTIONS.values(), ids=DIRECTIONS.keys())
+def test_monai_spacing_nearest_keeps_labels_and_world_positions(dtype, values, direction):
+    batch = _labelled(dtype, values, direction)
+    label = _sitk_label(batch)
+    d = to_monai(batch[0], meta_tensor=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        spacing = monai_transforms.Spacingd(
+            keys=["image", "label"], pixdim=(1.6, 1.4, 2.0), mode=("bilinear", "nearest")
+        )
+        out = spacing(d)
+    assert out["label"].dtype == torch.float32  # MONAI hands labels back as float ...
+    back = from_monai(out)
+    assert back.masks.dtype == dtype  # ... and they come back exactly, in their dtype
+    np.testing.assert_allclose(back.spacing[0], [2.0, 1.4, 1.6], rtol=1e-6)
+    np.testing.assert_allclose(back.direction[0], batch.direction[0], atol=1e-6)
+    np.testing.assert_allclose(back.origin[0], batch.origin[0], atol=1e-4)  # voxel 0 kept
+    np.testing.assert_array_equal(back.masks, _sitk_on_grid(label, back))
+    assert set(np.unique(back.masks).tolist()) == {0, *values}
+
+
+def test_labels_that_cannot_go_back_exactly_are_refused(tmp_path):
+    batch = _labelled(np.uint16, (1, 2, 300))
+    d = to_monai(batch[0])
+    blended = dict(d, label=d["label"].astype(np.float32) * 0.5)  # linear interpolation
+    with pytest.raises(cf.InvalidScanError, match=r"not whole numbers.*nearest"):
+        from_monai(blended)
+    with pytest.raises(cf.InvalidScanError, match=r"do not fit in uint8"):
+        from_monai(d, label_dtype="uint8")
+    # a label file loaded by MONAI as float32 (LoadImaged's default): label_dtype brings it back
+    path = tmp_path / "labels.nii.gz"
+    sitk.WriteImage(_sitk_label(batch), str(path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loaded = monai_transforms.LoadImaged(
+            keys=["image", "label"], reader="NibabelReader", ensure_channel_first=True
+        )({"image": str(path), "label": str(path)})
+    assert loaded["label"].dtype == torch.float32
+    img = sitk.ReadImage(str(path))  # the file's geometry, as SimpleITK reads it
+    back = from_monai(loaded, label_dtype=np.uint16)
+    # TorchIO reading the same file (no record): integer labels above 255 come back as uint16
+    read = from_torchio(tio.Subject(image=tio.ScalarImage(path), label=tio.LabelMap(path)))
+    for got in (back, read):
+        assert got.masks.dtype == np.uint16
+        np.testing.assert_array_equal(got.masks, sitk.GetArrayFromImage(img))
+        np.testing.assert_array_equal(got.masks, batch.masks)
+        np.testing.assert_allclose(got.origin[0], img.GetOrigin()[::-1], atol=1e-4)
+        np.testing.assert_allclose(got.spacing[0], img.GetSpacing()[::-1], rtol=1e-6)

@@ -14,22 +14,27 @@ CTFLOW = [
     "CTItem", "CorruptFileError", "DaskEngine", "Dataset", "Geometry", "InvalidParameterError",
     "InvalidScanError", "ItemAction", "MissingDependencyError", "Pipeline", "RunReport",
     "UnsupportedFormatError", "__version__", "action", "actions", "inbatch_parallel",
-    "read_annotations", "read_lidc", "read_scan", "replay",
+    "metrics", "read_annotations", "read_lidc", "read_scan", "replay",
 ]  # fmt: skip
 ACTIONS = [
-    "ACTIONS", "Action", "ActionMethods", "ApplyNoise", "BatchAction", "BinarizeMask", "Call",
-    "CentralCrop", "CreateMask", "Crop", "CropToLungs", "Cutout", "Dump", "FetchNodules",
-    "FetchNodulesFromMask", "Flip", "GetPatches", "ItemAction", "ItemFunction", "Load",
-    "LoadFromPatches", "MakeXIP", "Method", "NormalizeHU", "Pad", "PredictOnScan", "Reorient",
-    "Resize", "Rotate", "SampleNodules", "Segment", "UnifySpacing", "action_from_record",
-    "jsonable",
+    "ACTIONS", "Action", "ActionMethods", "ApplyNoise", "Argmax", "BatchAction", "BinarizeMask",
+    "Call", "CentralCrop", "CreateMask", "Crop", "CropToLungs", "Cutout", "Dump", "FetchNodules",
+    "FetchNodulesFromMask", "Flip", "GetPatches", "Invert", "ItemAction", "ItemFunction",
+    "LidcMasks", "Load", "LoadFromPatches", "MakeXIP", "Method", "NormalizeHU", "OneHot", "Pad",
+    "PredictOnScan", "RandomAffine", "RandomBiasField",
+    "RandomBlur", "RandomContrast", "RandomElastic", "RandomFlip", "RandomGamma", "RandomNoise", "Reorient",
+    "Resize", "Rotate", "SampleCrops", "SampleNodules", "Segment", "UnifySpacing",
+    "action_from_record", "jsonable",
 ]  # fmt: skip
 #: the action names of ../shared/DESIGN.md §4 (and §10 so far): pipelines and batches have them
 DESIGN_ACTIONS = [
-    "load", "dump", "reorient", "resize", "unify_spacing", "rotate", "flip", "central_crop",
-    "crop", "pad", "normalize_hu", "apply_noise", "cutout", "segment", "crop_to_lungs",
-    "make_xip", "fetch_nodules", "create_mask", "binarize_mask", "fetch_nodules_from_mask",
-    "sample_nodules", "get_patches", "load_from_patches", "predict_on_scan",
+    "load", "dump", "reorient", "invert", "resize", "unify_spacing", "rotate", "flip",
+    "central_crop", "crop", "pad", "normalize_hu", "apply_noise", "cutout", "segment",
+    "crop_to_lungs", "make_xip", "fetch_nodules", "create_mask", "binarize_mask",
+    "fetch_nodules_from_mask", "sample_nodules", "sample_crops", "get_patches",
+    "load_from_patches", "predict_on_scan", "one_hot", "argmax", "lidc_masks",
+    "random_flip", "random_affine", "random_elastic", "random_gamma", "random_contrast",
+    "random_blur", "random_bias_field", "random_noise",
 ]  # fmt: skip
 
 

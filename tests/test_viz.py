@@ -182,3 +182,140 @@ def test_show_slice_places_nodules_in_world_mm():
     (circle,) = fig.axes[0].patches
     np.testing.assert_allclose(circle.center, (-42.0, 108.0))
     np.testing.assert_allclose(circle.radius, 3.0)
+
+
+# ------------------------------------------------------------------ label maps, probabilities
+def _labelled_phantom() -> tuple[cf.Scan, np.ndarray]:
+    """A phantom CT and its label map {0 outside, 1 body, 2 lungs, 5 nodules}."""
+    from ctflow.synthetic import make_phantom, phantom_labels
+
+    scan, _ = make_phantom((40, 112, 112), (2.5, 1.5, 1.5), n_nodules=2, seed=4)
+    labels = phantom_labels(scan)  # 1 body, 2 / 3 right / left lung, 4 nodules
+    labels[labels == 3] = 2
+    labels[labels == 4] = 5
+    return scan, labels
+
+
+def _rendered(fig) -> np.ndarray:
+    """The figure as the PNG would hold it: (rows, columns, RGB) floats in [0, 1]."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].astype(np.float64) / 255.0
+
+
+def _colour_residual(pixel: np.ndarray, colour: str, alpha: float) -> float:
+    """How far ``pixel`` is from ``colour`` at ``alpha`` over some grey (the CT underneath)."""
+    from matplotlib.colors import to_rgb
+
+    rest = pixel - alpha * np.asarray(to_rgb(colour))  # = (1 - alpha) * grey * (1, 1, 1)
+    return float(np.linalg.norm(rest - rest.mean()))
+
+
+def test_label_maps_get_one_colour_per_label_and_a_legend(tmp_path):
+    from matplotlib.colors import to_rgba
+
+    from ctflow.viz_panels import LABEL_ALPHA, label_color
+
+    scan, labels = _labelled_phantom()
+    assert set(np.unique(labels).tolist()) == {0, 1, 2, 5}
+    fig = show_scan(
+        scan.images, scan.geometry, masks=labels, label_names={1: "body", 2: "lung"}, dpi=150
+    )
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["1: body", "2: lung", "5"]
+    for handle, value in zip(legend.legend_handles, (1, 2, 5), strict=True):
+        np.testing.assert_allclose(handle.get_facecolor()[:3], to_rgba(label_color(value))[:3])
+    assert "label map: 3 label(s)" in fig.texts[0].get_text()
+    out = tmp_path / "labels.png"
+    fig.savefig(out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the planes cross on the rarest label (a nodule), so every label shows in every slice
+    axial = fig.axes[0]
+    layer = axial.images[1]
+    plane = np.ma.getdata(layer.get_array())
+    assert set(np.unique(plane).tolist()) == {0, 1, 2, 5}
+    # sample the rendered pixels at the centres of voxels deep inside each region
+    rgb = _rendered(fig)
+    height = rgb.shape[0]
+    centre = [float(line.get_xydata()[0, k]) for line, k in zip(axial.lines, (1, 0), strict=True)]
+    palette = {v: label_color(v) for v in (1, 2, 5)}
+    checked = dict.fromkeys((0, 1, 2, 5), 0)
+    rows, cols = plane.shape
+    inner = np.ones(plane.shape, bool)  # voxels whose 3x3 neighbours share their label
+    inner[[0, -1], :] = inner[:, [0, -1]] = False
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            inner[1:-1, 1:-1] &= (
+                plane[1 + dr : rows - 1 + dr, 1 + dc : cols - 1 + dc] == plane[1:-1, 1:-1]
+            )
+    for r, c in np.argwhere(inner):
+        value = int(plane[r, c])
+        h, v = _pixel_world(layer, r, c)
+        if abs(v - centre[0]) < 3 or abs(h - centre[1]) < 3:
+            continue  # the cyan lines where the other planes cut
+        x_px, y_px = axial.transData.transform((h, v))
+        pixel = rgb[round(height - y_px), round(x_px)]
+        if value == 0:  # no label: the CT's grey, untinted
+            assert np.ptp(pixel) < 0.02, pixel
+        else:
+            residual = {k: _colour_residual(pixel, col, LABEL_ALPHA) for k, col in palette.items()}
+            assert min(residual, key=residual.get) == value, (r, c, value, pixel, residual)
+            assert residual[value] < 0.03
+        checked[value] += 1
+        if checked[value] >= 200 and min(checked.values()) >= 200:
+            break
+    assert min(checked.values()) >= 4, checked
+    # a label keeps its colour whatever else is present
+    only5 = np.where(labels == 5, 5, 0).astype(np.uint8)
+    lone = show_scan(scan.images, scan.geometry, masks=only5).axes[0].images[1]
+    np.testing.assert_allclose(lone.cmap(lone.norm(5))[:3], to_rgba(label_color(5))[:3])
+    np.testing.assert_allclose(layer.cmap(layer.norm(5))[:3], to_rgba(label_color(5))[:3])
+
+
+def test_binary_masks_look_as_before_and_probabilities_get_a_heat_map_and_contour():
+    scan, labels = _labelled_phantom()
+    binary = (labels == 5).astype(np.uint8)
+    fig = show_scan(scan.images, scan.geometry, masks=binary)
+    assert fig.legends == [] and "nodule mask: red" in fig.texts[0].get_text()
+    layer = fig.axes[0].images[1]
+    assert layer.cmap.colors == ["red"] and layer.get_alpha() == 0.45
+    # float probabilities: opacity grows with p, one contour at 0.5
+    z, y, x = np.indices(labels.shape)
+    dist = np.sqrt(((z - 20) * 2.5) ** 2 + ((y - 55) * 1.5) ** 2 + ((x - 40) * 1.5) ** 2)
+    prob = np.clip(1.0 - dist / 40.0, 0.0, 1.0).astype(np.float32)
+    fig = show_scan(
+        scan.images,
+        scan.geometry,
+        masks=prob,
+        center=(float(scan.geometry.voxel_to_world([20, 55, 40])[0]), 0, 0),
+    )
+    axial = fig.axes[0]
+    heat = axial.images[1]
+    shown = heat.get_array()
+    np.testing.assert_allclose(
+        np.ma.getdata(shown)[~np.ma.getmaskarray(shown)].max(), prob.max(), rtol=1e-6
+    )
+    lo, hi = heat.cmap(0.0)[3], heat.cmap(1.0)[3]
+    assert lo == 0.0 and 0.5 < hi <= 0.6
+    (contour,) = [c for c in axial.collections if hasattr(c, "levels")]
+    assert list(contour.levels) == [0.5]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [
+        "probability (opacity)",
+        "probability 0.5",
+    ]
+    with pytest.raises(cf.InvalidParameterError, match=r"probabilities in \[0, 1\]"):
+        show_scan(scan.images, masks=prob * 3 - 1)
+    with pytest.raises(cf.InvalidParameterError, match="label_names"):
+        show_scan(scan.images, masks=labels, label_names={"lung": 2})
+
+
+def test_show_slice_draws_label_maps_with_a_legend():
+    scan, labels = _labelled_phantom()
+    fig = show_slice(scan.images, masks=labels, geometry=scan.geometry, label_names={5: "nodule"})
+    ax = fig.axes[0]
+    z = int(ax.get_title().rsplit("=", 1)[1])
+    assert np.any(labels[z] == 5)  # the slice through the rarest label
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["1", "2", "5: nodule"]
+    np.testing.assert_array_equal(np.ma.getdata(ax.images[1].get_array()), labels[z])

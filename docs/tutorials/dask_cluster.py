@@ -62,7 +62,12 @@ def main(argv: list[str] | None = None) -> None:
     names = sorted(p.name for p in (out / "local").iterdir())
     assert names == sorted(p.name for p in (out / "dask").iterdir())
     same = all(
-        filecmp.cmp(out / "local" / n / "images.b2nd", out / "dask" / n / "images.b2nd", False)
+        sorted(f.name for f in (out / "local" / n).iterdir())
+        == sorted(f.name for f in (out / "dask" / n).iterdir())
+        and all(
+            filecmp.cmp(f, out / "dask" / n / f.name, shallow=False)
+            for f in (out / "local" / n).iterdir()
+        )
         for n in names
     )
     print(f"{len(names)} crops, identical to the local run: {same}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from ctflow import actions
+from ctflow import actions, metrics
 from ctflow.actions import Action, BatchAction, ItemAction
 from ctflow.batch import CTBatch, CTImagesBatch, CTImagesMaskedBatch, CTItem
 from ctflow.dataset import Dataset
@@ -61,6 +61,7 @@ __all__ = [
     "action",
     "actions",
     "inbatch_parallel",
+    "metrics",
     "read_annotations",
     "read_lidc",
     "read_scan",

@@ -43,7 +43,7 @@ COMPONENTS = ("images", "masks", "lungs")
 _GEOMETRY_KEYS = ("spacing", "origin", "direction", "geometry")
 _RESULT_KEYS = frozenset({*COMPONENTS, *_GEOMETRY_KEYS, "nodules", "info", "warnings"})
 #: returned by ctflow's own ``load`` of a dump: the stored record goes on
-_RECORDED = frozenset({"_recorded_warnings", "_recorded_history"})
+_RECORDED = frozenset({"_recorded_warnings", "_recorded_history", "_record"})
 
 
 def run_items(
@@ -65,14 +65,20 @@ def run_items(
             f"{name}: {len(params)} recorded parameter sets for a batch of {n} items"
         )
     workers = batch.threads(n_workers)
-    seq = batch.next_seed()
+    # one seed per action (a fused group of actions draws as its actions would one by one)
+    seqs = [batch.next_seed() for _ in range(int(getattr(action, "n_seeds", 1)))]
     n_threads = max(1, workers // n)
     items = [batch.get(i) for i in range(n)]
     for item in items:
         pos = batch.positions[item.index]
-        item.rng = np.random.default_rng(
-            np.random.SeedSequence(seq.entropy, spawn_key=(*seq.spawn_key, pos))
-        )
+        rngs = [
+            np.random.default_rng(
+                np.random.SeedSequence(seq.entropy, spawn_key=(*seq.spawn_key, pos))
+            )
+            for seq in seqs
+        ]
+        item.rng = rngs[0]
+        item.rngs = rngs
         item.n_threads = n_threads
     drawn: list[dict[str, Any]] = [{} for _ in range(n)]
 
@@ -100,14 +106,17 @@ def run_items(
             raise exc
         batch.failed.append(ItemFailure(item.id, name, exc))
     kept_params = [drawn[i] for i in keep]
+    for kept, result in zip(kept_params, results, strict=True):
+        if isinstance(result, dict) and "_record" in result:
+            kept.update(result.pop("_record"))  # what the item's record should also hold
     if len(keep) < n:
         batch.keep(keep)
     restored = assemble(batch, name, results, fresh=action.fresh_results)
     if record:
-        entry = action.record()
         for i in range(len(batch)):
             if i not in restored:
-                batch.add_history(i, {**entry, "params": kept_params[i]})
+                for entry in action.history_entries(kept_params[i]):
+                    batch.add_history(i, entry)
     return batch
 
 
@@ -192,7 +201,8 @@ def assemble(batch: CTBatch, name: str, results: Sequence[Any], *, fresh: bool =
             else:
                 t = t.copy()
                 t["id"] = batch.ids[i]
-            tables.append(t.loc[:, list(NODULE_COLUMNS)])
+            extra = [c for c in t.columns if c not in NODULE_COLUMNS]  # e.g. "label"
+            tables.append(t.loc[:, [*NODULE_COLUMNS, *extra]])
         batch.nodules = pd.concat(tables, ignore_index=True) if tables else empty_nodules()
     for i, d in enumerate(dicts):
         if "info" in d:

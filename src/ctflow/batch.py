@@ -74,6 +74,8 @@ class CTBatch(Components, ActionMethods):
         Item ids (unique).
     sources : sequence of str or None, optional
         Where each item is loaded from (a file or folder); used by :meth:`load`.
+    labels : sequence of str or None, optional
+        Each item's label file (read into ``masks`` by :meth:`load`), or None.
     n_workers : int, optional
         Threads for item-parallel actions (default: usable cores).
 
@@ -99,6 +101,7 @@ class CTBatch(Components, ActionMethods):
         ids: Sequence[str],
         sources: Sequence[str | os.PathLike[str] | None] | None = None,
         *,
+        labels: Sequence[str | os.PathLike[str] | None] | None = None,
         n_workers: int | None = None,
     ) -> None:
         self.ids: list[str] = [str(i) for i in ids]
@@ -114,6 +117,13 @@ class CTBatch(Components, ActionMethods):
                     f"batch: got {len(sources)} sources for {n} ids; they must match"
                 )
             self.sources = [None if s is None else str(s) for s in sources]
+        if labels is not None and len(labels) != n:
+            raise InvalidParameterError(
+                f"batch: got {len(labels)} label sources for {n} ids; they must match"
+            )
+        self.label_sources: list[str | None] = (
+            [None] * n if labels is None else [None if s is None else str(s) for s in labels]
+        )
         self._data: dict[str, Ragged] = {}
         self.spacing: NDArray[np.float64] = np.ones((n, 3))
         self.origin: NDArray[np.float64] = np.zeros((n, 3))
@@ -206,7 +216,11 @@ class CTBatch(Components, ActionMethods):
         first = batches[0] if batches else None
         out_cls = type(first) if first is not None else cls
         ids = [i for b in parts for i in b.ids]
-        out = out_cls(ids, [s for b in parts for s in b.sources])
+        out = out_cls(
+            ids,
+            [s for b in parts for s in b.sources],
+            labels=[s for b in parts for s in b.label_sources],
+        )
         if first is not None:
             out.n_workers, out.on_error = first.n_workers, first.on_error
             out._seed = first._seed
@@ -280,6 +294,7 @@ class CTBatch(Components, ActionMethods):
             geometry=self.geometry(i),
             nodules=self.nodules[self.nodules["id"] == self.ids[i]],
             source=self.sources[i],
+            label_source=self.label_sources[i],
             warnings=list(self.warnings[i]),
             history=[dict(e) for e in self.history[i]],
         )
@@ -425,6 +440,7 @@ class CTBatch(Components, ActionMethods):
         self.nodules = self.nodules[self.nodules["id"].isin(kept_ids)].reset_index(drop=True)
         self.ids = kept_ids
         self.sources = [self.sources[i] for i in idx]
+        self.label_sources = [self.label_sources[i] for i in idx]
         self.info = [self.info[i] for i in idx]
         self.warnings = [self.warnings[i] for i in idx]
         self.history = [self.history[i] for i in idx]
@@ -470,6 +486,7 @@ class CTBatch(Components, ActionMethods):
         always a view).
         """
         out = self.derive([self.ids[i] for i in idx], [self.sources[i] for i in idx])
+        out.label_sources = [self.label_sources[i] for i in idx]
         out.failed = []
         out.info = [dict(self.info[i]) for i in idx]
         out.warnings = [list(self.warnings[i]) for i in idx]
@@ -509,12 +526,19 @@ class CTBatch(Components, ActionMethods):
         return show_item(self.get(key), **kwargs)
 
     def export(
-        self, key: int | str, path: str | os.PathLike[str], component: str = "images"
+        self,
+        key: int | str,
+        path: str | os.PathLike[str],
+        component: str = "images",
+        channel: int | None = None,
     ) -> Path:
         """Write one item's component as ``.mhd``/``.mha``/``.nii``/``.nii.gz`` for a viewer.
 
         Geometry is preserved: SimpleITK, 3D Slicer or ITK-SNAP show the voxels at the same
-        world positions as ctflow.
+        world positions as ctflow. A label map keeps its values (uint8/uint16); masks with
+        channels (C, Z, Y, X) are written one ``channel`` at a time (or ``argmax()`` first).
+        After ``invert()`` the file lies on the original scan's grid, so a viewer overlays it
+        on the original file.
 
         Examples
         --------
@@ -528,6 +552,17 @@ class CTBatch(Components, ActionMethods):
         arr = self.get(key, component)
         if arr is None:
             raise InvalidParameterError(f"export: component {component!r} is not loaded")
+        if arr.ndim == 4:
+            if channel is None:
+                raise InvalidParameterError(
+                    f"export: the {component} of item {key!r} hold {arr.shape[0]} channels; "
+                    f"give channel=0..{arr.shape[0] - 1}, or call argmax() first"
+                )
+            if not 0 <= int(channel) < arr.shape[0]:
+                raise InvalidParameterError(
+                    f"export: channel {channel} is not one of 0..{arr.shape[0] - 1}"
+                )
+            arr = arr[int(channel)]
         return write_scan(path, arr, self.geometry(key))
 
 

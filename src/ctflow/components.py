@@ -27,6 +27,15 @@ __all__ = ["SKYSCRAPER", "Components"]
 SKYSCRAPER = ("images", "masks", "lungs")
 
 
+def _check_ndim(name: str, arr: Any, item_id: str) -> None:
+    """Images and lungs are (Z, Y, X); masks may also hold channels (C, Z, Y, X)."""
+    ndim = np.ndim(arr)
+    if ndim == 3 or (ndim == 4 and name == "masks"):
+        return
+    want = "(z, y, x) or (c, z, y, x)" if name == "masks" else "3-D (z, y, x)"
+    raise InvalidScanError(f"{name} of item {item_id!r} must be {want}; got {np.shape(arr)}")
+
+
 class Components:
     """Storage of a batch's components and geometry (a base class of :class:`ctflow.CTBatch`)."""
 
@@ -161,7 +170,9 @@ class Components:
     def set_component(self, name: str, volumes: Sequence[NDArray[Any]] | None) -> Self:
         """Set one component from one (Z, Y, X) array per item (copied into one buffer).
 
-        ``masks`` and ``lungs`` must match the items' image shapes; ``images`` sets the shapes
+        ``masks`` may instead hold ``C`` channels per item, (C, Z, Y, X) arrays (per-class
+        probabilities, one-hot). ``masks`` and ``lungs`` must match the items' image shapes;
+        ``images`` sets the shapes
         (masks and lungs of other shapes are dropped). ``None`` removes the component.
 
         Examples
@@ -184,10 +195,7 @@ class Components:
                 f"set_component({name!r}): got {len(vols)} volumes for {len(self)} items"
             )
         for vol, item_id in zip(vols, self.ids, strict=True):
-            if np.ndim(vol) != 3:
-                raise InvalidScanError(
-                    f"{name} of item {item_id!r} must be 3-D (z, y, x); got {np.shape(vol)}"
-                )
+            _check_ndim(name, vol, item_id)
         self._put(name, Ragged.from_items(vols))
         return self
 
@@ -222,10 +230,7 @@ class Components:
                 new[name] = seq
                 continue
             for arr, item_id in zip(seq, self.ids, strict=True):
-                if np.ndim(arr) != 3:
-                    raise InvalidScanError(
-                        f"{name} of item {item_id!r} must be 3-D (z, y, x); got {np.shape(arr)}"
-                    )
+                _check_ndim(name, arr, item_id)
             new[name] = Ragged.from_items(seq, fresh=fresh) if len(seq) else Ragged.from_items([])
         ref = new["images"]
         for name, data in new.items():

@@ -27,6 +27,7 @@ import numpy as np
 
 from ctflow.batch import CTBatch
 from ctflow.errors import InvalidParameterError
+from ctflow.validation import as_item_id, as_path, check_path_text
 
 __all__ = ["Dataset"]
 
@@ -42,6 +43,23 @@ def _stem(path: Path, dirs: bool) -> str:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return path.stem
+
+
+def _label_files(template: str, sources: Mapping[str, str]) -> dict[str, str]:
+    """Every item's label file from a format string on its id; all must exist."""
+    if "{id}" not in template:
+        raise InvalidParameterError(
+            f"from_glob: masks must be a format string on the id, e.g. 'labels/{{id}}.nii.gz'; "
+            f"got {template!r}"
+        )
+    labels = {key: template.format(id=key) for key in sources}
+    missing = [p for p in labels.values() if not os.path.exists(p)]
+    if missing:
+        shown = ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")
+        raise InvalidParameterError(
+            f"from_glob: {len(missing)} label file(s) of {template!r} do not exist: {shown}"
+        )
+    return labels
 
 
 class Dataset:
@@ -65,16 +83,30 @@ class Dataset:
         self,
         sources: Mapping[str, str | os.PathLike[str]],
         batch_class: type[CTBatch] = CTBatch,
+        *,
+        labels: Mapping[str, str | os.PathLike[str]] | None = None,
     ) -> None:
         if not (isinstance(batch_class, type) and issubclass(batch_class, CTBatch)):
             raise InvalidParameterError(
                 f"batch_class must be CTBatch or a subclass of it; got {batch_class!r}"
             )
+        # ids become folder names of dumps: checked now, not when the first dump is written;
         # absolute paths, so every engine (and every Dask worker, whatever its working folder)
         # reads the same file and dumps record the same source; URLs are left alone
-        self.sources: dict[str, str] = {
-            str(k): (str(v) if "://" in str(v) else os.path.abspath(v)) for k, v in sources.items()
-        }
+        self.sources: dict[str, str] = {}
+        for key, value in sources.items():
+            item_id = as_item_id(key, "dataset")
+            self.sources[item_id] = as_path(
+                os.fspath(value), f"source of item {item_id!r}", "dataset"
+            )
+        self.labels: dict[str, str] = {}
+        for key, value in (labels or {}).items():
+            item_id = str(key)
+            if item_id not in self.sources:
+                raise InvalidParameterError(f"dataset: a label file for unknown item {item_id!r}")
+            self.labels[item_id] = as_path(
+                os.fspath(value), f"label of item {item_id!r}", "dataset"
+            )
         self.batch_class = batch_class
 
     # ------------------------------------------------------------------ constructors
@@ -84,11 +116,15 @@ class Dataset:
         pattern: str | os.PathLike[str],
         dirs: bool = False,
         batch_class: type[CTBatch] = CTBatch,
+        *,
+        masks: str | None = None,
     ) -> Dataset:
         """All files (or, with ``dirs=True``, folders) matching a glob pattern.
 
         Ids are file stems (``scan.mhd`` -> ``scan``, ``scan.nii.gz`` -> ``scan``) or folder
         names. ``**`` matches recursively. Two matches with the same id are an error naming both.
+        ``masks`` pairs every scan with its label file: a format string on the id, e.g.
+        ``"labels/{id}.nii.gz"`` (a missing label file is an error naming it).
 
         Examples
         --------
@@ -99,6 +135,7 @@ class Dataset:
         >>> Dataset.from_glob(str(d / "*.mhd")).ids
         ['a', 'b']
         """
+        check_path_text(os.fspath(pattern), "pattern", "from_glob")
         matches = sorted(Path(p) for p in globlib.glob(str(pattern), recursive=True))
         matches = [p for p in matches if (p.is_dir() if dirs else p.is_file())]
         if not matches:
@@ -113,26 +150,49 @@ class Dataset:
                     f"use Dataset.from_paths with a dict to name them"
                 )
             sources[key] = str(p)
-        return cls(sources, batch_class)
+        labels = None
+        if masks is not None:
+            labels = _label_files(masks, sources)
+        return cls(sources, batch_class, labels=labels)
 
     @classmethod
     def from_paths(
         cls,
-        paths: Sequence[str | os.PathLike[str]] | Mapping[str, str | os.PathLike[str]],
+        paths: Sequence[str | os.PathLike[str]] | Mapping[str, Any],
         batch_class: type[CTBatch] = CTBatch,
     ) -> Dataset:
         """Return a dataset from a list of paths (ids = stems / folder names) or an id -> path dict.
+
+        A dict's values may also be ``{"images": path, "masks": path}``: a scan and its label
+        file (organs, lobes, lesions ...), read into ``masks`` by ``load``.
 
         Examples
         --------
         >>> Dataset.from_paths(["/d/x.mhd", "/d/series_7"]).ids
         ['x', 'series_7']
+        >>> Dataset.from_paths({"a": {"images": "/d/a.nii.gz", "masks": "/l/a.nii.gz"}}).labels
+        {'a': '/l/a.nii.gz'}
         """
         if isinstance(paths, Mapping):
-            return cls(paths, batch_class)
+            images: dict[str, Any] = {}
+            labels: dict[str, Any] = {}
+            for key, value in paths.items():
+                if isinstance(value, Mapping):
+                    unknown = set(value) - {"images", "masks"}
+                    if unknown or "images" not in value:
+                        raise InvalidParameterError(
+                            f"from_paths: item {key!r} must map 'images' (and optionally "
+                            f"'masks') to paths; got keys {sorted(value)}"
+                        )
+                    images[key] = value["images"]
+                    if value.get("masks") is not None:
+                        labels[key] = value["masks"]
+                else:
+                    images[key] = value
+            return cls(images, batch_class, labels=labels)
         sources: dict[str, str] = {}
         for raw in paths:
-            p = Path(raw)
+            p = Path(check_path_text(os.fspath(raw), "path", "from_paths"))
             key = _stem(p, p.is_dir() or not p.suffix)
             if key in sources:
                 raise InvalidParameterError(
@@ -170,7 +230,11 @@ class Dataset:
         missing = [i for i in ids if i not in self.sources]
         if missing:
             raise InvalidParameterError(f"subset: unknown ids {missing[:5]}")
-        return type(self)({i: self.sources[i] for i in ids}, self.batch_class)
+        return type(self)(
+            {i: self.sources[i] for i in ids},
+            self.batch_class,
+            labels={i: self.labels[i] for i in ids if i in self.labels},
+        )
 
     def split(
         self, shares: float | Sequence[float] = 0.8, seed: int | None = None
@@ -217,4 +281,5 @@ class Dataset:
         missing = [i for i in ids if i not in self.sources]
         if missing:
             raise InvalidParameterError(f"create_batch: unknown ids {missing[:5]}")
-        return self.batch_class(list(ids), [self.sources[i] for i in ids], **kwargs)
+        labels = [self.labels.get(i) for i in ids] if self.labels else None
+        return self.batch_class(list(ids), [self.sources[i] for i in ids], labels=labels, **kwargs)

@@ -18,6 +18,7 @@ __all__ = [
     "InvalidScanError",
     "MissingDependencyError",
     "UnsupportedFormatError",
+    "describe",
 ]
 
 
@@ -43,3 +44,29 @@ class InvalidParameterError(CTFlowError, ValueError):
 
 class MissingDependencyError(CTFlowError, ImportError):
     """An optional dependency is needed; the message names the pip extra that installs it."""
+
+
+def describe(error: BaseException, limit: int = 2000) -> str:
+    """Return ``"ExceptionType: message"`` for a report, whatever the exception does.
+
+    An exception whose ``__str__`` raises is described by its type name alone, so a run that
+    skips failing items never fails itself while reporting one.
+
+    Examples
+    --------
+    >>> describe(ValueError("bad spacing"))
+    'ValueError: bad spacing'
+    >>> class Odd(Exception):
+    ...     def __str__(self):
+    ...         raise RuntimeError("no")
+    >>> describe(Odd())
+    'Odd: <the message could not be printed>'
+    """
+    name = type(error).__name__
+    try:
+        text = str(error)
+    except Exception:
+        text = "<the message could not be printed>"
+    if len(text) > limit:
+        text = text[:limit] + " ..."
+    return f"{name}: {text}" if text else name

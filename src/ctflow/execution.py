@@ -26,14 +26,18 @@ Execution model
 
 from __future__ import annotations
 
+import signal
+import sys
+import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
-from ctflow.errors import InvalidParameterError
+from ctflow.errors import InvalidParameterError, describe
 from ctflow.system import peak_rss_mb
 
 if TYPE_CHECKING:
@@ -47,10 +51,12 @@ __all__ = [
     "OnError",
     "RunOptions",
     "RunReport",
+    "StopSignal",
     "execute",
     "peak_rss_mb",
     "plan_batches",
     "run_one",
+    "stop_requested",
 ]
 
 OnError = Literal["raise", "skip"]
@@ -75,6 +81,9 @@ class RunOptions:
     keep_batch : bool
         Hand the processed batch back in the outcome (``gen_batch``) or only the report
         (``run``).
+    stop : str or None
+        Name of the run's stop signal (:class:`StopSignal`): once it is set (the first Ctrl-C),
+        no batch starts and no batch starts another action.
     """
 
     prefetch: int = 0
@@ -82,6 +91,7 @@ class RunOptions:
     seed: int | None = None
     n_workers: int | None = None
     keep_batch: bool = True
+    stop: str | None = None
 
     def __post_init__(self) -> None:
         """Check the parameters and normalise them."""
@@ -102,6 +112,79 @@ class RunOptions:
             )
 
 
+class StopSignal:
+    """A run's "stop after the current actions" flag, set by its first Ctrl-C.
+
+    :meth:`ctflow.Pipeline.run` and ``gen_batch`` make one per run (when they run in the main
+    thread) and install a SIGINT handler for the run: the first Ctrl-C sets the flag — no new
+    batch starts, no batch starts its next action (a ``dump`` included), running item threads
+    finish the kernel they are in, and the run ends with a report of what was done — and
+    restores Python's handler, so a second Ctrl-C interrupts at once. Engines look the flag up
+    by name (:func:`stop_requested`); the Dask engine mirrors it in a ``distributed.Event`` its
+    workers check between actions.
+
+    Examples
+    --------
+    >>> with StopSignal() as stop:
+    ...     before = stop_requested(stop.name)
+    ...     stop.set()
+    ...     after = stop_requested(stop.name)
+    >>> before, after, stop_requested(stop.name)
+    (False, True, False)
+    """
+
+    _registry: ClassVar[dict[str, threading.Event]] = {}
+
+    def __init__(self) -> None:
+        self.name = f"ctflow-stop-{uuid.uuid4().hex}"
+        self.event = threading.Event()
+        self._previous: Any = None
+        self._installed = False
+
+    def set(self) -> None:
+        """Ask the run to stop after the current actions."""
+        self.event.set()
+
+    def is_set(self) -> bool:
+        """Return whether the run was asked to stop."""
+        return self.event.is_set()
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        """First Ctrl-C: stop after the current actions; the next one interrupts at once."""
+        del signum, frame
+        self.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        sys.stderr.write(
+            "\nctflow: stopping after the actions in progress (Ctrl-C again to stop at once)\n"
+        )
+
+    def __enter__(self) -> StopSignal:
+        """Register the signal and, in the main thread, catch the first Ctrl-C of the run."""
+        StopSignal._registry[self.name] = self.event
+        if threading.current_thread() is threading.main_thread():
+            try:
+                self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+                self._installed = True
+            except (ValueError, OSError):  # no signals here (an embedded interpreter)
+                self._installed = False
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Restore the previous Ctrl-C handler and forget the signal."""
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+            self._installed = False
+        StopSignal._registry.pop(self.name, None)
+
+
+def stop_requested(name: str | None) -> bool:
+    """Return whether the run whose stop signal is ``name`` was asked to stop (this process)."""
+    if name is None:
+        return False
+    event = StopSignal._registry.get(name)
+    return event is not None and event.is_set()
+
+
 @dataclass
 class BatchOutcome:
     """What executing one batch produced (small and picklable unless ``batch`` is kept)."""
@@ -109,6 +192,7 @@ class BatchOutcome:
     position: int
     ids: list[str]
     done: list[str] = field(default_factory=list)
+    interrupted: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -131,6 +215,10 @@ class RunReport:
         Item id and reason (``"action: ExceptionType: message"``).
     skipped : list of str
         Items left alone by ``dump(..., skip_existing=True)``.
+    interrupted : list of str
+        Items not finished because the run was stopped (Ctrl-C): neither done nor failed.
+    stopped : bool
+        The run was stopped before the end of its plan (Ctrl-C).
     warnings : list of (str, str)
         Item id and what ctflow decided on its own about it (``"action: message"``): a gap
         in a DICOM series interpolated, files of a folder not read, no nodule to centre crops
@@ -148,6 +236,8 @@ class RunReport:
     done: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    interrupted: list[str] = field(default_factory=list)
+    stopped: bool = False
     warnings: list[tuple[str, str]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     n_batches: int = 0
@@ -161,6 +251,7 @@ class RunReport:
         self.done.extend(outcome.done)
         self.failed.extend(outcome.failed)
         self.skipped.extend(outcome.skipped)
+        self.interrupted.extend(outcome.interrupted)
         self.warnings.extend(outcome.warnings)
         for name, t in outcome.timings.items():
             self.timings[name] = self.timings.get(name, 0.0) + t
@@ -171,6 +262,14 @@ class RunReport:
             f"items: {self.n_items} in {self.n_batches} batches — done {len(self.done)}, "
             f"failed {len(self.failed)}, skipped (existing) {len(self.skipped)}, "
             f"warnings {len(self.warnings)}",
+            *(
+                [
+                    f"STOPPED (Ctrl-C): {len(self.interrupted)} item(s) of started batches not "
+                    f"finished; batches not started are not counted"
+                ]
+                if self.stopped
+                else []
+            ),
             f"wall time: {self.wall_time:.2f} s ({self.n_items / max(self.wall_time, 1e-9):.2f} "
             f"items/s), peak RSS {self.peak_rss_mb:.0f} MiB",
         ]
@@ -251,10 +350,12 @@ def run_one(
     ids: Sequence[str],
     options: RunOptions,
     share: ThreadShare | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> BatchOutcome:
     """Create, execute and summarise one batch (what every engine runs for one batch).
 
-    Under a ``share`` the batch's actions use their fair share of its threads.
+    Under a ``share`` the batch's actions use their fair share of its threads. ``should_stop``
+    is asked before every action (default: the run's :class:`StopSignal` in this process).
     """
     if share is not None:
         with share.running():
@@ -263,7 +364,8 @@ def run_one(
                 actions,
                 position,
                 ids,
-                RunOptions(0, options.on_error, options.seed, None, options.keep_batch),
+                replace(options, prefetch=0, n_workers=None),
+                should_stop=should_stop,
             )
         if outcome.batch is not None:  # actions called later on it use the caller's choice
             outcome.batch.n_workers = options.n_workers
@@ -275,7 +377,7 @@ def run_one(
         if options.on_error != "skip":
             outcome.error = exc
         else:
-            outcome.failed = [(i, f"create_batch: {type(exc).__name__}: {exc}") for i in ids]
+            outcome.failed = [(i, f"create_batch: {describe(exc)}") for i in ids]
         return outcome
     return execute(
         batch,
@@ -284,6 +386,7 @@ def run_one(
         seed=options.seed,
         on_error=options.on_error,
         keep_batch=options.keep_batch,
+        should_stop=should_stop or (lambda: stop_requested(options.stop)),
     )
 
 
@@ -299,8 +402,13 @@ def execute(
     seed: int | None = None,
     on_error: OnError = "raise",
     keep_batch: bool = True,
+    should_stop: Callable[[], bool] | None = None,
 ) -> BatchOutcome:
-    """Run ``actions`` on one batch; never raises when ``on_error="skip"`` (see the module)."""
+    """Run ``actions`` on one batch; never raises when ``on_error="skip"`` (see the module).
+
+    ``should_stop`` is asked before every action; once it says yes, the batch's remaining items
+    are reported as interrupted and no further action runs.
+    """
     ids = list(batch.ids)
     outcome = BatchOutcome(position=position, ids=ids)
     batch.set_random_state(seed, position)
@@ -309,6 +417,9 @@ def execute(
     seen: set[tuple[str, str]] = set()
     for action in actions:
         if len(current) == 0:
+            break
+        if should_stop is not None and should_stop():
+            outcome.interrupted = list(dict.fromkeys(_origin_ids(current)))
             break
         name = _label(action)
         t0 = time.perf_counter()
@@ -332,10 +443,10 @@ def execute(
         outcome.failed.append(
             (
                 _parent(failure.id, ids),
-                f"{failure.action}: {type(failure.error).__name__}: {failure.error}",
+                f"{failure.action}: {describe(failure.error)}",
             )
         )
-    failed_set = {i for i, _ in outcome.failed}
+    failed_set = {i for i, _ in outcome.failed} | set(outcome.interrupted)
     outcome.done = [i for i in ids if i not in failed_set]
     outcome.skipped = [i for i in current.skipped if i in ids]
     if keep_batch:

@@ -79,18 +79,33 @@ def replay(
                 "replay it on"
             )
         item_id = Path(str(source)).name.split(".")[0] or "item"
-        batch = batch_class([item_id], [str(source)])
+        labels = (first.get("params") or {}).get("labels")
+        batch = batch_class([item_id], [str(source)], labels=[labels])
     if len(batch) != 1:
         raise InvalidParameterError(
             f"replay: a record is one item's; give a one-item batch (got {len(batch)} items)"
         )
-    for k, entry in enumerate(entries):
+    k = 0
+    while k < len(entries):
+        entry = entries[k]
         name = entry.get("action")
+        fused = entry.get("fused")
+        if fused and int(fused[0]) == 0 and int(fused[1]) > 1:
+            # the actions ran as one resampling pass: replay them as one (same interpolation)
+            from ctflow.actions.fusion import Fused
+
+            group = entries[k : k + int(fused[1])]
+            actions = tuple(action_from_record(e) for e in group)
+            drawn = [{"steps": [e.get("params") or {} for e in group]}]
+            batch = Fused(actions).replay(batch, drawn)
+            k += len(group)
+            continue
+        k += 1
         if name in _SIDE_EFFECTS:
             continue
         if entry.get("replayable") is False:
             raise InvalidParameterError(
-                f"replay: entry {k} ({name!r}) cannot be replayed: it was recorded from a plain "
+                f"replay: entry {k - 1} ({name!r}) cannot be replayed: it was recorded from a plain "
                 f"function or with arguments that are not JSON"
             )
         params = [entry.get("params") or {}]

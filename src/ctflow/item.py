@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
-from ctflow.errors import InvalidScanError
+from ctflow.errors import InvalidScanError, describe
 from ctflow.geometry import Geometry
 
 __all__ = ["CTItem", "ItemFailure"]
@@ -25,7 +25,7 @@ class ItemFailure:
 
     def __str__(self) -> str:
         """Return the summary."""
-        return f"{self.id}: {self.action}: {type(self.error).__name__}: {self.error}"
+        return f"{self.id}: {self.action}: {describe(self.error)}"
 
 
 @dataclass
@@ -46,8 +46,12 @@ class CTItem:
         The item's rows of the batch nodule table (world mm).
     source : str or None
         Where the item is loaded from.
+    label_source : str or None
+        The item's label file (read into ``masks`` by ``load``), if any.
     rng : numpy.random.Generator
         Deterministic per (seed, batch position, action, item) generator for random actions.
+    rngs : list of numpy.random.Generator
+        One generator per action of a fused group (``rngs[0] is rng``).
     warnings : list of str
         The item's warnings so far (``"action: message"``).
     history : list of dict
@@ -69,7 +73,9 @@ class CTItem:
     geometry: Geometry
     nodules: pd.DataFrame
     source: str | None = None
+    label_source: str | None = None
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
+    rngs: list[np.random.Generator] = field(default_factory=list, repr=False)
     n_threads: int = 1
     warnings: list[str] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)

@@ -45,6 +45,7 @@ from ctflow.execution import (
     OnError,
     RunOptions,
     RunReport,
+    StopSignal,
     execute,
     peak_rss_mb,
     plan_batches,
@@ -126,6 +127,10 @@ class Pipeline(ActionMethods):
     batch_class : type, optional
         Check user actions against this class (default: any CTBatch subclass; binding to a
         dataset re-checks against the dataset's batch class).
+    fuse : bool, default True
+        Run consecutive geometric actions (resampling, reorientation, flips, rotations, crops,
+        random affine and elastic deformations) as one resampling pass that computes only the
+        kept voxels (:mod:`ctflow.actions.fusion`); ``False`` runs every action on its own.
 
     Examples
     --------
@@ -145,7 +150,11 @@ class Pipeline(ActionMethods):
         *,
         dataset: Dataset | None = None,
         batch_class: type[CTBatch] | None = None,
+        fuse: bool = True,
     ) -> None:
+        from ctflow.validation import as_bool
+
+        self._fuse = as_bool(fuse, "fuse", "Pipeline")
         for action in actions:
             if not isinstance(action, Action):
                 raise InvalidParameterError(
@@ -181,7 +190,10 @@ class Pipeline(ActionMethods):
         if isinstance(action, Method):
             _check_method(self._batch_class, action)
         return Pipeline(
-            (*self._actions, action), dataset=self._dataset, batch_class=self._batch_class
+            (*self._actions, action),
+            dataset=self._dataset,
+            batch_class=self._batch_class,
+            fuse=self._fuse,
         )
 
     if not TYPE_CHECKING:  # user actions by name at run time; type checkers see none
@@ -217,7 +229,9 @@ class Pipeline(ActionMethods):
         if not isinstance(other, Pipeline):
             return NotImplemented
         dataset = self._dataset if self._dataset is not None else other._dataset
-        out = Pipeline((*self._actions, *other._actions), dataset=dataset)
+        out = Pipeline(
+            (*self._actions, *other._actions), dataset=dataset, fuse=self._fuse and other._fuse
+        )
         if out._batch_class is not None:
             for action in out._actions:
                 if isinstance(action, Method):
@@ -229,7 +243,9 @@ class Pipeline(ActionMethods):
         for action in self._actions:
             if isinstance(action, Method):
                 _check_method(dataset.batch_class, action)
-        return Pipeline(self._actions, dataset=dataset, batch_class=dataset.batch_class)
+        return Pipeline(
+            self._actions, dataset=dataset, batch_class=dataset.batch_class, fuse=self._fuse
+        )
 
     def __rrshift__(self, dataset: Dataset) -> Pipeline:
         """Bind this pipeline to a dataset: ``dataset >> pipeline``."""
@@ -243,6 +259,30 @@ class Pipeline(ActionMethods):
     def actions(self) -> tuple[Action, ...]:
         """The action objects, in order."""
         return self._actions
+
+    @property
+    def fuse(self) -> bool:
+        """Whether consecutive geometric actions run as one pass."""
+        return self._fuse
+
+    @property
+    def planned(self) -> tuple[Action, ...]:
+        """The actions as they run: fused geometric runs as one action each (when ``fuse``).
+
+        Examples
+        --------
+        >>> import ctflow as cf
+        >>> p = cf.Pipeline().unify_spacing(1.0).rotate(10).central_crop((8, 8, 8))
+        >>> [a.label for a in p.planned]
+        ['unify_spacing + rotate + central_crop']
+        >>> [a.label for a in cf.Pipeline(p.actions, fuse=False).planned]
+        ['unify_spacing', 'rotate', 'central_crop']
+        """
+        if not self._fuse:
+            return self._actions
+        from ctflow.actions.fusion import fuse
+
+        return fuse(self._actions)
 
     @property
     def action_names(self) -> list[str]:
@@ -284,7 +324,7 @@ class Pipeline(ActionMethods):
         >>> cf.Pipeline().normalize_hu().execute(b).images.dtype
         dtype('float32')
         """
-        outcome = execute(batch, self._actions, position=position, seed=seed)
+        outcome = execute(batch, self.planned, position=position, seed=seed)
         if outcome.error is not None:
             raise outcome.error
         assert outcome.batch is not None
@@ -312,7 +352,7 @@ class Pipeline(ActionMethods):
         from ctflow.engines import resolve_engine
 
         runner = resolve_engine(engine)
-        yield from runner.run_batches(dataset, self._actions, plan, options)
+        yield from runner.run_batches(dataset, self.planned, plan, options)
 
     def run(
         self,
@@ -357,6 +397,12 @@ class Pipeline(ActionMethods):
             on one each; the last batch gets both). On Dask: per batch, default the machine's
             cores divided by the Dask threads running on it.
 
+        Notes
+        -----
+        The first Ctrl-C stops the run after the actions in progress: no batch starts and no
+        batch starts another action (a ``dump`` included); the report says what was done
+        (``report.stopped``, ``report.interrupted``). A second Ctrl-C interrupts at once.
+
         Examples
         --------
         >>> import tempfile, numpy as np, ctflow as cf
@@ -375,7 +421,8 @@ class Pipeline(ActionMethods):
                 "run: n_epochs must be a positive integer (None never ends)"
             )
         dataset = self._require_dataset("run")
-        options = RunOptions(prefetch, on_error, seed, n_workers, keep_batch=False)
+        stop = StopSignal()
+        options = RunOptions(prefetch, on_error, seed, n_workers, keep_batch=False, stop=stop.name)
         report = RunReport()
         t0 = time.perf_counter()
         total = None
@@ -386,21 +433,23 @@ class Pipeline(ActionMethods):
             total = per_epoch * n_epochs
         bar = _progress(progress, total)
         try:
-            for outcome in self._outcomes(
-                batch_size=batch_size,
-                shuffle=shuffle,
-                n_epochs=n_epochs,
-                drop_last=drop_last,
-                engine=engine,
-                options=options,
-            ):
-                if outcome.error is not None:
-                    raise outcome.error
-                report.add(outcome)
-                if bar is not None:
-                    bar.update(len(outcome.ids))
-                    if report.failed:
-                        bar.set_postfix(failed=len(report.failed))
+            with stop:
+                for outcome in self._outcomes(
+                    batch_size=batch_size,
+                    shuffle=shuffle,
+                    n_epochs=n_epochs,
+                    drop_last=drop_last,
+                    engine=engine,
+                    options=options,
+                ):
+                    if outcome.error is not None:
+                        raise outcome.error
+                    report.add(outcome)
+                    if bar is not None:
+                        bar.update(len(outcome.ids))
+                        if report.failed:
+                            bar.set_postfix(failed=len(report.failed))
+                report.stopped = stop.is_set()
         finally:
             if bar is not None:
                 bar.close()
@@ -426,7 +475,9 @@ class Pipeline(ActionMethods):
         """Yield processed batches (``n_epochs=None`` repeats forever).
 
         Batches whose items all failed under ``on_error="skip"`` are not yielded; the failures
-        are in each yielded batch's ``failed`` list.
+        are in each yielded batch's ``failed`` list. The first Ctrl-C stops the run after the
+        actions in progress (:class:`~ctflow.execution.StopSignal`) and ends the loop with
+        ``KeyboardInterrupt``; a second one interrupts at once.
 
         Examples
         --------
@@ -440,23 +491,29 @@ class Pipeline(ActionMethods):
         >>> [b.ids for b in p.gen_batch(batch_size=2)]
         [['a', 'b'], ['c']]
         """
-        options = RunOptions(prefetch, on_error, seed, n_workers, keep_batch=True)
+        stop = StopSignal()
+        options = RunOptions(prefetch, on_error, seed, n_workers, keep_batch=True, stop=stop.name)
         bar = _progress(progress, None)
         try:
-            for outcome in self._outcomes(
-                batch_size=batch_size,
-                shuffle=shuffle,
-                n_epochs=n_epochs,
-                drop_last=drop_last,
-                engine=engine,
-                options=options,
-            ):
-                if outcome.error is not None:
-                    raise outcome.error
-                if bar is not None:
-                    bar.update(len(outcome.ids))
-                if outcome.batch is not None and len(outcome.batch) > 0:
-                    yield outcome.batch
+            with stop:
+                for outcome in self._outcomes(
+                    batch_size=batch_size,
+                    shuffle=shuffle,
+                    n_epochs=n_epochs,
+                    drop_last=drop_last,
+                    engine=engine,
+                    options=options,
+                ):
+                    if outcome.error is not None:
+                        raise outcome.error
+                    if bar is not None:
+                        bar.update(len(outcome.ids))
+                    if stop.is_set():
+                        break  # batches stopped half-way are not handed out
+                    if outcome.batch is not None and len(outcome.batch) > 0:
+                        yield outcome.batch
+                if stop.is_set():
+                    raise KeyboardInterrupt("ctflow: the run was stopped (Ctrl-C)")
         finally:
             if bar is not None:
                 bar.close()

@@ -6,6 +6,10 @@ item's shape and its offset into the buffer. Item ``i`` is the zero-copy view
 ``buffer[offsets[i]:offsets[i + 1]].reshape(shapes[i])``. Nothing requires the items to share a
 shape: a batch may hold a 512x512 scan beside a 768x768 one.
 
+A component may also hold ``C`` channels per item (``channels=C``: item ``i`` is a
+``(C, Z, Y, X)`` view, channel-first as torch, MONAI and TorchIO expect) — a model's per-class
+probabilities or a one-hot encoding in ``masks``. ``shapes`` are always the spatial (Z, Y, X).
+
 When every item has the same in-plane size (Y, X), the buffer read as one (ΣZ, Y, X) array IS
 the classic skyscraper (item ``i`` is rows ``bounds[i]:bounds[i + 1]``), so
 :meth:`Ragged.stacked` returns it without a copy; when all shapes agree,
@@ -60,6 +64,22 @@ def common_dtype(dtypes: Sequence[np.dtype[Any]]) -> np.dtype[Any]:
     return np.dtype(out)
 
 
+def _channels_of(arrays: Sequence[NDArray[Any]]) -> int | None:
+    """Return the channel count shared by ``arrays`` (None: all 3-D); refuse a mix."""
+    ndims = {a.ndim for a in arrays}
+    if not ndims <= {3, 4}:
+        bad = next(a.shape for a in arrays if a.ndim not in (3, 4))
+        raise InvalidScanError(f"items must be (z, y, x) or (c, z, y, x); got shape {bad}")
+    if len(ndims) > 1:
+        raise InvalidScanError("items must all be 3-D (z, y, x) or all 4-D (c, z, y, x)")
+    if ndims != {4}:
+        return None
+    counts = {int(a.shape[0]) for a in arrays}
+    if len(counts) > 1 or 0 in counts:
+        raise InvalidScanError(f"items must have the same number of channels; got {sorted(counts)}")
+    return counts.pop()
+
+
 class Ragged:
     """Volumes of any (Z, Y, X) stored back to back in one flat buffer.
 
@@ -72,6 +92,9 @@ class Ragged:
     owned : bool, default False
         True when the buffer was allocated by ctflow for this batch and nobody else holds it,
         so actions may overwrite it in place (arrays a user handed in are never overwritten).
+    channels : int, optional
+        ``C`` when every item is ``(C, Z, Y, X)`` (channel-first); None (default) for
+        ``(Z, Y, X)`` items.
 
     Examples
     --------
@@ -81,14 +104,23 @@ class Ragged:
     ([[8, 9], [10, 11]], (3, 2, 2))
     """
 
-    __slots__ = ("buffer", "offsets", "owned", "shapes")
+    __slots__ = ("buffer", "channels", "offsets", "owned", "shapes")
 
-    def __init__(self, buffer: NDArray[Any], shapes: ArrayLike, *, owned: bool = False) -> None:
+    def __init__(
+        self,
+        buffer: NDArray[Any],
+        shapes: ArrayLike,
+        *,
+        owned: bool = False,
+        channels: int | None = None,
+    ) -> None:
         shp = np.asarray(shapes, dtype=np.int64).reshape(-1, 3)
         if np.any(shp < 0):
             raise InvalidScanError(f"item shapes must be >= 0; got {shp.tolist()}")
+        if channels is not None and int(channels) < 1:
+            raise InvalidScanError(f"channels must be >= 1 or None; got {channels}")
         offsets = np.zeros(len(shp) + 1, dtype=np.int64)
-        np.cumsum(np.prod(shp, axis=1), out=offsets[1:])
+        np.cumsum(np.prod(shp, axis=1) * (channels or 1), out=offsets[1:])
         if buffer.ndim != 1 or not buffer.flags.c_contiguous:
             raise InvalidScanError(
                 f"a ragged buffer must be 1-D and C-contiguous; got {buffer.ndim}-D"
@@ -102,6 +134,7 @@ class Ragged:
         self.shapes = shp
         self.offsets = offsets
         self.owned = owned
+        self.channels = None if channels is None else int(channels)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -112,9 +145,10 @@ class Ragged:
         dtype: Any = None,
         fresh: bool = False,
     ) -> Ragged:
-        """One buffer holding copies of ``arrays`` (3-D each), or a view when there is one.
+        """One buffer holding copies of ``arrays``, or a view when there is one.
 
-        A single C-contiguous array of the right dtype is used without a copy. Otherwise one
+        The arrays are all (Z, Y, X), or all (C, Z, Y, X) with the same ``C`` (channels). A single
+        C-contiguous array of the right dtype is used without a copy. Otherwise one
         buffer is allocated (from :mod:`ctflow.memory`'s pool when large) and every item copied
         into its place. ``fresh=True`` says the arrays were allocated by ctflow for this call,
         so a buffer taken from one of them without a copy is owned by the batch.
@@ -127,16 +161,15 @@ class Ragged:
         True
         """
         arrays = [np.asarray(a) for a in arrays]
-        for arr in arrays:
-            if arr.ndim != 3:
-                raise InvalidScanError(f"items must be 3-D (z, y, x); got shape {arr.shape}")
+        channels = _channels_of(arrays)
         out_dtype = common_dtype([a.dtype for a in arrays]) if dtype is None else np.dtype(dtype)
-        shapes = [a.shape for a in arrays]
+        shapes = [a.shape[-3:] for a in arrays]
         if not arrays:
             return cls(np.zeros(0, out_dtype), np.zeros((0, 3), np.int64), owned=True)
         if len(arrays) == 1 and arrays[0].flags.c_contiguous and arrays[0].dtype == out_dtype:
             only = arrays[0]
-            return cls(only.reshape(-1), shapes, owned=fresh and memory.owns_data(only))
+            owned = fresh and memory.owns_data(only)
+            return cls(only.reshape(-1), shapes, owned=owned, channels=channels)
         total = int(sum(a.size for a in arrays))
         buffer = memory.empty(total, out_dtype)
         start = 0
@@ -144,7 +177,7 @@ class Ragged:
             stop = start + arr.size
             np.copyto(buffer[start:stop].reshape(arr.shape), arr, casting="unsafe")
             start = stop
-        return cls(buffer, shapes, owned=True)
+        return cls(buffer, shapes, owned=True, channels=channels)
 
     @classmethod
     def from_stacked(cls, stacked: NDArray[Any], z_sizes: Sequence[int]) -> Ragged:
@@ -173,7 +206,8 @@ class Ragged:
 
     def __repr__(self) -> str:
         """Return a readable summary."""
-        return f"Ragged(n={len(self)}, dtype={self.dtype}, shapes={self.shapes.tolist()})"
+        ch = "" if self.channels is None else f", channels={self.channels}"
+        return f"Ragged(n={len(self)}, dtype={self.dtype}{ch}, shapes={self.shapes.tolist()})"
 
     @property
     def dtype(self) -> np.dtype[Any]:
@@ -186,9 +220,11 @@ class Ragged:
         return int(self.buffer.nbytes)
 
     def item(self, i: int) -> NDArray[Any]:
-        """Item ``i`` as a (Z, Y, X) view of the buffer."""
+        """Item ``i`` as a (Z, Y, X) view of the buffer ((C, Z, Y, X) with channels)."""
         a, b = int(self.offsets[i]), int(self.offsets[i + 1])
         z, y, x = (int(v) for v in self.shapes[i])
+        if self.channels is not None:
+            return self.buffer[a:b].reshape(self.channels, z, y, x)
         return self.buffer[a:b].reshape(z, y, x)
 
     def items(self) -> list[NDArray[Any]]:
@@ -217,8 +253,15 @@ class Ragged:
         Raises
         ------
         InvalidScanError
-            Items of different in-plane sizes, naming them.
+            Items of different in-plane sizes, naming them, or items with channels.
         """
+        if self.channels is not None:
+            raise InvalidScanError(
+                f"batch.{what}: the items' {what} hold {self.channels} channels each "
+                f"(C, Z, Y, X), which do not stack into one (ΣZ, Y, X) array; use "
+                f"batch[i].{what}, batch.unstack({what!r}) -> (N, C, Z, Y, X), or argmax() to "
+                f"turn them into one label map"
+            )
         if not self.uniform_yx:
             raise InvalidScanError(
                 f"batch.{what}: items have different in-plane sizes ({self.describe_shapes(ids)})"
@@ -232,7 +275,7 @@ class Ragged:
         return self.buffer.reshape(int(self.shapes[:, 0].sum()), y, x)
 
     def unstack(self, what: str = "images", ids: Sequence[str] | None = None) -> NDArray[Any]:
-        """Return the (N, Z, Y, X) view; every item must have the same shape."""
+        """Return the (N, Z, Y, X) view ((N, C, Z, Y, X) with channels); shapes must agree."""
         if not self.uniform:
             raise InvalidScanError(
                 f"unstack: {what} of the items have different shapes ({self.describe_shapes(ids)})"
@@ -242,6 +285,8 @@ class Ragged:
         if len(self) == 0:
             return self.buffer.reshape(0, 0, 0, 0)
         z, y, x = (int(v) for v in self.shapes[0])
+        if self.channels is not None:
+            return self.buffer.reshape(len(self), self.channels, z, y, x)
         return self.buffer.reshape(len(self), z, y, x)
 
     def take(self, indices: Sequence[int]) -> Ragged:
@@ -253,4 +298,4 @@ class Ragged:
 
     def with_buffer(self, buffer: NDArray[Any], *, owned: bool = True) -> Ragged:
         """Return the same items over another flat buffer (e.g. the output of an elementwise op)."""
-        return Ragged(buffer.reshape(-1), self.shapes, owned=owned)
+        return Ragged(buffer.reshape(-1), self.shapes, owned=owned, channels=self.channels)

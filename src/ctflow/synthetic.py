@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 
 from ctflow.errors import InvalidParameterError, InvalidScanError
 from ctflow.geometry import Geometry
@@ -71,9 +71,11 @@ __all__ = [
     "NODULE_DIAMETER_BINS_MM",
     "NODULE_DIAMETER_COUNTS",
     "NOISE_SIGMA_HU",
+    "PHANTOM_LABELS",
     "TISSUE_HU",
     "make_dataset",
     "make_phantom",
+    "phantom_labels",
     "sample_nodule_counts",
     "sample_nodule_diameters",
 ]
@@ -196,6 +198,52 @@ def make_phantom(
     return Scan(vol, geometry, "", info), table
 
 
+#: The label values of :func:`phantom_labels` and ``make_dataset(labels=True)``.
+PHANTOM_LABELS = {0: "background", 1: "body", 2: "right lung", 3: "left lung", 4: "nodule"}
+
+
+def phantom_labels(scan: Scan) -> NDArray[np.uint8]:
+    """Return the ground-truth label map of a phantom made by :func:`make_phantom`.
+
+    Labels (:data:`PHANTOM_LABELS`): 1 body (inside the skin ellipse: fat, muscle, ribs,
+    spine), 2 the right lung and 3 the left lung (the ellipsoids the lung HU was drawn in,
+    vessels included), 4 nodules (their spheres), 0 outside the body. Drawn from the anatomy
+    recorded in ``scan.info`` on the voxel grid as made (phantom mm = voxel index x spacing),
+    so it lies on the scan voxel for voxel.
+
+    Examples
+    --------
+    >>> scan, _ = make_phantom((16, 48, 48), (2.0, 1.0, 1.0), n_nodules=1, seed=2)
+    >>> labels = phantom_labels(scan)
+    >>> sorted(np.unique(labels).tolist()), int(labels[8, 0, 0])
+    ([0, 1, 2, 3, 4], 0)
+    >>> bool(np.median(scan.images[labels == 2]) < -700)   # the right lung is lung
+    True
+    """
+    info = scan.info.get("phantom") if isinstance(scan.info, dict) else None
+    if not info:
+        raise InvalidParameterError("phantom_labels: the scan was not made by make_phantom")
+    shape = scan.shape
+    sp = scan.geometry.spacing
+    z = (np.arange(shape[0]) * sp[0])[:, None, None]
+    y = (np.arange(shape[1]) * sp[1])[None, :, None]
+    x = (np.arange(shape[2]) * sp[2])[None, None, :]
+    body = info["body"]
+    (cy, cx), (ay, ax) = body["center_mm"], body["semi_axes_mm"]
+    out = np.zeros(shape, np.uint8)
+    out[:] = (((y - cy) / ay) ** 2 + ((x - cx) / ax) ** 2 <= 1.0)[0]
+    for lung in info["lungs"]:
+        c, a = np.asarray(lung["center_mm"]), np.asarray(lung["semi_axes_mm"])
+        inside = ((z - c[0]) / a[0]) ** 2 + ((y - c[1]) / a[1]) ** 2 + ((x - c[2]) / a[2]) ** 2
+        right = c[2] < (shape[2] - 1) / 2 * sp[2]  # low x index: the patient's right (LPS)
+        out[inside <= 1.0] = 2 if right else 3
+    for nodule in scan.info.get("nodules", []):
+        c = np.asarray(nodule["center_voxel"]) * sp
+        r = nodule["diameter_mm"] / 2
+        out[((z - c[0]) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2) <= r * r] = 4
+    return out
+
+
 def _orientation_flips(code: object, where: str) -> tuple[str, tuple[int, ...]]:
     """Validate an orientation code; return it upper-cased and the ctflow axes it flips.
 
@@ -294,6 +342,7 @@ def make_dataset(
     shapes: Sequence[ArrayLike] | None = None,
     orientations: str | Sequence[str] | None = None,
     mixed: bool = False,
+    labels: bool = False,
 ) -> tuple[list[Path], Path]:
     """Write ``n_scans`` phantoms (MetaImage or NIfTI files) plus a LUNA16 ``annotations.csv``.
 
@@ -336,6 +385,11 @@ def make_dataset(
         factor in {0.75, 0.875, 1, 1.125, 1.25} (the Y factor equal to the X one or up to 0.25
         below: square or cropped front to back), every scan a distinct (Y, X) while enough
         distinct pairs exist (always for ``n_scans <= 4``).
+    labels : bool
+        Also write each scan's label map (:func:`phantom_labels`: body, right and left lung,
+        nodules) to ``dst/labels/<seriesuid>.nii.gz``, stored RAS whatever the scan's stored
+        orientation (as many segmentation tools write them), so ``load`` must put it on the
+        scan's grid: ``Dataset.from_glob(..., masks="dst/labels/{id}.nii.gz")``.
 
     Returns
     -------
@@ -447,8 +501,11 @@ def make_dataset(
         else:
             shps = [base] * n
 
+    labels = as_bool(labels, "labels", where)
     out = Path(dst)
     out.mkdir(parents=True, exist_ok=True)
+    if labels:
+        (out / "labels").mkdir(exist_ok=True)
     paths: list[Path] = []
     tables: list[pd.DataFrame] = []
     uids: set[str] = set()
@@ -460,6 +517,10 @@ def make_dataset(
             uid = _series_uid(child)
             table["seriesuid"] = uid
         uids.add(uid)
+        if labels:
+            lab = Scan(phantom_labels(scan), scan.geometry, "", {})
+            lab = _store_flipped(lab, _orientation_flips("RAS", where)[1])
+            write_nifti(out / "labels" / f"{uid}.nii.gz", lab.images, lab.geometry)
         scan = _store_flipped(scan, flips[k])
         target = out / f"{uid}{DATASET_FORMATS[fmts[k]]}"
         if fmts[k] == "nifti":

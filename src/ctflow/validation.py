@@ -35,12 +35,14 @@ __all__ = [
     "as_dtype",
     "as_float",
     "as_int",
+    "as_item_id",
     "as_path",
     "as_plane",
     "as_shape",
     "as_spacing",
     "as_threads",
     "check_geometry",
+    "check_path_text",
     "check_volume",
 ]
 
@@ -289,6 +291,47 @@ def as_threads(n_threads: Any, where: str = "") -> int:
     return as_int(n_threads, "n_threads", where, lo=1)
 
 
+#: Longest file or folder name most file systems take (bytes, UTF-8).
+NAME_MAX = 255
+#: Longest path ctflow accepts (bytes, UTF-8): Linux's PATH_MAX.
+PATH_MAX = 4096
+
+
+def as_item_id(value: Any, where: str = "") -> str:
+    r"""Return an item id that is safe as a folder name (``dump`` writes ``<dst>/<id>/``).
+
+    Refused: empty ids, NUL and control characters, path separators (``/``, ``\``), ``.``
+    and ``..``, names over :data:`NAME_MAX` bytes.
+
+    Examples
+    --------
+    >>> as_item_id("1.3.6.1.4.1.14519.5.2.1")
+    '1.3.6.1.4.1.14519.5.2.1'
+    >>> as_item_id("../etc", "dataset")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ctflow.errors.InvalidParameterError: dataset: item id '../etc' must not contain a path ...
+    """
+    text = str(value)
+    prefix = _prefix(where)
+    if not text or text in (".", ".."):
+        raise InvalidParameterError(f"{prefix}item id must be a name, not {text!r}")
+    if "/" in text or "\\" in text:
+        raise InvalidParameterError(
+            f"{prefix}item id {text!r} must not contain a path separator (slash or backslash)"
+        )
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise InvalidParameterError(
+            f"{prefix}item id {text!r} must not contain NUL or other control characters"
+        )
+    if len(text.encode("utf-8")) > NAME_MAX:
+        raise InvalidParameterError(
+            f"{prefix}item id {text[:40]!r}... is {len(text.encode('utf-8'))} bytes long; a folder "
+            f"name may have at most {NAME_MAX}"
+        )
+    return text
+
+
 def as_path(value: Any, what: str = "path", where: str = "") -> str:
     """Return a file or folder path made absolute (against the current folder), or a URL as given.
 
@@ -306,9 +349,38 @@ def as_path(value: Any, what: str = "path", where: str = "") -> str:
         raise InvalidParameterError(
             f"{_prefix(where)}{what} must be a non-empty path or URL; got {value!r}"
         )
+    check_path_text(value, what, where)
     if "://" in value:
         return value
     return os.path.abspath(os.path.expanduser(value))
+
+
+def check_path_text(value: str, what: str = "path", where: str = "") -> str:
+    r"""Return ``value`` when it can be a path: no NUL byte, names and length within limits.
+
+    Examples
+    --------
+    >>> check_path_text("/data/scan.mhd")
+    '/data/scan.mhd'
+    >>> check_path_text("scan\x00.mhd", "source")
+    Traceback (most recent call last):
+    ...
+    ctflow.errors.InvalidParameterError: source 'scan\x00.mhd' contains a NUL byte
+    """
+    prefix = _prefix(where)
+    if "\x00" in value:
+        raise InvalidParameterError(f"{prefix}{what} {value!r} contains a NUL byte")
+    if len(value.encode("utf-8", "surrogateescape")) > PATH_MAX:
+        raise InvalidParameterError(
+            f"{prefix}{what} {value[:60]!r}... is longer than {PATH_MAX} bytes"
+        )
+    for part in value.replace("\\", "/").split("/"):
+        if len(part.encode("utf-8", "surrogateescape")) > NAME_MAX:
+            raise InvalidParameterError(
+                f"{prefix}{what} has a name of {len(part.encode('utf-8', 'surrogateescape'))} "
+                f"bytes ({part[:40]!r}...); file systems allow at most {NAME_MAX}"
+            )
+    return value
 
 
 def check_volume(image: Any, where: str) -> NDArray[Any]:

@@ -5,11 +5,17 @@ needed), so they work in scripts, tests and headless servers; save one with
 ``fig.savefig("scan.png")``.
 
 * :func:`show_scan` — four panels: axial, coronal and sagittal slices through one point, and an
-  axial maximum intensity projection (MIP) over a slab around it. Lungs (blue), nodule masks
-  (red) and annotated nodules (yellow circles, where their sphere cuts the plane) are overlaid.
+  axial maximum intensity projection (MIP) over a slab around it. Lungs (blue), masks and
+  annotated nodules (yellow circles, where their sphere cuts the plane) are overlaid.
 * :func:`show_item` — the same for an item of a batch (``batch[i]``): what ``CTBatch.show``
   draws.
 * :func:`show_slice` — one axial slice (voxel index ``z``) with the same overlays.
+
+Masks are drawn by what they hold: a binary mask in translucent red; a label map (organs, lobes,
+lesions: values such as {0, 1, 2, 5}) with one colour per label value — a fixed palette indexed
+by the value, so label 2 has the same colour in every picture — and a legend of the labels
+(``label_names={1: "body", 2: "lung"}`` adds names); float probabilities as a heat overlay (red,
+more opaque where more probable) with a red contour at 0.5. See :mod:`ctflow.viz_panels`.
 
 The display frame and the panels are drawn by :mod:`ctflow.viz_panels`. Axes are world
 millimetres of the LPS frame (x to the patient's left, y to the back, z to the head). Scans
@@ -30,11 +36,16 @@ Examples
  'axial MIP, z = 9.0 .. 31.0 mm']
 >>> fig.axes[0].get_xlabel()
 'x (mm, LPS)'
+>>> labels = np.zeros(vol.shape, np.uint8)
+>>> labels[8:12, 10:20, 4:14], labels[8:12, 10:20, 18:28], labels[9:11, 14:16, 8:10] = 1, 2, 5
+>>> fig = show_scan(vol, Geometry((2.0, 1.0, 1.0)), masks=labels, label_names={2: "lung"})
+>>> [t.get_text() for t in fig.legends[0].get_texts()]
+['1', '2: lung', '5']
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -47,12 +58,16 @@ from ctflow.geometry import Geometry
 from ctflow.validation import as_float
 from ctflow.viz_panels import (
     LUNG_COLOR,
-    MASK_COLOR,
     NODULE_COLOR,
+    MaskLabels,
     check_component,
     default_center,
+    describe_mask,
     display_frame,
+    draw_mask,
     draw_panel,
+    legend_handles,
+    mask_focus,
     nodule_rows,
     overlay,
 )
@@ -73,6 +88,7 @@ def show_scan(
     title: str | None = None,
     figsize: tuple[float, float] = (11.0, 10.0),
     dpi: int = 100,
+    label_names: Mapping[int, str] | None = None,
 ) -> Figure:
     """Axial, coronal and sagittal slices through a point, and an axial MIP, with overlays.
 
@@ -83,14 +99,19 @@ def show_scan(
     geometry : Geometry, optional
         Spacing, origin and direction: world-mm axes and nodule placement. Without it, voxel
         axes.
-    masks, lungs : ndarray (Z, Y, X), optional
-        Nodule mask (red) and lung mask (translucent blue), on the images' grid.
+    masks : ndarray (Z, Y, X), optional
+        On the images' grid: a binary mask (translucent red), a label map (one colour per
+        label value, with a legend) or float probabilities (heat overlay and a contour at
+        0.5); see the module docstring. On the MIP: the maximum over the slab.
+    lungs : ndarray (Z, Y, X), optional
+        Lung mask (translucent blue), on the images' grid.
     nodules : DataFrame or sequence of (z, y, x, diameter)
         World-mm nodules (ctflow's nodule table works as is), drawn as yellow dashed circles
         where their sphere cuts each plane (on the MIP: where it meets the slab).
     center : 3 floats, optional
         World (z, y, x) mm where the three planes cross. Default: the largest nodule, else the
-        centre of the nodule mask, else of the lungs, else of the volume.
+        centre of the mask (of a label map: a voxel of its rarest label, the smallest
+        structure), else of the lungs, else of the volume.
     window : (lo, hi) or None, default (-1000, 400)
         Grey-level range; None: the data's range.
     mip_mm : float, default 20
@@ -99,16 +120,20 @@ def show_scan(
         Figure title (default: shape and spacing).
     figsize, dpi
         Figure size in inches and resolution.
+    label_names : mapping of int to str, optional
+        Names of label values for the legend, e.g. ``{1: "body", 2: "lung"}``.
 
     Returns
     -------
     matplotlib.figure.Figure
-        Four axes: axial, coronal, sagittal, axial MIP.
+        Four axes: axial, coronal, sagittal, axial MIP; ``fig.legends[0]`` lists the labels of a
+        label map (or the keys of a probability overlay) under the panels.
 
     Raises
     ------
     InvalidParameterError
-        Arrays that are not 3-D or not on the images' grid, bad nodule rows, bad ``center``.
+        Arrays that are not 3-D or not on the images' grid, bad nodule rows, bad ``center``,
+        float masks that are neither probabilities nor whole-number labels, bad label names.
 
     Examples
     --------
@@ -118,7 +143,7 @@ def show_scan(
     >>> len(fig.axes), fig.axes[1].get_ylabel()
     (4, 'z (mm, LPS)')
     """
-    d = display_frame(images, geometry, masks, lungs, nodules)
+    d = display_frame(images, geometry, masks, lungs, nodules, label_names)
     if center is None:
         c = default_center(d)
     else:
@@ -139,13 +164,32 @@ def show_scan(
     legend = []
     if d.lungs is not None:
         legend.append("lungs: blue")
-    if d.masks is not None:
-        legend.append("nodule mask: red")
+    if d.mask_labels is not None:
+        legend.append(_mask_note(d.mask_labels))
     if len(d.nodules):
         legend.append(f"{len(d.nodules)} annotated nodule(s): yellow")
     head = title or f"{images.shape} voxels (z, y, x), spacing ({sp}) mm"
     fig.suptitle(head + ("\n" + "; ".join(legend) if legend else ""))
+    info = d.mask_labels
+    handles = [] if info is None else legend_handles(info)
+    if info is not None and handles:
+        fig.legend(
+            handles=handles,
+            loc="outside lower center",
+            ncols=min(len(handles), 8),
+            title=None if info.kind == "probabilities" else "mask labels",
+            frameon=False,
+        )
     return fig
+
+
+def _mask_note(info: MaskLabels) -> str:
+    """Return the title's words for the mask: binary as before, else what the legend shows."""
+    if info.kind == "binary":
+        return "nodule mask: red" if 1 not in info.names else f"mask ({info.text(1)}): red"
+    if info.kind == "probabilities":
+        return "probability mask: red, opacity = probability, contour at 0.5"
+    return f"label map: {len(info.values)} label(s), colours in the legend"
 
 
 def show_item(item: Any, **kwargs: Any) -> Figure:
@@ -191,6 +235,7 @@ def show_slice(
     window: tuple[float, float] | None = (-1000.0, 400.0),
     title: str | None = None,
     ax: Any = None,
+    label_names: Mapping[int, str] | None = None,
 ) -> Figure:
     """Draw axial slice ``z`` (voxel index along axis 0) of a volume with optional overlays.
 
@@ -198,12 +243,16 @@ def show_slice(
     ----------
     images : ndarray (Z, Y, X)
         HU (shown with ``window``) or normalised values (pass ``window=None``).
-    masks, lungs : ndarray (Z, Y, X), optional
-        Nodule mask (red) and lung mask (translucent blue) overlays.
+    masks : ndarray (Z, Y, X), optional
+        Binary mask (red), label map (one colour per label, legend) or probabilities (heat
+        overlay, contour at 0.5), as in :func:`show_scan`.
+    lungs : ndarray (Z, Y, X), optional
+        Lung mask (translucent blue).
     geometry : Geometry, optional
         For world-mm axes and to place ``nodules`` outlines.
     z : int, optional
-        Slice index; default: the slice with the most mask voxels, else the middle.
+        Slice index; default: the slice with the most mask voxels (of a label map: of its rarest
+        label; of probabilities: of at least 0.5), else the middle.
     nodules : DataFrame or sequence of (z, y, x, diameter)
         World-mm nodules drawn as circles (yellow) where they cut the slice.
     window : (lo, hi) or None
@@ -211,6 +260,8 @@ def show_slice(
     title : str, optional
     ax : matplotlib Axes, optional
         Draw into this axes instead of a new figure.
+    label_names : mapping of int to str, optional
+        Names of label values for the legend (drawn in the axes).
 
     Returns
     -------
@@ -225,14 +276,17 @@ def show_slice(
     'x (mm, LPS)'
     """
     images = check_component(images, "images")
+    info = None
     if masks is not None:
         masks = check_component(masks, "masks", images.shape)
+        info = describe_mask(masks, label_names)
     if lungs is not None:
         lungs = check_component(lungs, "lungs", images.shape)
     rows = nodule_rows(nodules)
     if z is None:
-        if masks is not None and masks.any():
-            z = int(np.argmax(masks.reshape(masks.shape[0], -1).sum(axis=1)))
+        focus = None if masks is None else mask_focus(masks, info)
+        if focus is not None and focus.any():
+            z = int(np.argmax(np.count_nonzero(focus.reshape(focus.shape[0], -1), axis=1)))
         else:
             z = images.shape[0] // 2
     if not 0 <= z < images.shape[0]:
@@ -260,7 +314,10 @@ def show_slice(
     if lungs is not None:
         overlay(ax, lungs[z], LUNG_COLOR, 0.25, extent=extent)
     if masks is not None:
-        overlay(ax, masks[z], MASK_COLOR, 0.45, extent=extent)
+        draw_mask(ax, masks[z], info, extent=extent)
+        handles = legend_handles(info) if info is not None else []
+        if handles:
+            ax.legend(handles=handles, loc="upper right", fontsize="small", framealpha=0.7)
     if geometry is not None:
         for nz, ny_, nx_, diameter in rows:
             vox = geometry.world_to_voxel([nz, ny_, nx_])

@@ -3,18 +3,33 @@
 :func:`display_frame` turns images, overlays, a geometry and nodules into a :class:`Display`
 whose voxel axes run along +z, +y, +x of the frame the pictures are drawn in (world LPS mm for
 axis-aligned scans, voxel axes otherwise); :func:`draw_panel` draws one axial, coronal or
-sagittal view (a slice or a MIP slab) with lungs, nodule masks and nodule circles on a
-matplotlib Axes.
+sagittal view (a slice or a MIP slab) with lungs, masks and nodule circles on a matplotlib
+Axes.
+
+Masks are drawn by what they hold (:func:`describe_mask`):
+
+* **binary** (values 0 and 1, any dtype): translucent red, as always;
+* **label map** (whole numbers beyond 0 and 1, e.g. {0, 1, 2, 5}): one colour per label value,
+  :func:`label_color` — a fixed qualitative palette (:data:`LABEL_COLORS`) indexed by the value,
+  wrapping, so a label has the same colour in every picture whatever other labels are present;
+  :func:`legend_handles` lists each label with its colour and, when given, its name;
+* **probabilities** (floats in [0, 1] that are not all whole): a heat overlay — red whose opacity
+  grows with the probability (0 transparent, 1 at 60 %) — and a red contour at 0.5, the
+  boundary ``binarize_mask(0.5)`` would draw.
+
+On a MIP panel a mask is its maximum over the slab: the highest label, the highest probability.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from matplotlib.colors import ListedColormap
-from matplotlib.patches import Circle
+from matplotlib.colors import BoundaryNorm, LinearSegmentedColormap, ListedColormap, to_rgba
+from matplotlib.lines import Line2D
+from matplotlib.patches import Circle, Patch
 from numpy.typing import NDArray
 
 from ctflow.errors import InvalidParameterError
@@ -23,14 +38,24 @@ from ctflow.validation import check_geometry
 
 __all__ = [
     "CUT_COLOR",
+    "LABEL_ALPHA",
+    "LABEL_COLORS",
     "LUNG_COLOR",
     "MASK_COLOR",
     "NODULE_COLOR",
+    "PROBABILITY_ALPHA",
     "Display",
+    "MaskLabels",
     "check_component",
+    "check_label_names",
     "default_center",
+    "describe_mask",
     "display_frame",
+    "draw_mask",
     "draw_panel",
+    "label_color",
+    "legend_handles",
+    "mask_focus",
     "nodule_rows",
     "overlay",
 ]
@@ -43,6 +68,223 @@ MASK_COLOR = "red"
 NODULE_COLOR = "yellow"
 #: Colour of the lines where the other planes cut a view.
 CUT_COLOR = "cyan"
+#: Colours of label values 1, 2, 3, ... (label ``v`` gets ``LABEL_COLORS[(v - 1) % 10]``):
+#: distinct hues, none grey (the scan), yellow (nodule circles) or cyan (plane cuts).
+LABEL_COLORS = (
+    "#e6194b",  # red
+    "#3cb44b",  # green
+    "#4363d8",  # blue
+    "#f58231",  # orange
+    "#911eb4",  # purple
+    "#f032e6",  # magenta
+    "#bfef45",  # lime
+    "#469990",  # teal
+    "#9a6324",  # brown
+    "#fabed4",  # pink
+)
+#: Opacity of a label map's colours.
+LABEL_ALPHA = 0.5
+#: Opacity of a probability of 1 in the heat overlay (0 is transparent).
+PROBABILITY_ALPHA = 0.6
+#: The most labels a legend lists (the rest are counted in a last entry).
+LEGEND_MAX = 24
+
+
+def label_color(value: float) -> str:
+    """Return the colour of label ``value``: a fixed palette, wrapping after 10 labels.
+
+    Parameters
+    ----------
+    value : int
+        A label value (whole number; 0 is background and not drawn).
+
+    Returns
+    -------
+    str
+        A hex colour of :data:`LABEL_COLORS`.
+
+    Examples
+    --------
+    >>> label_color(1), label_color(5), label_color(11) == label_color(1)
+    ('#e6194b', '#911eb4', True)
+    """
+    return LABEL_COLORS[(int(value) - 1) % len(LABEL_COLORS)]
+
+
+@dataclass(frozen=True)
+class MaskLabels:
+    """What a mask holds, which decides how it is drawn (see the module docstring).
+
+    Attributes
+    ----------
+    kind : {"binary", "labels", "probabilities"}
+        How the mask is drawn.
+    values : tuple of int
+        The nonzero labels present (``(1,)`` for a non-empty binary mask; empty for
+        probabilities).
+    names : mapping of int to str
+        Names the user gave to label values, shown in the legend.
+    counts : tuple of int
+        Voxels of each label of ``values``.
+    """
+
+    kind: str
+    values: tuple[int, ...] = ()
+    names: Mapping[int, str] = field(default_factory=dict)
+    counts: tuple[int, ...] = ()
+
+    @property
+    def rarest(self) -> int | None:
+        """Return the label with the fewest voxels (the first of them on a tie), or None."""
+        if not self.values:
+            return None
+        return self.values[int(np.argmin(self.counts))]
+
+    def text(self, value: int) -> str:
+        """Return the legend text of label ``value``: ``"2: lung"``, or ``"2"`` unnamed."""
+        name = self.names.get(value)
+        return f"{value}: {name}" if name else str(value)
+
+
+def check_label_names(names: Any) -> dict[int, str]:
+    """Return ``{label value: name}`` from a mapping of whole numbers to strings.
+
+    Raises
+    ------
+    InvalidParameterError
+        Not a mapping, a key that is not a whole number, a name that is not a string.
+
+    Examples
+    --------
+    >>> check_label_names({1: "body", "2": "lung"})
+    {1: 'body', 2: 'lung'}
+    """
+    if names is None:
+        return {}
+    if not isinstance(names, Mapping):
+        raise InvalidParameterError(
+            f"viz: label_names must map label values to names, e.g. {{1: 'body', 2: 'lung'}}; "
+            f"got {type(names).__name__}"
+        )
+    out: dict[int, str] = {}
+    for key, name in names.items():
+        try:
+            value = int(key)
+            whole = float(key) == value
+        except (TypeError, ValueError):
+            whole = False
+        if not whole or not isinstance(name, str):
+            raise InvalidParameterError(
+                f"viz: label_names must map whole-number label values to strings; "
+                f"got {key!r}: {name!r}"
+            )
+        out[value] = name
+    return out
+
+
+def describe_mask(masks: NDArray[Any], label_names: Any = None) -> MaskLabels:
+    """Return whether ``masks`` is binary, a label map or probabilities, and its labels.
+
+    Parameters
+    ----------
+    masks : ndarray
+        Any dtype: bool, integers, or floats (whole-number floats are labels).
+    label_names : mapping of int to str, optional
+        Names of label values.
+
+    Returns
+    -------
+    MaskLabels
+
+    Raises
+    ------
+    InvalidParameterError
+        Floats that are neither whole numbers nor probabilities in [0, 1] (NaN, logits).
+
+    Examples
+    --------
+    >>> describe_mask(np.array([0, 2, 5, 2], np.uint8))
+    MaskLabels(kind='labels', values=(2, 5), names={}, counts=(2, 1))
+    >>> describe_mask(np.array([0.0, 0.3, 0.9], np.float32)).kind
+    'probabilities'
+    >>> describe_mask(np.array([0, 1], np.int16)).kind
+    'binary'
+    """
+    names = check_label_names(label_names)
+    arr = np.asarray(masks)
+    if arr.dtype == np.bool_:
+        arr = arr.view(np.uint8)
+    if np.issubdtype(arr.dtype, np.floating):
+        if arr.size and not np.all(np.isfinite(arr)):
+            raise InvalidParameterError("viz: masks hold NaN or infinite values")
+        if not np.array_equal(arr, np.round(arr)):
+            lo, hi = float(arr.min()), float(arr.max())
+            if lo < 0 or hi > 1:
+                raise InvalidParameterError(
+                    f"viz: float masks must be probabilities in [0, 1] or whole-number labels; "
+                    f"got values {lo:g}..{hi:g}"
+                )
+            return MaskLabels("probabilities", (), names)
+    if arr.dtype in (np.uint8, np.uint16):
+        bins = np.bincount(arr.ravel(), minlength=2)
+        values = np.flatnonzero(bins)
+        counts = bins[values]
+    else:
+        values, counts = np.unique(arr, return_counts=True)
+    keep = values != 0
+    labels = tuple(int(v) for v in values[keep].tolist())
+    kind = "binary" if set(labels) <= {1} else "labels"
+    return MaskLabels(kind, labels, names, tuple(int(n) for n in counts[keep].tolist()))
+
+
+def mask_focus(masks: NDArray[Any], info: MaskLabels | None) -> NDArray[np.bool_]:
+    """Return the voxels a picture of ``masks`` centres on.
+
+    A binary mask's voxels; a label map's rarest label (the smallest structure: a lesion
+    among organs); probabilities of at least 0.5 (any nonzero when none reaches it).
+
+    Examples
+    --------
+    >>> m = np.array([1, 1, 5, 2, 2], np.uint8)
+    >>> mask_focus(m, describe_mask(m)).tolist()
+    [False, False, True, False, False]
+    """
+    if info is not None and info.kind == "labels" and info.rarest is not None:
+        return np.asarray(masks == info.rarest)
+    if info is not None and info.kind == "probabilities":
+        sure = np.asarray(masks >= 0.5)
+        if sure.any():
+            return sure
+    return np.asarray(masks != 0)
+
+
+def legend_handles(info: MaskLabels) -> list[Any]:
+    """Return matplotlib legend handles for a mask: one per label, or the probability keys.
+
+    A binary mask gets an entry only when its label 1 has a name.
+
+    Examples
+    --------
+    >>> [h.get_label() for h in legend_handles(MaskLabels("labels", (1, 2, 5), {2: "lung"}))]
+    ['1', '2: lung', '5']
+    """
+    if info.kind == "probabilities":
+        return [
+            Patch(facecolor=MASK_COLOR, alpha=PROBABILITY_ALPHA, label="probability (opacity)"),
+            Line2D([], [], color=MASK_COLOR, lw=1.5, label="probability 0.5"),
+        ]
+    if info.kind == "binary":
+        if not info.values or 1 not in info.names:
+            return []
+        return [Patch(facecolor=MASK_COLOR, alpha=0.45, label=info.text(1))]
+    shown = info.values[:LEGEND_MAX]
+    out: list[Any] = [
+        Patch(facecolor=label_color(v), alpha=LABEL_ALPHA, label=info.text(v)) for v in shown
+    ]
+    if len(info.values) > len(shown):
+        more = len(info.values) - len(shown)
+        out.append(Patch(facecolor="none", edgecolor="none", label=f"... {more} more labels"))
+    return out
 
 
 def nodule_rows(nodules: Any) -> NDArray[np.float64]:
@@ -143,6 +385,8 @@ class Display:
         Nodules in the display frame (z, y, x, diameter).
     unit : str
         Axis label suffix: ``"mm, LPS"``, ``"mm, voxel axes"`` or ``"voxels"``.
+    mask_labels : MaskLabels or None
+        What the masks hold: binary, label map or probabilities (:func:`describe_mask`).
     """
 
     images: NDArray[Any]
@@ -152,6 +396,7 @@ class Display:
     origin: NDArray[np.float64]
     nodules: NDArray[np.float64]  # (N, 4) display frame (z, y, x, diameter)
     unit: str  # axis label suffix
+    mask_labels: MaskLabels | None = None  # what the masks hold (how they are drawn)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -179,6 +424,7 @@ def display_frame(
     masks: NDArray[Any] | None,
     lungs: NDArray[Any] | None,
     nodules: Any,
+    label_names: Any = None,
 ) -> Display:
     """Put volumes and nodules in the display frame (see :mod:`ctflow.viz`).
 
@@ -196,6 +442,8 @@ def display_frame(
         Overlays on the images' grid.
     nodules : DataFrame or sequence of (z, y, x, diameter)
         World-mm nodules.
+    label_names : mapping of int to str, optional
+        Names of the masks' label values.
 
     Returns
     -------
@@ -204,7 +452,7 @@ def display_frame(
     Raises
     ------
     InvalidParameterError
-        Bad arrays, geometry or nodules.
+        Bad arrays, geometry, nodules or label names.
 
     Examples
     --------
@@ -221,16 +469,17 @@ def display_frame(
     if geometry is not None:
         check_geometry(geometry, "viz")
     rows = nodule_rows(nodules)
+    info = None if masks is None else describe_mask(masks, label_names)
     if geometry is None:
         sp = np.ones(3)
-        return Display(images, masks, lungs, sp, np.zeros(3), rows, "voxels")
+        return Display(images, masks, lungs, sp, np.zeros(3), rows, "voxels", info)
     perm = _signed_permutation(geometry.direction)
     if perm is None:  # oblique: voxel axes, mm from voxel (0, 0, 0)
         sp = geometry.spacing.copy()
         disp = rows.copy()
         if len(rows):
             disp[:, :3] = geometry.world_to_voxel(rows[:, :3]) * sp
-        return Display(images, masks, lungs, sp, np.zeros(3), disp, "mm, voxel axes")
+        return Display(images, masks, lungs, sp, np.zeros(3), disp, "mm, voxel axes", info)
     # flip the voxel axes that run against their world axis, then order them as world z, y, x
     signs = perm.sum(axis=0)  # sign of each voxel axis' world direction
     world_axis = np.abs(perm).argmax(axis=0)  # world axis of each voxel axis
@@ -256,6 +505,7 @@ def display_frame(
         origin,
         rows,
         "mm, LPS",
+        info,
     )
 
 
@@ -306,6 +556,61 @@ def overlay(ax: Any, plane: NDArray[Any], color: str, alpha: float, **kw: Any) -
         interpolation="nearest",
         **kw,
     )
+
+
+def draw_mask(ax: Any, plane: NDArray[Any], info: MaskLabels | None, **kw: Any) -> None:
+    """Draw a 2-D mask ``plane`` as ``info`` says: binary, one colour per label, probabilities.
+
+    Parameters
+    ----------
+    ax : matplotlib Axes
+        Where to draw.
+    plane : ndarray (rows, columns)
+        A slice (or slab maximum) of the mask.
+    info : MaskLabels or None
+        What the whole mask holds (:func:`describe_mask`); None: binary.
+    **kw
+        Passed to ``ax.imshow`` / ``ax.contour`` (``extent``, ``origin``).
+
+    Examples
+    --------
+    >>> from matplotlib.figure import Figure
+    >>> ax = Figure().add_subplot()
+    >>> draw_mask(ax, np.array([[0, 2], [5, 5]], np.uint8), describe_mask(np.array([2, 5])))
+    >>> ax.images[0].get_array().tolist()  # label values, 0 masked out
+    [[None, 2], [5, 5]]
+    """
+    if info is None or info.kind == "binary":
+        overlay(ax, plane, MASK_COLOR, 0.45, **kw)
+        return
+    if info.kind == "labels":
+        if not info.values or not plane.any():
+            return
+        values = np.asarray(info.values, np.float64)
+        bounds = np.concatenate(
+            ([values[0] - 0.5], (values[1:] + values[:-1]) / 2, [values[-1] + 0.5])
+        )
+        ax.imshow(
+            np.ma.masked_equal(plane, 0),
+            cmap=ListedColormap([label_color(v) for v in info.values]),
+            norm=BoundaryNorm(bounds, len(info.values)),
+            alpha=LABEL_ALPHA,
+            interpolation="nearest",
+            **kw,
+        )
+        return
+    p = np.asarray(plane, np.float64)
+    if not np.any(p > 0):
+        return
+    red = to_rgba(MASK_COLOR)
+    heat = LinearSegmentedColormap.from_list(
+        "probability", [(*red[:3], 0.0), (*red[:3], PROBABILITY_ALPHA)]
+    )
+    ax.imshow(
+        np.ma.masked_equal(p, 0.0), cmap=heat, vmin=0.0, vmax=1.0, interpolation="nearest", **kw
+    )
+    if p.max() > 0.5 and p.min() < 0.5:
+        ax.contour(p, levels=[0.5], colors=[MASK_COLOR], linewidths=1.5, **kw)
 
 
 def draw_panel(
@@ -365,7 +670,7 @@ def draw_panel(
     if lungs is not None:
         overlay(ax, lungs, LUNG_COLOR, 0.3, **kw)
     if masks is not None:
-        overlay(ax, masks, MASK_COLOR, 0.45, **kw)
+        draw_mask(ax, masks, d.mask_labels, **kw)
     for row in d.nodules:
         r = row[3] / 2
         dist = max(abs(row[fixed] - plane_coord) - half, 0.0)
@@ -401,13 +706,21 @@ def default_center(d: Display) -> NDArray[np.float64]:
     Returns
     -------
     ndarray of 3 float64
-        The centre of the largest nodule, else of the nodule mask, else of the lungs, else of
-        the volume.
+        The centre of the largest nodule, else of the mask (:func:`mask_focus`: for a label map
+        the voxel of its rarest label nearest to that label's centre), else of the lungs, else
+        of the volume.
     """
     if len(d.nodules):
         return d.nodules[int(np.argmax(d.nodules[:, 3])), :3].copy()
-    for arr in (d.masks, d.lungs):
-        if arr is not None and arr.any():
-            idx = np.argwhere(arr).mean(axis=0)
+    if d.masks is not None:
+        focus = mask_focus(d.masks, d.mask_labels)
+        if focus.any():
+            points = np.argwhere(focus)
+            idx = points.mean(axis=0)
+            if d.mask_labels is not None and d.mask_labels.kind == "labels":
+                idx = points[np.argmin(((points - idx) ** 2).sum(axis=1))].astype(np.float64)
             return np.array([d.coord(a, float(idx[a])) for a in range(3)])
+    if d.lungs is not None and d.lungs.any():
+        idx = np.argwhere(d.lungs).mean(axis=0)
+        return np.array([d.coord(a, float(idx[a])) for a in range(3)])
     return np.array([d.coord(a, (d.shape[a] - 1) / 2) for a in range(3)])

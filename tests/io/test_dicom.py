@@ -551,9 +551,11 @@ def test_truncated_slice_is_a_corrupt_file_error(good):
     victim.write_bytes(data[: len(data) - 50])
     with pytest.raises(CorruptFileError, match=rf"{victim.name}: PixelData holds \d+ bytes"):
         read_dicom_series(good.folder)
-    victim.write_bytes(data[:400])  # cut inside the header: no image left -> skipped -> gap
-    with pytest.raises(InvalidScanError, match="missing slice"):
+    victim.write_bytes(data[:400])  # cut inside the header: a damaged slice, not a gap
+    with pytest.raises(CorruptFileError, match=rf"{victim.name}: damaged DICOM file"):
         read_dicom_series(good.folder)
+    with pytest.raises(CorruptFileError, match=rf"{victim.name}: damaged DICOM file"):
+        read_dicom_series(good.folder, allow_uneven=True)
 
 
 def test_non_dicom_file_is_skipped_and_good_slices_read(good):

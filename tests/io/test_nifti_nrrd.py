@@ -353,6 +353,14 @@ _ORIGIN = "space origin: (10,-20.5,30)\n"
             f"endian: little\nencoding: raw\nline skip: 2\nspace: LPS\n{_DIRS}",
             b"line 1\nline 2\n" + _ARR.tobytes(),
         ),
+        (  # skipped lines longer than a read piece (64 KiB), then data holding newlines
+            f"endian: little\nencoding: raw\nline skip: 3\nspace: LPS\n{_DIRS}",
+            b"a" * 100_000 + b"\n\nshort\n" + (_ARR + ord("\n")).tobytes(),
+        ),
+        (  # line skip comes before the gzip stream (teem and ITK skip them in the raw file)
+            f"endian: little\nencoding: gzip\nline skip: 2\nspace: LPS\n{_DIRS}",
+            b"one\ntwo\n" + gzip.compress(_ARR.tobytes()),
+        ),
         (
             f"endian: little\nencoding: gz\nbyte skip: 5\nspace: LPS\n{_DIRS}",
             gzip.compress(b"12345" + _ARR.tobytes()),

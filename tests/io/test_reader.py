@@ -7,9 +7,12 @@ its typed ctflow error with the offending file named, and never allocate a claim
 from __future__ import annotations
 
 import gzip
+import io
 import re
+import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -26,12 +29,14 @@ from ctflow.errors import (
     UnsupportedFormatError,
 )
 from ctflow.geometry import Geometry, direction_from_sitk
+from ctflow.io import voxels
 from ctflow.io.metaimage import read_metaimage
 from ctflow.io.nifti import read_nifti
 from ctflow.io.nrrd import read_nrrd
 from ctflow.io.reader import FORMATS, detect_format, read_scan
 from ctflow.io.scan import Scan
 from ctflow.io.store import write_item
+from ctflow.io.voxels import INFLATE_IN, INFLATE_OUT, ZlibSource
 from ctflow.io.writer import write_scan
 
 pytestmark = pytest.mark.timeout(120)
@@ -595,3 +600,74 @@ def test_corpus_builders_make_good_files_when_left_alone(tmp_path):
         np.testing.assert_array_equal(scan.images, _volume())
     scan = read_scan(_series(tmp_path))
     assert scan.shape == (6, 8, 9) and scan.skipped == []
+
+
+# ---------------------------------------------------------------- compressed voxel input
+def _zlib_pieces(data: bytes, gzip_members: int = 0) -> bytes:
+    """``data`` as one zlib stream, or as ``gzip_members`` concatenated gzip members."""
+    if not gzip_members:
+        return zlib.compress(data, 6)
+    step = -(-len(data) // gzip_members)
+    return b"".join(gzip.compress(data[i : i + step]) for i in range(0, len(data), step))
+
+
+@pytest.mark.parametrize("members", [0, 1, 3], ids=["zlib", "gzip", "3 gzip members"])
+@pytest.mark.parametrize("content", ["noise", "runs"])
+@pytest.mark.parametrize("piece", [331, 65537, 2**20], ids=["331 B", "64 KiB + 1", "1 MiB"])
+def test_the_inflater_fills_any_buffer_sizes_across_its_pieces(content, members, piece):
+    rng = np.random.default_rng(7)
+    n = 3 * INFLATE_OUT + 12345  # several output pieces, not a multiple of any of them
+    if content == "noise":  # incompressible: many input pieces per output piece
+        data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+    else:  # long runs: one small input piece inflates to many output pieces
+        data = np.repeat(rng.integers(0, 256, 40, dtype=np.uint8), -(-n // 40))[:n].tobytes()
+    stream = _zlib_pieces(data, members)
+    src = ZlibSource(io.BytesIO(stream), len(stream), Path("x"), Path("x"), multi_member=True)
+    out = bytearray(n)
+    pos = 0
+    while pos < n:
+        got = src.fill(memoryview(out)[pos : pos + piece])
+        assert got == min(piece, n - pos)
+        pos += got
+    src.finish()
+    assert bytes(out) == data
+
+
+def test_the_inflater_says_when_the_stream_is_longer_or_truncated():
+    data = bytes(range(256)) * 5000
+    stream = zlib.compress(data)
+    src = ZlibSource(io.BytesIO(stream), len(stream), Path("h.mhd"), Path("d.zraw"))
+    assert src.fill(memoryview(bytearray(len(data) - 1))) == len(data) - 1
+    with pytest.raises(CorruptFileError, match=r"h\.mhd: d\.zraw inflates to more voxel bytes"):
+        src.finish()
+    cut = stream[: len(stream) // 2]
+    src = ZlibSource(io.BytesIO(cut), len(cut), Path("h.mhd"), Path("d.zraw"))
+    assert src.fill(memoryview(bytearray(len(data)))) < len(data)
+    with pytest.raises(CorruptFileError, match=r"h\.mhd: compressed voxel data in d\.zraw is t"):
+        src.finish()
+
+
+def test_the_inflater_returns_bounded_pieces(monkeypatch):
+    """Each zlib call may return at most INFLATE_OUT bytes, whatever the caller's buffer."""
+    sizes: list[int] = []
+    real = zlib.decompressobj
+
+    class Spy:
+        def __init__(self, wbits: int) -> None:
+            self.z = real(wbits)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.z, name)
+
+        def decompress(self, data: bytes, max_length: int = 0) -> bytes:
+            assert 0 < max_length <= INFLATE_OUT and len(data) <= INFLATE_IN
+            out = self.z.decompress(data, max_length)
+            sizes.append(len(out))
+            return out
+
+    monkeypatch.setattr(voxels.zlib, "decompressobj", Spy)
+    data = bytes(8 * INFLATE_OUT)  # zeros: 8 MiB from a few kB
+    stream = zlib.compress(data)
+    src = ZlibSource(io.BytesIO(stream), len(stream), Path("x"), Path("x"))
+    assert src.fill(memoryview(bytearray(len(data)))) == len(data)
+    assert max(sizes) == INFLATE_OUT and sum(sizes) == len(data)

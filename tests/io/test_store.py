@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,6 +20,22 @@ import pytest
 
 import ctflow as cf
 from ctflow.io import store
+
+
+def _array(folder: Path, name: str = "images") -> Path:
+    """The file of a stored array, as the item's meta.json names it."""
+    meta = json.loads((folder / "meta.json").read_text())
+    return folder / meta["components"][name].get("file", f"{name}.b2nd")
+
+
+def _as_format_1(folder: Path) -> None:
+    """Turn an item into what format 1 wrote: ``<name>.b2nd``, no file names, no checksums."""
+    meta = json.loads((folder / "meta.json").read_text())
+    for name, spec in meta["components"].items():
+        (folder / spec.pop("file")).rename(folder / f"{name}.b2nd")
+        del spec["chunk_crc32"]
+    meta["format_version"] = 1
+    (folder / "meta.json").write_text(json.dumps(meta, indent=1))
 
 
 def _batch(rng):
@@ -154,11 +171,12 @@ def test_dumps_are_byte_identical_whoever_writes_them(tmp_path, rng):
     b.dump(tmp_path / "two")
     b.dump(tmp_path / "one")  # rewritten in place (a rerun of the same work)
     one, two = _files(tmp_path / "one"), _files(tmp_path / "two")
-    assert sorted(one) == [
-        "a/images.b2nd", "a/masks.b2nd", "a/meta.json",
-        "b/images.b2nd", "b/masks.b2nd", "b/meta.json",
+    names = [re.sub(r"\.[0-9a-f]{16}\.", ".<hash>.", name) for name in sorted(one)]
+    assert names == [
+        "a/images.<hash>.b2nd", "a/masks.<hash>.b2nd", "a/meta.json",
+        "b/images.<hash>.b2nd", "b/masks.<hash>.b2nd", "b/meta.json",
     ]  # fmt: skip
-    assert one == two
+    assert one == two  # file names included
     # meta.json holds only what the item is: no time, host, pid or thread count
     meta = json.loads(one["b/meta.json"])
     assert set(meta) == {
@@ -168,7 +186,11 @@ def test_dumps_are_byte_identical_whoever_writes_them(tmp_path, rng):
     # and the bytes do depend on the data
     b.images[0, 0, 0] += 1
     b.dump(tmp_path / "three")
-    assert _files(tmp_path / "three")["a/images.b2nd"] != one["a/images.b2nd"]
+    old, new = _array(tmp_path / "one" / "a"), _array(tmp_path / "three" / "a")
+    assert new.name != old.name and new.read_bytes() != old.read_bytes()
+    # a rewrite with other content leaves only the new arrays
+    b.dump(tmp_path / "one")
+    assert _files(tmp_path / "one") == _files(tmp_path / "three")
 
 
 def test_concurrent_writers_of_one_item_leave_one_whole_copy(tmp_path):
@@ -334,7 +356,7 @@ def test_whole_plane_chunks_round_trip_exactly(tmp_path, rng, shape, dtype, comp
     store.write_item(
         tmp_path, "x", {"images": arr}, cf.Geometry((1, 1, 1)), compression=compression
     )
-    stored = blosc2.open(str(tmp_path / "x" / "images.b2nd"))
+    stored = blosc2.open(str(_array(tmp_path / "x")))
     z, y, x = shape
     cz = stored.chunks[0]
     assert tuple(stored.chunks[1:]) == (y, x) and tuple(stored.blocks[1:]) == (y, x)
@@ -358,11 +380,10 @@ def test_zstd_is_smaller_and_lz4_is_the_default(tmp_path):
     store.write_item(
         tmp_path / "z", "x", {"images": vol}, cf.Geometry((1, 1, 1)), compression="zstd"
     )
-    lz4 = (tmp_path / "l" / "x" / "images.b2nd").stat().st_size
-    zstd = (tmp_path / "z" / "x" / "images.b2nd").stat().st_size
-    assert blosc2.open(str(tmp_path / "l" / "x" / "images.b2nd")).schunk.cparams.codec == (
-        blosc2.Codec.LZ4
-    )
+    lz4 = _array(tmp_path / "l" / "x").stat().st_size
+    zstd = _array(tmp_path / "z" / "x").stat().st_size
+    codec = blosc2.open(str(_array(tmp_path / "l" / "x"))).schunk.cparams.codec
+    assert codec == blosc2.Codec.LZ4
     assert zstd < lz4 < vol.nbytes
     with pytest.raises(cf.InvalidParameterError, match="compression must be one of"):
         store.write_item(tmp_path / "bad", "x", {"images": vol}, cf.Geometry((1, 1, 1)),
@@ -374,6 +395,7 @@ def test_dumps_of_the_earlier_tiled_layout_still_load(tmp_path, rng):
     """Format version 1 files written with 256x256 in-plane tiles and ZSTD (before LZ4 planes)."""
     arr = rng.integers(-1000, 2000, size=(40, 300, 280)).astype(np.int16)
     store.write_item(tmp_path, "old", {"images": arr}, cf.Geometry((1, 1, 1)))
+    _as_format_1(tmp_path / "old")
     path = tmp_path / "old" / "images.b2nd"
     path.unlink()
     blosc2.asarray(
@@ -392,7 +414,7 @@ def test_dumps_of_the_earlier_tiled_layout_still_load(tmp_path, rng):
 def test_damaged_chunks_give_a_typed_error(tmp_path, rng, damage):
     arr = rng.integers(-1000, 1000, size=(70, 256, 256)).astype(np.int16)
     store.write_item(tmp_path, "a", {"images": arr}, cf.Geometry((1, 1, 1)))
-    path = tmp_path / "a" / "images.b2nd"
+    path = _array(tmp_path / "a")
     raw = path.read_bytes()
     third = len(raw) // 3
     path.write_bytes(
@@ -400,7 +422,7 @@ def test_damaged_chunks_give_a_typed_error(tmp_path, rng, damage):
         if damage == "truncate"
         else raw[:third] + bytes(1000) + raw[third + 1000 :]
     )
-    with pytest.raises(cf.CorruptFileError, match=r"images\.b2nd"):
+    with pytest.raises(cf.CorruptFileError, match=r"images\.[0-9a-f]{16}\.b2nd"):
         store.read_item(tmp_path / "a")
 
 
@@ -443,8 +465,8 @@ def test_crop_files_are_exactly_what_blosc2_writes(tmp_path, rng, monkeypatch, c
         store.write_item(tmp_path / "blosc2", f"c{k}", {"images": crop}, geometry,
                          compression=compression)  # fmt: skip
     for k, crop in enumerate(crops):
-        ours = (tmp_path / "ours" / f"c{k}" / "images.b2nd").read_bytes()
+        ours = _array(tmp_path / "ours" / f"c{k}").read_bytes()
         assert ours == _blosc2_frame(crop, compression), f"crop {k}"
-        assert ours == (tmp_path / "blosc2" / f"c{k}" / "images.b2nd").read_bytes()
-        arr = blosc2.open(str(tmp_path / "ours" / f"c{k}" / "images.b2nd"), mode="r")
+        assert ours == _array(tmp_path / "blosc2" / f"c{k}").read_bytes()
+        arr = blosc2.open(str(_array(tmp_path / "ours" / f"c{k}")), mode="r")
         np.testing.assert_array_equal(arr[...], crop)  # blosc2's own reader

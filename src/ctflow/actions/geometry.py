@@ -1,8 +1,11 @@
 """Actions that move voxels: reorient, resize, unify_spacing, rotate, flip, crops and pads.
 
 Each keeps world positions right: the item's geometry is updated so every voxel points at the
-anatomy it shows, and nodule tables (world mm) stay valid. Masks and lungs follow as labels
-(nearest neighbour, never interpolated).
+anatomy it shows, and nodule tables (world mm) stay valid. Masks follow by their content
+(:func:`ctflow.labels.resample_mask`): label maps keep their values (nearest neighbour, or
+per-label linear interpolation and argmax with ``labels_interpolation="onehot"``),
+probabilities (float) are interpolated linearly, channels (C, Z, Y, X) one by one. Lungs are
+labels (nearest).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from numpy.typing import ArrayLike
 
 from ctflow.actions.base import ItemAction
 from ctflow.geometry import Geometry
+from ctflow.labels import each_channel, resample_mask
 from ctflow.validation import (
     as_axes,
     as_bool,
@@ -41,10 +45,17 @@ __all__ = [
     "UnifySpacing",
     "cut",
     "cut_padded",
+    "flipped_geometry",
 ]
 
 LABELS = ("masks", "lungs")
 COMPONENTS = ("images", "masks", "lungs")
+
+
+def _check_interpolation(action: ItemAction, value: str) -> None:
+    from ctflow.ops.affine import LABEL_MODES
+
+    as_choice(value, LABEL_MODES, "labels_interpolation", action.name)
 
 
 def _resample_dtypes() -> tuple[np.dtype[Any], ...]:
@@ -53,11 +64,19 @@ def _resample_dtypes() -> tuple[np.dtype[Any], ...]:
     return OUTPUT_DTYPES
 
 
+def _step(state: Any, shape: Any, geometry: Geometry, interpolates: bool = True) -> Any:
+    """The :class:`~ctflow.actions.fusion.GridStep` from ``state``'s grid to a new grid."""
+    from ctflow.actions.fusion import GridStep, index_map
+
+    shape = tuple(int(v) for v in shape)
+    return GridStep(shape, geometry, index_map(state.geometry, geometry), interpolates)
+
+
 def cut(item: CTItem, start: ArrayLike, shape: ArrayLike) -> dict[str, Any]:
     """Every component's box ``start .. start + shape`` (inside the item) and its geometry."""
     st = np.asarray(start, dtype=np.int64)
     sh = np.asarray(shape, dtype=np.int64)
-    box = tuple(slice(int(a), int(a + b)) for a, b in zip(st, sh, strict=True))
+    box = (Ellipsis, *(slice(int(a), int(a + b)) for a, b in zip(st, sh, strict=True)))
     out: dict[str, Any] = {"geometry": item.geometry.shifted(st)}
     for comp in COMPONENTS:
         arr = getattr(item, comp)
@@ -80,7 +99,8 @@ def cut_padded(item: CTItem, start: ArrayLike, shape: ArrayLike) -> dict[str, An
     for comp in COMPONENTS:
         arr = getattr(item, comp)
         if arr is not None:
-            out[comp] = extract_crop(arr, st, shape, fill if comp == "images" else 0)
+            value = fill if comp == "images" else 0
+            out[comp] = each_channel(arr, lambda v, f=value: extract_crop(v, st, shape, f))
     return out
 
 
@@ -118,6 +138,19 @@ class Reorient(ItemAction):
         orientation_transform(np.eye(3), self.code)  # raises InvalidParameterError on a bad code
         self._set("code", self.code.upper())
 
+    exact_step = True
+
+    def fusable(self) -> bool:
+        """Reorientation joins a fused geometry pass (:mod:`ctflow.actions.fusion`)."""
+        return True
+
+    def grid_step(self, state: Any, params: Mapping[str, Any]) -> Any:
+        """Return what reorienting does to ``state``'s grid."""
+        from ctflow.ops.orient import reorient
+
+        view, geometry = reorient(state.images, state.geometry, self.code)
+        return _step(state, view.shape, geometry, interpolates=False)
+
     def apply(self, item: CTItem, params: Mapping[str, Any]) -> dict[str, Any] | None:
         """Reorient one item (nothing when it already has the code)."""
         from ctflow.ops.orient import reorient
@@ -130,7 +163,9 @@ class Reorient(ItemAction):
         for comp in LABELS:
             arr = getattr(item, comp)
             if arr is not None:
-                out[comp] = np.ascontiguousarray(reorient(arr, item.geometry, self.code)[0])
+                out[comp] = each_channel(
+                    arr, lambda v: np.ascontiguousarray(reorient(v, item.geometry, self.code)[0])
+                )
         return out
 
 
@@ -139,8 +174,9 @@ class UnifySpacing(ItemAction):
 
     The output grid is centred on the scan's centre; with ``shape`` it is cropped or padded
     (``padding``: "reflect", "edge" or "constant" = -1000 HU air) within the same single
-    resampling pass. Images use ``order`` (0 nearest, 1 linear, 3 cubic); masks and lungs are
-    resampled as labels (nearest), never interpolated. Output images are float32 for
+    resampling pass. Images use ``order`` (0 nearest, 1 linear, 3 cubic); label masks keep
+    their values (``labels_interpolation``: "nearest", or "onehot" = each label's indicator
+    linear then argmax), probability masks are linear, lungs nearest. Output images are float32 for
     ``order >= 1`` unless ``dtype`` says otherwise (e.g. ``np.int16`` rounds back to HU).
     Origin and spacing are updated so world points keep pointing at the same anatomy.
     Without ``shape`` each item keeps its own field of view (items of a batch may then differ
@@ -164,9 +200,11 @@ class UnifySpacing(ItemAction):
     padding: str = "reflect"
     dtype: Any = None
     anti_alias: bool = False
+    labels_interpolation: str = "nearest"
 
     def __post_init__(self) -> None:
         """Check the parameters and normalise them."""
+        _check_interpolation(self, self.labels_interpolation)
         self._set("spacing", as_spacing(self.spacing, where=self.name))
         if self.shape is not None:
             self._set("shape", as_shape(self.shape, where=self.name, allow_none=True))
@@ -174,6 +212,29 @@ class UnifySpacing(ItemAction):
         as_choice(self.padding, ("reflect", "edge", "constant"), "padding", self.name)
         as_dtype(self.dtype, _resample_dtypes(), "dtype", self.name)
         as_bool(self.anti_alias, "anti_alias", self.name)
+
+    def fusable(self) -> bool:
+        """Linear or nearest, no anti-aliasing, air (not reflect) padding of a fixed shape."""
+        return (
+            self.order in (0, 1)
+            and not self.anti_alias
+            and (self.shape is None or self.padding == "constant")
+        )
+
+    @property
+    def step_cval(self) -> float | None:
+        """Image value outside the scan in a fused pass (air when padding a fixed shape)."""
+        return -1000.0 if self.shape is not None else None
+
+    def grid_step(self, state: Any, params: Mapping[str, Any]) -> Any:
+        """Return the grid of ``spacing`` (and ``shape``) centred on ``state``'s grid."""
+        new_sp = np.asarray(self.spacing, dtype=np.float64)
+        n = np.floor(np.asarray(state.shape) * state.geometry.spacing / new_sp + 0.5)
+        shape = [int(max(1, v)) for v in n]
+        if self.shape is not None:
+            shape = [shape[k] if v is None else int(v) for k, v in enumerate(self.shape)]
+        geometry = state.geometry.resampled(state.shape, shape, new_sp)
+        return _step(state, shape, geometry)
 
     def apply(self, item: CTItem, params: Mapping[str, Any]) -> dict[str, Any]:
         """Resample one item and its masks."""
@@ -195,17 +256,19 @@ class UnifySpacing(ItemAction):
             **kw,
         )
         result: dict[str, Any] = {"images": out, "geometry": geometry}
+        kw["padding"] = "constant"
+
+        def linear(v: Any, outside: float) -> Any:
+            return unify_spacing(v, item.geometry, self.spacing, order=1, cval=outside, **kw)[0]
+
+        def nearest(v: Any) -> Any:
+            return unify_spacing(v, item.geometry, self.spacing, order=0, cval=0, **kw)[0]
+
         for comp in LABELS:
             arr = getattr(item, comp)
             if arr is not None:
-                result[comp], _ = unify_spacing(
-                    arr,
-                    item.geometry,
-                    self.spacing,
-                    order=0,
-                    **{**kw, "padding": "constant"},
-                    cval=0,
-                )
+                mode = self.labels_interpolation if comp == "masks" else "nearest"
+                result[comp] = resample_mask(arr, linear, nearest, mode)
         return result
 
 
@@ -213,7 +276,8 @@ class Resize(ItemAction):
     """Resample every item to ``shape`` voxels, keeping its field of view.
 
     Spacing becomes ``old_spacing * old_shape / shape``; the grid stays centred, so world
-    positions of the anatomy are unchanged. Masks/lungs are resampled as labels (nearest).
+    positions of the anatomy are unchanged. Label masks keep their values (nearest, or
+    ``labels_interpolation="onehot"``), probability masks are linear, lungs nearest.
 
     Examples
     --------
@@ -229,13 +293,25 @@ class Resize(ItemAction):
     order: int = 1
     dtype: Any = None
     anti_alias: bool = False
+    labels_interpolation: str = "nearest"
 
     def __post_init__(self) -> None:
         """Check the parameters and normalise them."""
+        _check_interpolation(self, self.labels_interpolation)
         self._set("shape", as_shape(self.shape, where=self.name))
         as_choice(self.order, (0, 1, 3), "order", self.name)
         as_dtype(self.dtype, _resample_dtypes(), "dtype", self.name)
         as_bool(self.anti_alias, "anti_alias", self.name)
+
+    def fusable(self) -> bool:
+        """Linear or nearest without anti-aliasing joins a fused geometry pass."""
+        return self.order in (0, 1) and not self.anti_alias
+
+    def grid_step(self, state: Any, params: Mapping[str, Any]) -> Any:
+        """Return the grid of ``shape`` voxels over ``state``'s field of view."""
+        new_sp = state.geometry.spacing * np.asarray(state.shape) / np.asarray(self.shape)
+        geometry = state.geometry.resampled(state.shape, self.shape, new_sp)
+        return _step(state, self.shape, geometry)
 
     def apply(self, item: CTItem, params: Mapping[str, Any]) -> dict[str, Any]:
         """Resize one item and its masks."""
@@ -252,10 +328,18 @@ class Resize(ItemAction):
             anti_alias=self.anti_alias,
         )
         result: dict[str, Any] = {"images": out, "geometry": geometry}
+
+        def linear(v: Any, outside: float) -> Any:
+            return resize(v, item.geometry, self.shape, order=1, n_threads=item.n_threads)[0]
+
+        def nearest(v: Any) -> Any:
+            return resize(v, item.geometry, self.shape, order=0, n_threads=item.n_threads)[0]
+
         for comp in LABELS:
             arr = getattr(item, comp)
             if arr is not None:
-                result[comp], _ = resize(arr, item.geometry, self.shape, order=0)
+                mode = self.labels_interpolation if comp == "masks" else "nearest"
+                result[comp] = resample_mask(arr, linear, nearest, mode)
         return result
 
 
@@ -287,6 +371,24 @@ class Crop(ItemAction):
             raise self.invalid("start", "3 integers >= 0 (z, y, x)", self.start)
         self._set("start", tuple(st))
         self._set("shape", as_shape(self.shape, where=self.name))
+
+    exact_step = True
+
+    def fusable(self) -> bool:
+        """Crops join a fused geometry pass: only the kept voxels are computed."""
+        return True
+
+    def grid_step(self, state: Any, params: Mapping[str, Any]) -> Any:
+        """Return the box's grid (checked to lie inside ``state``'s grid)."""
+        from ctflow.errors import InvalidParameterError
+
+        st, sh = np.asarray(self.start), np.asarray(self.shape)
+        if np.any(st + sh > np.asarray(state.shape)):
+            raise InvalidParameterError(
+                f"crop: box start={self.start} shape={self.shape} must lie inside item "
+                f"{state.id!r} of shape {tuple(state.shape)}"
+            )
+        return _step(state, sh, state.geometry.shifted(st), interpolates=False)
 
     def apply(self, item: CTItem, params: Mapping[str, Any]) -> dict[str, Any]:
         """Cut one item."""
@@ -320,6 +422,26 @@ class CentralCrop(ItemAction):
     def __post_init__(self) -> None:
         """Check the parameters and normalise them."""
         self._set("shape", as_shape(self.shape, where=self.name))
+
+    exact_step = True
+
+    def fusable(self) -> bool:
+        """Crops join a fused geometry pass: only the kept voxels are computed."""
+        return True
+
+    def grid_step(self, state: Any, params: Mapping[str, Any]) -> Any:
+        """Return the central box's grid."""
+        from ctflow.errors import InvalidParameterError
+
+        sh = np.asarray(self.shape, dtype=np.int64)
+        full = np.asarray(state.shape)
+        if np.any(sh > full):
+            raise InvalidParameterError(
+                f"central_crop: shape {self.shape} is larger than item {state.id!r} "
+                f"of shape {tuple(full.tolist())}; use pad() or unify_spacing(shape=...)"
+            )
+        start = (full - sh) // 2
+        return _step(state, sh, state.geometry.shifted(start), interpolates=False)
 
     def apply(self, item: CTItem, params: Mapping[str, Any]) -> dict[str, Any]:
         """Cut one item's centre."""
@@ -362,6 +484,24 @@ class Pad(ItemAction):
         as_choice(self.mode, modes, "mode", self.name)
         self._set("value", as_float(self.value, "value", self.name))
 
+    exact_step = True
+
+    def fusable(self) -> bool:
+        """Constant pads join a fused geometry pass (the value fills outside the scan)."""
+        return self.mode == "constant"
+
+    @property
+    def step_cval(self) -> float:
+        """Image value of the padding."""
+        return float(self.value)
+
+    def grid_step(self, state: Any, params: Mapping[str, Any]) -> Any:
+        """Return the padded grid."""
+        full = np.asarray(state.shape)
+        shape = np.maximum(np.asarray(self.shape), full)
+        before = (shape - full) // 2
+        return _step(state, shape, state.geometry.shifted(-before), interpolates=False)
+
     def apply(self, item: CTItem, params: Mapping[str, Any]) -> dict[str, Any]:
         """Pad one item."""
         full = np.asarray(item.require_images(self.name).shape)
@@ -373,28 +513,34 @@ class Pad(ItemAction):
             arr = getattr(item, comp)
             if arr is None:
                 continue
+            w = [(0, 0)] * (arr.ndim - 3) + widths  # channels are not padded
             if self.mode == "constant":
                 fill = self.value if comp == "images" else 0
-                out[comp] = np.pad(arr, widths, mode="constant", constant_values=fill)
+                out[comp] = np.pad(arr, w, mode="constant", constant_values=fill)
             else:
-                out[comp] = np.pad(arr, widths, mode=self.mode)  # type: ignore[call-overload]
+                out[comp] = np.pad(arr, w, mode=self.mode)  # type: ignore[call-overload]
         return out
+
+
+def flipped_geometry(shape: Sequence[int], geometry: Geometry, axes: Sequence[int]) -> Geometry:
+    """The geometry that keeps world positions when a grid is reversed along ``axes``."""
+    start = np.zeros(3)
+    direction = geometry.direction.copy()
+    for a in axes:
+        start[a] = shape[a] - 1
+        direction[:, a] *= -1
+    return Geometry(geometry.spacing, geometry.voxel_to_world(start), direction)
 
 
 def flipped(item: CTItem, axes: Sequence[int]) -> dict[str, Any]:
     """Every component reversed along ``axes``, with the geometry that keeps world positions."""
-    shape = np.asarray(item.require_images("flip").shape)
-    start = np.zeros(3)
-    direction = item.geometry.direction.copy()
-    for a in axes:
-        start[a] = shape[a] - 1
-        direction[:, a] *= -1
-    origin = item.geometry.voxel_to_world(start)
-    out: dict[str, Any] = {"geometry": Geometry(item.spacing, origin, direction)}
+    shape = item.require_images("flip").shape
+    out: dict[str, Any] = {"geometry": flipped_geometry(shape, item.geometry, axes)}
     for comp in COMPONENTS:
         arr = getattr(item, comp)
         if arr is not None:
-            out[comp] = np.ascontiguousarray(np.flip(arr, axis=tuple(axes)))
+            spatial = tuple(int(a) - 3 for a in axes)  # counted from the end: channels stay
+            out[comp] = np.ascontiguousarray(np.flip(arr, axis=spatial))
     return out
 
 
@@ -421,6 +567,17 @@ class Flip(ItemAction):
         """Check the parameters and normalise them."""
         self._set("axis", as_axes(self.axis, "axis", self.name))
 
+    exact_step = True
+
+    def fusable(self) -> bool:
+        """Flips join a fused geometry pass."""
+        return True
+
+    def grid_step(self, state: Any, params: Mapping[str, Any]) -> Any:
+        """Return the reversed grid."""
+        geometry = flipped_geometry(state.shape, state.geometry, self.axis)  # type: ignore[arg-type]
+        return _step(state, state.shape, geometry, interpolates=False)
+
     def apply(self, item: CTItem, params: Mapping[str, Any]) -> dict[str, Any]:
         """Flip one item."""
         return flipped(item, as_axes(self.axis, "axis", self.name))
@@ -431,8 +588,9 @@ class Rotate(ItemAction):
 
     The rotation is in millimetres: on a plane whose two spacings differ (0.68 x 0.73 mm
     pixels, or a plane that includes z) the content turns by ``angle`` in world space, not in
-    voxel indices (:func:`ctflow.ops.spatial.rotate`). Masks and lungs are rotated as labels
-    (nearest). The direction and origin turn with the content (:meth:`Geometry.rotated`), so
+    voxel indices (:func:`ctflow.ops.spatial.rotate`). Label masks keep their values (nearest,
+    or ``labels_interpolation="onehot"``), probability masks are linear, lungs nearest. The
+    direction and origin turn with the content (:meth:`Geometry.rotated`), so
     every voxel keeps pointing at the world position of the anatomy it shows: nodule tables
     stay valid and ``create_mask`` after ``rotate`` is right.
 
@@ -451,6 +609,8 @@ class Rotate(ItemAction):
         Image value where the source lies outside the scan (air).
     dtype : numpy dtype, optional
         Output image dtype (default float32 for ``order=1``, unchanged for ``order=0``).
+    labels_interpolation : {"nearest", "onehot"}, default "nearest"
+        How label masks are rotated.
 
     Examples
     --------
@@ -469,9 +629,11 @@ class Rotate(ItemAction):
     order: int = 1
     cval: float = -1000.0
     dtype: Any = None
+    labels_interpolation: str = "nearest"
 
     def __post_init__(self) -> None:
         """Check the parameters and normalise them."""
+        _check_interpolation(self, self.labels_interpolation)
         self._set("angle", as_float(self.angle, "angle", self.name, unit="(degrees)"))
         self._set("axes", as_plane(self.axes, "axes", self.name))
         as_bool(self.random, "random", self.name)
@@ -485,6 +647,21 @@ class Rotate(ItemAction):
         if not self.random:
             return {}
         return {"angle": float(item.rng.uniform(-abs(self.angle), abs(self.angle)))}
+
+    def fusable(self) -> bool:
+        """Rotations join a fused geometry pass."""
+        return True
+
+    @property
+    def step_cval(self) -> float:
+        """Image value outside the scan."""
+        return float(self.cval)
+
+    def grid_step(self, state: Any, params: Mapping[str, Any]) -> Any:
+        """Return the rotated grid (same shape; direction and origin turned)."""
+        theta = float(params.get("angle", self.angle))
+        plane = (int(self.axes[0]), int(self.axes[1]))
+        return _step(state, state.shape, state.geometry.rotated(state.shape, theta, plane))
 
     def apply(self, item: CTItem, params: Mapping[str, Any]) -> dict[str, Any]:
         """Rotate one item and its masks."""
@@ -501,8 +678,16 @@ class Rotate(ItemAction):
             ),
             "geometry": geometry,
         }
+
+        def linear(v: Any, outside: float) -> Any:
+            return rotate(v, theta, plane, order=1, cval=outside, dtype=np.float32, **kw)
+
+        def nearest(v: Any) -> Any:
+            return rotate(v, theta, plane, order=0, cval=0, **kw)
+
         for comp in LABELS:
             arr = getattr(item, comp)
             if arr is not None:
-                out[comp] = rotate(arr, theta, plane, order=0, cval=0, **kw)
+                mode = self.labels_interpolation if comp == "masks" else "nearest"
+                out[comp] = resample_mask(arr, linear, nearest, mode)
         return out

@@ -34,6 +34,8 @@ class NormalizeHU(BatchAction):
 
     name = "normalize_hu"
     family = "intensity"
+    #: voxel by voxel: commutes with crops, flips and reorientation (see actions.fusion)
+    pointwise = True
     min_hu: float = -1000.0
     max_hu: float = 400.0
     dtype: str = "float32"

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from ctflow.batch import CTBatch
     from ctflow.item import CTItem
 
-__all__ = ["COMPONENTS", "Dump", "Load", "reader_warnings"]
+__all__ = ["COMPONENTS", "Dump", "Load", "grid_record", "reader_warnings"]
 
 #: The components a batch stores one buffer each.
 COMPONENTS = ("images", "masks", "lungs")
@@ -55,6 +55,54 @@ def _components(value: Any, where: str) -> tuple[str, ...] | None:
     return names
 
 
+def grid_record(shape: Sequence[int], geometry: Any) -> dict[str, Any]:
+    """Return a grid (shape + geometry) as JSON, for an item's history (``invert`` reads it).
+
+    Examples
+    --------
+    >>> from ctflow.geometry import Geometry
+    >>> grid_record((2, 3, 4), Geometry((2.0, 1.0, 1.0)))["shape"]
+    [2, 3, 4]
+    """
+    return {"shape": [int(v) for v in shape], **geometry.as_dict()}
+
+
+def _read_labels(path: str, scan: Any, n_threads: int) -> Any:
+    """Return the label file ``path`` on ``scan``'s grid (nearest neighbour, labels kept).
+
+    A DICOM SEG is put on the scan's grid by its frames' positions
+    (:func:`ctflow.io.dicom.read_dicom_seg`), an RT Structure Set is rasterised on it
+    (:func:`ctflow.io.dicom.read_rtstruct`), another DICOM object is refused, and any other
+    file is read as a scan. What the DICOM readers decide on their own (an ROI without
+    contours ...) is added to ``scan.info["label_warnings"]``.
+    """
+    from ctflow.io.dicom.rtstruct import read_rtstruct
+    from ctflow.io.dicom.seg import dicom_label_kind, read_dicom_seg
+    from ctflow.io.reader import read_scan
+    from ctflow.labels import labels_on_grid
+
+    kind = dicom_label_kind(path)
+    if kind is None:
+        stored = read_scan(path)
+        labels, geometry = stored.images, stored.geometry
+    else:
+        dicom = (
+            read_dicom_seg(path, reference=scan)
+            if kind == "seg"
+            else read_rtstruct(path, scan.geometry, scan.images.shape)
+        )
+        labels, geometry = dicom.labels, dicom.geometry
+        scan.info.setdefault("label_warnings", []).extend(dicom.warnings)
+    return labels_on_grid(
+        labels,
+        geometry,
+        scan.geometry,
+        scan.images.shape,
+        where=f"label file {path}",
+        n_threads=n_threads,
+    )
+
+
 class Load(ItemAction):
     """Load every item from its source (a file, a DICOM folder or a ctflow dump).
 
@@ -75,6 +123,25 @@ class Load(ItemAction):
     allow_uneven : bool, default False
         DICOM folders: resample missing slices / uneven spacing onto a regular grid instead
         of refusing the series (reported as a warning of the item).
+    allow_external_data : bool, default False
+        MetaImage / NRRD headers (also read with ``fmt="sitk"``): read data files they name
+        outside their own folder (``ElementDataFile = /elsewhere/x.raw``, ``data file:
+        ../x.raw``). By default such an item fails with an error saying so (a header cannot
+        make ctflow read other files); set True only for headers you trust. Ignored for the
+        formats whose files name no other file (NIfTI, DICOM, ctflow dumps), so a mixed
+        dataset loads with one setting.
+    verify : bool, default True
+        ctflow dumps: check every compressed chunk against its CRC-32 in ``meta.json``, so a
+        damaged file is a ``CorruptFileError`` naming the file and the chunk; False skips the
+        check for speed (see :mod:`ctflow.io.store`).
+
+    Notes
+    -----
+    An item with a label file (``Dataset.from_paths({id: {"images": ..., "masks": ...}})``,
+    ``Dataset.from_glob(..., masks="labels/{id}.nii.gz")``) gets it in ``masks``: put on the
+    scan's grid with nearest neighbour when the grids differ (another stored orientation,
+    spacing, origin or extent), label values kept (uint8, or uint16 above 255)
+    (:func:`ctflow.labels.labels_on_grid`).
 
     Examples
     --------
@@ -92,6 +159,8 @@ class Load(ItemAction):
     components: Sequence[str] | None = None
     series_uid: str | None = None
     allow_uneven: bool = False
+    allow_external_data: bool = False
+    verify: bool = True
 
     def __post_init__(self) -> None:
         """Check the parameters and normalise them."""
@@ -101,10 +170,14 @@ class Load(ItemAction):
         if self.series_uid is not None and not isinstance(self.series_uid, str):
             raise self.invalid("series_uid", "a str or None", self.series_uid)
         as_bool(self.allow_uneven, "allow_uneven", self.name)
+        as_bool(self.allow_external_data, "allow_external_data", self.name)
+        as_bool(self.verify, "verify", self.name)
 
     def make_params(self, item: CTItem) -> dict[str, Any]:
         """Return the source read (recorded so the history says where the voxels came from)."""
-        return {"source": item.source}
+        if item.label_source is None:
+            return {"source": item.source}
+        return {"source": item.source, "labels": item.label_source}
 
     def apply(self, item: CTItem, params: Mapping[str, Any]) -> dict[str, Any]:
         """Read one item's source."""
@@ -117,23 +190,33 @@ class Load(ItemAction):
         if kind == "ctflow":
             from ctflow.io.store import read_item
 
-            stored = read_item(source, self.components)
+            stored = read_item(source, self.components, verify=self.verify)
             out: dict[str, Any] = dict(stored.components)
             out["geometry"] = stored.geometry
             out["nodules"] = stored.nodules
             out["_recorded_warnings"] = stored.warnings  # "action: message" as recorded
             out["_recorded_history"] = stored.history
+            shape = stored.components["images"].shape if "images" in stored.components else None
+            if shape is not None:
+                out["_record"] = {"grid": grid_record(shape, stored.geometry)}
             return out
         dicom_kw: dict[str, Any] = {}
         if kind == "dicom":
             dicom_kw = {"series_uid": self.series_uid, "allow_uneven": self.allow_uneven}
+        elif kind in ("mhd", "nrrd", "sitk"):
+            dicom_kw = {"allow_external_data": self.allow_external_data}
         scan = read_scan(source, kind, **dicom_kw)
-        return {
+        out = {
             "images": scan.images,
             "geometry": scan.geometry,
             "info": scan.info,
             "warnings": reader_warnings(scan.info),
         }
+        label_source = params.get("labels", item.label_source)
+        if label_source is not None:
+            out["masks"] = _read_labels(label_source, scan, item.n_threads)
+        out["_record"] = {"grid": grid_record(scan.images.shape, scan.geometry)}
+        return out
 
 
 class Dump(ItemAction):

@@ -11,7 +11,7 @@ misspelt action or a wrong type. The full description of each action is its clas
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Self
 
 import pandas as pd
@@ -23,8 +23,18 @@ from ctflow.actions.annotations import (
     CreateMask,
     FetchNodules,
     FetchNodulesFromMask,
+    LidcMasks,
 )
-from ctflow.actions.augmentation import ApplyNoise, Cutout
+from ctflow.actions.augment_geometry import RandomAffine, RandomElastic, RandomFlip
+from ctflow.actions.augmentation import (
+    ApplyNoise,
+    Cutout,
+    RandomBiasField,
+    RandomBlur,
+    RandomContrast,
+    RandomGamma,
+    RandomNoise,
+)
 from ctflow.actions.base import Action
 from ctflow.actions.geometry import (
     CentralCrop,
@@ -37,10 +47,12 @@ from ctflow.actions.geometry import (
     UnifySpacing,
 )
 from ctflow.actions.intensity import NormalizeHU
+from ctflow.actions.inverse import Invert
 from ctflow.actions.io import Dump, Load
+from ctflow.actions.labels import Argmax, OneHot
 from ctflow.actions.patches import GetPatches, LoadFromPatches, PredictOnScan
 from ctflow.actions.projections import MakeXIP
-from ctflow.actions.sampling import SampleNodules
+from ctflow.actions.sampling import SampleCrops, SampleNodules
 
 __all__ = ["ActionMethods"]
 
@@ -58,9 +70,13 @@ class ActionMethods:
         components: Sequence[str] | None = None,
         series_uid: str | None = None,
         allow_uneven: bool = False,
+        allow_external_data: bool = False,
+        verify: bool = True,
     ) -> Self:
         """Load every item from its source (:class:`~ctflow.actions.Load`)."""
-        return self._then(Load(fmt, components, series_uid, allow_uneven))
+        return self._then(
+            Load(fmt, components, series_uid, allow_uneven, allow_external_data, verify)
+        )
 
     def dump(
         self,
@@ -85,9 +101,12 @@ class ActionMethods:
         padding: str = "reflect",
         dtype: Any = None,
         anti_alias: bool = False,
+        labels_interpolation: str = "nearest",
     ) -> Self:
         """Resample to ``spacing`` mm (:class:`~ctflow.actions.UnifySpacing`)."""
-        return self._then(UnifySpacing(spacing, shape, order, padding, dtype, anti_alias))
+        return self._then(
+            UnifySpacing(spacing, shape, order, padding, dtype, anti_alias, labels_interpolation)
+        )
 
     def resize(
         self,
@@ -95,9 +114,10 @@ class ActionMethods:
         order: int = 1,
         dtype: Any = None,
         anti_alias: bool = False,
+        labels_interpolation: str = "nearest",
     ) -> Self:
         """Resample to ``shape`` voxels, same field of view (:class:`~ctflow.actions.Resize`)."""
-        return self._then(Resize(shape, order, dtype, anti_alias))
+        return self._then(Resize(shape, order, dtype, anti_alias, labels_interpolation))
 
     def rotate(
         self,
@@ -107,9 +127,10 @@ class ActionMethods:
         order: int = 1,
         cval: float = -1000.0,
         dtype: Any = None,
+        labels_interpolation: str = "nearest",
     ) -> Self:
         """Rotate by ``angle`` degrees in a plane, in mm (:class:`~ctflow.actions.Rotate`)."""
-        return self._then(Rotate(angle, axes, random, order, cval, dtype))
+        return self._then(Rotate(angle, axes, random, order, cval, dtype, labels_interpolation))
 
     def flip(self, axis: int | Sequence[int] = 0) -> Self:
         """Reverse voxel order along axes; world positions kept (:class:`~ctflow.actions.Flip`)."""
@@ -126,6 +147,16 @@ class ActionMethods:
     def pad(self, shape: Sequence[int], mode: str = "constant", value: float = -1000.0) -> Self:
         """Pad every item up to ``shape`` (:class:`~ctflow.actions.Pad`)."""
         return self._then(Pad(shape, mode, value))
+
+    def invert(
+        self,
+        labels_interpolation: str = "nearest",
+        order: int = 1,
+        cval: float = -1000.0,
+        dtype: Any = None,
+    ) -> Self:
+        """Resample back onto the loaded grid, in one pass (:class:`~ctflow.actions.Invert`)."""
+        return self._then(Invert(labels_interpolation, order, cval, dtype))
 
     # ------------------------------------------------------------------ intensity
     def normalize_hu(
@@ -151,6 +182,100 @@ class ActionMethods:
     ) -> Self:
         """Fill random boxes with one value (:class:`~ctflow.actions.Cutout`)."""
         return self._then(Cutout(shape, start, n_boxes, fill))
+
+    def random_flip(self, axes: int | Sequence[int] = (0, 1, 2), p: float = 0.5) -> Self:
+        """Flip along each axis with probability ``p`` (:class:`~ctflow.actions.RandomFlip`)."""
+        return self._then(RandomFlip(axes, p))
+
+    def random_affine(
+        self,
+        degrees: float | Sequence[float] = 10.0,
+        scales: float | Sequence[float] = 0.1,
+        shear: float | Sequence[float] = 0.0,
+        translation_mm: float | Sequence[float] = 0.0,
+        isotropic: bool = False,
+        p: float = 1.0,
+        order: int = 1,
+        cval: float = -1000.0,
+        dtype: Any = None,
+        labels_interpolation: str = "nearest",
+    ) -> Self:
+        """Random 3-D rotation, scaling, shear, shift (:class:`~ctflow.actions.RandomAffine`)."""
+        return self._then(
+            RandomAffine(
+                degrees,
+                scales,
+                shear,
+                translation_mm,
+                isotropic,
+                p,
+                order,
+                cval,
+                dtype,
+                labels_interpolation,
+            )
+        )
+
+    def random_elastic(
+        self,
+        control_points: int = 7,
+        max_displacement_mm: float = 7.5,
+        locked_borders: int = 2,
+        p: float = 1.0,
+        order: int = 1,
+        cval: float = -1000.0,
+        dtype: Any = None,
+        labels_interpolation: str = "nearest",
+    ) -> Self:
+        """Random smooth deformation (:class:`~ctflow.actions.RandomElastic`)."""
+        return self._then(
+            RandomElastic(
+                control_points,
+                max_displacement_mm,
+                locked_borders,
+                p,
+                order,
+                cval,
+                dtype,
+                labels_interpolation,
+            )
+        )
+
+    # ------------------------------------------------------------------ random intensity
+    def random_gamma(
+        self,
+        log_gamma: float | Sequence[float] = (-0.3, 0.3),
+        hu_range: Sequence[float] = (-1000.0, 400.0),
+        p: float = 1.0,
+    ) -> Self:
+        """Gamma-correct a HU window, drawn per item (:class:`~ctflow.actions.RandomGamma`)."""
+        return self._then(RandomGamma(log_gamma, hu_range, p))
+
+    def random_contrast(
+        self,
+        factor: Sequence[float] = (0.75, 1.25),
+        shift_hu: float | Sequence[float] = (-50.0, 50.0),
+        window: Sequence[float] = (-1000.0, 400.0),
+        p: float = 1.0,
+    ) -> Self:
+        """Scale and shift a HU window, drawn per item (:class:`~ctflow.actions.RandomContrast`)."""
+        return self._then(RandomContrast(factor, shift_hu, window, p))
+
+    def random_blur(self, std_mm: float | Sequence[float] = (0.0, 1.0), p: float = 1.0) -> Self:
+        """Gaussian blur, std in mm drawn per item (:class:`~ctflow.actions.RandomBlur`)."""
+        return self._then(RandomBlur(std_mm, p))
+
+    def random_bias_field(
+        self, coefficients: float | Sequence[float] = 0.5, order: int = 3, p: float = 1.0
+    ) -> Self:
+        """Smooth random field on attenuation (:class:`~ctflow.actions.RandomBiasField`)."""
+        return self._then(RandomBiasField(coefficients, order, p))
+
+    def random_noise(
+        self, std_hu: float | Sequence[float] = (0.0, 25.0), p: float = 1.0, kind: str = "gaussian"
+    ) -> Self:
+        """Add noise in HU, std drawn per item (:class:`~ctflow.actions.RandomNoise`)."""
+        return self._then(RandomNoise(std_hu, p, kind))
 
     # ------------------------------------------------------------------ anatomy
     def segment(
@@ -194,9 +319,38 @@ class ActionMethods:
         """Draw the nodules into ``masks`` (:class:`~ctflow.actions.CreateMask`)."""
         return self._then(CreateMask(mode))
 
-    def binarize_mask(self, threshold: float = 0.5) -> Self:
+    def binarize_mask(self, threshold: float = 0.5, labels: Sequence[int] | None = None) -> Self:
         """Threshold ``masks`` into 0/1 (:class:`~ctflow.actions.BinarizeMask`)."""
-        return self._then(BinarizeMask(threshold))
+        return self._then(BinarizeMask(threshold, labels))
+
+    def one_hot(
+        self,
+        n_classes: int | None = None,
+        values: Sequence[int] | None = None,
+        dtype: Any = "uint8",
+    ) -> Self:
+        """Label map -> one channel per class (:class:`~ctflow.actions.OneHot`)."""
+        return self._then(OneHot(n_classes, values, dtype))
+
+    def argmax(self, values: Sequence[int] | None = None) -> Self:
+        """Channels -> label map of the largest channel (:class:`~ctflow.actions.Argmax`)."""
+        return self._then(Argmax(values))
+
+    def lidc_masks(
+        self,
+        db: str | os.PathLike[str],
+        clevel: float = 0.5,
+        reader: int | None = None,
+        labels: str = "nodule",
+        edges: str = "exclude",
+        id_column: str = "series_instance_uid",
+        min_annotators: int = 1,
+        min_diameter: float | None = None,
+    ) -> Self:
+        """Nodule masks from LIDC contours (:class:`~ctflow.actions.LidcMasks`)."""
+        return self._then(
+            LidcMasks(db, clevel, reader, labels, edges, id_column, min_annotators, min_diameter)
+        )
 
     def fetch_nodules_from_mask(self) -> Self:
         """Nodules from the mask's components (:class:`~ctflow.actions.FetchNodulesFromMask`)."""
@@ -215,6 +369,16 @@ class ActionMethods:
         """Crop a new batch on and off nodules (:class:`~ctflow.actions.SampleNodules`)."""
         return self._then(SampleNodules(batch_size, nodule_size, share, variance, histo, pad_value))
 
+    def sample_crops(
+        self,
+        batch_size: int,
+        shape: Sequence[int],
+        ratios: Mapping[int, float] | None = None,
+        pad_value: float | None = None,
+    ) -> Self:
+        """Crop a new batch centred on voxels of labels (:class:`~ctflow.actions.SampleCrops`)."""
+        return self._then(SampleCrops(batch_size, shape, ratios, pad_value))
+
     # ------------------------------------------------------------------ patches
     def get_patches(
         self,
@@ -232,15 +396,37 @@ class ActionMethods:
 
     def predict_on_scan(
         self,
-        fn: Callable[[NDArray[Any]], ArrayLike],
+        fn: Callable[[NDArray[Any]], Any],
         patch_shape: ArrayLike,
         stride: ArrayLike | None = None,
         batch_size: int = 8,
         component: str = "images",
         dst: str = "masks",
         pad_value: Any = "edge",
+        blend: str = "mean",
+        sigma_scale: float | Sequence[float] = 0.125,
+        flips: Sequence[Sequence[int]] = (),
+        output: str = "probabilities",
+        threshold: float = 0.5,
     ) -> Self:
-        """Run a model over patches of every item (:class:`~ctflow.actions.PredictOnScan`)."""
+        """Run a model over patches of every item (:class:`~ctflow.actions.PredictOnScan`).
+
+        ``blend="gaussian"`` weights patch centres more, ``flips`` adds flip test-time
+        augmentation, ``output="labels"`` gives argmax / ``>= threshold`` labels.
+        """
         return self._then(
-            PredictOnScan(fn, patch_shape, stride, batch_size, component, dst, pad_value)
+            PredictOnScan(
+                fn,
+                patch_shape,
+                stride,
+                batch_size,
+                component,
+                dst,
+                pad_value,
+                blend,
+                sigma_scale,
+                flips,
+                output,
+                threshold,
+            )
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -131,13 +131,27 @@ class LoadFromPatches(BatchAction):
 
 
 class PredictOnScan(BatchAction):
-    """Run ``fn`` (e.g. a network) over patches of every item; reassemble into ``dst``.
+    """Run ``fn`` (e.g. a network) over patches of every item; blend the outputs into ``dst``.
 
     Patches are cut on demand, ``batch_size`` at a time, so whole scans work with a model that
-    only takes small inputs; overlapping predictions are averaged. ``fn`` gets an array
-    ``(B, pz, py, px)`` and returns one of the same shape. Items run one after another (models
-    are rarely thread-safe); the result is float32, e.g. probabilities to pass to
-    ``binarize_mask``.
+    only takes small inputs (:func:`ctflow.ops.patches.predict_on_volume` does the work; see
+    its docstring for the parameters and the peak memory). ``fn`` gets an array
+    ``(B, pz, py, px)`` in the component's dtype and returns ``(B, pz, py, px)`` (one channel)
+    or ``(B, C, pz, py, px)`` (C channels, e.g. a softmax), as numpy or torch. Items run one
+    after another (models are rarely thread-safe).
+
+    What lands in ``dst``: float32 probabilities ``(Z, Y, X)`` per item for one channel (a
+    ``(B, 1, ...)`` output counts as one), ``(C, Z, Y, X)`` per item for C > 1 (this needs a
+    batch whose components take channels); or, with ``output="labels"``, uint8 labels
+    ``(Z, Y, X)``: the argmax over the channels, or ``>= threshold`` for one channel.
+
+    ``blend`` defaults to ``"mean"``, the plain average this action always did: without
+    overlap (``stride`` = ``patch_shape``, the default) the two blends give the same arrays
+    anyway, and with overlap the default keeps the predictions of existing pipelines, and the
+    replay of item histories recorded before ``blend`` existed, unchanged. For a convolutional
+    segmentation network with overlapping patches pass ``blend="gaussian"`` (what nnU-Net
+    always does): a network sees less context at a patch's edges, so its centre should count
+    more; flips (e.g. ``flips=((2,), (1,), (1, 2))``) add test-time augmentation.
 
     Examples
     --------
@@ -145,28 +159,49 @@ class PredictOnScan(BatchAction):
     >>> b = cf.CTBatch.from_arrays([np.ones((8, 8, 8), np.int16)])
     >>> float(b.predict_on_scan(lambda x: x * 0.5, (4, 4, 4)).masks.max())
     0.5
+    >>> img = np.linspace(-1, 1, 8 * 8 * 8, dtype=np.float32).reshape(8, 8, 8)
+    >>> b = cf.CTBatch.from_arrays([img])
+    >>> two = lambda x: np.stack([-x, x], axis=1)  # channel 1 wins where x > 0
+    >>> b.predict_on_scan(two, 4, 2, blend="gaussian", flips=[(2,)], output="labels")
+    ... # doctest: +ELLIPSIS
+    CTBatch(n=1, ...)
+    >>> b.masks.dtype, bool(np.array_equal(b.masks, img > 0))
+    (dtype('uint8'), True)
     """
 
     name = "predict_on_scan"
     family = "patches"
-    fn: Callable[[NDArray[Any]], ArrayLike]
+    fn: Callable[[NDArray[Any]], Any]
     patch_shape: ArrayLike
     stride: ArrayLike | None = None
     batch_size: int = 8
     component: str = "images"
     dst: str = "masks"
     pad_value: Any = "edge"
+    blend: str = "mean"
+    sigma_scale: Any = 0.125
+    flips: Sequence[Sequence[int]] = ()
+    output: str = "probabilities"
+    threshold: float = 0.5
 
     def __post_init__(self) -> None:
         """Check the parameters and normalise them."""
+        from ctflow.ops.patches import as_flips
+        from ctflow.validation import as_float
+
         if not callable(self.fn):
-            raise self.invalid("fn", "a callable (B, pz, py, px) -> same shape", self.fn)
+            raise self.invalid("fn", "a callable (B, pz, py, px) -> (B, [C,] pz, py, px)", self.fn)
         self._set("patch_shape", as_shape(self.patch_shape, what="patch_shape", where=self.name))
         self._set("stride", _stride(self.stride, self.name))
         as_int(self.batch_size, "batch_size", self.name, lo=1)
         as_choice(self.component, _COMPONENTS, "component", self.name)
         as_choice(self.dst, _COMPONENTS, "dst", self.name)
         self._set("pad_value", _pad_value(self.pad_value, self.name))
+        as_choice(self.blend, ("mean", "gaussian"), "blend", self.name)
+        self._set("sigma_scale", _sigma_scale(self.sigma_scale, self.name))
+        self._set("flips", as_flips(self.flips, self.name))
+        as_choice(self.output, ("probabilities", "labels"), "output", self.name)
+        self._set("threshold", as_float(self.threshold, "threshold", self.name))
 
     def run(self, batch: CTBatch) -> CTBatch:
         """Predict on every item, one after another."""
@@ -185,6 +220,11 @@ class PredictOnScan(BatchAction):
                         self.stride,
                         self.batch_size,
                         pad_value=self.pad_value,
+                        blend=self.blend,  # type: ignore[arg-type]
+                        sigma_scale=self.sigma_scale,
+                        flips=self.flips,
+                        output=self.output,  # type: ignore[arg-type]
+                        threshold=self.threshold,
                     )
                 )
             except Exception as exc:
@@ -192,3 +232,11 @@ class PredictOnScan(BatchAction):
                 raise
         batch.set_component(self.dst, volumes)
         return batch
+
+
+def _sigma_scale(value: Any, where: str) -> float | tuple[float, float, float]:
+    """``sigma_scale`` checked: a positive float, or 3 (z, y, x) kept as a tuple."""
+    from ctflow.ops.patches import as_sigma_scale
+
+    sigmas = as_sigma_scale(value, where)
+    return sigmas if isinstance(value, Sequence | np.ndarray) else sigmas[0]

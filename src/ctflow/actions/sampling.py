@@ -10,13 +10,115 @@ from numpy.typing import NDArray
 
 from ctflow.actions.base import BatchAction
 from ctflow.actions.geometry import cut_padded
+from ctflow.errors import InvalidScanError
 from ctflow.io.annotations import empty_nodules
 from ctflow.validation import as_float, as_int, as_shape, as_spacing
 
 if TYPE_CHECKING:
     from ctflow.batch import CTBatch
 
-__all__ = ["SampleNodules"]
+__all__ = ["SampleCrops", "SampleNodules", "cut_crops"]
+
+
+def cut_crops(
+    batch: CTBatch,
+    items: Sequence[int] | NDArray[Any],
+    starts: Sequence[Any] | NDArray[Any],
+    crop_shape: Sequence[int],
+    kinds: Sequence[str],
+    pad_value: float | None = None,
+) -> CTBatch:
+    """Return a new batch of crops: crop ``k`` of item ``items[k]`` at voxel ``starts[k]``.
+
+    Every component is cut (images padded with ``pad_value`` or their item's minimum, masks
+    and lungs with 0, where a crop leaves its item); each crop gets its own geometry (the
+    parent's spacing and direction, a shifted origin), the nodules inside it, ``info`` naming
+    parent, start and ``kinds[k]``, and its parent's warnings and history. Ids are
+    ``<parent>_<batch position>_<k>``.
+    """
+    from ctflow.ops.sampling import extract_crop
+
+    shapes = [tuple(int(v) for v in s) for s in batch.shapes]
+    fills: dict[int, float] = {}
+
+    def fill_for(i: int, start: NDArray[Any]) -> float:
+        """Return the padding value: only computed for crops that reach outside their scan."""
+        if pad_value is not None:
+            return float(pad_value)
+        inside = np.all(start >= 0) and np.all(start + np.asarray(crop_shape) <= shapes[i])
+        if inside:
+            return 0.0  # unused: nothing to pad
+        if i not in fills:
+            fills[i] = float(batch.ragged("images").item(i).min())
+        return fills[i]
+
+    # each crop's nodule rows are picked with numpy and taken from the table once at the end
+    # (per-crop pandas indexing held the GIL for most of this action)
+    table_ids = batch.nodules["id"].to_numpy()
+    table_world = batch.nodules[["z", "y", "x"]].to_numpy(np.float64)
+    rows_of = {pid: np.flatnonzero(table_ids == pid) for pid in dict.fromkeys(batch.ids)}
+    item_geoms = [batch.geometry(i) for i in range(len(batch))]
+    pos = batch.position
+    ids, sources, geoms, infos, parents = [], [], [], [], []
+    names = [c for c in ("images", "masks", "lungs") if batch.has(c)]
+    comps: dict[str, list[NDArray[Any]]] = {c: [] for c in names}
+    picked: list[NDArray[np.intp]] = []
+    owners_of_rows: list[str] = []
+    for k, (i, start) in enumerate(zip(items, starts, strict=True)):
+        i = int(i)
+        start = np.asarray(start, dtype=np.int64)
+        crop_id = f"{batch.ids[i]}_{pos}_{k}"
+        ids.append(crop_id)
+        parents.append(i)
+        sources.append(batch.sources[i])
+        g = item_geoms[i].shifted(start)
+        geoms.append(g)
+        for comp in names:
+            view = batch.ragged(comp).item(i)
+            value = fill_for(i, start) if comp == "images" else 0
+            comps[comp].append(extract_crop(view, start, crop_shape, value))
+        infos.append({"parent": batch.ids[i], "start": [int(v) for v in start], "kind": kinds[k]})
+        candidates = rows_of[batch.ids[i]]
+        if candidates.size:
+            vox = g.world_to_voxel(table_world[candidates])
+            inside = np.all((vox >= -0.5) & (vox <= np.asarray(crop_shape) - 0.5), axis=1)
+            picked.append(candidates[inside])
+            owners_of_rows.extend([crop_id] * int(inside.sum()))
+    out = batch.derive(ids, sources, parents=parents)
+    if not ids:
+        return out
+    out.set_items(comps, geoms, fresh=True)
+    if picked:  # rows of the crops' parents were looked at (maybe none inside a crop)
+        crops_nodules = batch.nodules.iloc[np.concatenate(picked)].reset_index(drop=True)
+        crops_nodules["id"] = owners_of_rows
+        out.nodules = crops_nodules
+    else:
+        out.nodules = empty_nodules()
+    out.info = infos
+    return out
+
+
+def _replay_crops(
+    action: BatchAction, batch: CTBatch, drawn: Sequence[Mapping[str, Any]], shape: Any, pad: Any
+) -> CTBatch:
+    """Cut each item's recorded crop (one crop per item of ``batch``)."""
+    from ctflow.actions.base import ItemAction
+
+    crop_shape = tuple(int(v) for v in shape)
+
+    class _Cut(ItemAction):
+        def apply(self, item: Any, params: Mapping[str, Any]) -> dict[str, Any]:
+            out = cut_padded(item, params["start"], crop_shape)
+            if pad is not None:
+                from ctflow.ops.sampling import extract_crop
+
+                out["images"] = extract_crop(item.images, params["start"], crop_shape, pad)
+            return out
+
+    out = batch.run_items(_Cut(), params=drawn, record=False)
+    for i in range(len(out)):
+        out.add_history(i, {**action.record(), "params": dict(drawn[i])})
+    return out
 
 
 class SampleNodules(BatchAction):
@@ -87,7 +189,7 @@ class SampleNodules(BatchAction):
 
     def run(self, batch: CTBatch) -> CTBatch:
         """Plan the crops across the batch and cut them."""
-        from ctflow.ops.sampling import extract_crop, sample_crop_starts
+        from ctflow.ops.sampling import sample_crop_starts
 
         batch.require(self.name, "images")
         crop_shape = tuple(int(v) for v in self.nodule_size)
@@ -121,68 +223,8 @@ class SampleNodules(BatchAction):
             text = message.removeprefix("sample_crop_starts: ").removeprefix("sample_nodules: ")
             for i in range(len(batch)):
                 batch.warn(i, self.name, text)
-        fills: dict[int, float] = {}
-
-        def fill_for(i: int, start: NDArray[Any]) -> float:
-            """Return the padding value: only computed for crops that reach outside their scan."""
-            if self.pad_value is not None:
-                return float(self.pad_value)
-            inside = np.all(start >= 0) and np.all(start + np.asarray(crop_shape) <= shapes[i])
-            if inside:
-                return 0.0  # unused: nothing to pad
-            if i not in fills:
-                fills[i] = float(batch.ragged("images").item(i).min())
-            return fills[i]
-
-        # each crop's nodule rows are picked with numpy and taken from the table once at the end
-        # (per-crop pandas indexing held the GIL for most of this action)
-        table_ids = batch.nodules["id"].to_numpy()
-        table_world = batch.nodules[["z", "y", "x"]].to_numpy(np.float64)
-        rows_of = {pid: np.flatnonzero(table_ids == pid) for pid in dict.fromkeys(batch.ids)}
-        item_geoms = [batch.geometry(i) for i in range(len(batch))]
-        pos = batch.position
-        ids, sources, geoms, infos, parents = [], [], [], [], []
-        names = [c for c in ("images", "masks", "lungs") if batch.has(c)]
-        comps: dict[str, list[NDArray[Any]]] = {c: [] for c in names}
-        picked: list[NDArray[np.intp]] = []
-        owners_of_rows: list[str] = []
-        for k, (i, start) in enumerate(zip(plan.items, plan.starts, strict=True)):
-            i = int(i)
-            crop_id = f"{batch.ids[i]}_{pos}_{k}"
-            ids.append(crop_id)
-            parents.append(i)
-            sources.append(batch.sources[i])
-            g = item_geoms[i].shifted(start)
-            geoms.append(g)
-            for comp in names:
-                view = batch.ragged(comp).item(i)
-                value = fill_for(i, np.asarray(start)) if comp == "images" else 0
-                comps[comp].append(extract_crop(view, start, crop_shape, value))
-            infos.append(
-                {
-                    "parent": batch.ids[i],
-                    "start": [int(v) for v in start],
-                    "kind": "nodule" if plan.is_nodule[k] else "random",
-                }
-            )
-            candidates = rows_of[batch.ids[i]]
-            if candidates.size:
-                vox = g.world_to_voxel(table_world[candidates])
-                inside = np.all((vox >= -0.5) & (vox <= np.asarray(crop_shape) - 0.5), axis=1)
-                picked.append(candidates[inside])
-                owners_of_rows.extend([crop_id] * int(inside.sum()))
-        out = batch.derive(ids, sources, parents=parents)
-        if not ids:
-            return out
-        out.set_items(comps, geoms, fresh=True)
-        if picked:  # rows of the crops' parents were looked at (maybe none inside a crop)
-            crops_nodules = batch.nodules.iloc[np.concatenate(picked)].reset_index(drop=True)
-            crops_nodules["id"] = owners_of_rows
-            out.nodules = crops_nodules
-        else:
-            out.nodules = empty_nodules()
-        out.info = infos
-        return out
+        kinds = ["nodule" if flag else "random" for flag in plan.is_nodule]
+        return cut_crops(batch, plan.items, plan.starts, crop_shape, kinds, self.pad_value)
 
     def record(self) -> dict[str, Any]:
         """Return the arguments (a ``histo`` is recorded by shape only)."""
@@ -204,21 +246,146 @@ class SampleNodules(BatchAction):
 
     def replay(self, batch: CTBatch, drawn: Sequence[Mapping[str, Any]]) -> CTBatch:
         """Cut each item's recorded crop (one crop per item of ``batch``)."""
-        from ctflow.actions.base import ItemAction
+        return _replay_crops(self, batch, drawn, self.nodule_size, self.pad_value)
 
-        shape = tuple(int(v) for v in self.nodule_size)
-        pad_value = self.pad_value
 
-        class _Cut(ItemAction):
-            def apply(self, item: Any, params: Mapping[str, Any]) -> dict[str, Any]:
-                out = cut_padded(item, params["start"], shape)
-                if pad_value is not None:
-                    from ctflow.ops.sampling import extract_crop
+def _split_counts(n: int, shares: Sequence[float]) -> list[int]:
+    """``n`` split by ``shares`` (largest remainders), summing to ``n``."""
+    total = float(sum(shares))
+    exact = [n * s / total for s in shares]
+    counts = [int(np.floor(e)) for e in exact]
+    order = sorted(range(len(shares)), key=lambda k: exact[k] - counts[k], reverse=True)
+    for k in order[: n - sum(counts)]:
+        counts[k] += 1
+    return counts
 
-                    out["images"] = extract_crop(item.images, params["start"], shape, pad_value)
-                return out
 
-        out = batch.run_items(_Cut(), params=drawn, record=False)
-        for i in range(len(out)):
-            out.add_history(i, {**self.record(), "params": dict(drawn[i])})
-        return out
+class SampleCrops(BatchAction):
+    """Sample a NEW batch of crops, centred on voxels of each label in given shares.
+
+    With ``ratios={label: share}`` the crops are split among the labels by their shares (0 =
+    background), and each crop is centred on a uniformly random voxel of its label in an
+    item that has it, chosen uniformly — like MONAI's ``RandCropByLabelClasses`` and TorchIO's
+    ``LabelSampler``. Voxels are drawn from per-slice label counts, never from a list of every
+    voxel (:class:`ctflow.ops.crop.LabelVoxels`), so a 300x512x512 label map costs one counting
+    pass. Labels absent from every item of the batch give their crops to the others (with a
+    warning). With no ratios, crops are uniformly random (inside their item when it is larger
+    than the crop). Crops keep geometry, masks, lungs, nodules, ids, warnings and history
+    like ``sample_nodules``' (``info[k]["kind"]`` is ``"label <v>"`` or ``"random"``).
+
+    Parameters
+    ----------
+    batch_size : int
+        Number of crops.
+    shape : 3 ints
+        Crop shape (z, y, x) in voxels.
+    ratios : dict of int to float, optional
+        Share of crops per label (any positive weights; normalised).
+    pad_value : float, optional
+        Fill for crops reaching outside their scan (default: that scan's minimum, i.e. air;
+        masks and lungs get 0).
+
+    Examples
+    --------
+    >>> import numpy as np, ctflow as cf
+    >>> b = cf.CTBatch.from_arrays([np.zeros((20, 20, 20), np.int16)])
+    >>> masks = np.zeros((20, 20, 20), np.uint8); masks[5:8, 5:8, 5:8] = 3
+    >>> b = b.set_component("masks", [masks])
+    >>> crops = b.sample_crops(4, (4, 4, 4), ratios={3: 1.0})
+    >>> [int(c.masks[2, 2, 2]) for c in crops]      # every crop's centre voxel has label 3
+    [3, 3, 3, 3]
+    """
+
+    name = "sample_crops"
+    family = "sampling"
+    batch_size: int
+    shape: Sequence[int]
+    ratios: Mapping[int, float] | None = None
+    pad_value: float | None = None
+
+    def __post_init__(self) -> None:
+        """Check the parameters and normalise them."""
+        as_int(self.batch_size, "batch_size", self.name, lo=1)
+        self._set("shape", as_shape(self.shape, where=self.name))
+        if self.ratios is not None:
+            if not isinstance(self.ratios, Mapping) or not self.ratios:
+                raise self.invalid("ratios", "a dict {label: share} or None", self.ratios)
+            ratios = {}
+            for label, share in self.ratios.items():
+                key = as_int(int(label) if isinstance(label, str) and label.isdigit() else label,
+                             "ratios label", self.name, lo=0, hi=65535)  # fmt: skip
+                ratios[key] = as_float(share, f"ratios[{key}]", self.name, lo=0.0)
+            if sum(ratios.values()) <= 0:
+                raise self.invalid("ratios", "shares with a positive sum", self.ratios)
+            self._set("ratios", ratios)
+        if self.pad_value is not None:
+            self._set("pad_value", as_float(self.pad_value, "pad_value", self.name))
+
+    def run(self, batch: CTBatch) -> CTBatch:
+        """Draw the crops' centres and cut them."""
+        from ctflow.ops.crop import LabelVoxels
+
+        batch.require(self.name, "images")
+        crop = tuple(int(v) for v in self.shape)
+        half = np.asarray(crop) // 2
+        rng = batch.rng
+        n = len(batch)
+        shapes = batch.shapes
+        items: list[int] = []
+        starts: list[NDArray[np.int64]] = []
+        kinds: list[str] = []
+        if self.ratios is None:
+            for _ in range(int(self.batch_size)):
+                i = int(rng.integers(n))
+                room = shapes[i] - np.asarray(crop)  # < 0: the crop is larger: centre it
+                lo = np.where(room < 0, room // 2, 0)
+                hi = np.where(room < 0, room // 2, room)
+                starts.append(rng.integers(lo, hi + 1))
+                items.append(i)
+                kinds.append("random")
+            return cut_crops(batch, items, starts, crop, kinds, self.pad_value)
+        batch.require(self.name, "masks")
+        voxels = [LabelVoxels(batch.ragged("masks").item(i), batch.threads()) for i in range(n)]
+        wanted = {label: share for label, share in self.ratios.items() if share > 0}
+        present = {lab: [i for i in range(n) if voxels[i].count(lab)] for lab in wanted}
+        missing = sorted(lab for lab, owners in present.items() if not owners)
+        if missing:
+            for i in range(n):
+                batch.warn(
+                    i,
+                    self.name,
+                    f"label(s) {missing} are in no item of the batch: their crops go to the "
+                    f"other labels",
+                )
+        labels = [lab for lab in wanted if present[lab]]
+        if not labels:
+            raise InvalidScanError(
+                f"sample_crops: none of the labels {sorted(wanted)} is in the batch's masks "
+                f"({batch.ids})"
+            )
+        counts = _split_counts(int(self.batch_size), [wanted[lab] for lab in labels])
+        plan = [lab for lab, c in zip(labels, counts, strict=True) for _ in range(c)]
+        for lab in plan:
+            owners = present[lab]
+            i = owners[int(rng.integers(len(owners)))]
+            centre = voxels[i].draw(lab, rng)
+            items.append(i)
+            starts.append(centre - half)
+            kinds.append(f"label {lab}")
+        return cut_crops(batch, items, starts, crop, kinds, self.pad_value)
+
+    def drawn(self, batch: CTBatch, index: int) -> dict[str, Any]:
+        """Return the crop's parent, start (voxels of the parent) and kind."""
+        return dict(batch.info[index])
+
+    @classmethod
+    def from_record(cls, args: Mapping[str, Any]) -> SampleCrops:
+        """Return the action of a record (JSON turned the ratios' labels into strings)."""
+        kept = dict(args)
+        if kept.get("ratios"):
+            kept["ratios"] = {int(k): v for k, v in kept["ratios"].items()}
+        return cls(**kept)
+
+    def replay(self, batch: CTBatch, drawn: Sequence[Mapping[str, Any]]) -> CTBatch:
+        """Cut each item's recorded crop (one crop per item of ``batch``)."""
+        return _replay_crops(self, batch, drawn, self.shape, self.pad_value)

@@ -112,7 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     show.add_argument("--lungs", action="store_true", help="segment and overlay the lungs")
     show.add_argument(
-        "--mask", default=None, help="a label volume on the same grid to overlay (e.g. a lesion)"
+        "--mask",
+        default=None,
+        help="a label volume on the same grid to overlay (e.g. a lesion): binary in red, a "
+        "label map with one colour per label and a legend, probabilities as a heat overlay",
+    )
+    show.add_argument(
+        "--label-names",
+        default=None,
+        metavar="V=NAME,...",
+        help="names of mask label values for the legend, e.g. 1=body,2=lung",
     )
     show.add_argument(
         "--center",

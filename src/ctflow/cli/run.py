@@ -67,6 +67,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"output: {dst}: {n_items} items, {n_files} files, {_human_size(size)}")
         else:
             print(f"output: {dst}: nothing written")
+    if report.stopped:
+        print(
+            "ctflow run: stopped by Ctrl-C; run it again with dump(..., skip_existing=True) to "
+            "finish",
+            file=sys.stderr,
+        )
+        return 130
     if report.failed and not args.allow_failures:
         print(
             f"ctflow run: {len(report.failed)} item(s) failed (exit code 1; "

@@ -1,4 +1,10 @@
-"""``ctflow show PATH``: a PNG of slices and a MIP with overlays, in world millimetres."""
+"""``ctflow show PATH``: a PNG of slices and a MIP with overlays, in world millimetres.
+
+A mask (``--mask FILE`` or a dump item's ``masks``) is drawn by what it holds
+(:mod:`ctflow.viz`): binary in red, a label map with one colour per label value and a legend
+(``--label-names 1=body,2=lung`` names them), probabilities as a heat overlay with a contour
+at 0.5. Label values are never binarised.
+"""
 
 from __future__ import annotations
 
@@ -42,6 +48,55 @@ def _load_for_show(path: Path, fmt: str | None, args: argparse.Namespace) -> dic
     }
 
 
+def parse_label_names(text: str | None) -> dict[int, str]:
+    """Return ``{label: name}`` from ``--label-names`` text: ``"1=body,2=lung"``.
+
+    Raises
+    ------
+    InvalidParameterError
+        An entry that is not ``VALUE=NAME`` with a whole-number value and a name, or a value
+        named twice.
+
+    Examples
+    --------
+    >>> parse_label_names("1=body, 2=left lung,5=lesion")
+    {1: 'body', 2: 'left lung', 5: 'lesion'}
+    >>> parse_label_names(None)
+    {}
+    """
+    from ctflow.errors import InvalidParameterError
+
+    out: dict[int, str] = {}
+    if not text:
+        return out
+    for entry in text.split(","):
+        value, sep, name = entry.partition("=")
+        value, name = value.strip(), name.strip()
+        if not sep or not name or not value.lstrip("-").isdigit():
+            raise InvalidParameterError(
+                f"--label-names must be VALUE=NAME pairs separated by commas, e.g. "
+                f"1=body,2=lung; got {entry.strip()!r} in {text!r}"
+            )
+        if int(value) in out:
+            raise InvalidParameterError(f"--label-names names label {int(value)} twice: {text!r}")
+        out[int(value)] = name
+    return out
+
+
+def _mask_note(masks: np.ndarray) -> str:
+    """``mask: N voxels`` (binary, as always), with each label's voxels for a label map."""
+    from ctflow.viz_panels import describe_mask
+
+    info = describe_mask(masks)
+    if info.kind == "probabilities":
+        return f"mask: probabilities, {int(np.count_nonzero(masks >= 0.5))} voxels >= 0.5"
+    note = f"mask: {int(np.count_nonzero(masks))} voxels"
+    if info.kind == "labels":
+        per = ", ".join(f"{v}: {n}" for v, n in zip(info.values, info.counts, strict=True))
+        note += f" in labels {{{per}}}"
+    return note
+
+
 def _cmd_show(args: argparse.Namespace) -> int:
     import ctflow as cf
     from ctflow.viz import show_scan
@@ -49,6 +104,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     path = Path(args.path)
     data = _load_for_show(path, args.fmt, args)
     item_id = args.id or data["id"]
+    label_names = parse_label_names(getattr(args, "label_names", None))
     images, geometry = data["images"], data["geometry"]
     notes = []
     nodules = data["nodules"]
@@ -57,6 +113,11 @@ def _cmd_show(args: argparse.Namespace) -> int:
     for comp in ("masks", "lungs"):
         if data[comp] is not None:
             notes.append(f"stored {comp}: {int(np.count_nonzero(data[comp]))} voxels")
+    if data["masks"] is not None and data["masks"].ndim == 4:  # (C, Z, Y, X): one_hot
+        raise cf.InvalidScanError(
+            f"{path}: the stored masks have {data['masks'].shape[0]} channels (C, Z, Y, X); "
+            f"show draws one label map: dump after argmax(), or show the label file (--mask)"
+        )
     if args.annotations:
         table = cf.read_annotations(args.annotations)
         nodules = table[table["id"] == item_id]
@@ -84,8 +145,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
                 f"{args.mask}: the mask's geometry {label.geometry!r} differs from the scan's "
                 f"{geometry!r}"
             )
-        masks = (label.images > 0).astype(np.uint8)
-        notes.append(f"mask: {int(masks.sum())} voxels")
+        masks = label.images  # label values as stored (never binarised)
+        notes.append(_mask_note(masks))
     lungs = data["lungs"]
     if args.lungs:
         from ctflow.ops.lungs import segment_lungs
@@ -108,6 +169,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
         center=args.center,
         window=window,
         mip_mm=args.mip_mm,
+        label_names=label_names,
         title=f"{item_id}: {images.shape} voxels, spacing "
         f"({', '.join(f'{v:.3g}' for v in geometry.spacing)}) mm",
     )

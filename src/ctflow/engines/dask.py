@@ -63,7 +63,7 @@ from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 from ctflow.errors import InvalidParameterError, MissingDependencyError
-from ctflow.execution import BatchOutcome, RunOptions
+from ctflow.execution import BatchOutcome, RunOptions, stop_requested
 
 if TYPE_CHECKING:
     from ctflow.actions.base import Action
@@ -124,8 +124,23 @@ def _item_threads(n_workers: int | None, host_threads: Mapping[str, int]) -> int
     return max(1, default_n_workers() // int(slots))
 
 
+def _stop_checker(name: str | None) -> Any:
+    """On a worker: whether the client asked the run to stop (a ``distributed.Event``)."""
+    if name is None:
+        return None
+    distributed = _import_distributed()
+    try:
+        event = distributed.Event(name)
+    except ValueError:  # not on a Dask worker (a task run in the client for debugging)
+        from ctflow.execution import stop_requested
+
+        return lambda: stop_requested(name)
+    return event.is_set
+
+
 def _run_batch_task(
     sources: dict[str, str],
+    labels: dict[str, str],
     batch_class: type,
     actions: Sequence[Action],
     position: int,
@@ -139,9 +154,16 @@ def _run_batch_task(
     from ctflow.dataset import Dataset
     from ctflow.execution import run_one
 
-    dataset = Dataset(sources, batch_class)
+    dataset = Dataset(sources, batch_class, labels=labels)
     threads = _item_threads(options.n_workers, host_threads)
-    outcome = run_one(dataset, actions, position, ids, replace(options, n_workers=threads))
+    outcome = run_one(
+        dataset,
+        actions,
+        position,
+        ids,
+        replace(options, n_workers=threads),
+        should_stop=_stop_checker(options.stop),
+    )
     if outcome.error is not None:
         raise outcome.error  # a real exception: Dask does not retry it, the client raises it
     return outcome
@@ -317,8 +339,15 @@ class DaskEngine:
         def n_unfinished() -> int:
             return sum(not fut.done() for _, _, fut in pending)
 
+        stopping = False
+
         def fill() -> None:
-            nonlocal exhausted
+            nonlocal exhausted, stopping
+            if stop_requested(options.stop):
+                if not stopping:  # the first Ctrl-C: tell the workers, submit nothing more
+                    stopping = True
+                    distributed.Event(options.stop, client=client).set()
+                return
             refresh()
             limit, window = layout["limit"], layout["window"]
             unfinished = n_unfinished()
@@ -332,6 +361,7 @@ class DaskEngine:
                     _run_batch_task,
                     # a batch travels as its ids and source paths, nothing more
                     {i: sources[i] for i in ids},
+                    {i: dataset.labels[i] for i in ids if i in dataset.labels},
                     dataset.batch_class,
                     actions,
                     position,

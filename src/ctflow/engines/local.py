@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from ctflow.execution import BatchOutcome, RunOptions, run_one
+from ctflow.execution import BatchOutcome, RunOptions, run_one, stop_requested
 from ctflow.threads import ThreadShare, default_n_workers
 
 if TYPE_CHECKING:
@@ -70,6 +70,8 @@ class LocalEngine:
         prefetch = options.prefetch
         if prefetch <= 0:
             for position, ids in plan:
+                if stop_requested(options.stop):
+                    return  # stopped (Ctrl-C): no new batch starts
                 yield run_one(dataset, actions, position, ids, options)
             return
         share = ThreadShare(int(options.n_workers or default_n_workers()))
@@ -78,7 +80,7 @@ class LocalEngine:
         planned = iter(plan)
 
         def fill() -> None:
-            while len(pending) < prefetch + 1:
+            while len(pending) < prefetch + 1 and not stop_requested(options.stop):
                 try:
                     position, ids = next(planned)
                 except StopIteration:

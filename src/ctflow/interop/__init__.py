@@ -9,6 +9,10 @@
 * :mod:`ctflow.interop.affine` — ctflow's (z, y, x) LPS geometry to / from the 4x4 RAS affine
   of (x, y, z)-ordered arrays that nibabel, MONAI and TorchIO use.
 
+Masks keep their label values and dtype both ways ({0, 1, 2, 5} stays {0, 1, 2, 5}, uint16
+stays uint16, float probabilities stay float), whatever dtype the peer's transforms hand them
+back in (``ctflow.interop._labels``).
+
 Importing ``ctflow`` or this package never imports torch, MONAI or TorchIO; a missing one
 raises :class:`~ctflow.errors.MissingDependencyError` naming what to install.
 """

@@ -7,6 +7,17 @@ makes exactly that from a batch item — same voxels, same affine — so MONAI t
 networks take ctflow's output as if MONAI had loaded the file; :func:`from_monai` brings such a
 dict back as a one-item :class:`~ctflow.batch.CTBatch` (LPS geometry, (z, y, x) arrays).
 
+Masks keep their values both ways: a label map {0, 1, 2, 5} stays {0, 1, 2, 5} (never
+binarised), float probabilities stay floats, (C, Z, Y, X) encodings become MONAI's
+channel-first (C, X, Y, Z). ``d["ctflow_dtypes"]`` records each mask's ctflow dtype, so that
+:func:`from_monai` gives labels back exactly in their dtype after MONAI transforms that return
+them as float32 (``Spacingd(mode="nearest")`` does), and refuses labels blended by linear
+interpolation.
+
+MONAI's transforms read the geometry from ``MetaTensor`` values, not from ``d["affine"]``: use
+``meta_tensor=True`` before spatial transforms (``Spacingd``, ``Orientationd``, crops);
+:func:`from_monai` then takes the image MetaTensor's own (updated) affine.
+
 MONAI itself is needed only for ``meta_tensor=True`` (MONAI ``MetaTensor`` values) and when
 the input holds MetaTensors; plain dicts of numpy arrays need nothing but numpy.
 
@@ -27,12 +38,21 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import DTypeLike, NDArray
 
 from ctflow.errors import InvalidParameterError
 from ctflow.interop._batch import batch_from_volumes
 from ctflow.interop._deps import optional_import
-from ctflow.interop.affine import _as_numpy, geometry_from_ras_affine, ras_affine, to_xyz, to_zyx
+from ctflow.interop._labels import (
+    DTYPES_KEY,
+    for_torch,
+    mask_from_peer,
+    record_dtypes,
+    recorded_dtype,
+    spatial_to_xyz,
+    spatial_to_zyx,
+)
+from ctflow.interop.affine import _as_numpy, geometry_from_ras_affine, ras_affine
 
 __all__ = ["from_monai", "to_monai"]
 
@@ -58,17 +78,20 @@ def to_monai(
         Dict keys for images, nodule masks and lung masks.
     channel_first : bool, default True
         ``(1, X, Y, Z)`` arrays (as ``LoadImaged(..., ensure_channel_first=True)``), else
-        ``(X, Y, Z)``.
+        ``(X, Y, Z)``. (C, Z, Y, X) masks are always (C, X, Y, Z).
     meta_tensor : bool, default False
         Values as MONAI ``MetaTensor`` (with ``.affine`` and ``filename_or_obj``) instead of numpy
-        arrays; needs MONAI.
+        arrays; needs MONAI. Needed by MONAI's spatial transforms, which read the geometry from
+        the MetaTensor.
 
     Returns
     -------
     dict
         ``image`` (and ``label`` / ``lungs`` when present): (x, y, z)-ordered views of the item's
-        arrays, dtype unchanged; ``affine``: the 4x4 RAS affine (float64); ``spacing``: (x, y, z)
-        mm; ``id``: the item id; ``filename_or_obj``: its source.
+        arrays, dtype unchanged (MetaTensors: uint16 / uint32 labels as int32 / int64, which
+        torch can transform); ``affine``: the 4x4 RAS affine (float64); ``spacing``: (x, y, z)
+        mm; ``id``: the item id; ``filename_or_obj``: its source; ``ctflow_dtypes``: the ctflow
+        dtype of ``label`` / ``lungs``.
 
     Examples
     --------
@@ -76,6 +99,12 @@ def to_monai(
     >>> b = cf.CTBatch.from_arrays([np.zeros((2, 3, 4), np.int16)], origin=(1.0, 2.0, 3.0))
     >>> to_monai(b[0], channel_first=False)["affine"][:3, 3].tolist()
     [-3.0, -2.0, 1.0]
+    >>> lab = np.zeros((2, 3, 4), np.uint16)
+    >>> lab[1, 2, :] = [1, 2, 5, 300]
+    >>> c = cf.CTBatch.from_arrays([np.zeros((2, 3, 4), np.int16)], masks=[lab])
+    >>> d = to_monai(c[0])
+    >>> d["label"].dtype, np.unique(d["label"]).tolist(), d["ctflow_dtypes"]
+    (dtype('uint16'), [0, 1, 2, 5, 300], {'label': 'uint16'})
     """
     if getattr(item, "images", None) is None:
         raise InvalidParameterError(
@@ -88,12 +117,15 @@ def to_monai(
         arr = getattr(item, comp, None)
         if arr is None:
             continue
-        value: Any = to_xyz(arr)
-        if channel_first:
+        value: Any = spatial_to_xyz(arr)
+        if channel_first and arr.ndim == 3:
             value = value[None]
         if meta_tensor:
-            value = _meta_tensor(value, affine, item)
+            value = _meta_tensor(value if comp == "images" else for_torch(value), affine, item)
         out[keys[comp]] = value
+    out[DTYPES_KEY] = record_dtypes(
+        {label_key: getattr(item, "masks", None), lungs_key: getattr(item, "lungs", None)}
+    )
     out["affine"] = affine
     out["spacing"] = item.geometry.spacing[::-1].copy()
     out["id"] = item.id
@@ -121,6 +153,7 @@ def from_monai(
     lungs_key: str = "lungs",
     channel_first: bool = True,
     item_id: str | None = None,
+    label_dtype: DTypeLike | None = None,
 ) -> Any:
     """Return a MONAI-style dict back as a one-item :class:`~ctflow.batch.CTBatch`.
 
@@ -128,8 +161,9 @@ def from_monai(
     ----------
     data : mapping
         ``image`` (numpy array, torch tensor or MONAI MetaTensor; ``(1, X, Y, Z)`` or
-        ``(X, Y, Z)``), optionally ``label`` / ``lungs`` on the same grid, and the affine: the
-        ``affine`` key, else the image's ``.affine`` (MetaTensor), else
+        ``(X, Y, Z)``), optionally ``label`` / ``lungs`` on the same grid (``label`` may have
+        C channels: a (C, Z, Y, X) encoding), and the affine: the image's ``.affine``
+        (MetaTensor: MONAI's transforms keep it up to date), else the ``affine`` key, else
         ``data["<image_key>_meta_dict"]["affine"]`` (MONAI < 0.9).
     image_key, label_key, lungs_key : str
         Keys to read.
@@ -137,17 +171,25 @@ def from_monai(
         Arrays have a leading channel axis of size 1.
     item_id : str, optional
         Id of the item (default: ``data["id"]``, else "0").
+    label_dtype : dtype-like, optional
+        dtype of ``masks`` (e.g. ``"uint8"`` for a label file ``LoadImaged`` read as float32).
+        Default: the dtype :func:`to_monai` recorded in ``data["ctflow_dtypes"]``, else integer
+        labels as uint8 (uint16 above 255) and floats as they are.
 
     Returns
     -------
     CTBatch
-        One item: (z, y, x) images (dtype kept), ``masks`` (uint8) from the label, ``lungs``
-        (uint8), LPS geometry from the affine.
+        One item: (z, y, x) images (dtype kept), ``masks`` from the label and ``lungs`` with their
+        label values (never binarised) in their ctflow dtype, LPS geometry from the affine.
 
     Raises
     ------
     InvalidParameterError
-        A missing key or affine, arrays of the wrong rank, more than one channel.
+        A missing key or affine, arrays of the wrong rank, more than one image channel, a
+        label MetaTensor on another grid than the image.
+    InvalidScanError
+        Labels that cannot go back to their integer dtype exactly (non-whole values: a label
+        map resampled with linear interpolation).
 
     Examples
     --------
@@ -162,9 +204,9 @@ def from_monai(
             f"from_monai: no {image_key!r} in the dict; keys: {sorted(map(str, data))}"
         )
     image = data[image_key]
-    affine = data.get("affine")
+    affine = getattr(image, "affine", None)  # a MetaTensor's: spatial transforms update it
     if affine is None:
-        affine = getattr(image, "affine", None)
+        affine = data.get("affine")
     if affine is None:
         meta = data.get(f"{image_key}_meta_dict") or {}
         affine = meta.get("affine") if isinstance(meta, Mapping) else None
@@ -174,26 +216,46 @@ def from_monai(
             f"data['{image_key}_meta_dict']['affine']"
         )
     geometry = geometry_from_ras_affine(affine)
+    record = data.get(DTYPES_KEY)
     volumes: dict[str, NDArray[Any]] = {}
     for comp, key in zip(
         ("images", "masks", "lungs"), (image_key, label_key, lungs_key), strict=True
     ):
         if key not in data or data[key] is None:
             continue
-        arr = _spatial(_as_numpy(data[key]), key, channel_first)
-        volumes[comp] = to_zyx(arr) if comp == "images" else (to_zyx(arr) > 0).astype(np.uint8)
+        own = getattr(data[key], "affine", None)
+        if (
+            comp != "images"
+            and own is not None
+            and not np.allclose(_as_numpy(own), _as_numpy(affine), atol=1e-4)
+        ):
+            raise InvalidParameterError(
+                f"from_monai: {key!r} has another affine than {image_key!r}; resample it onto "
+                f"the image's grid first"
+            )
+        arr = spatial_to_zyx(_spatial(_as_numpy(data[key]), key, channel_first, comp == "masks"))
+        if comp == "images":
+            volumes[comp] = arr
+            continue
+        dtype = label_dtype if comp == "masks" and label_dtype is not None else None
+        if dtype is None:
+            dtype = recorded_dtype(record, key)
+        volumes[comp] = mask_from_peer(arr, dtype, f"from_monai: {key!r}")
     shape = volumes["images"].shape
     for comp, arr in volumes.items():
-        if arr.shape != shape:
+        if arr.shape[-3:] != shape:
             raise InvalidParameterError(
-                f"from_monai: {comp} has shape {arr.shape[::-1]} (x, y, z); "
+                f"from_monai: {comp} has shape {arr.shape[-3:][::-1]} (x, y, z); "
                 f"the image has {shape[::-1]}"
             )
     ident = item_id if item_id is not None else str(data.get("id", "0"))
     return batch_from_volumes(volumes, geometry, ident)
 
 
-def _spatial(arr: NDArray[Any], key: str, channel_first: bool) -> NDArray[Any]:
+def _spatial(arr: NDArray[Any], key: str, channel_first: bool, channels: bool) -> NDArray[Any]:
+    """(X, Y, Z), or (C, X, Y, Z) when ``channels`` allows several."""
+    if channels and arr.ndim == 4 and arr.shape[0] > 1:
+        return arr
     if channel_first:
         if arr.ndim != 4 or arr.shape[0] != 1:
             raise InvalidParameterError(

@@ -9,12 +9,17 @@ dataset yields one item at a time, for a ``DataLoader(batch_size=...)`` that col
 What a batch becomes (``mode="batch"``)::
 
     {"images": tensor (N, 1, Z, Y, X),   # the batch's dtype (float32 after normalize_hu)
-     "masks":  tensor (N, 1, Z, Y, X),   # uint8, when the batch has masks (and asked for)
+     "masks":  tensor (N, 1, Z, Y, X),   # the masks' dtype, when present (and asked for)
      "lungs":  tensor (N, 1, Z, Y, X),   # uint8, when present (and asked for)
      "spacing": tensor (N, 3), "origin": tensor (N, 3),   # (z, y, x) mm, float64
      "direction": tensor (N, 3, 3),                        # axis cosines, (z, y, x)
      "shapes": tensor (N, 3),                              # (Z, Y, X) of each item, int64
      "ids": [str, ...]}
+
+Masks keep their values and dtype: a label map {0, 1, 2, 5} stays {0, 1, 2, 5} (uint8), float
+probabilities stay float; (C, Z, Y, X) masks (``one_hot``) are (N, C, Z, Y, X) already. The one
+exception is forced by torch, which cannot flip or add uint16 / uint32 tensors: those become
+int32 / int64 (exact, a copy), as TorchIO and MONAI convert them.
 
 Tensors share memory with the batch (``torch.from_numpy``: no copy). ``mode="batch"`` needs
 items of one shape (use ``resize``, ``central_crop``, ``unify_spacing(shape=...)`` or
@@ -49,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from ctflow.errors import InvalidParameterError, MissingDependencyError
+from ctflow.interop._labels import for_torch
 
 try:
     import torch
@@ -89,6 +95,11 @@ def batch_to_tensors(
     >>> r = cf.CTBatch.from_arrays([np.zeros((2, 3, 3), np.float32), np.zeros((4, 5, 6))])
     >>> [tuple(x.shape) for x in batch_to_tensors(r, stack=False)["images"]]
     [(1, 2, 3, 3), (1, 4, 5, 6)]
+    >>> lab = np.zeros((2, 3, 3), np.uint16)
+    >>> lab[0, 0] = [2, 5, 300]
+    >>> m = batch_to_tensors(cf.CTBatch.from_arrays([lab * 0], masks=[lab]))["masks"]
+    >>> m.dtype, m.unique().tolist()
+    (torch.int32, [0, 2, 5, 300])
     """
     unknown = [c for c in components if c not in _ALLOWED]
     if unknown:
@@ -112,11 +123,14 @@ def batch_to_tensors(
         if not batch.has(comp):
             continue
         if stack:
-            arr = batch.unstack(comp)
-            out[comp] = torch.from_numpy(arr[:, None] if channel_dim else arr)
+            arr = for_torch(batch.unstack(comp))
+            add = channel_dim and arr.ndim == 4  # (N, C, Z, Y, X) masks have their channels
+            out[comp] = torch.from_numpy(arr[:, None] if add else arr)
         else:
-            views = batch.ragged(comp).items()
-            out[comp] = [torch.from_numpy(v[None] if channel_dim else v) for v in views]
+            views = [for_torch(v) for v in batch.ragged(comp).items()]
+            out[comp] = [
+                torch.from_numpy(v[None] if channel_dim and v.ndim == 3 else v) for v in views
+            ]
     out["spacing"] = torch.from_numpy(np.ascontiguousarray(batch.spacing))
     out["origin"] = torch.from_numpy(np.ascontiguousarray(batch.origin))
     out["direction"] = torch.from_numpy(np.ascontiguousarray(batch.direction))

@@ -22,6 +22,26 @@ Files without a known suffix are recognised by content (NRRD magic, NIfTI header
 NIfTI, MetaImage keys); a folder is a ctflow dump when it holds ``meta.json``, else a DICOM
 series folder.
 
+Hostile paths and files fail at once with typed errors naming them: a path with a NUL byte or an
+over-long name (:class:`~ctflow.errors.InvalidParameterError`, before the operating system is
+asked), and a FIFO, socket or device where a file is expected
+(:class:`~ctflow.errors.CorruptFileError`, checked with :func:`os.stat` before anything is
+opened, so nothing blocks).
+
+External data files
+-------------------
+A MetaImage ``.mhd`` (``ElementDataFile``) or a detached NRRD header (``data file:``) names the
+file holding its voxels. By default that file must resolve, after symbolic links, inside the
+header's folder (or a folder below it; the folder of the file a symlinked header points to
+counts too), so a downloaded header cannot make ctflow read ``/etc/passwd`` or ``../x``: such a
+header raises :class:`~ctflow.errors.UnsupportedFormatError`, which says how to allow it.
+``read_scan(..., allow_external_data=True)`` reads it anyway (for headers you trust). The
+option means something for ``"mhd"``, ``"nrrd"`` and ``"sitk"`` (SimpleITK follows the same
+names, so its MetaImage and NRRD headers are checked the same way); ``read_scan`` refuses
+``allow_external_data=True`` for the other formats (NIfTI, DICOM folders and ctflow dumps name
+no other files), as it refuses ``series_uid`` outside DICOM. The ``load`` action passes it
+only to the formats that use it, so one pipeline can read a mixed dataset.
+
 Orientation: arrays keep their STORED orientation (no reorientation to a canonical frame); the
 direction matrix carries the orientation, so every voxel's world position equals SimpleITK's for
 the same file. (Reorienting would copy every volume and change voxel indices relative to what
@@ -37,15 +57,26 @@ Examples
 from __future__ import annotations
 
 import os
+import stat
 import zlib
 from pathlib import Path
 
-from ctflow.errors import CorruptFileError, InvalidParameterError, UnsupportedFormatError
+from ctflow.errors import (
+    CorruptFileError,
+    CTFlowError,
+    InvalidParameterError,
+    UnsupportedFormatError,
+)
 from ctflow.io.scan import Scan
+from ctflow.io.voxels import _not_regular, as_source_path, open_regular
+from ctflow.validation import as_bool
 
 __all__ = ["FORMATS", "detect_format", "read_scan"]
 
 FORMATS = ("mhd", "nifti", "nrrd", "dicom", "ctflow", "sitk")
+
+#: The formats whose headers may name another file (``allow_external_data`` applies).
+EXTERNAL_DATA_FORMATS = ("mhd", "nrrd", "sitk")
 
 _SUFFIXES = {
     ".mhd": "mhd",
@@ -67,9 +98,10 @@ _METAIMAGE_KEYS = (b"objecttype", b"ndims", b"dimsize", b"elementtype", b"elemen
 def _sniff(p: Path) -> str | None:
     """Return the format of a file by its first bytes (None: not recognised)."""
     try:
-        with open(p, "rb") as fh:
+        fh, _ = open_regular(p, "scan file")
+        with fh:
             head = fh.read(4096)
-    except OSError:
+    except (CTFlowError, OSError):
         return None
     if head.startswith(b"NRRD000"):
         return "nrrd"
@@ -95,7 +127,10 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     Raises
     ------
     CorruptFileError
-        The path does not exist and its name does not tell the format.
+        The path does not exist and its name does not tell the format, or it is a FIFO, socket
+        or device (refused without opening it).
+    InvalidParameterError
+        The path cannot name a file (NUL byte, over-long name).
     UnsupportedFormatError
         Nothing matches (the message lists the formats ctflow reads), or a single DICOM
         file is given (DICOM series are read per folder).
@@ -105,17 +140,27 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     >>> detect_format("a/b/scan.NRRD")
     'nrrd'
     """
-    p = Path(path)
+    p = as_source_path(path, "detect_format")
     name = p.name.lower()
     for suffix in sorted(_SUFFIXES, key=len, reverse=True):
         if name.endswith(suffix):
             return _SUFFIXES[suffix]
-    if p.is_dir():
+    try:
+        mode = os.stat(p).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise CorruptFileError(f"{p}: no such file or folder") from None
+    except OSError as exc:
+        raise CorruptFileError(f"{p}: cannot be read ({exc})") from None
+    if stat.S_ISDIR(mode):
         if (p / "meta.json").is_file():
             return "ctflow"
         return "dicom"
-    if not p.exists():
-        raise CorruptFileError(f"{p}: no such file or folder")
+    special = _not_regular(mode)
+    if special is not None:
+        raise CorruptFileError(
+            f"{p}: is {special}, not a scan file or folder; ctflow reads regular files and "
+            "folders only"
+        )
     kind = _sniff(p)
     if kind == "dicom-file":
         raise UnsupportedFormatError(
@@ -137,6 +182,7 @@ def read_scan(
     *,
     series_uid: str | None = None,
     allow_uneven: bool = False,
+    allow_external_data: bool = False,
 ) -> Scan:
     """Read one scan (voxels + geometry) from any supported source.
 
@@ -152,6 +198,11 @@ def read_scan(
     allow_uneven : bool
         DICOM only: resample series with missing slices / uneven spacing onto a regular grid
         (explained in ``info["warnings"]``) instead of refusing them.
+    allow_external_data : bool, default False
+        MetaImage, NRRD and ``"sitk"`` only: read a data file that the header names outside
+        its own folder (``ElementDataFile = /elsewhere/x.raw``, ``data file: ../x``). By
+        default such headers are refused (see "External data files" above); pass True only
+        for headers you trust.
 
     Returns
     -------
@@ -164,7 +215,8 @@ def read_scan(
     CTFlowError
         A typed error naming the file: :class:`~ctflow.errors.CorruptFileError`,
         :class:`~ctflow.errors.InvalidScanError`, :class:`~ctflow.errors.UnsupportedFormatError`
-        or :class:`~ctflow.errors.InvalidParameterError`.
+        or :class:`~ctflow.errors.InvalidParameterError` (also for a path with a NUL byte or
+        an over-long name, and for options the format does not use).
 
     Examples
     --------
@@ -176,6 +228,8 @@ def read_scan(
     >>> read_scan(p).shape
     (2, 3, 4)
     """
+    path = as_source_path(path, "read_scan")
+    as_bool(allow_external_data, "allow_external_data", "read_scan")
     kind = detect_format(path) if fmt is None else fmt
     if kind not in FORMATS:
         raise UnsupportedFormatError(f"{path}: unknown fmt {kind!r}; expected one of {FORMATS}")
@@ -184,10 +238,15 @@ def read_scan(
             f"read_scan: series_uid and allow_uneven apply to DICOM folders only; {path} is "
             f"read as {kind!r}"
         )
+    if allow_external_data and kind not in EXTERNAL_DATA_FORMATS:
+        raise InvalidParameterError(
+            f"read_scan: allow_external_data applies to MetaImage, NRRD and 'sitk' reads only "
+            f"(headers that name a data file); {path} is read as {kind!r}"
+        )
     if kind == "mhd":
         from ctflow.io.metaimage import read_metaimage
 
-        return read_metaimage(path)
+        return read_metaimage(path, allow_external_data=allow_external_data)
     if kind == "nifti":
         from ctflow.io.nifti import read_nifti
 
@@ -195,7 +254,7 @@ def read_scan(
     if kind == "nrrd":
         from ctflow.io.nrrd import read_nrrd
 
-        return read_nrrd(path)
+        return read_nrrd(path, allow_external_data=allow_external_data)
     if kind == "dicom":
         from ctflow.io.dicom import read_dicom_series
 
@@ -212,4 +271,4 @@ def read_scan(
         )
     from ctflow.io.sitk import read_with_sitk
 
-    return read_with_sitk(path, kind)
+    return read_with_sitk(path, kind, allow_external_data=allow_external_data)

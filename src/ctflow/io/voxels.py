@@ -8,6 +8,16 @@ GIL, so scans load in parallel on threads) and converts it to ctflow's CT dtype
 refused (:func:`check_finite`). Size limits (:data:`MAX_VOXELS_BYTES`,
 :data:`HEADER_MAX_BYTES`) stop a corrupt or hostile header before anything is allocated.
 
+Compressed data is inflated in bounded pieces (at most :data:`INFLATE_OUT` bytes out of at most
+:data:`INFLATE_IN` bytes in per zlib call), each copied straight into the output array: reading a
+``.nii.gz``, ``.zraw`` or gzip NRRD needs one volume plus about a megabyte, never a second copy.
+
+Files are opened only when :func:`os.stat` says they are regular files (:func:`open_regular`):
+a FIFO, socket or device named like a scan is refused at once instead of blocking the reader.
+Paths given by the caller are checked first (:func:`as_source_path`: no NUL byte, names and
+length within the file system's limits), and a data file named by a header must lie in the
+header's folder unless the caller allows otherwise (:func:`check_data_file`).
+
 Examples
 --------
 >>> import io
@@ -22,6 +32,9 @@ Examples
 
 from __future__ import annotations
 
+import io
+import os
+import stat
 import zlib
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -30,15 +43,26 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ctflow import memory
-from ctflow.errors import CorruptFileError, InvalidScanError, UnsupportedFormatError
+from ctflow.errors import (
+    CorruptFileError,
+    InvalidParameterError,
+    InvalidScanError,
+    UnsupportedFormatError,
+)
+from ctflow.validation import check_path_text
 
 __all__ = [
     "HEADER_MAX_BYTES",
+    "INFLATE_IN",
+    "INFLATE_OUT",
     "MAX_VOXELS_BYTES",
     "FileSource",
     "VoxelSource",
     "ZlibSource",
+    "as_source_path",
+    "check_data_file",
     "check_finite",
+    "open_regular",
     "read_header_bytes",
     "read_stored",
     "read_voxels",
@@ -56,6 +80,15 @@ HEADER_MAX_BYTES = 1024 * 1024
 
 _EXACT_FLOAT32_INT = 2**24  # integers up to this magnitude are exact in float32
 _IO_CHUNK = 16 * 1024 * 1024  # bytes per read/compress step for streamed (converted) data
+
+#: Compressed bytes handed to zlib per call (and read from the file per ``read``): bounds the
+#: input zlib keeps back (``unconsumed_tail``) when its output limit is reached.
+INFLATE_IN = 64 * 1024
+#: Most bytes one zlib call may return: the only memory a compressed read needs besides the
+#: output array (each piece is copied into it at once, while still in the CPU cache).
+INFLATE_OUT = 256 * 1024
+#: Deflate's largest inflation (bytes out per compressed byte), 1032:1, with some room.
+_MAX_INFLATE_RATIO = 1040
 
 
 def read_header_bytes(path: Path, file_kind: str, header_kind: str) -> tuple[bytes, bool]:
@@ -80,7 +113,8 @@ def read_header_bytes(path: Path, file_kind: str, header_kind: str) -> tuple[byt
     Raises
     ------
     CorruptFileError
-        The file is missing, a folder or unreadable (the message names it).
+        The file is missing, a folder, a FIFO, socket or device, or unreadable (the message
+        names it).
 
     Examples
     --------
@@ -90,17 +124,206 @@ def read_header_bytes(path: Path, file_kind: str, header_kind: str) -> tuple[byt
     >>> read_header_bytes(p, "MetaImage header file", "MetaImage header")
     (b'NDims = 3\n', False)
     """
+    fh, _ = open_regular(path, file_kind)
     try:
-        with open(path, "rb") as fh:
+        with fh:
             buf = fh.read(HEADER_MAX_BYTES)
             more = bool(fh.read(1))
-    except FileNotFoundError:
-        raise CorruptFileError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise CorruptFileError(f"{path}: is a folder, not a {file_kind}") from None
     except OSError as exc:
         raise CorruptFileError(f"{path}: cannot read the {header_kind} ({exc})") from exc
     return buf, more
+
+
+def as_source_path(path: Any, where: str) -> Path:
+    r"""Return the path a caller gave a reader, once it can name a file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The path as given (``bytes`` paths are decoded as :func:`os.fsdecode` does).
+    where : str
+        The function checking it, for the message (e.g. ``"read_scan"``).
+
+    Returns
+    -------
+    Path
+        The same path.
+
+    Raises
+    ------
+    InvalidParameterError
+        Not a path, empty, a NUL byte, a name over 255 bytes or a path over 4096 bytes (the
+        message names the path); the operating system is never asked about such a path.
+
+    Examples
+    --------
+    >>> as_source_path("a/scan.mhd", "read_scan")
+    PosixPath('a/scan.mhd')
+    >>> as_source_path("scan\x00.mhd", "read_scan")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ctflow.errors.InvalidParameterError: read_scan: path 'scan\x00.mhd' contains a NUL byte
+    """
+    try:
+        raw = os.fspath(path)
+    except TypeError:
+        raise InvalidParameterError(
+            f"{where}: path must be a str or os.PathLike; got {type(path).__name__} {path!r:.80}"
+        ) from None
+    text = os.fsdecode(raw) if isinstance(raw, bytes) else raw
+    if not text:
+        raise InvalidParameterError(f"{where}: path must not be empty")
+    check_path_text(text, "path", where)
+    return Path(text)
+
+
+_SPECIAL = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISDIR, "a folder"),
+)
+
+
+def _not_regular(mode: int) -> str | None:
+    """Return what a file of this ``st_mode`` is when it is not a regular file, else None."""
+    if stat.S_ISREG(mode):
+        return None
+    for test, what in _SPECIAL:
+        if test(mode):
+            return what
+    return "not a regular file"
+
+
+def open_regular(
+    path: Path, file_kind: str, *, owner: Path | None = None, label: str = ""
+) -> tuple[io.FileIO, int]:
+    """Open a regular file for reading, never blocking; refuse FIFOs, sockets, devices, folders.
+
+    The file is checked with :func:`os.stat` before it is opened, opened non-blocking (a FIFO
+    swapped in between cannot block either) and checked again with :func:`os.fstat`.
+
+    Parameters
+    ----------
+    path : Path
+        The file.
+    file_kind : str
+        What the file should be, for the messages (``"is a folder, not a <file_kind>"``).
+    owner : Path, optional
+        The header that named ``path`` (a data file): the messages then start with the header
+        and ``label``.
+    label : str
+        How the messages name a data file, e.g. ``"its data file /d/s.raw (ElementDataFile)"``.
+
+    Returns
+    -------
+    fh : io.FileIO
+        The open file (unbuffered), at its first byte.
+    size : int
+        Its size in bytes.
+
+    Raises
+    ------
+    CorruptFileError
+        Missing, not a regular file, or cannot be opened (the message names it).
+
+    Examples
+    --------
+    >>> open_regular(Path("/dev/null"), "NIfTI file")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ctflow.errors.CorruptFileError: /dev/null: is a character device, not a NIfTI file; ...
+    """
+    head = f"{path}:" if owner is None else f"{owner}: {label}"
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        missing = "no such file" if owner is None else "does not exist"
+        raise CorruptFileError(f"{head} {missing}") from None
+    except (OSError, ValueError) as exc:
+        raise CorruptFileError(f"{head} cannot be read ({exc})") from None
+    kind = _not_regular(st.st_mode)
+    if kind is not None:
+        raise CorruptFileError(
+            f"{head} is {kind}, not a {file_kind}; ctflow reads regular files only"
+        )
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise CorruptFileError(f"{head} cannot be opened ({exc})") from None
+    try:
+        st = os.fstat(fd)
+        kind = _not_regular(st.st_mode)
+        if kind is not None:
+            raise CorruptFileError(
+                f"{head} is {kind}, not a {file_kind}; ctflow reads regular files only"
+            )
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        fh = io.FileIO(fd, "rb", closefd=True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fh, st.st_size
+
+
+def check_data_file(header: Path, data_path: Path, line: str, allow_external_data: bool) -> None:
+    """Refuse a data file that a header names outside its folder (unless allowed).
+
+    The data file must resolve, after symbolic links, to the header's folder or a folder below
+    it: the folder the header is named in, or, when the header itself is a symbolic link, the
+    folder of the file it points to. So ``ElementDataFile = /etc/passwd``, ``../x`` or a link
+    out of the folder are refused, while ``scan.raw``, ``sub/scan.raw`` or the absolute path of
+    a file beside the header are read.
+
+    Parameters
+    ----------
+    header : Path
+        The header file.
+    data_path : Path
+        The data file it names (relative names already joined to the header's folder).
+    line : str
+        The header line that names it, for the message (``"ElementDataFile = ../x.raw"``).
+    allow_external_data : bool
+        Skip the check: read data files wherever the header says (trusted headers only).
+
+    Raises
+    ------
+    UnsupportedFormatError
+        The data file lies outside the header's folder; the message says how to allow it.
+
+    Examples
+    --------
+    >>> check_data_file(Path("/d/s.mhd"), Path("/etc/passwd"), "ElementDataFile = /etc/passwd",
+    ...                 False)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ctflow.errors.UnsupportedFormatError: /d/s.mhd: 'ElementDataFile = /etc/passwd' names ...
+    """
+    if allow_external_data:
+        return
+    try:
+        real = os.path.realpath(data_path)
+        roots = {os.path.realpath(header.parent), os.path.dirname(os.path.realpath(header))}
+    except (OSError, ValueError) as exc:
+        raise CorruptFileError(
+            f"{header}: cannot resolve its data file {data_path} ({exc})"
+        ) from None
+    for root in roots:
+        try:
+            if os.path.commonpath([real, root]) == root:
+                return
+        except ValueError:  # another drive (Windows)
+            continue
+    raise UnsupportedFormatError(
+        f"{header}: {line!r} names {real}, outside the header's folder "
+        f"{os.path.realpath(header.parent)}; ctflow reads data files only from a header's own "
+        "folder (or below) by default, so a header cannot make it read other files. If you "
+        "trust this header, pass allow_external_data=True (read_scan(..., "
+        "allow_external_data=True), or load(allow_external_data=True) in a pipeline)"
+    )
 
 
 class VoxelSource(Protocol):
@@ -112,6 +335,10 @@ class VoxelSource(Protocol):
 
     def finish(self) -> None:
         """Check that the data ended where the header said (compressed streams)."""
+        ...
+
+    def check_claim(self, n_bytes: int, path: Path, where: str) -> None:
+        """Refuse, before anything is allocated, a size the source cannot hold."""
         ...
 
 
@@ -141,13 +368,20 @@ class FileSource:
         """Do nothing: a plain file's size was checked against the header beforehand."""
         return None
 
+    def check_claim(self, n_bytes: int, path: Path, where: str) -> None:
+        """Do nothing: a plain file's size was checked against the header beforehand."""
+        return None
+
 
 class ZlibSource:
-    """zlib or gzip stream inflated chunk by chunk into the caller's buffers.
+    """zlib or gzip stream inflated in bounded pieces straight into the caller's buffers.
 
-    ``zlib`` inflates with the GIL released, so several scans decompress in parallel on threads.
-    With ``multi_member=True`` concatenated gzip members are read as one stream (as ``gzip``
-    and zlib's ``gzread`` do).
+    Each zlib call gets at most :data:`INFLATE_IN` compressed bytes and returns at most
+    :data:`INFLATE_OUT` bytes, which are copied into the caller's buffer at once: a volume is
+    inflated with about a megabyte besides the output array, never a second copy of it.
+    ``zlib`` inflates with the GIL released, so several scans decompress in parallel on
+    threads. With ``multi_member=True`` concatenated gzip members are read as one stream (as
+    ``gzip`` and zlib's ``gzread`` do).
 
     Parameters
     ----------
@@ -163,6 +397,15 @@ class ZlibSource:
         Read concatenated gzip members as one stream.
     what : str, default "the header's sizes"
         What the sizes come from, for the message when the stream holds more data.
+
+    Examples
+    --------
+    >>> import io, zlib
+    >>> src = ZlibSource(io.BytesIO(zlib.compress(b"abcdef")), 100, Path("x"), Path("x"))
+    >>> buf = bytearray(6)
+    >>> src.fill(memoryview(buf)), bytes(buf)
+    (6, b'abcdef')
+    >>> src.finish()
     """
 
     def __init__(
@@ -176,22 +419,24 @@ class ZlibSource:
         what: str = "the header's sizes",
     ) -> None:
         self.fh = fh
+        self.n_in = n_in
         self.left = n_in
         self.path = path
         self.data_path = data_path
         self.multi_member = multi_member
         self.what = what
         self.z = zlib.decompressobj(47)  # 32 + 15: zlib or gzip header, auto-detected
-        self.tail = b""
+        self.tail = b""  # input the inflater has not taken yet (at most INFLATE_IN bytes)
 
     def _read_raw(self) -> bytes:
         """Read the next compressed bytes from the file (b"" when ``n_in`` are used up)."""
         if self.left <= 0:
             return b""
-        data = self.fh.read(min(_IO_CHUNK, self.left))
-        self.left -= len(data)
+        data = self.fh.read(min(INFLATE_IN, self.left))
         if not data:
             self.left = 0
+            return b""
+        self.left -= len(data)
         return data
 
     def _next_input(self) -> bytes:
@@ -224,17 +469,40 @@ class ZlibSource:
 
     def fill(self, mv: memoryview) -> int:
         """Inflate into ``mv``; return how many bytes (fewer than ``len(mv)`` only at the end)."""
-        pos = 0
-        while pos < len(mv):
+        pos, end = 0, len(mv)
+        while pos < end:
             data = self._next_input()
             if not data and self.z.eof:
                 break
-            out = self._inflate(data, len(mv) - pos)  # b"" drains output zlib still holds
-            if not data and not out:
-                break
-            mv[pos : pos + len(out)] = out
-            pos += len(out)
+            # bounded: at most INFLATE_OUT bytes per call; b"" drains output zlib still holds
+            out = self._inflate(data, min(end - pos, INFLATE_OUT))
+            if not out:
+                if not data:
+                    break
+                continue
+            n = len(out)
+            mv[pos : pos + n] = out
+            pos += n
         return pos
+
+    def check_claim(self, n_bytes: int, path: Path, where: str) -> None:
+        """Refuse a claim of more bytes than the compressed data can inflate to.
+
+        Deflate inflates at most 1032 bytes per compressed byte, so a few hundred compressed
+        bytes claiming gigabytes are refused before the volume is allocated.
+
+        Raises
+        ------
+        CorruptFileError
+            ``n_bytes`` exceeds what ``n_in`` compressed bytes can hold.
+        """
+        most = _MAX_INFLATE_RATIO * max(self.n_in, 0) + 65536
+        if n_bytes > most:
+            raise CorruptFileError(
+                f"{path}: {where} holds {max(self.n_in, 0)} compressed bytes, which cannot "
+                f"inflate to the {n_bytes} voxel bytes the header claims (deflate inflates at "
+                "most 1032 bytes per byte): truncated file or sizes disagree"
+            )
 
     def finish(self) -> None:
         """Check that the stream ends here: no more voxel bytes, not truncated.
@@ -324,11 +592,13 @@ def read_stored(
     ------
     CorruptFileError
         The data is shorter (or, for compressed streams, longer) than ``dims_zyx`` x
-        ``stored.itemsize``.
+        ``stored.itemsize``, or compressed data too short ever to inflate to that (refused
+        before the volume is allocated).
     """
     native = stored.newbyteorder("=")
     swap = stored.byteorder not in ("=", "|") and stored != native
-    n_bytes = int(np.prod(dims_zyx)) * stored.itemsize
+    n_bytes = dims_zyx[0] * dims_zyx[1] * dims_zyx[2] * stored.itemsize
+    src.check_claim(n_bytes, path, where)
     if native.kind == "f" and native.itemsize == 8:
         # float64 -> float32 one slab at a time: no float64 volume is ever held
         out = memory.empty(dims_zyx, np.float32)

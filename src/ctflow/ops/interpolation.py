@@ -44,6 +44,12 @@ POLE = float(np.sqrt(3.0) - 2.0)
 HORIZON = 13
 
 
+#: ``floor(p + _HALF)`` is ITK's nearest index ``floor(p + 0.5)`` (ties go up), made robust to
+#: the last bits of float error: a centred grid puts whole planes of samples on exact ``.5``
+#: ties, which ``(n - 1) / 2 + k * ratio`` computes as 9.499999999999996 as often as 9.5.
+_HALF = 0.5 + 1e-9
+
+
 def _reflect(pos: NDArray[np.float64], n: int) -> NDArray[np.float64]:
     """Mirror continuous positions into ``[0, n - 1]`` without repeating the edge sample."""
     if n == 1:
@@ -110,13 +116,13 @@ def axis_table(
         p = np.clip(pos, 0.0, n_old - 1.0)
         if padding == "constant":
             if order == 0:
-                near = np.floor(pos + 0.5)
+                near = np.floor(pos + _HALF)
                 inside = ((near >= 0) & (near <= n_old - 1)).astype(np.float32)
             else:
                 d = np.maximum(0.0, np.maximum(-pos, pos - (n_old - 1)))
                 inside = np.clip(1.0 - d, 0.0, 1.0).astype(np.float32)
     if order == 0:
-        idx = np.clip(np.floor(p + 0.5), 0, n_old - 1).astype(np.int64)[:, None]
+        idx = np.clip(np.floor(p + _HALF), 0, n_old - 1).astype(np.int64)[:, None]
         return idx, np.ones((n_new, 1), dtype=np.float32), inside
     if order == 1:
         if n_old == 1:

@@ -42,7 +42,13 @@ from ctflow.geometry import Geometry
 from ctflow.kernels.masks import paint_nodules
 from ctflow.validation import as_choice, as_float, as_shape, check_geometry
 
-__all__ = ["MASK_MODES", "binarize_mask", "create_mask", "nodules_from_mask"]
+__all__ = [
+    "MASK_MODES",
+    "binarize_mask",
+    "create_mask",
+    "mask_components",
+    "nodules_from_mask",
+]
 
 #: Shapes create_mask can draw.
 MASK_MODES = ("ellipsoid", "cuboid")
@@ -223,15 +229,19 @@ def binarize_mask(mask: ArrayLike, threshold: float = 0.5) -> NDArray[np.uint8]:
     return np.greater(arr, threshold).view(np.uint8)
 
 
-def nodules_from_mask(
+def mask_components(
     mask: ArrayLike, geometry: Geometry
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Find nodules in a mask: one per 26-connected component of non-zero voxels.
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.int64]]:
+    """Find the connected components of a mask, label by label.
+
+    A label map (integers) gives one component per 26-connected region of each non-zero label:
+    regions of different labels that touch are never merged. Float or boolean masks have one
+    foreground (non-zero voxels).
 
     Parameters
     ----------
     mask : array_like (Z, Y, X)
-        Any numeric or boolean volume; non-zero voxels are foreground.
+        Any numeric or boolean volume.
     geometry : Geometry
         Geometry of the mask.
 
@@ -242,8 +252,11 @@ def nodules_from_mask(
         ``geometry.voxel_to_world(mean of the component's voxel indices)``.
     diameters : ndarray (N,) float64
         Equivalent-sphere diameter in mm: ``(6 * n_voxels * prod(spacing) / pi) ** (1 / 3)``.
+    labels : ndarray (N,) int64
+        The label of each component (1 for a float or boolean mask).
 
-    Components come in ``scipy.ndimage.label`` order (raster order of their first voxel).
+    Components come by label, then in ``scipy.ndimage.label`` order (raster order of their
+    first voxel).
 
     Raises
     ------
@@ -252,13 +265,11 @@ def nodules_from_mask(
 
     Examples
     --------
-    >>> import numpy as np
     >>> from ctflow.geometry import Geometry
-    >>> m = np.zeros((5, 5, 5), np.uint8)
-    >>> m[1:3, 1:3, 1:3] = 1
-    >>> c, d = nodules_from_mask(m, Geometry((1.0, 1.0, 1.0)))
-    >>> c.tolist(), round(float(d[0]), 3)
-    ([[1.5, 1.5, 1.5]], 2.481)
+    >>> m = np.zeros((1, 1, 6), np.uint8); m[0, 0, 1:3] = 2; m[0, 0, 3:5] = 5  # touching
+    >>> c, d, lab = mask_components(m, Geometry((1.0, 1.0, 1.0)))
+    >>> c[:, 2].tolist(), lab.tolist()
+    ([1.5, 3.5], [2, 5])
     """
     where = "nodules_from_mask"
     arr = np.asarray(mask)
@@ -274,10 +285,29 @@ def nodules_from_mask(
         other = tuple(a for a in range(3) if a != axis)
         nz = np.flatnonzero(np.any(fg, axis=other))
         if nz.size == 0:
-            return np.zeros((0, 3)), np.zeros(0)
+            return np.zeros((0, 3)), np.zeros(0), np.zeros(0, np.int64)
         spans.append((int(nz[0]), int(nz[-1]) + 1))
-    sub = fg[tuple(slice(a, b) for a, b in spans)]
-    labels, n = ndimage.label(sub, structure=np.ones((3, 3, 3), dtype=bool))
+    box = tuple(slice(a, b) for a, b in spans)
+    sub = arr[box]
+    if arr.dtype.kind in "iu":
+        values = [int(v) for v in np.unique(sub) if v != 0]
+    else:
+        values = [1]
+        sub = fg[box]
+    parts = [_components(sub == v if len(values) > 1 else sub != 0, spans) for v in values]
+    centroid = np.concatenate([p[0] for p in parts])
+    counts = np.concatenate([p[1] for p in parts])
+    labels = np.concatenate([np.full(len(p[1]), v, np.int64) for p, v in zip(parts, values)])
+    centers = g.voxel_to_world(centroid)
+    diameters = np.cbrt(6.0 * counts * float(np.prod(g.spacing)) / np.pi)
+    return centers, diameters, labels
+
+
+def _components(
+    fg: NDArray[np.bool_], spans: list[tuple[int, int]]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Voxel centroids (in the full volume's indices) and voxel counts of 26-components."""
+    labels, n = ndimage.label(fg, structure=np.ones((3, 3, 3), dtype=bool))
     idx = np.nonzero(labels)
     lab = labels[idx]
     counts = np.bincount(lab, minlength=n + 1)[1:].astype(np.float64)
@@ -285,6 +315,26 @@ def nodules_from_mask(
     for axis in range(3):
         sums = np.bincount(lab, weights=idx[axis].astype(np.float64), minlength=n + 1)[1:]
         centroid[:, axis] = sums / counts + spans[axis][0]
-    centers = g.voxel_to_world(centroid)
-    diameters = np.cbrt(6.0 * counts * float(np.prod(g.spacing)) / np.pi)
+    return centroid, counts
+
+
+def nodules_from_mask(
+    mask: ArrayLike, geometry: Geometry
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Find nodules in a mask: one per 26-connected component of each label.
+
+    The centres and diameters of :func:`mask_components` (which also gives each component's
+    label): a label map's touching labels stay separate nodules.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ctflow.geometry import Geometry
+    >>> m = np.zeros((5, 5, 5), np.uint8)
+    >>> m[1:3, 1:3, 1:3] = 1
+    >>> c, d = nodules_from_mask(m, Geometry((1.0, 1.0, 1.0)))
+    >>> c.tolist(), round(float(d[0]), 3)
+    ([[1.5, 1.5, 1.5]], 2.481)
+    """
+    centers, diameters, _ = mask_components(mask, geometry)
     return centers, diameters

@@ -9,16 +9,56 @@ The code lives in :mod:`~ctflow.io.dicom.headers` (one file's header),
 :mod:`~ctflow.io.dicom.series` (series choice, checks, slice order and spacing),
 :mod:`~ctflow.io.dicom.pixels` (pixel decoding, padding, rescale, resampling) and
 :mod:`~ctflow.io.dicom.reader` (:func:`read_dicom_series`, which puts them together).
+Label objects: :mod:`~ctflow.io.dicom.seg` reads DICOM SEG files (:func:`read_dicom_seg`) and
+writes them (:func:`write_dicom_seg`, with highdicom: ``pip install 'ctflow[seg]'``);
+:mod:`~ctflow.io.dicom.rtstruct` rasterises RT Structure Sets (:func:`read_rtstruct`).
 
 Rules
 -----
+Folder
+    A path with a NUL byte or an over-long name (:func:`~ctflow.validation.check_path_text`),
+    or a path to a file (or a FIFO ...) -> :class:`~ctflow.errors.InvalidParameterError`;
+    nothing there, a broken symbolic link, or a folder that cannot be listed ->
+    :class:`~ctflow.errors.CorruptFileError`. All name the path.
 Files
-    Every regular file directly in the folder is tried (any name, with or without ``.dcm``;
-    sub-folders are not entered) with ``pydicom.dcmread(stop_before_pixels=True, force=False)``.
-    Files that are not DICOM Part-10 files (no ``DICM`` preamble), whose header cannot be
-    parsed, ``DICOMDIR`` files and DICOM objects without an image (no Rows/Columns: reports,
-    structured reports ...) are skipped and listed in ``info["skipped"]`` with the reason.
-    No readable DICOM file at all -> :class:`~ctflow.errors.CorruptFileError` ("no DICOM files").
+    Every entry directly in the folder is looked at with ``stat`` first (sub-folders are not
+    entered). Anything that is not a regular file (FIFO, socket, device, also behind a
+    symbolic link) is skipped without ever being opened, and so is a broken symbolic link
+    (but see *Damaged files*). Every regular file (any name, with or without ``.dcm``) is
+    parsed by pydicom up to its PixelData, within bounds: values over 64 KiB are seeked over,
+    not read, and a parse stops (the file is *damaged*) past 50 000 reads, 32 MiB read,
+    20 000 top-level elements, a value running past the end of the file, or a deflated
+    dataset inflating beyond 64 MiB -- so that no file, however big or hostile, costs more
+    than a second or two and a few MB to look at. Files that are not DICOM Part-10 files (no
+    ``DICM`` prefix at byte 128), ``DICOMDIR`` files and DICOM objects without an image (no
+    Rows/Columns and a SOP class that is not an image storage class: reports, structured
+    reports ...) are skipped. Every skipped file is listed in ``info["skipped"]`` with the
+    reason. No readable DICOM image at all -> :class:`~ctflow.errors.CorruptFileError`
+    ("no DICOM files").
+Damaged files
+    A ``DICM`` file is *damaged* when pydicom cannot parse its header, when the parse stops on
+    a bound above, or when it claims to be an image (an "... Image Storage" SOP class, or no
+    SOP class at all) but has no Rows/Columns (a file cut before its pixel data). Once the
+    series to read is chosen (below), a file that could not be read as an image is a
+    :class:`~ctflow.errors.CorruptFileError` naming it -- never a skipped file, never a "gap",
+    also with ``allow_uneven=True`` -- when it is, or may be, one of that series' slices:
+
+    1. a damaged DICOM file whose header holds, whole, that series' SeriesInstanceUID, or
+       whose header is cut or garbled before a whole SeriesInstanceUID (its series cannot be
+       told, so it may be ours); or
+    2. a file without the ``DICM`` prefix, a broken symbolic link or a file that cannot be
+       opened, whose name with every run of digits replaced by ``#`` is that of a file of the
+       series (``slice0007.dcm`` ~ ``slice#.dcm``), or whose size lies within 2 % of the
+       median size of the series' files when all of those lie within 2 % of it (uncompressed
+       slices; a zeroed or garbled copy keeps its size).
+
+    Never taken as a slice (skipped and reported): special files, files named ``DICOMDIR``,
+    whole DICOM headers that are not images, damaged files whose header names another series
+    (their reason names it), and files whose first bytes show another format (JPEG, PNG, GIF,
+    PDF, ZIP, gzip, TIFF) or plain text (no control character in the first 132 bytes). A
+    slice whose header reads but whose pixel data is cut, longer than the file, or
+    undecodable is a CorruptFileError naming it when its pixels are read (the files of other
+    series are never read).
 Series choice
     Files are grouped by SeriesInstanceUID (an empty or missing UID is the series ``""``).
     A series is CT when its Modality is ``CT`` (or Modality is empty and the SOP class is a
@@ -99,5 +139,18 @@ from ctflow.io.dicom.headers import (
     LEGACY_ENHANCED_CT_IMAGE_STORAGE as LEGACY_ENHANCED_CT_IMAGE_STORAGE,
 )
 from ctflow.io.dicom.reader import read_dicom_series
+from ctflow.io.dicom.rtstruct import rasterize_contours, read_rtstruct
+from ctflow.io.dicom.seg import DicomLabels, Segment, read_dicom_seg, write_dicom_seg
 
-__all__ = ["SeriesInfo", "SeriesList", "read_dicom_series", "scan_dicom_folder"]
+__all__ = [
+    "DicomLabels",
+    "Segment",
+    "SeriesInfo",
+    "SeriesList",
+    "rasterize_contours",
+    "read_dicom_seg",
+    "read_dicom_series",
+    "read_rtstruct",
+    "scan_dicom_folder",
+    "write_dicom_seg",
+]

@@ -7,13 +7,22 @@ folder by SeriesInstanceUID for :func:`~ctflow.io.dicom.read_dicom_series`.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ctflow.errors import CorruptFileError, InvalidParameterError
-from ctflow.io.dicom.headers import _CT_CLASSES, _MULTIFRAME_CT, _Header, _read_header
+from ctflow.io.dicom.headers import (
+    _CT_CLASSES,
+    _MULTIFRAME_CT,
+    _file_kind,
+    _Header,
+    _read_header,
+    _Unread,
+)
+from ctflow.validation import check_path_text
 
 __all__ = ["SeriesInfo", "SeriesList", "scan_dicom_folder"]
 
@@ -139,35 +148,75 @@ def _series_info(uid: str, headers: list[_Header]) -> SeriesInfo:
 
 
 def _check_folder(folder: str | os.PathLike[str], where: str) -> Path:
-    """Return ``folder`` as a Path after checking it is an existing directory."""
-    p = Path(folder)
-    if not p.exists():
-        raise CorruptFileError(f"{where}: {p}: no such folder")
-    if not p.is_dir():
+    """Return ``folder`` as a Path after checking it is a path to an existing directory.
+
+    Raises
+    ------
+    InvalidParameterError
+        Not a path, a NUL byte or an over-long name in it, or a path to something else than a
+        folder (a file, a FIFO ...).
+    CorruptFileError
+        Nothing there, a broken symbolic link, or a folder that cannot be accessed.
+    """
+    if not isinstance(folder, str | os.PathLike):
         raise InvalidParameterError(
-            f"{where}: folder must be a directory of DICOM slices; got the file {p}"
+            f"{where}: folder must be a path (str or os.PathLike); got {type(folder).__name__}"
+        )
+    text = os.fspath(folder)
+    text = os.fsdecode(text) if isinstance(text, bytes) else text
+    p = Path(check_path_text(text, "folder", where))
+    try:
+        mode = os.stat(p).st_mode
+    except OSError as exc:
+        if os.path.islink(p):
+            raise CorruptFileError(
+                f"{where}: {p}: broken symbolic link (its target {os.readlink(p)!r} cannot be "
+                f"reached: {exc.strerror or exc})"
+            ) from exc
+        if isinstance(exc, FileNotFoundError):
+            raise CorruptFileError(f"{where}: {p}: no such folder") from exc
+        raise CorruptFileError(f"{where}: {p}: cannot access the folder ({exc})") from exc
+    if not stat.S_ISDIR(mode):
+        got = "the file" if stat.S_ISREG(mode) else _file_kind(mode)
+        raise InvalidParameterError(
+            f"{where}: folder must be a directory of DICOM slices; got {got} {p}"
         )
     return p
 
 
-def _scan(folder: Path) -> tuple[dict[str, list[_Header]], list[dict[str, str]]]:
-    """Read the header of every file of ``folder``; group them by series, list the rest."""
+def _scan(folder: Path) -> tuple[dict[str, list[_Header]], list[_Unread]]:
+    """Read the header of every file of ``folder``; group them by series, list the rest.
+
+    Entries are looked at with ``stat`` first: sub-folders are passed over, and anything that
+    is not a regular file (FIFO, socket, device) is listed without being opened.
+    """
     try:
-        names = sorted(os.listdir(folder))
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
     except OSError as exc:
         raise CorruptFileError(f"{folder}: cannot list the folder ({exc})") from exc
     groups: dict[str, list[_Header]] = {}
-    skipped: list[dict[str, str]] = []
-    for name in names:
-        path = folder / name
-        if not path.is_file():
+    unread: list[_Unread] = []
+    for entry in entries:
+        path = folder / entry.name
+        try:
+            st = entry.stat()  # follows symbolic links
+        except OSError as exc:
+            what = "broken symbolic link" if entry.is_symlink() else "cannot stat the file"
+            unread.append(_Unread(path, f"{what} ({exc.strerror or exc})"))
             continue
-        header, reason = _read_header(path)
-        if header is None:
-            skipped.append({"file": str(path), "reason": reason})
+        if stat.S_ISDIR(st.st_mode):
+            continue  # sub-folders are not entered
+        if not stat.S_ISREG(st.st_mode):
+            kind = _file_kind(st.st_mode)
+            unread.append(_Unread(path, f"{kind}, not a regular file; not opened", special=True))
+            continue
+        result = _read_header(path, st.st_size)
+        if isinstance(result, _Unread):
+            unread.append(result)
         else:
-            groups.setdefault(header.series_uid, []).append(header)
-    return groups, skipped
+            groups.setdefault(result.series_uid, []).append(result)
+    return groups, unread
 
 
 def scan_dicom_folder(folder: str | os.PathLike[str]) -> SeriesList:
@@ -182,12 +231,18 @@ def scan_dicom_folder(folder: str | os.PathLike[str]) -> SeriesList:
     -------
     SeriesList
         A list of :class:`SeriesInfo` (one per SeriesInstanceUID, sorted by UID, localizer and
-        non-CT series included) with ``.skipped``: the files that are not DICOM images and why.
+        non-CT series included) with ``.skipped``: the files that are not DICOM images and why
+        (a damaged DICOM file's reason starts with "damaged DICOM file"; special files and
+        broken symbolic links are listed too, sub-folders are not). Listing never refuses a
+        damaged file: only :func:`~ctflow.io.dicom.read_dicom_series` judges whether it is a
+        slice of the series it reads.
 
     Raises
     ------
     CorruptFileError
-        The folder does not exist or cannot be listed.
+        The folder does not exist, is a broken symbolic link or cannot be listed.
+    InvalidParameterError
+        ``folder`` is not a folder (a file ...), or a path with a NUL byte or an over-long name.
 
     Examples
     --------
@@ -200,5 +255,6 @@ def scan_dicom_folder(folder: str | os.PathLike[str]) -> SeriesList:
     ([('CT', 1, 128, 128)], [])
     """
     p = _check_folder(folder, "scan_dicom_folder")
-    groups, skipped = _scan(p)
+    groups, unread = _scan(p)
+    skipped = [u.as_dict() for u in unread]
     return SeriesList([_series_info(u, groups[u]) for u in sorted(groups)], str(p), skipped)

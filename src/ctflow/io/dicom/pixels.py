@@ -12,12 +12,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydicom
 from numpy.typing import NDArray
-from pydicom.uid import UID
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from ctflow.errors import CorruptFileError, CTFlowError, InvalidScanError, UnsupportedFormatError
-from ctflow.io.dicom.headers import _field, _Header, _int
+from ctflow.io.dicom.headers import (
+    _after_pixels,
+    _Damaged,
+    _field,
+    _Header,
+    _int,
+    _NotDicom,
+    _open_file,
+    _parse,
+)
 
 _AIR_HU = -1000
 
@@ -98,9 +106,15 @@ def _read_native_pixels(h: _Header, rows: int, cols: int) -> NDArray[Any]:
     dtype, bits, stored = _pixel_format(h.dataset, h)
     arr = np.empty((rows, cols), dtype)
     try:
-        with open(h.path, "rb", buffering=0) as fh:
+        with _open_file(h.path) as fh:
             size = os.fstat(fh.fileno()).st_size
-            _check_length(h, max(0, min(h.pixel_length, size - h.pixel_offset)), rows, cols, bits)
+            left = max(0, size - h.pixel_offset)
+            _check_length(h, min(h.pixel_length, left), rows, cols, bits)
+            if h.pixel_length > left + 1:  # (one byte of slack: a missing odd-length pad)
+                raise CorruptFileError(
+                    f"{h.path}: the PixelData element claims {h.pixel_length} bytes but the file "
+                    f"ends {left} bytes after its start (truncated or inconsistent file)"
+                )
             fh.seek(h.pixel_offset)
             mv = arr.data.cast("B")
             pos = 0
@@ -109,6 +123,8 @@ def _read_native_pixels(h: _Header, rows: int, cols: int) -> NDArray[Any]:
                 if not n:
                     break
                 pos += n
+    except CorruptFileError:
+        raise
     except OSError as exc:
         raise CorruptFileError(f"{h.path}: cannot read the pixel data ({exc})") from exc
     if pos != len(mv):
@@ -121,11 +137,20 @@ def _stored_pixels(h: _Header, rows: int, cols: int) -> tuple[NDArray[Any], tupl
     if h.pixel_offset is not None and h.dataset is not None:
         return _read_native_pixels(h, rows, cols), _padding_range(h.dataset, h.path)
     try:
-        ds = pydicom.dcmread(h.path, force=False)
-    except Exception as exc:
-        raise CorruptFileError(
-            f"{h.path}: cannot read the file ({type(exc).__name__}: {str(exc)[:150]})"
-        ) from exc
+        # bounded like the header pass; stops after PixelData (trailing elements are not
+        # parsed); large values are deferred, except in a deflated dataset (pydicom inflates it
+        # in memory, and the header pass checked its inflated size)
+        parsed = _parse(
+            h.path,
+            os.stat(h.path).st_size,
+            _after_pixels,
+            defer=h.transfer_syntax != DeflatedExplicitVRLittleEndian,
+        )
+    except (_Damaged, _NotDicom, OSError) as exc:
+        raise CorruptFileError(f"{h.path}: cannot read the file ({exc})") from exc
+    ds = parsed.dataset
+    if parsed.state.problem:
+        raise CorruptFileError(f"{h.path}: {parsed.state.problem}")
     if "PixelData" not in ds:
         raise CorruptFileError(f"{h.path}: no PixelData element (truncated file?)")
     padding = _padding_range(ds, h.path)

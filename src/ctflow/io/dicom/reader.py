@@ -11,7 +11,7 @@ from ctflow.errors import CorruptFileError, InvalidScanError
 from ctflow.geometry import Geometry
 from ctflow.io.dicom.folder import _check_folder, _scan, _series_info
 from ctflow.io.dicom.pixels import _check_decoder, _decode, _Int16Overflow, _resample_slices
-from ctflow.io.dicom.series import _choose, _sort_and_space, _validate
+from ctflow.io.dicom.series import _choose, _refuse_damaged, _sort_and_space, _validate
 from ctflow.io.scan import Scan
 
 __all__ = ["read_dicom_series"]
@@ -57,14 +57,17 @@ def read_dicom_series(
     Raises
     ------
     CorruptFileError
-        Missing folder, no DICOM files, unreadable or truncated pixel data.
+        Missing folder (or a broken symbolic link), no DICOM files, unreadable or truncated
+        pixel data, a damaged file that is (or may be) a slice of the series read (see the
+        package rules).
     InvalidScanError
         No CT series, inconsistent or invalid geometry, duplicate positions, gaps, uneven
         spacing, a volume over 4 GiB.
     UnsupportedFormatError
         Multi-frame (enhanced) CT, colour images, a transfer syntax without a decoder.
     InvalidParameterError
-        ``series_uid`` is not in the folder, or ``folder`` is a file.
+        ``series_uid`` is not in the folder, ``folder`` is a file, or a path with a NUL byte or
+        an over-long name.
 
     Examples
     --------
@@ -77,9 +80,13 @@ def read_dicom_series(
     ((1, 128, 128), -896, 'CT')
     """
     p = _check_folder(folder, "read_dicom_series")
-    groups, skipped = _scan(p)
+    groups, unread = _scan(p)
+    skipped = [u.as_dict() for u in unread]
     if not groups:
-        detail = f"; {len(skipped)} file(s) skipped, e.g. {skipped[0]}" if skipped else ""
+        example = next((u for u in unread if u.damaged), unread[0] if unread else None)
+        detail = ""
+        if example is not None:
+            detail = f"; {len(unread)} file(s) skipped, e.g. {example.path}: {example.reason}"
         raise CorruptFileError(
             f"{p}: no DICOM files (no readable DICOM image in the folder{detail})"
         )
@@ -91,6 +98,7 @@ def read_dicom_series(
             f"{p}: not a CT series (Modality {', '.join(found)}) for series {uid!r}; "
             "ctflow reads CT only"
         )
+    _refuse_damaged(uid, [h for h in headers if not h.is_localizer] or headers, unread)
     already = {d["file"] for d in skipped}
     others: list[str] = []  # other CT series that could have been read
     for u in sorted(groups):

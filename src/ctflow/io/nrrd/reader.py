@@ -1,4 +1,9 @@
-"""Read a 3-D NRRD volume (``.nrrd``, or ``.nhdr`` + data file) into a Scan."""
+"""Read a 3-D NRRD volume (``.nrrd``, or ``.nhdr`` + data file) into a Scan.
+
+A detached header may name its data file anywhere; by default only files in the header's own
+folder (or below, after symbolic links) are read (``allow_external_data=True`` lifts that), and
+only regular files (a FIFO or device is refused at once instead of blocking).
+"""
 
 from __future__ import annotations
 
@@ -13,25 +18,46 @@ from ctflow.io.nrrd.geometry import _geometry
 from ctflow.io.nrrd.header import _DOMAIN_KINDS, _ENCODINGS, _KINDS, NRRD_TYPES, _read_header
 from ctflow.io.scan import Scan
 from ctflow.io.voxels import (
+    INFLATE_IN,
     MAX_VOXELS_BYTES,
     FileSource,
     VoxelSource,
     ZlibSource,
+    as_source_path,
+    check_data_file,
+    open_regular,
     read_voxels,
     skip_bytes,
 )
+from ctflow.validation import as_bool
 
 __all__ = ["read_nrrd"]
 
 
 def _skip_lines(fh: BinaryIO, n: int, path: Path, where: str) -> None:
-    """Skip ``n`` lines of the data file (the header's ``line skip``)."""
-    for _ in range(n):
-        if not fh.readline():
+    """Skip ``n`` lines of the data file (the header's ``line skip``).
+
+    The file is scanned in pieces of :data:`~ctflow.io.voxels.INFLATE_IN` bytes (not byte by
+    byte, and never a whole line in memory), then left just after the ``n``-th newline.
+    """
+    left = n
+    while left > 0:
+        pos = fh.tell()
+        chunk = fh.read(INFLATE_IN)
+        if not chunk:
             raise CorruptFileError(f"{path}: {where} ends inside its {n} skipped lines")
+        found = chunk.count(b"\n")
+        if found < left:
+            left -= found
+            continue
+        end = -1
+        for _ in range(left):
+            end = chunk.index(b"\n", end + 1)
+        fh.seek(pos + end + 1)
+        left = 0
 
 
-def read_nrrd(path: str | os.PathLike[str]) -> Scan:
+def read_nrrd(path: str | os.PathLike[str], *, allow_external_data: bool = False) -> Scan:
     """Read a 3-D NRRD volume (``.nrrd`` with attached data, or ``.nhdr`` + data file).
 
     The rules (geometry as ITK reads it, encodings, what is refused) are in the package
@@ -41,6 +67,11 @@ def read_nrrd(path: str | os.PathLike[str]) -> Scan:
     ----------
     path : path
         The ``.nrrd`` file or the detached ``.nhdr`` header.
+    allow_external_data : bool, default False
+        Read the data file wherever ``data file:`` points. By default it must resolve (after
+        symbolic links) inside the header's folder or a folder below it, so a header cannot
+        make ctflow read other files (``/etc/passwd``, ``../x``); pass True only for headers
+        you trust.
 
     Returns
     -------
@@ -53,15 +84,20 @@ def read_nrrd(path: str | os.PathLike[str]) -> Scan:
     Raises
     ------
     CorruptFileError
-        Missing file or data file, not a NRRD file, unknown header lines, truncated data,
-        data longer than the header says, corrupt gzip stream.
+        Missing file or data file, a FIFO/socket/device instead of a file, not a NRRD file,
+        unknown header lines, truncated data, data longer than the header says, corrupt gzip
+        stream.
+    InvalidParameterError
+        ``path`` cannot name a file (NUL byte, over-long name), or ``allow_external_data`` is
+        not a bool.
     InvalidScanError
         Missing required fields, bad sizes, unknown or non-positive voxel size,
         non-orthogonal directions, NaN/Inf voxels, a claimed volume over
         :data:`~ctflow.io.voxels.MAX_VOXELS_BYTES`.
     UnsupportedFormatError
         Unknown element type, ``block`` type, encodings other than raw/gzip, multi-component
-        voxels, non-3-D images, time spaces, ``LIST`` / pattern data files.
+        voxels, non-3-D images, time spaces, ``LIST`` / pattern data files, a data file outside
+        the header's folder (without ``allow_external_data``).
 
     Examples
     --------
@@ -74,7 +110,8 @@ def read_nrrd(path: str | os.PathLike[str]) -> Scan:
     >>> int(scan.images[1, 2, 3]), scan.geometry.spacing.tolist(), scan.info["encoding"]
     (23, [2.0, 0.5, 0.5], 'gzip')
     """
-    p = Path(path)
+    p = as_source_path(path, "read_nrrd")
+    as_bool(allow_external_data, "allow_external_data", "read_nrrd")
     h = _read_header(p)
     _, type_name = h.require("type")
     tkey = " ".join(type_name.lower().split())
@@ -161,6 +198,7 @@ def read_nrrd(path: str | os.PathLike[str]) -> Scan:
         raise InvalidScanError(f"{p}: NRRD byte skip -1 is only valid for raw encoding")
 
     found = h.get("datafile")
+    owner: Path | None = None  # the header, when the data lie in another file
     if found is None:
         if h.data_offset is None:
             raise CorruptFileError(
@@ -178,15 +216,15 @@ def read_nrrd(path: str | os.PathLike[str]) -> Scan:
         data_path = Path(name)
         if not data_path.is_absolute():
             data_path = p.parent / data_path
-        if not data_path.is_file():
-            raise CorruptFileError(f"{p}: its data file {data_path} ('data file') does not exist")
-        start = 0
+        check_data_file(p, data_path, f"{found[0]}: {name}", allow_external_data)
+        start, owner = 0, p
     info["data_file"] = str(data_path)
     where = "the data after the header" if data_path == p else f"data file {data_path.name}"
     dims_zyx = (sizes[2], sizes[1], sizes[0])
+    label = f"its data file {data_path} ('data file')"
+    fh, file_size = open_regular(data_path, "NRRD data file", owner=owner, label=label)
     try:
-        file_size = data_path.stat().st_size
-        with open(data_path, "rb", buffering=0) as fh:
+        with fh:
             fh.seek(start)
             if line_skip:
                 _skip_lines(fh, line_skip, p, where)

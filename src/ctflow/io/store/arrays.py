@@ -1,19 +1,22 @@
-"""One component as a blosc2 NDArray file: layout, chunk compression, whole-array reads.
+"""One component as a blosc2 NDArray file: layout, chunk compression, checksums, reads.
 
 An array is stored in chunks of whole ``(Y, X)`` planes, compressed and decompressed one
 chunk per task on a small thread pool without the GIL. A crop (one chunk) is written as a
 frame learnt once per layout (``_CropFrame``), with one write and without blosc2's frame
-code.
+code. Every compressed chunk has a CRC-32 (``_chunk_crc``), computed by the task that
+compresses it and checked by the task that decompresses it.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 import threading
+import zlib
 from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,7 @@ from ctflow import memory
 from ctflow.errors import CorruptFileError
 from ctflow.io.store.files import _open_for_fsync, _write_file
 from ctflow.io.store.format import _compression
+from ctflow.io.voxels import check_finite
 from ctflow.system import cpu_count
 
 _BLOCK_BYTES = 512 * 1024  # a block (whole planes) fits in L2 while it is (de)compressed
@@ -202,10 +206,28 @@ def _compress_chunk(data: NDArray[Any], blocks: tuple[int, ...], flags: dict[str
     return blosc2.compress2(data, typesize=data.itemsize, blocksize=blocksize, nthreads=1, **flags)
 
 
-def _write_array(path: Path, data: NDArray[Any], compression: str) -> int:
+def _is_special(chunk: bytes | memoryview) -> bool:
+    """Tell whether a blosc2 chunk is special (a run of zeros or of one value, no data)."""
+    return len(chunk) >= 32 and bool((chunk[31] >> 4) & 0x7)
+
+
+def _chunk_crc(chunk: bytes | memoryview) -> int:
+    """Return the CRC-32 of a compressed chunk as stored (``zlib.crc32``, GIL released).
+
+    A special chunk (a run of zeros, say) is not stored as such: the frame's offset index
+    marks it, and blosc2 hands back a rebuilt header without the codec and filter bytes. Its
+    checksum covers what is kept: the item size, the sizes, the special kind and the value.
+    """
+    if _is_special(chunk):
+        return zlib.crc32(chunk[32:], zlib.crc32(bytes(chunk[3:16]) + bytes([chunk[31] & 0x70])))
+    return zlib.crc32(chunk)
+
+
+def _write_array(path: Path, data: NDArray[Any], compression: str) -> tuple[int, list[int]]:
     """Write ``data`` (C-contiguous, 3-D) as a blosc2 NDArray of whole-plane chunks.
 
-    Returns an open descriptor of the file, its writeback started, for the caller to fsync.
+    Returns an open descriptor of the file, its writeback started, for the caller to fsync,
+    and the CRC-32 of every chunk (``_chunk_crc``).
     """
     codec, clevel = _compression(compression)
     (cz, y, x), blocks = _layout(data.shape, data.itemsize)
@@ -215,9 +237,11 @@ def _write_array(path: Path, data: NDArray[Any], compression: str) -> int:
         # a crop: its frame is written here with one GIL-free write (blosc2's file updates hold
         # the GIL while they wait for the disk), without blosc2's frame code where possible
         frame = _crop_frame(tuple(data.shape), data.dtype, blocks, flags)
-        parts = None if frame is None else frame.parts(_compress_chunk(data, blocks, flags))
-        if parts is not None:
-            return _write_file(path, *parts)
+        if frame is not None:
+            chunk = _compress_chunk(data, blocks, flags)
+            parts = frame.parts(chunk)
+            if parts is not None:
+                return _write_file(path, *parts), [_chunk_crc(chunk)]
     where = {} if n_chunks == 1 else {"urlpath": str(path), "mode": "w"}
     arr = blosc2.empty(
         data.shape,
@@ -228,68 +252,250 @@ def _write_array(path: Path, data: NDArray[Any], compression: str) -> int:
         **where,
     )
 
-    def compress(k: int) -> bytes:
+    def compress(k: int) -> tuple[bytes, int]:
         slab = data[k * cz : (k + 1) * cz]
         if slab.shape[0] < cz:  # the last chunk overhangs: pad it as blosc2 does (zeros)
             full = np.zeros((cz, y, x), data.dtype)
             full[: slab.shape[0]] = slab
             slab = full
-        return _compress_chunk(slab, blocks, flags)
+        chunk = _compress_chunk(slab, blocks, flags)
+        return chunk, _chunk_crc(chunk)
 
+    crcs: list[int] = []
     if n_chunks == 1:  # no hand-over to the pool either
-        arr.schunk.update_chunk(0, compress(0))
-        return _write_file(path, arr.schunk.to_cframe())
+        chunk, crc = compress(0)
+        arr.schunk.update_chunk(0, chunk)
+        return _write_file(path, arr.schunk.to_cframe()), [crc]
     # chunks are compressed in parallel (a few in flight) and appended in order
     pool = _io_pool()
     window = 2 * _IO_THREADS
-    pending: deque[Future[bytes]] = deque()
+    pending: deque[Future[tuple[bytes, int]]] = deque()
     try:
         for k in range(n_chunks):
             pending.append(pool.submit(compress, k))
-            if len(pending) >= window:
-                arr.schunk.update_chunk(k - len(pending) + 1, pending.popleft().result())
-        while pending:
-            arr.schunk.update_chunk(n_chunks - len(pending), pending.popleft().result())
+            while len(pending) >= window or (k == n_chunks - 1 and pending):
+                chunk, crc = pending.popleft().result()
+                arr.schunk.update_chunk(len(crcs), chunk)
+                crcs.append(crc)
     finally:
         for fut in pending:
             fut.cancel()
     del arr  # blosc2 has written the file
-    return _open_for_fsync(path)
+    return _open_for_fsync(path), crcs
 
 
-def _read_array(arr: Any, path: Path) -> NDArray[Any]:
-    """Read a whole stored array; chunks of whole planes are decompressed in parallel."""
+_local = threading.local()  # the chunk buffer of each reading thread
+_OVERHEAD = 64 * 1024  # more than blosc2 ever adds to a chunk's data (header, block starts)
+
+
+def _thread_buffer(size: int) -> bytearray:
+    """Return a buffer of at least ``size`` bytes, kept by the calling thread for its next read.
+
+    Reading every chunk into fresh memory costs as much as checking it: each new page is
+    faulted in. Buffers larger than two chunks of the current layout are not kept.
+    """
+    buf: bytearray | None = getattr(_local, "buf", None)
+    if buf is None or len(buf) < size:
+        buf = bytearray(size)
+        if size <= 2 * _CHUNK_BYTES + _OVERHEAD:
+            _local.buf = buf
+    return buf
+
+
+class _ChunkReader:
+    """Read the compressed chunks of an array file, with one ``pread`` each.
+
+    blosc2's ``get_chunk`` copies a chunk twice into fresh memory, which costs a large part
+    of a load. Where blosc2 tells where a chunk lies in the file (``get_chunk_range``), the
+    chunk is read straight into a buffer instead, with the GIL released; special chunks (no
+    bytes in the file) and files blosc2 cannot place come from ``get_chunk``.
+
+    Parameters
+    ----------
+    arr : blosc2.NDArray
+        The array, opened from ``path``.
+    path : Path
+        Its file (the same content whatever replaces it: names are content-versioned).
+    reuse : bool
+        Read into the calling thread's kept buffer (the pool's threads) instead of a new one.
+    """
+
+    def __init__(self, arr: Any, path: Path, *, reuse: bool) -> None:
+        self.schunk = arr.schunk
+        self.path = path
+        self.reuse = reuse
+        self.limit = math.prod(int(v) for v in arr.chunks) * arr.dtype.itemsize + _OVERHEAD
+        self.fd: int | None = None
+        self.ranges: list[tuple[int, int]] | None = None
+        if hasattr(os, "preadv") and hasattr(self.schunk, "get_chunk_range"):
+            try:
+                self.ranges = [self.schunk.get_chunk_range(k) for k in range(self.schunk.nchunks)]
+                self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            except (RuntimeError, OSError):  # not a frame on disk, or gone: blosc2 reads it
+                self.ranges = None
+
+    def __enter__(self) -> _ChunkReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the file (the reads are over)."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def get(self, k: int) -> bytes | memoryview:
+        """Return compressed chunk ``k`` (a view valid until this thread's next read).
+
+        Raises
+        ------
+        CorruptFileError
+            The chunk is cut short or its header is not a blosc2 chunk's.
+        """
+        if self.ranges is None or self.fd is None or self.ranges[k][1] <= 0:
+            chunk: bytes = self.schunk.get_chunk(k)
+            return chunk
+        offset, size = self.ranges[k]
+        size = min(size, self.limit)
+        buf = _thread_buffer(size) if self.reuse else bytearray(size)
+        view = memoryview(buf)[:size]
+        got = os.preadv(self.fd, [view], offset)
+        cbytes = int.from_bytes(view[12:16], "little") if got >= 32 else -1
+        if not 32 <= cbytes <= got:
+            raise CorruptFileError(
+                f"{self.path}: chunk {k} of {len(self.ranges)} is damaged: its header must give "
+                f"its size, at most the {got} bytes at offset {offset}; it says {cbytes}"
+            )
+        return view[:cbytes]
+
+
+def _check_chunk(chunk: bytes | memoryview, k: int, crcs: Sequence[int], path: Path) -> None:
+    """Refuse chunk ``k`` of the file ``path`` unless its CRC-32 is the one ``meta.json`` lists."""
+    got = _chunk_crc(chunk)
+    if got != crcs[k]:
+        raise CorruptFileError(
+            f"{path}: chunk {k} of {len(crcs)} is damaged: its CRC-32 must be {crcs[k]:08x} "
+            f"(meta.json), it is {got:08x}"
+        )
+
+
+def _check_chunk_count(schunk: Any, crcs: Sequence[int], path: Path) -> None:
+    """Refuse a file whose number of chunks is not the number of checksums in ``meta.json``."""
+    if schunk.nchunks != len(crcs):
+        raise CorruptFileError(
+            f"{path}: must have {len(crcs)} chunks (meta.json lists {len(crcs)} checksums); "
+            f"it has {schunk.nchunks}"
+        )
+
+
+def _read_array(arr: Any, path: Path, crcs: Sequence[int] | None) -> NDArray[Any]:
+    """Read a whole stored array; chunks of whole planes are decompressed in parallel.
+
+    Each chunk's CRC-32 is checked against ``crcs`` (None: not checked) by the task that
+    decompresses it, and float chunks are checked for NaN and Inf there too.
+    """
     shape = tuple(int(v) for v in arr.shape)
     chunks = tuple(int(v) for v in arr.chunks)
     blocks = tuple(int(v) for v in arr.blocks)
+    schunk = arr.schunk
+    n_chunks = schunk.nchunks
+    if crcs is not None:
+        _check_chunk_count(schunk, crcs, path)
     planes = len(shape) == 3 and chunks[1:] == shape[1:] and blocks[1:] == shape[1:]
-    if not planes or chunks[0] % blocks[0] or arr.schunk.nchunks != -(-shape[0] // chunks[0]):
-        return np.asarray(arr[...])  # another layout: blosc2's generic path
+    if not planes or chunks[0] % blocks[0] or n_chunks != -(-shape[0] // chunks[0]):
+        # another layout (older dumps): blosc2's generic path
+        try:
+            if crcs is not None:
+                for k in range(n_chunks):
+                    _check_chunk(schunk.get_chunk(k), k, crcs, path)
+            whole = np.asarray(arr[...])
+        except CorruptFileError:
+            raise
+        except Exception as exc:
+            raise CorruptFileError(f"{path}: corrupt data ({exc})") from exc
+        check_finite(whole, path, whole.dtype.name)
+        return whole
     out = memory.empty(shape, np.dtype(arr.dtype))
     cz = chunks[0]
-    schunk = arr.schunk
+    chunk_nbytes = cz * math.prod(shape[1:]) * out.dtype.itemsize
+    floats = out.dtype.kind == "f"
+    finite = [True] * n_chunks
 
     def decompress(k: int) -> None:
         z0, z1 = k * cz, min(shape[0], (k + 1) * cz)
-        chunk = schunk.get_chunk(k)
+        chunk = reader.get(k)
+        if crcs is not None:
+            _check_chunk(chunk, k, crcs, path)
+        nbytes = int.from_bytes(chunk[4:8], "little")
+        if nbytes != chunk_nbytes:  # the voxels it would leave unwritten are not zeros
+            raise CorruptFileError(
+                f"{path}: chunk {k} must hold {chunk_nbytes} bytes; its header says {nbytes}"
+            )
         if z1 - z0 == cz:
             blosc2.decompress2(chunk, dst=out[z0:z1])
         else:  # the overhanging last chunk
             full = np.empty((cz, *shape[1:]), out.dtype)
             blosc2.decompress2(chunk, dst=full)
             out[z0:z1] = full[: z1 - z0]
+        if floats:
+            finite[k] = bool(np.isfinite(out[z0:z1]).all())
 
     # one chunk (a crop) is decompressed here: no hand-over to the pool
-    n_chunks = schunk.nchunks
-    futures = [_io_pool().submit(decompress, k) for k in range(n_chunks)] if n_chunks > 1 else []
+    futures: list[Future[None]] = []
+    reader = _ChunkReader(arr, path, reuse=n_chunks > 1)
     try:
-        if not futures:
+        if n_chunks > 1:
+            futures = [_io_pool().submit(decompress, k) for k in range(n_chunks)]
+        else:
             decompress(0)
         for fut in futures:
             fut.result()
+    except CorruptFileError:
+        raise
     except Exception as exc:
         raise CorruptFileError(f"{path}: corrupt data ({exc})") from exc
     finally:
         for fut in futures:
             fut.cancel()
+        wait(futures)  # the tasks still running read the file: they end before it is closed
+        reader.close()
+    if not all(finite):
+        check_finite(out, path, out.dtype.name)  # counts them and says so
+    return out
+
+
+def _chunks_of_box(arr: Any, box: tuple[slice, ...]) -> list[int]:
+    """Return the numbers of the chunks of a stored array that a box touches (C order)."""
+    shape = [int(v) for v in arr.shape]
+    chunks = [max(1, int(v)) for v in arr.chunks]
+    grid = [-(-n // c) for n, c in zip(shape, chunks, strict=True)]
+    out = [0]
+    for sl, c, g in zip(box, chunks, grid, strict=True):
+        touched = range(int(sl.start) // c, (int(sl.stop) - 1) // c + 1)
+        out = [k * g + j for k in out for j in touched]
+    return out
+
+
+def _read_box(
+    arr: Any, path: Path, box: tuple[slice, ...], crcs: Sequence[int] | None
+) -> NDArray[Any]:
+    """Read a box of a stored array, decompressing only the planes it touches.
+
+    The chunks the box touches have their CRC-32 checked against ``crcs`` first (None: not
+    checked); float voxels are checked for NaN and Inf.
+    """
+    try:
+        if crcs is not None:
+            _check_chunk_count(arr.schunk, crcs, path)
+            with _ChunkReader(arr, path, reuse=False) as reader:
+                for k in _chunks_of_box(arr, box):
+                    _check_chunk(reader.get(k), k, crcs, path)
+        out = np.asarray(arr[box])
+    except CorruptFileError:
+        raise
+    except Exception as exc:
+        raise CorruptFileError(f"{path}: corrupt data ({exc})") from exc
+    check_finite(out, path, out.dtype.name)
     return out

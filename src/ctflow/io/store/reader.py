@@ -1,43 +1,155 @@
-"""Read an item back: all of it (:func:`read_item`) or a box of one array (:func:`read_crop`)."""
+"""Read an item back: all of it (:func:`read_item`) or a box of one array (:func:`read_crop`).
+
+A read starts from ``meta.json`` and opens the array files it names. Arrays are never
+changed once written (a rewrite puts new arrays under new names, then replaces ``meta.json``,
+then removes the old arrays), so what a read gets is one version of the item. If an array
+vanishes before it is opened (a rewrite removed it), the read starts again from the new
+``meta.json``.
+"""
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Mapping, Sequence
+import stat
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import blosc2
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from ctflow.errors import CorruptFileError, InvalidParameterError
+from ctflow.errors import CorruptFileError, InvalidParameterError, InvalidScanError
 from ctflow.geometry import Geometry
-from ctflow.io.store.arrays import _IO_THREADS, _read_array
-from ctflow.io.store.format import _META, _NODULE_KEYS, StoredItem, read_meta
+from ctflow.io.store.arrays import _IO_THREADS, _read_array, _read_box
+from ctflow.io.store.format import (
+    _META,
+    _NODULE_KEYS,
+    StoredItem,
+    _Component,
+    _parse_meta,
+    _read_meta_bytes,
+)
 
 __all__ = ["read_crop", "read_item"]
 
+_T = TypeVar("_T")
+#: How many times a read starts again from a new ``meta.json`` when arrays vanish under it.
+_ATTEMPTS = 8
 
-def _open_component(folder: Path, name: str, spec: Mapping[str, Any]) -> Any:
-    """Open ``<folder>/<name>.b2nd`` and check its shape and dtype against ``meta.json``."""
-    path = folder / f"{name}.b2nd"
+
+class _Vanished(Exception):
+    """An array named by ``meta.json`` cannot be opened (a rewrite may have removed it).
+
+    ``error`` is what opening it raised when the file is there, None when it is missing.
+    """
+
+    def __init__(self, path: Path, error: CorruptFileError | None = None) -> None:
+        super().__init__(str(path))
+        self.path = path
+        self.error = error
+
+
+def _max_voxels_bytes() -> int:
+    """Return ``ctflow.io.store.MAX_VOXELS_BYTES`` as it is now.
+
+    The limit is read at call time, so a program may raise or lower it by setting the
+    package's attribute (as ``ctflow.io.metaimage.MAX_VOXELS_BYTES`` for MetaImage files).
+    """
+    from ctflow.io import store
+
+    return int(store.MAX_VOXELS_BYTES)
+
+
+def _check_size(folder: Path, comp: _Component) -> None:
+    """Refuse an array larger than the limit, before anything is allocated."""
+    limit = _max_voxels_bytes()
+    if comp.nbytes > limit:
+        z, y, x = comp.shape
+        raise InvalidScanError(
+            f"{folder / _META}: {comp.name} is {z}x{y}x{x} {comp.dtype.name} voxels = "
+            f"{comp.nbytes} bytes; refusing volumes larger than MAX_VOXELS_BYTES = {limit}"
+        )
+
+
+def _open_component(folder: Path, comp: _Component) -> Any:
+    """Open an array file named by ``meta.json``; check its shape, dtype and chunks.
+
+    Raises ``_Vanished`` when the file is not there or cannot be opened: a rewrite may have
+    removed it meanwhile (blosc2 then fails in several ways), which the caller tells apart.
+    """
+    path = folder / comp.file
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise CorruptFileError(f"{path}: must be a file (a blosc2 array)")
+    except FileNotFoundError:
+        raise _Vanished(path) from None
+    except OSError as exc:
+        raise CorruptFileError(f"{path}: cannot open blosc2 array ({exc})") from exc
     try:
         # decompression is deterministic whatever the thread count; compression stays on one
         # thread (byte-identical dumps)
         arr = blosc2.open(str(path), mode="r", dparams=blosc2.DParams(nthreads=_IO_THREADS))
+    except FileNotFoundError:
+        raise _Vanished(path) from None
     except Exception as exc:
-        raise CorruptFileError(f"{path}: cannot open blosc2 array ({exc})") from exc
-    if list(arr.shape) != list(spec["shape"]) or np.dtype(arr.dtype) != np.dtype(spec["dtype"]):
+        error = CorruptFileError(f"{path}: cannot open blosc2 array ({exc})")
+        raise _Vanished(path, error) from exc
+    try:
+        shape = tuple(int(v) for v in arr.shape)
+        dtype = np.dtype(arr.dtype)
+        chunks = tuple(int(v) for v in arr.chunks)
+    except Exception as exc:
+        raise CorruptFileError(f"{path}: not a blosc2 NDArray ({exc})") from exc
+    if shape != comp.shape or dtype != comp.dtype:
         raise CorruptFileError(
-            f"{path}: array is {tuple(arr.shape)} {np.dtype(arr.dtype).name}, meta.json says "
-            f"{tuple(spec['shape'])} {np.dtype(spec['dtype']).name}"
+            f"{path}: the array must be {comp.shape} {comp.dtype.name} as meta.json says; "
+            f"it is {shape} {dtype.name}"
+        )
+    chunk_bytes = math.prod(chunks) * dtype.itemsize
+    if len(chunks) != 3 or min(chunks) < 1 or chunk_bytes > max(comp.nbytes, 1 << 20) * 2:
+        raise CorruptFileError(
+            f"{path}: chunks must be 3 sizes >= 1 of at most twice the array; got {chunks}"
         )
     return arr
 
 
-def read_item(path: str | os.PathLike[str], components: Sequence[str] | None = None) -> StoredItem:
+def _retrying(folder: Path, read: Callable[[dict[str, Any], dict[str, _Component]], _T]) -> _T:
+    """Run ``read(meta, components)`` on the item's ``meta.json``; again if the item changed.
+
+    ``read`` opens every array it needs before it reads any. When it fails and ``meta.json``
+    has been replaced meanwhile (a rewrite, which removes the arrays it no longer names only
+    after that), the read starts again from the new ``meta.json``, up to ``_ATTEMPTS`` times.
+    A failure while ``meta.json`` stays the same is the item's: an array missing is a
+    :class:`CorruptFileError` at once.
+    """
+    raw, which = _read_meta_bytes(folder)
+    for attempt in range(_ATTEMPTS):
+        meta, comps = _parse_meta(folder, raw)
+        try:
+            return read(meta, comps)
+        except (_Vanished, CorruptFileError) as exc:
+            now, now_which = _read_meta_bytes(folder)
+            if attempt == _ATTEMPTS - 1 or (now, now_which) == (raw, which):
+                if not isinstance(exc, _Vanished):
+                    raise
+                if exc.error is not None:
+                    raise exc.error from None
+                raise CorruptFileError(
+                    f"{exc.path}: no such file; {folder / _META} names it"
+                ) from None
+            raw, which = now, now_which  # rewritten meanwhile: read the new item
+    raise AssertionError("unreachable")
+
+
+def read_item(
+    path: str | os.PathLike[str],
+    components: Sequence[str] | None = None,
+    *,
+    verify: bool = True,
+) -> StoredItem:
     """Read an item folder written by :func:`write_item`.
 
     Parameters
@@ -46,6 +158,9 @@ def read_item(path: str | os.PathLike[str], components: Sequence[str] | None = N
         The item folder ``<dst>/<id>``.
     components : sequence of str, optional
         Which arrays to read (default: all stored); names that are not stored are skipped.
+    verify : bool, default True
+        Check every compressed chunk against its CRC-32 in ``meta.json`` (costs a few
+        percent of a load; dumps of format 1 have no checksums and are never checked).
 
     Returns
     -------
@@ -57,7 +172,12 @@ def read_item(path: str | os.PathLike[str], components: Sequence[str] | None = N
     UnsupportedFormatError
         Not an item folder (no ``meta.json``), or written by a newer ctflow.
     CorruptFileError
-        No such folder, unreadable metadata, a missing or corrupt array, bad geometry.
+        No such folder, unreadable or inconsistent metadata, a missing array, an array whose
+        shape or dtype is not what ``meta.json`` says, a damaged chunk (its checksum), corrupt
+        data.
+    InvalidScanError
+        An array larger than ``MAX_VOXELS_BYTES`` (refused before it is allocated), or float
+        voxels that are NaN or Inf.
 
     Examples
     --------
@@ -69,34 +189,31 @@ def read_item(path: str | os.PathLike[str], components: Sequence[str] | None = N
     np.int64(8)
     """
     folder = Path(path)
-    meta = read_meta(folder)
-    stored = meta.get("components", {})
-    wanted = list(stored) if components is None else list(components)
-    out: dict[str, NDArray[Any]] = {}
-    for name in wanted:
-        if name not in stored:
-            continue
-        arr = _open_component(folder, name, stored[name])
-        try:
-            out[name] = _read_array(arr, folder / f"{name}.b2nd")
-        except CorruptFileError:
-            raise
-        except Exception as exc:
-            raise CorruptFileError(f"{folder / (name + '.b2nd')}: corrupt data ({exc})") from exc
-    try:
-        geometry = Geometry(meta["spacing"], meta["origin"], meta["direction"])
-    except (KeyError, ValueError) as exc:
-        raise CorruptFileError(f"{folder / _META}: bad geometry ({exc})") from exc
+    check = bool(verify)
+
+    def read(
+        meta: dict[str, Any], comps: dict[str, _Component]
+    ) -> tuple[dict[str, Any], dict[str, NDArray[Any]]]:
+        wanted = [comps[n] for n in (comps if components is None else components) if n in comps]
+        for comp in wanted:
+            _check_size(folder, comp)  # all of them before any is allocated
+        opened = [(comp, _open_component(folder, comp)) for comp in wanted]  # then read
+        arrays = {
+            comp.name: _read_array(arr, folder / comp.file, comp.crc32 if check else None)
+            for comp, arr in opened
+        }
+        return meta, arrays
+
+    meta, out = _retrying(folder, read)
     rows = meta.get("nodules") or []
-    nodules = pd.DataFrame(rows, columns=list(_NODULE_KEYS), dtype=np.float64)
     return StoredItem(
         id=str(meta.get("id", folder.name)),
         components=out,
-        geometry=geometry,
-        nodules=nodules,
+        geometry=Geometry(meta["spacing"], meta["origin"], meta["direction"]),
+        nodules=pd.DataFrame(rows, columns=list(_NODULE_KEYS), dtype=np.float64),
         source=meta.get("source"),
         meta=meta,
-        warnings=[str(w) for w in meta.get("warnings") or []],
+        warnings=list(meta.get("warnings") or []),
         history=[dict(h) for h in meta.get("history") or []],
     )
 
@@ -106,10 +223,13 @@ def read_crop(
     start: Sequence[int],
     shape: Sequence[int],
     component: str = "images",
+    *,
+    verify: bool = True,
 ) -> tuple[NDArray[Any], Geometry]:
     """Read a box of one component without decompressing the whole scan.
 
-    Only the chunks of whole planes that the box touches are decompressed.
+    Only the chunks of whole planes that the box touches are read (and checked against their
+    CRC-32), and only the planes it touches are decompressed.
 
     Parameters
     ----------
@@ -121,6 +241,8 @@ def read_crop(
         Size of the box, (z, y, x); the box must lie inside the stored volume.
     component : str, default "images"
         Which array to read from.
+    verify : bool, default True
+        Check the chunks read against their CRC-32 in ``meta.json`` (format 2 dumps).
 
     Returns
     -------
@@ -134,7 +256,9 @@ def read_crop(
     InvalidParameterError
         No such component, or a box that does not lie inside the volume.
     CorruptFileError
-        Unreadable metadata or array.
+        Unreadable or inconsistent metadata or array, a damaged chunk.
+    InvalidScanError
+        A stored array larger than ``MAX_VOXELS_BYTES``, or NaN or Inf voxels in the box.
 
     Examples
     --------
@@ -148,25 +272,35 @@ def read_crop(
     (True, [1.0, 1.0, 1.0])
     """
     folder = Path(path)
-    meta = read_meta(folder)
-    spec = meta.get("components", {}).get(component)
-    if spec is None:
-        raise InvalidParameterError(f"read_crop: {folder} has no component {component!r}")
-    full = np.asarray(spec["shape"])
-    st = np.asarray(start, dtype=np.int64)
-    sh = np.asarray(shape, dtype=np.int64)
-    if (
-        st.shape != (3,)
-        or sh.shape != (3,)
-        or np.any(st < 0)
-        or np.any(sh < 1)
-        or np.any(st + sh > full)
-    ):
-        raise InvalidParameterError(
-            f"read_crop: box start={tuple(st.tolist())} shape={tuple(sh.tolist())} must lie "
-            f"inside the stored volume {tuple(full.tolist())} of {folder}"
-        )
-    arr = _open_component(folder, component, spec)
-    box = tuple(slice(int(a), int(a + b)) for a, b in zip(st, sh, strict=True))
-    geometry = Geometry(meta["spacing"], meta["origin"], meta["direction"]).shifted(st)
-    return np.asarray(arr[box]), geometry
+    check = bool(verify)
+
+    def read(meta: dict[str, Any], comps: dict[str, _Component]) -> tuple[NDArray[Any], Geometry]:
+        comp = comps.get(component)
+        if comp is None:
+            raise InvalidParameterError(f"read_crop: {folder} has no component {component!r}")
+        full = np.asarray(comp.shape, dtype=np.int64)
+        try:
+            st = np.asarray(start, dtype=np.int64)
+            sh = np.asarray(shape, dtype=np.int64)
+        except (TypeError, ValueError, OverflowError):
+            st = sh = np.zeros(0, np.int64)
+        if (
+            st.shape != (3,)
+            or sh.shape != (3,)
+            or np.any(st < 0)
+            or np.any(sh < 1)
+            or np.any(st + sh > full)
+        ):
+            got = f"start={start!r} shape={shape!r}"
+            if st.shape == sh.shape == (3,):
+                got = f"start={tuple(st.tolist())} shape={tuple(sh.tolist())}"
+            raise InvalidParameterError(
+                f"read_crop: box {got} must lie inside the stored volume {comp.shape} of {folder}"
+            )
+        _check_size(folder, comp)
+        arr = _open_component(folder, comp)
+        box = tuple(slice(int(a), int(a + b)) for a, b in zip(st, sh, strict=True))
+        geometry = Geometry(meta["spacing"], meta["origin"], meta["direction"]).shifted(st)
+        return _read_box(arr, folder / comp.file, box, comp.crc32 if check else None), geometry
+
+    return _retrying(folder, read)

@@ -22,8 +22,10 @@ from ctflow.io.store.format import (
     FORMAT_VERSION,
     SKYSCRAPER_COMPONENTS,
     STAGING,
+    _array_file,
     _check_id,
     _compression,
+    _is_stored_dtype,
     _nodules_to_json,
     _version,
     is_item_dir,
@@ -36,6 +38,15 @@ from ctflow.io.store.staging import (
 )
 
 __all__ = ["write_item"]
+
+
+def _close(fd: int, *, sync: bool) -> None:
+    """Close a file descriptor, after flushing the file to disk when ``sync``."""
+    try:
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_item(
@@ -54,7 +65,8 @@ def write_item(
     """Write one item atomically as ``<dst>/<item_id>/``.
 
     The item is assembled in a staging folder, fsynced and renamed into place; an existing
-    item is swapped out without a half state (the rules are in :mod:`ctflow.io.store`).
+    item is updated in place, with one atomic step as readers see it (the rules are in
+    :mod:`ctflow.io.store`).
 
     Parameters
     ----------
@@ -89,8 +101,9 @@ def write_item(
     Raises
     ------
     InvalidParameterError
-        A bad item id or compression, no images, an unknown component, or components whose
-        shapes differ from the images'.
+        A bad item id or compression, no images, an unknown component, a component that is
+        not of a bool, integer or float dtype, or components whose shapes differ from the
+        images'.
     OSError
         The disk refused a write (nothing of the item is left behind).
 
@@ -121,6 +134,7 @@ def write_item(
         )
     tmp = _make_staging_dir(staging, item_id)
     open_fds: list[int] = []  # the item's files, fsynced and closed at the end
+    files: list[str] = []  # the arrays' file names
     try:
         meta_components: dict[str, Any] = {}
         for name, arr in components.items():
@@ -137,9 +151,25 @@ def write_item(
                     f"images have {shape}"
                 )
             data = np.ascontiguousarray(arr)
+            if not _is_stored_dtype(data.dtype):
+                raise InvalidParameterError(
+                    f"dump: item {item_id!r} component {name!r} must be of a numeric dtype "
+                    f"(bool, integers, floats); got {data.dtype}"
+                )
             path = tmp / f"{name}.b2nd"
-            open_fds.append(_write_array(path, data, compression))
-            meta_components[name] = {"shape": list(shape), "dtype": np.dtype(data.dtype).str}
+            fd, crcs = _write_array(path, data, compression)
+            open_fds.append(fd)
+            if os.name == "nt":  # an open file cannot be renamed there
+                _close(open_fds.pop(), sync=True)
+            file = _array_file(name, shape, data.dtype, crcs)
+            os.rename(path, tmp / file)  # its name says what it holds
+            files.append(file)
+            meta_components[name] = {
+                "shape": list(shape),
+                "dtype": data.dtype.str,
+                "file": file,
+                "chunk_crc32": crcs,
+            }
         table = _nodules_to_json(nodules)
         # only what the item is: no time, host or thread count, so rewrites are byte-identical
         meta = {
@@ -157,12 +187,8 @@ def write_item(
         open_fds.append(_write_file(tmp / _META, json.dumps(meta, indent=1).encode("utf-8")))
         # every file's writeback is under way: the first fsync commits the journal for all
         while open_fds:
-            fd = open_fds.pop()
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _swap_in(tmp, final)
+            _close(open_fds.pop(), sync=True)
+        _swap_in(tmp, final, files)
     except BaseException:
         for fd in open_fds:
             os.close(fd)

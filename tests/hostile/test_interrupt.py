@@ -1,0 +1,96 @@
+"""Ctrl-C stops a run between actions: no new action or dump starts, the run reports what was
+done, and a second Ctrl-C interrupts at once (issue 16, case 13)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    import numpy as np
+    import ctflow as cf
+    from ctflow.io.metaimage import write_metaimage
+
+    class Slow(cf.CTBatch):
+        @cf.action
+        def slow(self, seconds, tag):
+            print(f"start {tag} {self.ids}", flush=True)
+            time.sleep(seconds)
+            return self
+
+    src, out = sys.argv[1], sys.argv[2]
+    for k in range(4):
+        write_metaimage(f"{src}/s{k}.mhd", np.zeros((2, 4, 4), np.int16), cf.Geometry((1, 1, 1)))
+    ds = cf.Dataset.from_glob(f"{src}/*.mhd", batch_class=Slow)
+    pipe = ds >> (cf.Pipeline().load().slow(1.5, "a").slow(1.5, "b").slow(1.5, "c").dump(out))
+    t0 = time.monotonic()
+    report = pipe.run(batch_size=1, prefetch=int(sys.argv[3]))
+    print(f"stopped={report.stopped} done={report.done} interrupted={report.interrupted} "
+          f"seconds={time.monotonic() - t0:.1f}", flush=True)
+    """
+)
+
+
+def _start(tmp_path: Path, prefetch: int) -> subprocess.Popen[str]:
+    (tmp_path / "src").mkdir()
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT)
+    return subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "src"), str(tmp_path / "out"), str(prefetch)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(proc: subprocess.Popen[str], text: str, timeout: float = 120.0) -> list[str]:
+    lines: list[str] = []
+    end = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while time.monotonic() < end:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line.strip())
+        if text in line:
+            return lines
+    raise AssertionError(f"never saw {text!r}; got {lines}")
+
+
+@pytest.mark.parametrize("prefetch", [0, 1])
+def test_first_ctrl_c_stops_between_actions_and_reports(tmp_path, prefetch):
+    proc = _start(tmp_path, prefetch)
+    _wait_for(proc, "start a ['s0']")
+    t_signal = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    elapsed = time.monotonic() - t_signal
+    last = out.strip().splitlines()[-1]
+    assert proc.returncode == 0, err
+    assert last.startswith("stopped=True done=[]")
+    assert "start b" not in out and "start c" not in out  # no new action started
+    assert "'s0'" in last.split("interrupted=")[1]
+    assert not (tmp_path / "out").exists()  # no dump started
+    assert elapsed < 4.0  # the running action finished; the 2 others (3 s) never started
+    assert "stopping after the actions in progress" in err
+
+
+def test_second_ctrl_c_interrupts_at_once(tmp_path):
+    proc = _start(tmp_path, 0)
+    _wait_for(proc, "start a ['s0']")
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    t_signal = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    assert time.monotonic() - t_signal < 1.5  # did not wait for the running action
+    assert "stopped=" not in out
