@@ -271,3 +271,87 @@ def test_invert_undoes_random_affine_onto_the_loaded_grid(tmp_path):
     assert covered.mean() > 0.2
     body = dice(back.masks[covered], loaded.masks[covered])
     assert min(body[k] for k in (1, 2, 3)) > 0.85, (scores, body)
+
+
+def _sitk_bspline(coef, origin, step):
+    """The recorded field as an ITK BSplineTransform (x, y, z order; x-coefficients first)."""
+    coef = np.asarray(coef, np.float32)
+    t = sitk.BSplineTransform(3, 3)
+    size = [float(n) for n in coef.shape[1:][::-1]]
+    t.SetFixedParameters([*size, *origin[::-1], *step[::-1], 1, 0, 0, 0, 1, 0, 0, 0, 1])
+    params = np.concatenate([coef[2].ravel(), coef[1].ravel(), coef[0].ravel()])
+    t.SetParameters(params.astype(np.float64).tolist())
+    return t
+
+
+@pytest.fixture(scope="module")
+def elastic_volume():
+    rng = np.random.default_rng(1)
+    img = (ndimage.gaussian_filter(rng.normal(0, 300, (48, 112, 112)), 3) * 10).astype(np.float32)
+    return img, (2.0, 0.8, 0.8)
+
+
+def test_random_elastic_equals_simpleitk_bspline_with_the_drawn_field(elastic_volume):
+    img, sp = elastic_volume
+    b = cf.CTBatch.from_arrays([img], spacing=sp)
+    b.set_random_state(5, 0)
+    b = b.random_elastic(control_points=6, max_displacement_mm=6.0)
+    params = b.history[0][-1]["params"]
+    assert params["applied"] and np.asarray(params["coef"]).shape == (3, 6, 6, 6)
+    # the frame is index * spacing: an image of origin 0 and identity direction in SimpleITK
+    im = sitk.GetImageFromArray(img)
+    im.SetSpacing(sp[::-1])
+    field = _sitk_bspline(params["coef"], params["grid_origin"], params["grid_step"])
+    ref = sitk.GetArrayFromImage(sitk.Resample(im, im, field, sitk.sitkLinear, -1000.0))
+    inner = (slice(2, -2),) * 3
+    np.testing.assert_allclose(b.images[inner], ref[inner], atol=1e-3 * np.ptp(img))
+    assert np.abs(b.images - img)[inner].mean() > 1.0  # it did move
+    # no folding at the drawn field: the displacement is smooth and small
+    assert np.abs(params["coef"]).max() <= 6.0
+
+
+def test_random_elastic_refuses_settings_that_could_fold(elastic_volume):
+    img, sp = elastic_volume
+    small = cf.CTBatch.from_arrays([img[:8, :32, :32]], spacing=sp)
+    with pytest.raises(cf.InvalidParameterError, match=r"fold|limit"):
+        small.random_elastic(control_points=7, max_displacement_mm=7.5)
+
+
+def test_random_elastic_moves_masks_and_nodules_with_the_anatomy(tmp_path):
+    paths, csv = make_dataset(tmp_path, n_scans=1, shape=(64, 128, 128), seed=2)
+    ds = cf.Dataset.from_paths(paths)
+    pipe = (
+        cf.Pipeline()
+        .load()
+        .fetch_nodules(cf.read_annotations(csv))
+        .create_mask()
+        .random_elastic(control_points=5, max_displacement_mm=8.0)
+    )
+    b = (ds >> pipe).next_batch(1, seed=4)
+    plain = (ds >> cf.Pipeline(pipe.actions[:3])).next_batch(1)
+    moved_mask = b.images[b.masks > 0].mean()
+    before = plain.images[plain.masks > 0].mean()
+    assert abs(moved_mask - before) < 60
+    # the table moved too: masks drawn from it after the deformation hit the nodules
+    redrawn = b.create_mask()
+    assert dice(redrawn.masks, b.masks)[1] > 0.7
+    with pytest.raises(cf.InvalidScanError, match="random_elastic"):
+        b.invert()
+
+
+def test_fused_elastic_chain_draws_like_the_unfused_chain(elastic_volume):
+    img, sp = elastic_volume
+    p = (
+        cf.Pipeline()
+        .unify_spacing(1.0)
+        .random_elastic(control_points=6, max_displacement_mm=6.0)
+        .central_crop((40, 64, 64))
+    )
+    assert [a.label for a in p.planned] == ["unify_spacing + random_elastic + central_crop"]
+    make = lambda: cf.CTBatch.from_arrays([img], spacing=sp)  # noqa: E731
+    fused = p.execute(make(), seed=3)
+    plain = cf.Pipeline(p.actions, fuse=False).execute(make(), seed=3)
+    assert [h["params"] for h in fused.history[0]] == [h["params"] for h in plain.history[0]]
+    assert fused.geometry(0) == plain.geometry(0)
+    inner = (slice(3, -3),) * 3
+    assert np.abs(fused.images - plain.images)[inner].max() < 0.05 * np.ptp(img)

@@ -21,8 +21,8 @@ ACTIONS = [
     "Call", "CentralCrop", "CreateMask", "Crop", "CropToLungs", "Cutout", "Dump", "FetchNodules",
     "FetchNodulesFromMask", "Flip", "GetPatches", "Invert", "ItemAction", "ItemFunction",
     "LidcMasks", "Load", "LoadFromPatches", "MakeXIP", "Method", "NormalizeHU", "OneHot", "Pad",
-    "PredictOnScan", "RandomAffine", "RandomBiasField",
-    "RandomBlur", "RandomContrast", "RandomElastic", "RandomFlip", "RandomGamma", "RandomNoise", "Reorient",
+    "PredictOnScan", "RandomAffine", "RandomBiasField", "RandomBlur", "RandomContrast",
+    "RandomElastic", "RandomFlip", "RandomGamma", "RandomNoise", "Reorient",
     "Resize", "Rotate", "SampleCrops", "SampleNodules", "Segment", "UnifySpacing",
     "action_from_record", "jsonable",
 ]  # fmt: skip

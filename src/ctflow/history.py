@@ -105,8 +105,8 @@ def replay(
             continue
         if entry.get("replayable") is False:
             raise InvalidParameterError(
-                f"replay: entry {k - 1} ({name!r}) cannot be replayed: it was recorded from a plain "
-                f"function or with arguments that are not JSON"
+                f"replay: entry {k - 1} ({name!r}) cannot be replayed: it was recorded from a "
+                f"plain function or with arguments that are not JSON"
             )
         params = [entry.get("params") or {}]
         if entry.get("method"):

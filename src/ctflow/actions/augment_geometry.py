@@ -40,7 +40,7 @@ def _probability(action: ItemAction, value: Any) -> float:
 
 
 def _range(action: ItemAction, value: Any, what: str, *, lo: float | None = None) -> list[float]:
-    """A per-axis symmetric bound (one number or 3) as 3 floats >= 0."""
+    """Return a per-axis symmetric bound (one number or 3) as 3 floats >= 0."""
     values = value if isinstance(value, Sequence) and not isinstance(value, str) else [value] * 3
     if len(values) != 3:
         raise action.invalid(what, "a number or 3 numbers (z, y, x)", value)
@@ -167,7 +167,30 @@ def _apply_moving(action: Any, item: CTItem, params: Mapping[str, Any]) -> dict[
     return resample_item(item, (action,), (step,))
 
 
-class RandomAffine(ItemAction):
+class _MovesAnatomy:
+    """What the augmentations that move the anatomy share.
+
+    A mixin, not a dataclass: the fields ``order``, ``cval``, ``dtype`` and
+    ``labels_interpolation`` are each class's own (a dataclass base would put them first).
+    """
+
+    cval: float
+
+    @property
+    def step_cval(self) -> float:
+        """Image value where the moved anatomy leaves the grid."""
+        return float(self.cval)
+
+    def fusable(self) -> bool:
+        """Augmentations join a fused geometry pass."""
+        return True
+
+    def apply(self, item: CTItem, params: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Resample one item through its drawn transform."""
+        return _apply_moving(self, item, params)
+
+
+class RandomAffine(_MovesAnatomy, ItemAction):
     """Rotate, scale, shear and translate every item's anatomy by random amounts (in mm).
 
     With probability ``p`` an item draws, per axis (z, y, x), a rotation angle in
@@ -246,19 +269,6 @@ class RandomAffine(ItemAction):
         self._set("p", _probability(self, self.p))
         _check_common(self)
 
-    @property
-    def step_cval(self) -> float:
-        """Image value where the moved anatomy leaves the grid."""
-        return float(self.cval)
-
-    def fusable(self) -> bool:
-        """Augmentations join a fused geometry pass."""
-        return True
-
-    def apply(self, item: CTItem, params: Mapping[str, Any]) -> dict[str, Any] | None:
-        """Resample one item through its drawn transform."""
-        return _apply_moving(self, item, params)
-
     @staticmethod
     def _maps(
         shape: Sequence[int], geometry: Any, params: Mapping[str, Any]
@@ -310,7 +320,7 @@ class RandomAffine(ItemAction):
         return GridStep(shape, state.geometry, matrix, world=world)
 
 
-class RandomElastic(ItemAction):
+class RandomElastic(_MovesAnatomy, ItemAction):
     """Deform every item's anatomy by a smooth random displacement field (in mm).
 
     A cubic B-spline field on ``control_points`` control points per axis (the outer
@@ -362,19 +372,6 @@ class RandomElastic(ItemAction):
             )
         self._set("p", _probability(self, self.p))
         _check_common(self)
-
-    @property
-    def step_cval(self) -> float:
-        """Image value where the moved anatomy leaves the grid."""
-        return float(self.cval)
-
-    def fusable(self) -> bool:
-        """Augmentations join a fused geometry pass."""
-        return True
-
-    def apply(self, item: CTItem, params: Mapping[str, Any]) -> dict[str, Any] | None:
-        """Resample one item through its drawn transform."""
-        return _apply_moving(self, item, params)
 
     def make_params(self, item: CTItem) -> dict[str, Any]:
         """Draw this item's control-point displacements."""

@@ -41,6 +41,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from ctflow.actions.base import Action, ItemAction
+from ctflow.errors import InvalidParameterError
 from ctflow.geometry import Geometry
 from ctflow.labels import resample_mask
 
@@ -158,7 +159,7 @@ class GridState:
 
 
 def _interpolation(action: Any) -> tuple[Any, ...]:
-    """The interpolation settings a step asks for (None: any); steps of one pass must agree."""
+    """Return the interpolation settings a step asks for (None: any); a pass must agree."""
     dtype = getattr(action, "dtype", None)
     return (
         getattr(action, "order", None),
@@ -311,7 +312,7 @@ def move_nodules(nodules: pd.DataFrame, step: GridStep) -> pd.DataFrame:
         scale = abs(np.linalg.det(inv[:3, :3])) ** (1.0 / 3.0)
         out["diameter"] = out["diameter"].to_numpy(np.float64) * scale
         return out
-    from ctflow.ops.warp import bspline_displacement
+    from ctflow.ops.warp import elastic_displacement
 
     assert step.elastic is not None
     coef, origin, grid_step = step.elastic
@@ -320,7 +321,7 @@ def move_nodules(nodules: pd.DataFrame, step: GridStep) -> pd.DataFrame:
     target = g.world_to_voxel(centres) * g.spacing
     f = target.copy()
     for _ in range(20):
-        f = target - bspline_displacement(coef, origin, grid_step, f)
+        f = target - elastic_displacement(f, coef, origin, grid_step)
     out[["z", "y", "x"]] = g.voxel_to_world(f / g.spacing)
     return out
 
@@ -343,7 +344,7 @@ class Fused(ItemAction):
     ((4, 4, 4), ['unify_spacing', 'central_crop'])
     """
 
-    name = "fused_geometry"
+    # no ``name``: not registered, so pipeline files cannot name it; the planner builds it
     family = "geometry"
     actions: tuple[Any, ...] = ()
 
@@ -351,7 +352,10 @@ class Fused(ItemAction):
         """Check the parameters and normalise them."""
         acts = tuple(self.actions)
         if not acts or not all(_fusable(a) for a in acts):
-            raise self.invalid("actions", "geometric actions that can be fused", self.actions)
+            raise InvalidParameterError(
+                f"fused geometry: actions must be geometric actions that can be fused; got "
+                f"{self.actions!r}"
+            )
         self._set("actions", acts)
 
     @property
@@ -366,7 +370,7 @@ class Fused(ItemAction):
 
     def record(self) -> dict[str, Any]:
         """Return the record of the group (items record each action instead)."""
-        return {"action": self.name, "args": {"actions": [a.record() for a in self.actions]}}
+        return {"action": self.label, "args": {"actions": [a.record() for a in self.actions]}}
 
     def history_entries(self, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Return one history entry per action, with its own parameters.

@@ -65,7 +65,7 @@ def _resample_dtypes() -> tuple[np.dtype[Any], ...]:
 
 
 def _step(state: Any, shape: Any, geometry: Geometry, interpolates: bool = True) -> Any:
-    """The :class:`~ctflow.actions.fusion.GridStep` from ``state``'s grid to a new grid."""
+    """Return the :class:`~ctflow.actions.fusion.GridStep` from ``state``'s grid to a new one."""
     from ctflow.actions.fusion import GridStep, index_map
 
     shape = tuple(int(v) for v in shape)
@@ -523,7 +523,7 @@ class Pad(ItemAction):
 
 
 def flipped_geometry(shape: Sequence[int], geometry: Geometry, axes: Sequence[int]) -> Geometry:
-    """The geometry that keeps world positions when a grid is reversed along ``axes``."""
+    """Return the geometry keeping world positions when a grid is reversed along ``axes``."""
     start = np.zeros(3)
     direction = geometry.direction.copy()
     for a in axes:
