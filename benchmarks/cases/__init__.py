@@ -10,6 +10,7 @@ __all__ = ["all_cases", "get_case"]
 def all_cases() -> list[Case]:
     """Every case (imports the case modules; peers are imported only when a case runs)."""
     from benchmarks.cases import (
+        augment,
         dask,
         intensity,
         io,
@@ -31,6 +32,7 @@ def all_cases() -> list[Case]:
         *resample.CASES,
         *intensity.CASES,
         *spatial.CASES,
+        *augment.CASES,
         *lungs.CASES,
         *nodules.CASES,
         *labels.CASES,

@@ -56,15 +56,25 @@ def main(argv: list[str] | None = None) -> None:
     train, valid = dataset.split(0.67, seed=0) if len(dataset) > 2 else (dataset, dataset)
 
     crop = (16, 32, 32)
-    augment = (
+    prepare = (
         cf.Pipeline()
         .load()
         .fetch_nodules(annotations)
         .unify_spacing((1.0, 1.0, 1.0), shape=(None, *shape[1:]))
         .create_mask()
+    )
+    # random augmentation, drawn per crop from the run's seed (the record is in each history);
+    # flips and the affine run as one resampling pass, masks follow with nearest neighbour
+    augment = (
+        prepare.random_noise(std_hu=(0.0, 20.0), p=0.5)  # in HU, before the window
         .normalize_hu(-1000, 400)
         .sample_nodules(batch_size=8, nodule_size=crop, share=0.5, variance=(4, 9, 9))
-        .flip(axis=2)  # an augmentation; geometry follows, masks too
+        .random_flip(axes=(1, 2))
+        .random_affine(degrees=(15, 0, 0), scales=0.1, cval=0.0)  # air is 0 after the window
+    )
+    # validation: the same crops every time (fixed seed), no augmentation
+    validate = prepare.normalize_hu(-1000, 400).sample_nodules(
+        batch_size=8, nodule_size=crop, share=0.5
     )
     loader = DataLoader(
         PipelineDataset(train >> augment, batch_size=2, shuffle=True, n_epochs=None, seed=0),
@@ -96,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     model.eval()
     with torch.no_grad():
         for batch in DataLoader(
-            PipelineDataset(valid >> augment, batch_size=2, seed=123), batch_size=None
+            PipelineDataset(valid >> validate, batch_size=2, seed=123), batch_size=None
         ):
             pred = torch.sigmoid(model(batch["images"])) > 0.5
             truth = batch["masks"].bool()

@@ -28,7 +28,7 @@ from numpy.typing import DTypeLike, NDArray
 from ctflow import memory
 from ctflow.errors import InvalidParameterError
 from ctflow.geometry import Geometry
-from ctflow.kernels.affine import affine_linear, affine_nearest
+from ctflow.kernels.affine import _HALF, affine_linear, affine_nearest
 from ctflow.threads import run_ranges
 from ctflow.validation import (
     as_choice,
@@ -175,6 +175,9 @@ def resample_matrix(
             )
     src_arr = img.view(np.uint8) if img.dtype == np.bool_ else img
     dst_arr = out.view(np.uint8) if out_dtype == np.bool_ else out
+    if _is_diagonal(m):
+        _separable(src_arr, dst_arr, m, order, value, threads)
+        return out
     if order == 0:
         fill = dst_arr.dtype.type(round(value) if dst_arr.dtype.kind in "iu" else value)
 
@@ -188,6 +191,85 @@ def resample_matrix(
 
     run_ranges(part, out_shape[0], threads, per_thread=2)
     return out
+
+
+def _is_diagonal(m: NDArray[np.float64]) -> bool:
+    """Whether each output axis reads one source axis (resampling, crops, pads, flips)."""
+    lin = m[:, :3]
+    return bool(np.all(np.abs(lin - np.diag(np.diag(lin))) < 1e-12))
+
+
+def _extent_table(
+    n_old: int, n_new: int, scale: float, offset: float, order: int
+) -> tuple[NDArray[np.uint64], NDArray[np.float32], NDArray[np.float32]]:
+    """Taps of one axis of a diagonal map, with the affine kernels' rules (see the module).
+
+    A sample at ``p = scale * k + offset`` is inside when ``-0.5 <= p < n_old - 0.5``; nearest
+    takes ``floor(p + 0.5 + 1e-9)``, linear the two voxels around ``p`` clamped to the edge
+    voxels' centres.
+    """
+    pos = scale * np.arange(n_new, dtype=np.float64) + offset
+    inside = ((pos >= -0.5) & (pos <= n_old - 0.5 - 2e-9)).astype(np.float32)
+    p = np.clip(pos, 0.0, n_old - 1.0)
+    if order == 0:
+        idx = np.clip(np.floor(p + _HALF), 0, n_old - 1).astype(np.uint64)[:, None]
+        return idx, np.ones((n_new, 1), dtype=np.float32), inside
+    if n_old == 1:
+        w = np.zeros((n_new, 2), dtype=np.float32)
+        w[:, 0] = 1.0
+        return np.zeros((n_new, 2), dtype=np.uint64), w, inside
+    i0 = np.minimum(np.floor(p), n_old - 2).astype(np.int64)
+    t = p - i0
+    idx = np.stack([i0, i0 + 1], axis=1).astype(np.uint64)
+    return idx, np.stack([1.0 - t, t], axis=1).astype(np.float32), inside
+
+
+def _separable(
+    src: NDArray[Any], out: NDArray[Any], m: NDArray[np.float64], order: int, cval: float, n: int
+) -> None:
+    """Resample through a diagonal map with the separable kernels (one source slice once).
+
+    Equal to the affine kernels' result (weights in float32), and several times faster: a
+    crop of a resampled scan reads each source plane once instead of 8 scattered voxels per
+    output voxel.
+    """
+    from ctflow.kernels.resample import resample_nearest, resample_separable
+
+    (iz, wz, inz), (iy, wy, iny), (ix, wx, inx) = (
+        _extent_table(src.shape[a], out.shape[a], float(m[a, a]), float(m[a, 3]), order)
+        for a in range(3)
+    )
+    is_int = out.dtype.kind in "iu"
+    lo, hi = (float(np.iinfo(out.dtype).min), float(np.iinfo(out.dtype).max)) if is_int else (0, 0)
+    if order == 0:
+        fill = out.dtype.type(round(cval) if is_int else cval)
+        round_out = is_int and src.dtype.kind == "f"
+
+        def part(z0: int, z1: int) -> None:
+            resample_nearest(
+                src,
+                out,
+                iz[:, 0],
+                iy[:, 0],
+                ix[:, 0],
+                inz,
+                iny,
+                inx,
+                fill,
+                round_out,
+                lo,
+                hi,
+                z0,
+                z1,
+            )
+    else:
+
+        def part(z0: int, z1: int) -> None:
+            resample_separable(
+                src, out, iz, wz, iy, wy, ix, wx, inz, iny, inx, True, cval, is_int, lo, hi, z0, z1
+            )
+
+    run_ranges(part, out.shape[0], n, per_thread=2)
 
 
 def resample_labels_to(
