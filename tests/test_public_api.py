@@ -18,11 +18,11 @@ CTFLOW = [
 ]  # fmt: skip
 ACTIONS = [
     "ACTIONS", "Action", "ActionMethods", "ApplyNoise", "Argmax", "BatchAction", "BinarizeMask",
-    "Call", "CentralCrop", "CreateMask", "Crop", "CropToLungs", "Cutout", "Dump", "FetchNodules",
-    "FetchNodulesFromMask", "Flip", "GetPatches", "Invert", "ItemAction", "ItemFunction",
-    "LidcMasks", "Load", "LoadFromPatches", "MakeXIP", "Method", "NormalizeHU", "OneHot", "Pad",
-    "PredictOnScan", "RandomAffine", "RandomBiasField", "RandomBlur", "RandomContrast",
-    "RandomElastic", "RandomFlip", "RandomGamma", "RandomNoise", "Reorient",
+    "Cache", "Call", "CentralCrop", "CreateMask", "Crop", "CropToLungs", "Cutout", "Dump",
+    "FetchNodules", "FetchNodulesFromMask", "Flip", "GetPatches", "Invert", "ItemAction",
+    "ItemFunction", "LidcMasks", "Load", "LoadFromPatches", "MakeXIP", "Method", "NormalizeHU",
+    "OneHot", "Pad", "PredictOnScan", "RandomAffine", "RandomBiasField", "RandomBlur",
+    "RandomContrast", "RandomElastic", "RandomFlip", "RandomGamma", "RandomNoise", "Reorient",
     "Resize", "Rotate", "SampleCrops", "SampleNodules", "Segment", "UnifySpacing",
     "action_from_record", "jsonable",
 ]  # fmt: skip
@@ -34,7 +34,7 @@ DESIGN_ACTIONS = [
     "fetch_nodules_from_mask", "sample_nodules", "sample_crops", "get_patches",
     "load_from_patches", "predict_on_scan", "one_hot", "argmax", "lidc_masks",
     "random_flip", "random_affine", "random_elastic", "random_gamma", "random_contrast",
-    "random_blur", "random_bias_field", "random_noise",
+    "random_blur", "random_bias_field", "random_noise", "cache",
 ]  # fmt: skip
 
 

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     print(report.summary())
     assert not report.failed, report.failed
 
-    # 4. Read the crops back: every dump item is a folder (meta.json + images.<hash>.b2nd, masks.<hash>.b2nd).
+    # 4. Read the crops back: every dump item is a folder (meta.json + <component>.<hash>.b2nd).
     crops = cf.Dataset.from_glob(str(out / "crops" / "*"), dirs=True)
     batch = crops.create_batch(crops.ids[:8]).load()
     print(f"{len(crops)} crops on disk; a batch of 8: {batch}")

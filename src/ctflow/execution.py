@@ -415,6 +415,48 @@ def execute(
     batch.on_error = on_error
     current: CTBatch = batch
     seen: set[tuple[str, str]] = set()
+    cut = next((k for k, a in enumerate(actions) if getattr(a, "name", "") == "cache"), None)
+    if cut is not None:
+        # the actions before cache() run only for items not cached yet (see ctflow.actions.cache)
+        from ctflow.actions.cache import through_cache
+
+        prefix = list(actions[:cut])
+        spent = [0.0]  # seconds of the prefix actions (the rest of the cache step is restoring)
+
+        def run_prefix(sub: CTBatch) -> CTBatch | None:
+            inner = execute(
+                sub,
+                prefix,
+                position=position,
+                seed=seed,
+                on_error=on_error,
+                keep_batch=True,
+                should_stop=should_stop,
+            )
+            for name, dt in inner.timings.items():
+                outcome.timings[name] = outcome.timings.get(name, 0.0) + dt
+                spent[0] += dt
+            outcome.warnings.extend(w for w in inner.warnings if w not in outcome.warnings)
+            outcome.failed.extend(inner.failed)
+            outcome.interrupted.extend(inner.interrupted)
+            if inner.error is not None:
+                raise inner.error
+            return inner.batch
+
+        t0 = time.perf_counter()
+        try:
+            cache: Any = actions[cut]
+            current, _ = through_cache(current, prefix, cache, seed, run_prefix)
+        except Exception as exc:
+            exc.add_note(f"ctflow: in the cached actions of the batch at position {position}")
+            if on_error != "skip":
+                outcome.error = exc
+                return outcome
+            outcome.failed.extend((i, f"cache: {describe(exc)}") for i in ids)
+            return outcome
+        restore = time.perf_counter() - t0 - spent[0]
+        outcome.timings["cache"] = outcome.timings.get("cache", 0.0) + restore
+        actions = actions[cut + 1 :]
     for action in actions:
         if len(current) == 0:
             break

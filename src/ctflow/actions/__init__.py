@@ -3,7 +3,7 @@
 =============  ==========================================================================
 family         actions
 =============  ==========================================================================
-io             :class:`Load`, :class:`Dump`
+io             :class:`Load`, :class:`Dump`, :class:`Cache`
 geometry       :class:`Reorient`, :class:`UnifySpacing`, :class:`Resize`, :class:`Rotate`,
                :class:`Flip`, :class:`Crop`, :class:`CentralCrop`, :class:`Pad`,
                :class:`Invert` (the way back)
@@ -65,6 +65,7 @@ from ctflow.actions.base import (
     action_from_record,
     jsonable,
 )
+from ctflow.actions.cache import Cache
 from ctflow.actions.custom import Call, ItemFunction, Method
 from ctflow.actions.geometry import (
     CentralCrop,
@@ -93,6 +94,7 @@ __all__ = [
     "Argmax",
     "BatchAction",
     "BinarizeMask",
+    "Cache",
     "Call",
     "CentralCrop",
     "CreateMask",

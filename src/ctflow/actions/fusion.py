@@ -278,7 +278,7 @@ def _sampler(plan: Mapping[str, Any], shape: tuple[int, ...], n_threads: int) ->
         from ctflow.ops.warp import warp
 
         coef, origin, step = plan["elastic"]
-        return warp(  # type: ignore[no-any-return]
+        return warp(
             arr,
             plan["P"],
             plan["Q"],

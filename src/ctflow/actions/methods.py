@@ -36,6 +36,7 @@ from ctflow.actions.augmentation import (
     RandomNoise,
 )
 from ctflow.actions.base import Action
+from ctflow.actions.cache import Cache
 from ctflow.actions.geometry import (
     CentralCrop,
     Crop,
@@ -77,6 +78,10 @@ class ActionMethods:
         return self._then(
             Load(fmt, components, series_uid, allow_uneven, allow_external_data, verify)
         )
+
+    def cache(self, ram_gb: float | None = None, dir: str | os.PathLike[str] | None = None) -> Self:
+        """Keep items as made so far; later epochs start here (:class:`~ctflow.actions.Cache`)."""
+        return self._then(Cache(ram_gb, dir))
 
     def dump(
         self,
