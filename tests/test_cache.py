@@ -88,7 +88,8 @@ def test_prefetch_and_threads_give_the_same_batches(scans, tmp_path):
     pipe = _pipe(Counter(), tmp_path / "c").random_flip()
     one = _epochs(scans, pipe, n=2, prefetch=0, n_workers=1)
     two = _epochs(scans, pipe, n=2, prefetch=2, n_workers=2)
-    for a, b in zip(sum(one, []), sum(two, []), strict=True):
+    flat = lambda runs: [b for epoch in runs for b in epoch]  # noqa: E731
+    for a, b in zip(flat(one), flat(two), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
