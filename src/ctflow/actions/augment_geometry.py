@@ -101,7 +101,7 @@ class RandomFlip(ItemAction):
     >>> b.set_random_state(0, 0)
     >>> b = b.random_flip(axes=2, p=0.5)
     >>> [h[-1]["params"]["axes"] for h in b.history]
-    [[2], []]
+    [[], [2]]
     """
 
     name = "random_flip"
