@@ -12,6 +12,7 @@ def all_cases() -> list[Case]:
     from benchmarks.cases import (
         augment,
         dask,
+        feed,
         intensity,
         io,
         labels,
@@ -37,6 +38,7 @@ def all_cases() -> list[Case]:
         *nodules.CASES,
         *labels.CASES,
         *pipeline.CASES,
+        *feed.CASES,
         *tuning.CASES,
         *memory.CASES,
         *ragged.CASES,

@@ -197,6 +197,23 @@ LEND_PARTS = 4
 _kernel_executor: ThreadPoolExecutor | None = None
 
 
+def _forget_pools_in_child() -> None:
+    """Start the thread pools afresh in a forked child (``os.register_at_fork``).
+
+    A child of ``fork`` (``DataLoader`` workers, ``multiprocessing``) inherits the pool objects
+    but none of their threads, and a lock may have been held at the fork: work submitted to
+    them would wait forever. The child makes new pools on first use instead.
+    """
+    global _pools, _pools_lock, _kernel_executor
+    _pools_lock = threading.Lock()
+    _pools = {}
+    _kernel_executor = None
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_forget_pools_in_child)
+
+
 def _kernel_pool() -> ThreadPoolExecutor:
     """Threads that run parts of kernels (leaf work only: nothing here waits on this pool)."""
     global _kernel_executor
