@@ -18,6 +18,14 @@ EXPECTED = {
     "custom_parallel_action.py": ["inside the border: 0.0", "1 thread(s):", "2 thread(s):"],
     "train_pytorch.py": ["step   3  loss", "validation", "saved"],
     "dask_cluster.py": ["dask engine: DaskEngine(", "identical to the local run: True"],
+    "segment_labels.py": [
+        "step  59  loss",
+        "load -> reorient -> unify_spacing -> normalize_hu -> predict_on_scan -> invert",
+        "prediction on the scan's grid: True",
+        "dice body",
+        "dice right lung",
+        "dice left lung",
+    ],
 }
 
 
