@@ -1,4 +1,4 @@
-"""Tutorial 4 — the same pipeline on a Dask cluster.
+"""Tutorial 5 — the same pipeline on a Dask cluster.
 
 Run it:  python docs/tutorials/dask_cluster.py [--out DIR] [--quick] [--scheduler tcp://HOST:8786]
 

@@ -171,10 +171,31 @@ class StopSignal:
 
     def __exit__(self, *exc: object) -> None:
         """Restore the previous Ctrl-C handler and forget the signal."""
-        if self._installed:
-            signal.signal(signal.SIGINT, self._previous)
-            self._installed = False
+        self.pause()
         StopSignal._registry.pop(self.name, None)
+
+    def pause(self) -> None:
+        """Give Ctrl-C back to the previous handler.
+
+        ``gen_batch`` does it while it waits at a ``yield``: the caller's loop body is the
+        caller's, and a Ctrl-C there interrupts it as usual.
+        """
+        main = threading.current_thread() is threading.main_thread()
+        if self._installed and main:  # a handler can only be set from the main thread
+            if signal.getsignal(signal.SIGINT) == self._on_sigint:
+                signal.signal(signal.SIGINT, self._previous)
+            self._installed = False
+
+    def resume(self) -> None:
+        """Catch Ctrl-C again (``gen_batch`` goes on producing batches)."""
+        if self._installed or self.event.is_set():
+            return
+        if threading.current_thread() is threading.main_thread():
+            try:
+                self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+                self._installed = True
+            except (ValueError, OSError):
+                self._installed = False
 
 
 def stop_requested(name: str | None) -> bool:

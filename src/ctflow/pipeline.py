@@ -511,7 +511,9 @@ class Pipeline(ActionMethods):
                     if stop.is_set():
                         break  # batches stopped half-way are not handed out
                     if outcome.batch is not None and len(outcome.batch) > 0:
+                        stop.pause()  # Ctrl-C in the caller's loop body is the caller's
                         yield outcome.batch
+                        stop.resume()
                 if stop.is_set():
                     raise KeyboardInterrupt("ctflow: the run was stopped (Ctrl-C)")
         finally:

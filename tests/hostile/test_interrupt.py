@@ -94,3 +94,26 @@ def test_second_ctrl_c_interrupts_at_once(tmp_path):
     assert proc.returncode != 0 and "KeyboardInterrupt" in err
     assert time.monotonic() - t_signal < 1.5  # did not wait for the running action
     assert "stopped=" not in out
+
+
+def test_ctrl_c_is_the_callers_while_gen_batch_waits_at_a_yield(tmp_path):
+    """Between batches the caller's loop runs with the caller's Ctrl-C handler; closing the
+    generator from another thread leaves the handler as it was."""
+    import threading
+
+    import ctflow as cf
+    from ctflow.synthetic import make_dataset
+
+    paths, _ = make_dataset(tmp_path, n_scans=2, shape=(16, 32, 32))
+    pipe = cf.Dataset.from_paths(paths) >> cf.Pipeline().load()
+    before = signal.getsignal(signal.SIGINT)
+    pipe.next_batch(1)
+    assert signal.getsignal(signal.SIGINT) is before  # suspended: not ctflow's handler
+    pipe.reset()
+    assert signal.getsignal(signal.SIGINT) is before
+    batches = pipe.gen_batch(1)
+    next(batches)
+    closer = threading.Thread(target=batches.close)
+    closer.start()
+    closer.join()
+    assert signal.getsignal(signal.SIGINT) is before
