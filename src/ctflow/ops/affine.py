@@ -69,14 +69,32 @@ def affine_matrix(source: Geometry, target: Geometry) -> NDArray[np.float64]:
     return np.ascontiguousarray(m[:3, :], dtype=np.float64)
 
 
-def _output_dtype(image: NDArray[Any], order: int, dtype: DTypeLike | None) -> np.dtype[Any]:
+def output_arrays(
+    image: NDArray[Any], shape: Any, order: int, cval: float, dtype: DTypeLike | None, where: str
+) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any]]:
+    """Return ``(out, src, dst)`` of a resampling: the output array and the kernels' views.
+
+    The output dtype is ``dtype``, else the image's for ``order=0`` (float32 for float64) and
+    float32 for ``order=1``; ``cval`` must fit it. Bool arrays are seen as uint8 by the kernels.
+    (Shared by :func:`resample_matrix` and :func:`ctflow.ops.warp.warp`.)
+    """
     if dtype is not None:
-        dt = as_dtype(dtype, _DTYPES, "dtype", "resample_to")
-        assert dt is not None
-        return dt
-    if order == 0:
-        return np.dtype(np.float32) if image.dtype == np.float64 else image.dtype
-    return np.dtype(np.float32)
+        out_dtype = as_dtype(dtype, _DTYPES, "dtype", where)
+        assert out_dtype is not None
+    elif order == 0:
+        out_dtype = np.dtype(np.float32) if image.dtype == np.float64 else image.dtype
+    else:
+        out_dtype = np.dtype(np.float32)
+    if out_dtype.kind in "iu":
+        info = np.iinfo(out_dtype)
+        if not info.min <= round(cval) <= info.max:
+            raise InvalidParameterError(
+                f"{where}: cval {cval:g} does not fit the output dtype {out_dtype}"
+            )
+    out = memory.empty(as_shape(shape, where=where), out_dtype)
+    src = image.view(np.uint8) if image.dtype == np.bool_ else image
+    dst = out.view(np.uint8) if out_dtype == np.bool_ else out
+    return out, src, dst
 
 
 def resample_to(
@@ -161,20 +179,11 @@ def resample_matrix(
     if m.shape not in ((3, 4), (4, 4)) or not np.all(np.isfinite(m)):
         raise InvalidParameterError(f"{where}: matrix must be a finite 3x4 or 4x4 index map")
     m = np.ascontiguousarray(m[:3, :])
-    out_shape = as_shape(shape, where=where)
     as_choice(order, (0, 1), "order", where)
     value = as_float(cval, "cval", where)
     threads = as_threads(n_threads, where)
-    out_dtype = _output_dtype(img, order, dtype)
-    out = memory.empty(out_shape, out_dtype)
-    if out_dtype.kind in "iub":
-        info = np.iinfo(out_dtype) if out_dtype.kind in "iu" else None
-        if info is not None and not info.min <= round(value) <= info.max:
-            raise InvalidParameterError(
-                f"{where}: cval {value:g} does not fit the output dtype {out_dtype}"
-            )
-    src_arr = img.view(np.uint8) if img.dtype == np.bool_ else img
-    dst_arr = out.view(np.uint8) if out_dtype == np.bool_ else out
+    out, src_arr, dst_arr = output_arrays(img, shape, order, value, dtype, where)
+    out_shape = out.shape
     if _is_diagonal(m):
         _separable(src_arr, dst_arr, m, order, value, threads)
         return out

@@ -37,13 +37,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
-from ctflow import memory
 from ctflow.errors import InvalidParameterError
 from ctflow.kernels.warp import bspline_displacement, warp_linear, warp_nearest
+from ctflow.ops.affine import output_arrays
 from ctflow.threads import run_ranges
 from ctflow.validation import (
     as_choice,
-    as_dtype,
     as_float,
     as_int,
     as_shape,
@@ -62,7 +61,6 @@ FOLDING_K = 2.479772
 #: ITK's B-spline transform domain covers the voxels' extent plus this much (voxels) per side.
 _DOMAIN_MARGIN = 0.125
 
-_DTYPES = (np.float32, np.int16, np.uint8, np.int8, np.uint16, np.int32, np.uint32, np.int64)
 _NO_FIELD = np.zeros((3, 0, 0, 0), dtype=np.float32)
 
 
@@ -121,16 +119,6 @@ def _as_field(
     if not np.all(np.isfinite(field)):
         raise InvalidParameterError(f"{where}: coef must be finite (no NaN or inf)")
     return field, origin, step
-
-
-def _output_dtype(image: NDArray[Any], order: int, dtype: DTypeLike | None) -> np.dtype[Any]:
-    if dtype is not None:
-        dt = as_dtype(dtype, _DTYPES, "dtype", "warp")
-        assert dt is not None
-        return dt
-    if order == 0:
-        return np.dtype(np.float32) if image.dtype == np.float64 else image.dtype
-    return np.dtype(np.float32)
 
 
 def warp(
@@ -216,16 +204,7 @@ def warp(
     as_choice(order, (0, 1), "order", where)
     value = as_float(cval, "cval", where)
     threads = as_threads(n_threads, where)
-    out_dtype = _output_dtype(img, order, dtype)
-    if out_dtype.kind in "iub":
-        info = np.iinfo(out_dtype) if out_dtype.kind in "iu" else None
-        if info is not None and not info.min <= round(value) <= info.max:
-            raise InvalidParameterError(
-                f"{where}: cval {value:g} does not fit the output dtype {out_dtype}"
-            )
-    out = memory.empty(out_shape, out_dtype)
-    src_arr = img.view(np.uint8) if img.dtype == np.bool_ else img
-    dst_arr = out.view(np.uint8) if out_dtype == np.bool_ else out
+    out, src_arr, dst_arr = output_arrays(img, out_shape, order, value, dtype, where)
     if order == 0:
         fill = dst_arr.dtype.type(round(value) if dst_arr.dtype.kind in "iu" else value)
 
