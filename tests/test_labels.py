@@ -147,3 +147,11 @@ def test_synthetic_label_maps_load_onto_scans_of_any_stored_orientation(tmp_path
         assert np.median(images[masks == 2]) < -700 and np.median(images[masks == 3]) < -700
         assert np.median(images[masks == 1]) > -200
         assert np.all(images[masks == 0] < -900)  # outside the body: air
+
+
+def test_a_dataset_where_only_some_items_have_label_files_is_refused_when_built(tmp_path):
+    with pytest.raises(cf.InvalidParameterError, match=r"\['b'\] have no label file"):
+        cf.Dataset.from_paths(
+            {"a": {"images": tmp_path / "a.nii.gz", "masks": tmp_path / "la.nii.gz"},
+             "b": {"images": tmp_path / "b.nii.gz"}}
+        )  # fmt: skip

@@ -107,6 +107,14 @@ class Dataset:
             self.labels[item_id] = as_path(
                 os.fspath(value), f"label of item {item_id!r}", "dataset"
             )
+        unlabelled = [i for i in self.sources if self.labels and i not in self.labels]
+        if unlabelled:
+            # a batch holds masks for all its items or for none: say it now, not at load
+            raise InvalidParameterError(
+                f"dataset: items {unlabelled[:5]} have no label file while "
+                f"{len(self.labels)} other(s) do; give every item its label file, or make a "
+                f"separate dataset of the unlabelled ones"
+            )
         self.batch_class = batch_class
 
     # ------------------------------------------------------------------ constructors
