@@ -223,7 +223,98 @@ def _n_crops(profile: Any) -> int:
     return min(N_SCANS, len(profile.pipeline_scans)) * PER_SCAN * EPOCHS
 
 
+# ---------------------------------------------------------------- crops straight from dumps
+DUMP_SCANS = 8
+DUMP_CROPS = (2, 16)  # crops per scan visit: a few (lazy pays), many (a full read pays)
+LAZY = "load(lazy=True): crops read from the dump"
+EAGER = "load(): whole scans read, then cropped"
+
+
+def _dump_inputs(data: Any) -> dict[str, Any]:
+    """The pipeline scans preprocessed once (1 mm, HU window, nodules) and dumped (untimed)."""
+    import ctflow as cf
+
+    paths, csv = data.pipeline_paths()
+    chosen = [Path(p) for p in sorted(paths)[:DUMP_SCANS]]
+    out = Path(tempfile.mkdtemp(prefix="ctflow-bench-dumps-"))
+    prep = (
+        cf.Pipeline()
+        .load()
+        .fetch_nodules(csv)
+        .unify_spacing(1.0)
+        .normalize_hu(LO, HI)
+        .dump(out / "items")
+    )
+    (cf.Dataset.from_paths(chosen) >> prep).run(batch_size=1)
+    return {"dumps": sorted((out / "items").iterdir())}
+
+
+def _from_dumps(lazy: bool, per_scan: int) -> Any:
+    def build(inp: dict[str, Any], threads: int) -> Runner:
+        from torch.utils.data import DataLoader
+
+        import ctflow as cf
+        from ctflow.interop.torch import PipelineDataset
+
+        torch_threads(1)
+        pipe = (
+            cf.Pipeline()
+            .load(lazy=lazy)
+            .sample_nodules(per_scan, (PATCH,) * 3, share=0.5, pad_value=0.0)
+            .random_flip()
+        )
+
+        def feed(dumps: list[Path]) -> _Tally:
+            ds = PipelineDataset(
+                cf.Dataset.from_paths(dumps) >> pipe,
+                batch_size=1,
+                n_epochs=1,
+                prefetch=1 if threads > 1 else 0,
+                n_workers=threads,
+                seed=0,
+                components=("images",),
+            )
+            tally = _Tally()
+            for batch in DataLoader(ds, batch_size=None, num_workers=0):
+                tally.add(batch["images"])
+            return tally
+
+        return Runner(lambda: feed(inp["dumps"]), _finish, warmup=lambda: feed(inp["dumps"][:1]))
+
+    return build
+
+
+def _validate_dumps(out: dict[str, np.ndarray]) -> tuple[bool, dict[str, Any]]:
+    """Every crop 64^3 float32 in [0, 1]."""
+    shapes_ok = bool(np.all(out["shapes"] == PATCH))
+    lo, hi = float(out["vmin"].min()), float(out["vmax"].max())
+    ok = shapes_ok and lo >= -1e-6 and hi <= 1 + 1e-6 and bool(out["float32"].all())
+    return ok, {"crops": int(out["n"][0]), "range": [round(lo, 4), round(hi, 4)]}
+
+
+def _dump_case(per_scan: int) -> Case:
+    return Case(
+        name=f"feed_dumps_{per_scan}",
+        title=(
+            f"nodule-centred 64^3 crops from dumps into a DataLoader ({DUMP_SCANS} LUNA16-sized "
+            f"scans at 1 mm, {per_scan} crops per scan, 1 epoch): load(lazy=True) vs load()"
+        ),
+        inputs=_dump_inputs,
+        contenders=[
+            Contender("ctflow", LAZY, 2, _from_dumps(True, per_scan)),
+            Contender("ctflow", EAGER, 2, _from_dumps(False, per_scan)),
+        ],
+        check=check,
+        validate=_validate_dumps,
+        items=lambda profile: min(DUMP_SCANS, len(profile.pipeline_scans)) * per_scan,
+        parts=("pipeline",),
+        reference=f"ctflow|{LAZY}|2",
+        note="items are crops: the scans/s column is crops/s; dumps written before timing",
+    )
+
+
 CASES = [
+    *(_dump_case(n) for n in DUMP_CROPS),
     Case(
         name="feed",
         title="training crops into a torch DataLoader (4 scans, 16 x 64^3 crops, 3 epochs)",
@@ -239,5 +330,5 @@ CASES = [
         parts=("pipeline",),
         note="items are crops: the scans/s column is crops/s; 3 epochs per timed call, cold cache",
         max_repeats=5,
-    )
+    ),
 ]

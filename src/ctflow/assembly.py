@@ -60,6 +60,11 @@ def run_items(
     n = len(batch)
     if n == 0:
         return batch
+    if not action.lazy_ok and not batch.has("images"):
+        from ctflow.lazy import LAZY_HINT, is_lazy
+
+        if is_lazy(batch):
+            raise InvalidParameterError(f"{name}: {LAZY_HINT}")
     if params is not None and len(params) != n:
         raise InvalidParameterError(
             f"{name}: {len(params)} recorded parameter sets for a batch of {n} items"

@@ -393,6 +393,10 @@ class CTBatch(Components, ActionMethods):
         }
         for comp in components:
             if not self.has(comp):
+                from ctflow.lazy import LAZY_HINT, is_lazy
+
+                if is_lazy(self):
+                    raise InvalidParameterError(f"{what}: {LAZY_HINT}")
                 raise InvalidParameterError(
                     f"{what}: the batch has no {comp}; call {hints.get(comp, comp)}"
                 )

@@ -219,6 +219,10 @@ class Components:
         so a buffer made from one of them without a copy is owned by the batch.
         """
         images = arrays.get("images")
+        if images is None and all(arrays.get(n) is None for n in SKYSCRAPER):
+            self._data = {}  # geometry without voxels: items loaded with load(lazy=True)
+            self._set_geometries(geometries)
+            return
         if images is None or (not isinstance(images, Ragged) and len(images) != len(self.ids)):
             raise InvalidScanError("internal: every item needs images")
         new: dict[str, Ragged] = {}
@@ -243,6 +247,9 @@ class Components:
                         f"its images have {tuple(ref.shapes[i].tolist())}"
                     )
         self._data = new
+        self._set_geometries(geometries)
+
+    def _set_geometries(self, geometries: Sequence[Geometry]) -> None:
         self.spacing = np.stack([g.spacing for g in geometries]) if geometries else np.ones((0, 3))
         self.origin = np.stack([g.origin for g in geometries]) if geometries else np.zeros((0, 3))
         self.direction = (

@@ -11,7 +11,10 @@ Execution model
    batches — each as ids and source paths, never as arrays — with :func:`run_one`, and yields
    their :class:`BatchOutcome` s strictly in plan order. Failures travel in the outcome
    (``error`` under ``on_error="raise"``, ``failed`` items under ``"skip"``).
-3. **Batch.** :func:`execute` runs the actions on one batch in order. Each batch is seeded from
+3. **Batch.** :func:`execute` runs the actions on one batch in order; a run of consecutive
+   item actions on a batch of several items goes item by item (each item through the whole
+   run, the items side by side on the batch's threads, one assembly at the end; see
+   ``docs/design.md``), with the same results as action by action. Each batch is seeded from
    ``(seed, position)``, so output never depends on prefetch depth, thread count or engine.
    Under ``on_error="skip"`` one bad item fails alone: an item action drops just the items that
    raise; a batch action that raises is run again on each item by itself, and only the items
@@ -478,29 +481,10 @@ def execute(
         restore = time.perf_counter() - t0 - spent[0]
         outcome.timings["cache"] = outcome.timings.get("cache", 0.0) + restore
         actions = actions[cut + 1 :]
-    for action in actions:
-        if len(current) == 0:
-            break
-        if should_stop is not None and should_stop():
-            outcome.interrupted = list(dict.fromkeys(_origin_ids(current)))
-            break
-        name = _label(action)
-        t0 = time.perf_counter()
-        try:
-            result = _apply(action, current)
-        except Exception as exc:
-            exc.add_note(
-                f"ctflow: in action {name!r} of the batch at position {position} ({current.ids})"
-            )
-            if on_error != "skip":
-                outcome.error = exc
-                return outcome
-            result = _isolate(current, action, exc)
-        finally:
-            dt = time.perf_counter() - t0
-            outcome.timings[name] = outcome.timings.get(name, 0.0) + dt
-        _harvest_warnings(current, outcome, seen)
-        current = result
+    final = _run_actions(current, actions, outcome, position, on_error, should_stop, seen)
+    if final is None:
+        return outcome
+    current = final
     _harvest_warnings(current, outcome, seen)
     for failure in current.failed:
         outcome.failed.append(
@@ -515,6 +499,149 @@ def execute(
     if keep_batch:
         outcome.batch = current
     return outcome
+
+
+def _run_actions(
+    current: CTBatch,
+    actions: Sequence[Action],
+    outcome: BatchOutcome,
+    position: int,
+    on_error: OnError,
+    should_stop: Callable[[], bool] | None,
+    seen: set[tuple[str, str]],
+) -> CTBatch | None:
+    """Run ``actions`` in order; return the batch, or None after a failure under "raise".
+
+    The failure is in ``outcome.error``. Runs of item actions on a batch of several items go
+    item by item (:func:`_item_by_item`).
+    """
+    k = 0
+    while k < len(actions):
+        if len(current) == 0:
+            break
+        if should_stop is not None and should_stop():
+            outcome.interrupted.extend(dict.fromkeys(_origin_ids(current)))
+            break
+        run = _item_run(actions, k)
+        if len(current) > 1 and run and current.patches is None:
+            result = _item_by_item(
+                current, actions[k : k + run], outcome, position, on_error, should_stop, seen
+            )
+            if result is None:
+                return None
+            current = result
+            k += run
+            continue
+        action = actions[k]
+        k += 1
+        name = _label(action)
+        t0 = time.perf_counter()
+        try:
+            result = _apply(action, current)
+        except Exception as exc:
+            exc.add_note(
+                f"ctflow: in action {name!r} of the batch at position {position} ({current.ids})"
+            )
+            if on_error != "skip":
+                outcome.error = exc
+                return None
+            result = _isolate(current, action, exc)
+        finally:
+            dt = time.perf_counter() - t0
+            outcome.timings[name] = outcome.timings.get(name, 0.0) + dt
+        _harvest_warnings(current, outcome, seen)
+        current = result
+    return current
+
+
+def _item_run(actions: Sequence[Action], start: int) -> int:
+    """Return how many actions from ``start`` on can run item by item (0: none)."""
+    from ctflow.actions.base import ItemAction
+
+    n = 0
+    for action in actions[start:]:
+        if not (isinstance(action, ItemAction) and action.item_by_item):
+            break
+        n += 1
+    return n
+
+
+def _item_by_item(
+    batch: CTBatch,
+    actions: Sequence[Action],
+    outcome: BatchOutcome,
+    position: int,
+    on_error: OnError,
+    should_stop: Callable[[], bool] | None,
+    seen: set[tuple[str, str]],
+) -> CTBatch | None:
+    """Run a run of item actions item by item, then assemble the items into one batch.
+
+    Each item goes through all of ``actions`` as a batch of its own (a zero-copy view of it),
+    the items side by side on the batch's threads, largest first, sharing them fairly
+    (:class:`~ctflow.threads.ThreadShare`: an item alone gets every thread, idle threads help
+    running kernels). So items of different sizes never wait for each other between actions,
+    the intermediate arrays are one item's, not the batch's, and the items are copied into one
+    buffer per component once, at the end, instead of after every action. Results are the
+    same as action by action: an item's generator depends on the run's seed, the batch's
+    position, the action's place and the item's position only.
+    """
+    from ctflow.threads import ThreadShare, map_items
+
+    threads = batch.threads()
+    share = ThreadShare(threads)
+    subs = []
+    for i in range(len(batch)):
+        sub = batch.select([i], copy=False)
+        sub.n_workers = None  # its actions take their share of the batch's threads
+        subs.append(sub)
+    sizes = np.prod(batch.shapes, axis=1)  # zeros before load: the batch's order
+    order = sorted(range(len(subs)), key=lambda i: -int(sizes[i]))  # largest first
+
+    def one(i: int) -> tuple[CTBatch | None, BatchOutcome]:
+        sub_outcome = BatchOutcome(position=position, ids=list(subs[i].ids))
+        with share.running():
+            out = _run_actions(
+                subs[i], actions, sub_outcome, position, on_error, should_stop, set()
+            )
+        if out is not None:
+            _harvest_warnings(out, sub_outcome, set())
+        return out, sub_outcome
+
+    futures = map_items(one, order, n_workers=min(threads, len(subs)))
+    results: dict[int, tuple[CTBatch | None, BatchOutcome]] = {}
+    for i, fut in zip(order, futures, strict=True):
+        exc = fut.exception()
+        if exc is not None:  # ctflow's own failure, not an action's (those are in outcomes)
+            outcome.error = exc
+            return None
+        results[i] = fut.result()
+    parts: list[CTBatch] = []
+    failed, dumped, skipped = list(batch.failed), list(batch.dumped), list(batch.skipped)
+    for i in range(len(subs)):
+        out, sub_outcome = results[i]
+        for name, dt in sub_outcome.timings.items():
+            outcome.timings[name] = outcome.timings.get(name, 0.0) + dt
+        for key in sub_outcome.warnings:
+            if key not in seen:
+                seen.add(key)
+                outcome.warnings.append(key)
+        if sub_outcome.error is not None and outcome.error is None:
+            outcome.error = sub_outcome.error
+        outcome.interrupted.extend(sub_outcome.interrupted)
+        if out is None:
+            continue
+        failed.extend(out.failed)
+        dumped.extend(out.dumped)
+        skipped.extend(out.skipped)
+        if len(out) and not sub_outcome.interrupted:  # an item stopped half-way stays behind
+            parts.append(out)
+    if outcome.error is not None:
+        return None
+    merged = type(batch).concat(parts) if parts else batch.select([], copy=False)
+    merged.failed, merged.dumped, merged.skipped = failed, dumped, skipped
+    merged.n_workers, merged.on_error = batch.n_workers, batch.on_error
+    return merged
 
 
 def _apply(action: Action, batch: CTBatch) -> CTBatch:

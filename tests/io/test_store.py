@@ -430,8 +430,9 @@ def _blosc2_frame(data, compression="lz4"):
     """The file blosc2 itself makes of a one-chunk array (the reference for crops)."""
     codec, clevel = store.COMPRESSIONS[compression]
     flags = {"codec": codec, "clevel": clevel, "filters": [blosc2.Filter.SHUFFLE]}
-    arr = blosc2.empty(data.shape, data.dtype, chunks=data.shape,
-                       blocks=store.arrays._layout(data.shape, data.itemsize)[1],
+    blocks = store.arrays._layout(data.shape, data.itemsize)[1]
+    flags = store.arrays._chunk_flags(data, blocks, flags)  # dense floats: stored as they are
+    arr = blosc2.empty(data.shape, data.dtype, chunks=data.shape, blocks=blocks,
                        cparams=blosc2.CParams(nthreads=1, **flags))  # fmt: skip
     blocksize = int(np.prod(arr.blocks)) * data.itemsize
     arr.schunk.update_chunk(0, blosc2.compress2(

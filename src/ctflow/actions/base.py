@@ -236,6 +236,12 @@ class ItemAction(Action):
     #: ``apply`` returns arrays it allocated itself (nobody else holds them), so the batch may
     #: overwrite them in place later; true for ctflow's own actions.
     fresh_results: ClassVar[bool] = False
+    #: A pipeline may run this action and its neighbouring item actions item by item (each item
+    #: through all of them, then one assembly; see :func:`ctflow.execution.execute`). True:
+    #: an item action depends on its item only. Set False for one that must see the batch.
+    item_by_item: ClassVar[bool] = True
+    #: The action may run on items loaded with ``load(lazy=True)`` (no voxels): ``load``.
+    lazy_ok: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Make the subclass a frozen dataclass and register it by name."""

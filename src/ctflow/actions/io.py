@@ -134,6 +134,12 @@ class Load(ItemAction):
         ctflow dumps: check every compressed chunk against its CRC-32 in ``meta.json``, so a
         damaged file is a ``CorruptFileError`` naming the file and the chunk; False skips the
         check for speed (see :mod:`ctflow.io.store`).
+    lazy : bool, default False
+        ctflow dumps only: read ``meta.json`` (geometry, nodules, history, the stored arrays'
+        shapes) and no voxels. ``sample_nodules`` and ``sample_crops`` then read each crop
+        straight from the dump, decompressing only the blocks the crop touches
+        (:func:`ctflow.io.store.read_crop`); any other action needs a plain ``load()``. See
+        :mod:`ctflow.lazy`.
 
     Notes
     -----
@@ -155,17 +161,22 @@ class Load(ItemAction):
 
     name = "load"
     family = "io"
+    lazy_ok = True
     fmt: str | None = None
     components: Sequence[str] | None = None
     series_uid: str | None = None
     allow_uneven: bool = False
     allow_external_data: bool = False
     verify: bool = True
+    lazy: bool = False
 
     def __post_init__(self) -> None:
         """Check the parameters and normalise them."""
         if self.fmt is not None:
             as_choice(self.fmt, _FORMATS, "fmt", self.name)
+        as_bool(self.lazy, "lazy", self.name)
+        if self.lazy and self.fmt not in (None, "ctflow"):
+            raise self.invalid("fmt", "None or 'ctflow' with lazy=True (dumps only)", self.fmt)
         self._set("components", _components(self.components, self.name))
         if self.series_uid is not None and not isinstance(self.series_uid, str):
             raise self.invalid("series_uid", "a str or None", self.series_uid)
@@ -187,6 +198,13 @@ class Load(ItemAction):
         if source is None:
             raise InvalidParameterError(f"load: item {item.id!r} has no source path")
         kind = detect_format(source) if self.fmt is None else self.fmt
+        if self.lazy:
+            if kind != "ctflow":
+                raise InvalidParameterError(
+                    f"load: lazy=True reads ctflow dumps only; item {item.id!r} is a {kind} "
+                    f"source ({source}): dump the items first, or load() them without lazy"
+                )
+            return _lazy_item(source, self.components, self.verify)
         if kind == "ctflow":
             from ctflow.io.store import read_item
 
@@ -217,6 +235,26 @@ class Load(ItemAction):
             out["masks"] = _read_labels(label_source, scan, item.n_threads)
         out["_record"] = {"grid": grid_record(scan.images.shape, scan.geometry)}
         return out
+
+
+def _lazy_item(source: str, components: Sequence[str] | None, verify: bool) -> dict[str, Any]:
+    """Return what ``load(lazy=True)`` gives an item: its record and where its voxels are."""
+    from ctflow.io.store import read_item
+    from ctflow.lazy import lazy_record
+
+    stored = read_item(source, [], verify=verify)  # meta.json only
+    lazy = lazy_record(source, stored.meta, components, verify)
+    out: dict[str, Any] = {
+        "geometry": stored.geometry,
+        "nodules": stored.nodules,
+        "info": {"lazy": lazy},
+        "_recorded_warnings": stored.warnings,
+        "_recorded_history": stored.history,
+    }
+    if "images" in lazy["components"]:
+        shape = lazy["components"]["images"]["shape"]
+        out["_record"] = {"grid": grid_record(shape, stored.geometry)}
+    return out
 
 
 class Dump(ItemAction):

@@ -73,10 +73,11 @@ class ActionMethods:
         allow_uneven: bool = False,
         allow_external_data: bool = False,
         verify: bool = True,
+        lazy: bool = False,
     ) -> Self:
         """Load every item from its source (:class:`~ctflow.actions.Load`)."""
         return self._then(
-            Load(fmt, components, series_uid, allow_uneven, allow_external_data, verify)
+            Load(fmt, components, series_uid, allow_uneven, allow_external_data, verify, lazy)
         )
 
     def cache(self, ram_gb: float | None = None, dir: str | os.PathLike[str] | None = None) -> Self:

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 __all__ = ["SampleCrops", "SampleNodules", "cut_crops"]
 
+COMPONENTS = ("images", "masks", "lungs")
+
 
 def cut_crops(
     batch: CTBatch,
@@ -27,6 +29,7 @@ def cut_crops(
     crop_shape: Sequence[int],
     kinds: Sequence[str],
     pad_value: float | None = None,
+    ids: Sequence[str] | None = None,
 ) -> CTBatch:
     """Return a new batch of crops: crop ``k`` of item ``items[k]`` at voxel ``starts[k]``.
 
@@ -34,11 +37,14 @@ def cut_crops(
     and lungs with 0, where a crop leaves its item); each crop gets its own geometry (the
     parent's spacing and direction, a shifted origin), the nodules inside it, ``info`` naming
     parent, start and ``kinds[k]``, and its parent's warnings and history. Ids are
-    ``<parent>_<batch position>_<k>``.
+    ``<parent>_<batch position>_<k>`` (or ``ids``). Items loaded with ``load(lazy=True)``
+    give crops read from their dumps (:mod:`ctflow.lazy`), equal to crops of the loaded items.
     """
+    from ctflow.lazy import is_lazy, item_shapes, lazy_components, read_box, read_whole
     from ctflow.ops.sampling import extract_crop
 
-    shapes = [tuple(int(v) for v in s) for s in batch.shapes]
+    lazy = is_lazy(batch)  # items loaded with load(lazy=True): crops come from their dumps
+    shapes = item_shapes(batch, "crops")
     fills: dict[int, float] = {}
 
     def fill_for(i: int, start: NDArray[Any]) -> float:
@@ -49,7 +55,8 @@ def cut_crops(
         if inside:
             return 0.0  # unused: nothing to pad
         if i not in fills:
-            fills[i] = float(batch.ragged("images").item(i).min())
+            whole = read_whole(batch, i, "images") if lazy else batch.ragged("images").item(i)
+            fills[i] = float(whole.min())
         return fills[i]
 
     # each crop's nodule rows are picked with numpy and taken from the table once at the end
@@ -59,24 +66,28 @@ def cut_crops(
     rows_of = {pid: np.flatnonzero(table_ids == pid) for pid in dict.fromkeys(batch.ids)}
     item_geoms = [batch.geometry(i) for i in range(len(batch))]
     pos = batch.position
+    given_ids = None if ids is None else list(ids)
     ids, sources, geoms, infos, parents = [], [], [], [], []
-    names = [c for c in ("images", "masks", "lungs") if batch.has(c)]
+    names = lazy_components(batch) if lazy else [c for c in COMPONENTS if batch.has(c)]
     comps: dict[str, list[NDArray[Any]]] = {c: [] for c in names}
     picked: list[NDArray[np.intp]] = []
     owners_of_rows: list[str] = []
     for k, (i, start) in enumerate(zip(items, starts, strict=True)):
         i = int(i)
         start = np.asarray(start, dtype=np.int64)
-        crop_id = f"{batch.ids[i]}_{pos}_{k}"
+        crop_id = f"{batch.ids[i]}_{pos}_{k}" if given_ids is None else given_ids[k]
         ids.append(crop_id)
         parents.append(i)
         sources.append(batch.sources[i])
         g = item_geoms[i].shifted(start)
         geoms.append(g)
         for comp in names:
-            view = batch.ragged(comp).item(i)
             value = fill_for(i, start) if comp == "images" else 0
-            comps[comp].append(extract_crop(view, start, crop_shape, value))
+            if lazy:
+                comps[comp].append(read_box(batch, i, comp, start, crop_shape, value))
+            else:
+                view = batch.ragged(comp).item(i)
+                comps[comp].append(extract_crop(view, start, crop_shape, value))
         infos.append({"parent": batch.ids[i], "start": [int(v) for v in start], "kind": kinds[k]})
         candidates = rows_of[batch.ids[i]]
         if candidates.size:
@@ -103,8 +114,18 @@ def _replay_crops(
 ) -> CTBatch:
     """Cut each item's recorded crop (one crop per item of ``batch``)."""
     from ctflow.actions.base import ItemAction
+    from ctflow.lazy import is_lazy
 
     crop_shape = tuple(int(v) for v in shape)
+    if is_lazy(batch):  # read each recorded crop from the item's dump
+        starts = [np.asarray(d["start"], dtype=np.int64) for d in drawn]
+        kinds = [str(d.get("kind", "")) for d in drawn]
+        keep_info = [dict(i) for i in batch.info]
+        out = cut_crops(batch, range(len(batch)), starts, crop_shape, kinds, pad, ids=batch.ids)
+        out.info = [{k: v for k, v in i.items() if k != "lazy"} for i in keep_info]
+        for i in range(len(out)):
+            out.add_history(i, {**action.record(), "params": dict(drawn[i])})
+        return out
 
     class _Cut(ItemAction):
         def apply(self, item: Any, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -189,12 +210,12 @@ class SampleNodules(BatchAction):
 
     def run(self, batch: CTBatch) -> CTBatch:
         """Plan the crops across the batch and cut them."""
+        from ctflow.lazy import item_shapes
         from ctflow.ops.sampling import sample_crop_starts
 
-        batch.require(self.name, "images")
+        shapes = item_shapes(batch, self.name)  # loaded, or lazy: read from the dumps
         crop_shape = tuple(int(v) for v in self.nodule_size)
         rng = batch.rng
-        shapes = [tuple(int(v) for v in s) for s in batch.shapes]
         centers, owners, radii = [], [], []
         for i in range(len(batch)):
             item_nods = batch.nodules[batch.nodules["id"] == batch.ids[i]]
@@ -323,14 +344,14 @@ class SampleCrops(BatchAction):
 
     def run(self, batch: CTBatch) -> CTBatch:
         """Draw the crops' centres and cut them."""
+        from ctflow.lazy import is_lazy, item_shapes, read_whole
         from ctflow.ops.crop import LabelVoxels
 
-        batch.require(self.name, "images")
+        shapes = np.asarray(item_shapes(batch, self.name), dtype=np.int64).reshape(-1, 3)
         crop = tuple(int(v) for v in self.shape)
         half = np.asarray(crop) // 2
         rng = batch.rng
         n = len(batch)
-        shapes = batch.shapes
         items: list[int] = []
         starts: list[NDArray[np.int64]] = []
         kinds: list[str] = []
@@ -344,8 +365,12 @@ class SampleCrops(BatchAction):
                 items.append(i)
                 kinds.append("random")
             return cut_crops(batch, items, starts, crop, kinds, self.pad_value)
-        batch.require(self.name, "masks")
-        voxels = [LabelVoxels(batch.ragged("masks").item(i), batch.threads()) for i in range(n)]
+        if is_lazy(batch):  # the label maps are read whole (not the images)
+            maps = [read_whole(batch, i, "masks") for i in range(n)]
+        else:
+            batch.require(self.name, "masks")
+            maps = [batch.ragged("masks").item(i) for i in range(n)]
+        voxels = [LabelVoxels(m, batch.threads()) for m in maps]
         wanted = {label: share for label, share in self.ratios.items() if share > 0}
         present = {lab: [i for i in range(n) if voxels[i].count(lab)] for lab in wanted}
         missing = sorted(lab for lab, owners in present.items() if not owners)

@@ -26,13 +26,14 @@ from numpy.typing import NDArray
 
 from ctflow import memory
 from ctflow.errors import CorruptFileError
-from ctflow.io.store.files import _open_for_fsync, _write_file
+from ctflow.io.store.files import _open_for_fsync, _start_writeback, _write_file
 from ctflow.io.store.format import _compression
 from ctflow.io.voxels import check_finite
 from ctflow.system import cpu_count
 
 _BLOCK_BYTES = 512 * 1024  # a block (whole planes) fits in L2 while it is (de)compressed
 _CHUNK_BYTES = 8 * 1024 * 1024  # a chunk is what one thread reads and decompresses at a time
+_FLOAT_SHRINK = 0.5  # a float chunk is LZ4-compressed only if its first block shrinks this much
 #: threads (de)compressing the chunks of one array
 _IO_THREADS = max(1, min(4, cpu_count()))
 _pool_lock = threading.Lock()
@@ -194,7 +195,7 @@ def _crop_frame(
     shape: tuple[int, ...], dtype: np.dtype[Any], blocks: tuple[int, ...], flags: dict[str, Any]
 ) -> _CropFrame | None:
     """Return the frame of a one-chunk layout, learnt on first use (None: use blosc2)."""
-    key = (shape, dtype.str, blocks, flags["codec"], flags["clevel"])
+    key = (shape, dtype.str, blocks, flags["codec"], flags["clevel"], tuple(flags["filters"]))
     if key not in _crop_frames:  # two threads may both learn it: same result
         _crop_frames[key] = _CropFrame.learn(shape, dtype, blocks, flags)
     return _crop_frames[key]
@@ -204,6 +205,38 @@ def _compress_chunk(data: NDArray[Any], blocks: tuple[int, ...], flags: dict[str
     """Compress ``data`` into one blosc2 chunk with blocks of ``blocks`` (one thread, no GIL)."""
     blocksize = int(np.prod(blocks)) * data.itemsize
     return blosc2.compress2(data, typesize=data.itemsize, blocksize=blocksize, nthreads=1, **flags)
+
+
+def _flags(compression: str) -> dict[str, Any]:
+    """Return blosc2's compression parameters of a ``compression=`` name (byte shuffle)."""
+    codec, clevel = _compression(compression)
+    return {"codec": codec, "clevel": clevel, "filters": [blosc2.Filter.SHUFFLE]}
+
+
+def _chunk_flags(
+    chunk: NDArray[Any], blocks: tuple[int, ...], flags: dict[str, Any]
+) -> dict[str, Any]:
+    """Return the compression parameters of one chunk: ``flags``, or none for dense floats.
+
+    A float chunk to be compressed with LZ4 is stored as it is (a blosc2 chunk of level 0, which
+    every blosc2 reader reads) unless its first block shrinks to at most ``_FLOAT_SHRINK``.
+    """
+    if chunk.dtype.kind != "f" or flags["codec"] != blosc2.Codec.LZ4:
+        return flags
+    first = chunk[: blocks[0]]
+    if len(_compress_chunk(first, blocks, flags)) <= _FLOAT_SHRINK * first.nbytes:
+        return flags
+    return {"codec": flags["codec"], "clevel": 0, "filters": [blosc2.Filter.NOFILTER]}
+
+
+def _padded(data: NDArray[Any], z0: int, cz: int) -> NDArray[Any]:
+    """Return planes ``z0 .. z0 + cz`` of ``data``, zeros past its end (as blosc2 pads)."""
+    slab = data[z0 : z0 + cz]
+    if slab.shape[0] < cz:  # the last chunk overhangs
+        full = np.zeros((cz, *data.shape[1:]), data.dtype)
+        full[: slab.shape[0]] = slab
+        slab = full
+    return slab
 
 
 def _is_special(chunk: bytes | memoryview) -> bool:
@@ -229,47 +262,69 @@ def _write_array(path: Path, data: NDArray[Any], compression: str) -> tuple[int,
     Returns an open descriptor of the file, its writeback started, for the caller to fsync,
     and the CRC-32 of every chunk (``_chunk_crc``).
     """
-    codec, clevel = _compression(compression)
+    flags = _flags(compression)
     (cz, y, x), blocks = _layout(data.shape, data.itemsize)
-    flags = {"codec": codec, "clevel": clevel, "filters": [blosc2.Filter.SHUFFLE]}
-    n_chunks = -(-int(data.shape[0]) // cz)
-    if n_chunks == 1 and cz == data.shape[0]:
-        # a crop: its frame is written here with one GIL-free write (blosc2's file updates hold
-        # the GIL while they wait for the disk), without blosc2's frame code where possible
+    if cz < int(data.shape[0]):
+        return _write_chunks(path, data, cz, blocks, flags)
+    return _write_one_chunk(path, data, cz, blocks, flags)
+
+
+def _write_one_chunk(
+    path: Path, data: NDArray[Any], cz: int, blocks: tuple[int, ...], flags: dict[str, Any]
+) -> tuple[int, list[int]]:
+    """Write an array of one chunk (a crop) with one GIL-free write; see ``_write_array``.
+
+    blosc2's file updates hold the GIL while they wait for the disk: the frame is put together
+    here, without blosc2's frame code where a frame of the layout could be learnt.
+    """
+    slab = _padded(data, 0, cz)
+    flags = _chunk_flags(slab, blocks, flags)
+    chunk = _compress_chunk(slab, blocks, flags)
+    if cz == data.shape[0]:
         frame = _crop_frame(tuple(data.shape), data.dtype, blocks, flags)
-        if frame is not None:
-            chunk = _compress_chunk(data, blocks, flags)
-            parts = frame.parts(chunk)
-            if parts is not None:
-                return _write_file(path, *parts), [_chunk_crc(chunk)]
-    where = {} if n_chunks == 1 else {"urlpath": str(path), "mode": "w"}
+        parts = None if frame is None else frame.parts(chunk)
+        if parts is not None:
+            return _write_file(path, *parts), [_chunk_crc(chunk)]
     arr = blosc2.empty(
         data.shape,
         data.dtype,
-        chunks=(cz, y, x),
+        chunks=slab.shape,
         blocks=blocks,
         cparams=blosc2.CParams(nthreads=1, **flags),
-        **where,
+    )
+    arr.schunk.update_chunk(0, chunk)
+    return _write_file(path, arr.schunk.to_cframe()), [_chunk_crc(chunk)]
+
+
+def _write_chunks(
+    path: Path, data: NDArray[Any], cz: int, blocks: tuple[int, ...], flags: dict[str, Any]
+) -> tuple[int, list[int]]:
+    """Write an array of several chunks, compressed in parallel; see ``_write_array``.
+
+    The chunks are compressed on the pool (a few in flight) and appended in order by blosc2;
+    each one's writeback is started as soon as it is in the file.
+    """
+    arr = blosc2.empty(
+        data.shape,
+        data.dtype,
+        chunks=(cz, *data.shape[1:]),
+        blocks=blocks,
+        cparams=blosc2.CParams(nthreads=1, **flags),
+        urlpath=str(path),
+        mode="w",
     )
 
     def compress(k: int) -> tuple[bytes, int]:
-        slab = data[k * cz : (k + 1) * cz]
-        if slab.shape[0] < cz:  # the last chunk overhangs: pad it as blosc2 does (zeros)
-            full = np.zeros((cz, y, x), data.dtype)
-            full[: slab.shape[0]] = slab
-            slab = full
-        chunk = _compress_chunk(slab, blocks, flags)
+        slab = _padded(data, k * cz, cz)
+        chunk = _compress_chunk(slab, blocks, _chunk_flags(slab, blocks, flags))
         return chunk, _chunk_crc(chunk)
 
+    n_chunks = -(-int(data.shape[0]) // cz)
     crcs: list[int] = []
-    if n_chunks == 1:  # no hand-over to the pool either
-        chunk, crc = compress(0)
-        arr.schunk.update_chunk(0, chunk)
-        return _write_file(path, arr.schunk.to_cframe()), [crc]
-    # chunks are compressed in parallel (a few in flight) and appended in order
     pool = _io_pool()
     window = 2 * _IO_THREADS
     pending: deque[Future[tuple[bytes, int]]] = deque()
+    fd = _open_for_fsync(path)
     try:
         for k in range(n_chunks):
             pending.append(pool.submit(compress, k))
@@ -277,11 +332,20 @@ def _write_array(path: Path, data: NDArray[Any], compression: str) -> tuple[int,
                 chunk, crc = pending.popleft().result()
                 arr.schunk.update_chunk(len(crcs), chunk)
                 crcs.append(crc)
+                if _EACH:
+                    _start_writeback(fd)
+    except BaseException:
+        os.close(fd)
+        raise
     finally:
         for fut in pending:
             fut.cancel()
     del arr  # blosc2 has written the file
-    return _open_for_fsync(path), crcs
+    _start_writeback(fd)
+    return fd, crcs
+
+
+_EACH = bool(os.environ.get("EACH"))
 
 
 _local = threading.local()  # the chunk buffer of each reading thread

@@ -1,0 +1,199 @@
+"""Items loaded lazily from ctflow dumps: crops read straight from the stored blocks.
+
+``load(lazy=True)`` on a dataset of dumps reads each item's ``meta.json`` and no voxels: the
+batch gets the items' geometry, nodule tables, warnings and history, and each item's
+``info["lazy"]`` says where its arrays are (the dump folder, the stored components with their
+shapes and dtypes). ``sample_nodules`` and ``sample_crops`` plan their crops on those shapes and
+read each crop with :func:`ctflow.io.store.read_crop`, which decompresses only the blosc2
+blocks the crop touches: a 64³ crop of a dumped 300x512x512 scan reads 64 planes of it,
+not the 300 — and a dump's arrays never have to fit in memory. The crops are equal, voxel for
+voxel, to crops cut from the fully loaded items with the same seed.
+
+Two things read more than the crop: a crop that reaches outside its scan without a
+``pad_value`` is padded with the scan's minimum, read once per item from the whole images
+(give ``pad_value``, e.g. -1024 HU or 0 after a window, to avoid it); and class-balanced
+``sample_crops(ratios=...)`` reads each item's label map whole (``masks`` only, not images)
+to draw voxels of each label. Any other action on a lazy batch is refused with a message
+saying so: ``load()`` without ``lazy`` reads the voxels.
+
+Examples
+--------
+>>> import tempfile, numpy as np, ctflow as cf
+>>> d = tempfile.mkdtemp()
+>>> b = cf.CTBatch.from_arrays([np.arange(4000, dtype=np.int16).reshape(10, 20, 20)], ids=["a"])
+>>> b = b.dump(d)
+>>> lazy = cf.Dataset.from_glob(f"{d}/*", dirs=True).create_batch(["a"]).load(lazy=True)
+>>> lazy.has("images"), item_shapes(lazy, "example")
+(False, [(10, 20, 20)])
+>>> crops = lazy.sample_crops(2, (4, 4, 4))
+>>> crops.images.shape
+(8, 4, 4)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from ctflow.errors import InvalidParameterError
+
+if TYPE_CHECKING:
+    from ctflow.batch import CTBatch
+
+__all__ = [
+    "LAZY_HINT",
+    "is_lazy",
+    "item_shapes",
+    "lazy_components",
+    "lazy_record",
+    "read_box",
+    "read_whole",
+]
+
+COMPONENTS = ("images", "masks", "lungs")
+
+#: What an action that needs voxels says about a lazy batch.
+LAZY_HINT = (
+    "the items were loaded with load(lazy=True), which reads no voxels: only sample_nodules "
+    "and sample_crops read (crops) from the dumps; call load() without lazy for this action"
+)
+
+
+def lazy_record(
+    source: str | os.PathLike[str],
+    meta: Mapping[str, Any],
+    components: Sequence[str] | None,
+    verify: bool,
+) -> dict[str, Any]:
+    """Return an item's ``info["lazy"]``: its dump folder and the stored arrays to read from.
+
+    Examples
+    --------
+    >>> meta = {"components": {"images": {"shape": [2, 3, 4], "dtype": "<i2"}}}
+    >>> lazy_record("/d/a", meta, None, True)
+    {'path': '/d/a', 'components': {'images': {'shape': [2, 3, 4], 'dtype': 'int16'}}, \
+'verify': True}
+    """
+    stored = meta.get("components") or {}
+    wanted = [c for c in COMPONENTS if c in stored and (components is None or c in components)]
+    return {
+        "path": os.fspath(source),
+        "components": {
+            c: {
+                "shape": [int(v) for v in stored[c]["shape"]],
+                "dtype": np.dtype(stored[c]["dtype"]).name,
+            }
+            for c in wanted
+        },
+        "verify": bool(verify),
+    }
+
+
+def _lazy(batch: CTBatch, i: int) -> dict[str, Any] | None:
+    info = batch.info[i] if i < len(batch.info) else {}
+    lazy = info.get("lazy")
+    return lazy if isinstance(lazy, dict) else None
+
+
+def is_lazy(batch: CTBatch) -> bool:
+    """Return True when the batch's items were loaded with ``load(lazy=True)`` (no voxels)."""
+    return (
+        len(batch) > 0
+        and not batch.has("images")
+        and all(_lazy(batch, i) is not None for i in range(len(batch)))
+    )
+
+
+def item_shapes(batch: CTBatch, what: str) -> list[tuple[int, int, int]]:
+    """Return every item's (Z, Y, X): from the images, or from the dumps of a lazy batch.
+
+    Raises
+    ------
+    InvalidParameterError
+        The batch has no images and is not lazy (``what`` names the action).
+    """
+    if not batch.has("images") and is_lazy(batch):
+        out = []
+        for i in range(len(batch)):
+            comps = _lazy(batch, i)["components"]  # type: ignore[index]
+            if "images" not in comps:
+                raise InvalidParameterError(
+                    f"{what}: item {batch.ids[i]!r} was loaded lazily without images "
+                    f"(load(lazy=True, components=...) must include 'images')"
+                )
+            z, y, x = (int(v) for v in comps["images"]["shape"])
+            out.append((z, y, x))
+        return out
+    batch.require(what, "images")
+    return [(int(z), int(y), int(x)) for z, y, x in batch.shapes]
+
+
+def lazy_components(batch: CTBatch) -> list[str]:
+    """Return the components every item of a lazy batch has stored (and was asked to read)."""
+    names = [set(_lazy(batch, i)["components"]) for i in range(len(batch))]  # type: ignore[index]
+    common = set.intersection(*names) if names else set()
+    if any(n != common for n in names):
+        raise InvalidParameterError(
+            f"lazy crops: the items' dumps hold different components "
+            f"({dict(zip(batch.ids, (sorted(n) for n in names), strict=True))}); load them "
+            f"with load(lazy=True, components=[...]) naming the ones all of them have"
+        )
+    return [c for c in COMPONENTS if c in common]
+
+
+def read_box(
+    batch: CTBatch,
+    i: int,
+    component: str,
+    start: ArrayLike,
+    shape: Sequence[int],
+    fill: float,
+) -> NDArray[Any]:
+    """Read the crop ``[start, start + shape)`` of a lazy item's component from its dump.
+
+    Only the part inside the stored volume is read (:func:`ctflow.io.store.read_crop`); the
+    rest is ``fill`` — what :func:`ctflow.ops.crop.extract_crop` gives on the loaded array.
+    """
+    from ctflow.io.store import read_crop
+
+    lazy = _lazy(batch, i)
+    if lazy is None or component not in lazy["components"]:
+        raise InvalidParameterError(
+            f"lazy crops: item {batch.ids[i]!r} has no lazily loaded {component}"
+        )
+    spec = lazy["components"][component]
+    full = np.asarray(spec["shape"], dtype=np.int64)
+    st = np.asarray(start, dtype=np.int64)
+    size = np.asarray(shape, dtype=np.int64)
+    lo = np.clip(st, 0, full)
+    hi = np.clip(st + size, 0, full)
+    dtype = np.dtype(spec["dtype"])
+    if np.array_equal(lo, st) and np.array_equal(hi - lo, size):
+        crop, _ = read_crop(
+            lazy["path"], st.tolist(), size.tolist(), component, verify=lazy["verify"]
+        )
+        return crop
+    out = np.full(tuple(int(v) for v in size), np.asarray(fill).astype(dtype), dtype=dtype)
+    if np.all(hi > lo):
+        box = (hi - lo).tolist()
+        part, _ = read_crop(lazy["path"], lo.tolist(), box, component, verify=lazy["verify"])
+        dst = tuple(slice(int(a - s), int(b - s)) for a, b, s in zip(lo, hi, st, strict=True))
+        out[dst] = part
+    return out
+
+
+def read_whole(batch: CTBatch, i: int, component: str) -> NDArray[Any]:
+    """Read a lazy item's whole component (a label map to draw voxels from, a minimum)."""
+    from ctflow.io.store import read_item
+
+    lazy = _lazy(batch, i)
+    if lazy is None or component not in lazy["components"]:
+        raise InvalidParameterError(
+            f"lazy crops: item {batch.ids[i]!r} has no lazily loaded {component}"
+        )
+    stored = read_item(lazy["path"], [component], verify=lazy["verify"])
+    return stored.components[component]
