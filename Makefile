@@ -11,9 +11,9 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-# the library alone (what `make demo` needs)
+# the library and its pictures (what `make demo` needs: the core + the [viz] extra)
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet -e ".[viz]"
 	touch $(STAMP)
 
 # + test/lint tools and the peers (torch CPU 2.13.0, MONAI, TorchIO) for interop tests and benchmarks

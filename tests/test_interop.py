@@ -269,8 +269,8 @@ def test_torch_stays_optional():
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
-    assert "missing: ctflow.interop.torch needs PyTorch" in res.stdout
-    assert "pip install torch" in res.stdout
+    assert "missing: ctflow.interop.torch needs the optional package 'torch'" in res.stdout
+    assert "pip install 'ctflow[torch]'" in res.stdout
     clean = subprocess.run(
         [sys.executable, "-c", "import sys, ctflow, ctflow.interop; print('torch' in sys.modules)"],
         capture_output=True,

@@ -49,9 +49,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from ctflow.deps import optional_import
+
+optional_import("matplotlib", "pictures (ctflow.viz)")  # MissingDependencyError: ctflow[viz]
+
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle
-from numpy.typing import ArrayLike, NDArray
 
 from ctflow.errors import InvalidParameterError
 from ctflow.geometry import Geometry

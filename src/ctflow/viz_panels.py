@@ -27,10 +27,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from matplotlib.colors import BoundaryNorm, LinearSegmentedColormap, ListedColormap, to_rgba
+from numpy.typing import NDArray
+
+from ctflow.deps import optional_import
+
+optional_import("matplotlib", "pictures (ctflow.viz)")  # MissingDependencyError: ctflow[viz]
+
+from matplotlib.colors import (
+    BoundaryNorm,
+    LinearSegmentedColormap,
+    ListedColormap,
+    to_rgba,
+)
 from matplotlib.lines import Line2D
 from matplotlib.patches import Circle, Patch
-from numpy.typing import NDArray
 
 from ctflow.errors import InvalidParameterError
 from ctflow.geometry import Geometry

@@ -24,10 +24,11 @@ def write_scan_file(
 
         return write_scan(path, images, geometry, compress=compress and "mh" in path.suffix)
     # NRRD: ITK's writer (ctflow.io.writer covers MetaImage and NIfTI)
-    import SimpleITK as sitk
-
+    from ctflow.deps import optional_import
     from ctflow.errors import CorruptFileError
     from ctflow.geometry import direction_to_sitk
+
+    sitk = optional_import("SimpleITK", "writing NRRD files")
 
     img = sitk.GetImageFromArray(np.ascontiguousarray(images))
     img.SetSpacing([float(v) for v in geometry.spacing[::-1]])

@@ -62,7 +62,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
-from ctflow.errors import InvalidParameterError, MissingDependencyError
+from ctflow.deps import optional_import
+from ctflow.errors import InvalidParameterError
 from ctflow.execution import BatchOutcome, RunOptions, stop_requested
 
 if TYPE_CHECKING:
@@ -76,13 +77,7 @@ _LAYOUT_REFRESH_S = 5.0
 
 
 def _import_distributed() -> Any:
-    try:
-        import distributed
-    except ImportError as exc:  # pragma: no cover - dask is a dependency
-        raise MissingDependencyError(
-            "the Dask engine needs dask[distributed]: pip install 'dask[distributed]'"
-        ) from exc
-    return distributed
+    return optional_import("distributed", "the Dask engine")
 
 
 # --------------------------------------------------------------------------------- on the client

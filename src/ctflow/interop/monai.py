@@ -40,9 +40,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
+from ctflow.deps import optional_import
 from ctflow.errors import InvalidParameterError
 from ctflow.interop._batch import batch_from_volumes
-from ctflow.interop._deps import optional_import
 from ctflow.interop._labels import (
     DTYPES_KEY,
     for_torch,

@@ -72,8 +72,8 @@ try:
     from torch.utils.data import IterableDataset, get_worker_info
 except ImportError as _exc:  # pragma: no cover - exercised in a subprocess without torch
     raise MissingDependencyError(
-        "ctflow.interop.torch needs PyTorch, which is not installed (pip install torch, or "
-        "pip install 'ctflow[bench]' for torch + MONAI + TorchIO)"
+        "ctflow.interop.torch needs the optional package 'torch', which is not installed: "
+        "pip install 'ctflow[torch]' (torch + MONAI + TorchIO)"
     ) from _exc
 
 __all__ = ["PipelineDataset", "batch_to_tensors"]

@@ -101,8 +101,9 @@ def read_with_sitk(
     UnsupportedFormatError
         A header names data files outside its folder (without ``allow_external_data``).
     """
-    import SimpleITK as sitk
+    from ctflow.deps import optional_import
 
+    sitk = optional_import("SimpleITK", "read_with_sitk (load(fmt='sitk'))")
     p = as_source_path(path, "read_with_sitk")
     as_bool(allow_external_data, "allow_external_data", "read_with_sitk")
     source = str(p)
