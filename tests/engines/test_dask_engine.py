@@ -497,3 +497,27 @@ def test_engine_argument_validation(cluster):
         cf.DaskEngine(n_workers=0)
     assert "not connected" in repr(cf.DaskEngine("tcp://127.0.0.1:8786"))
     assert cf.DaskEngine(cluster_obj).address == cluster_obj.scheduler_address
+
+
+# ----------------------------------------------------------------------------------- cache()
+def test_cache_on_the_cluster_makes_each_item_once_and_equals_the_plain_run(
+    scans, tmp_path, engine
+):
+    """cache(dir=...) on Dask workers: the spilled items are shared through the folder, so each
+    item is made once in the whole run (3 epochs, 2 worker processes), and later epochs give
+    what an uncached local run gives."""
+    marks, cached = tmp_path / "marks", tmp_path / "cache"
+    body = cf.Pipeline().load().mark(marks).unify_spacing((1.4, 1.4, 1.4)).normalize_hu()
+    pipe = cf.Pipeline([*body.actions]).cache(ram_gb=0.0, dir=cached).central_crop((2, 8, 8))
+    epochs = list(
+        (scans >> pipe).gen_batch(batch_size=1, n_epochs=3, seed=0, engine=engine, prefetch=2)
+    )
+    assert len(epochs) == 3 * len(scans.ids)
+    made = sorted(p.name.split(".")[0] for p in marks.iterdir())
+    assert made == sorted(scans.ids)  # each item made once, by whichever worker got it first
+    pids = {p.name.split(".")[1] for p in marks.iterdir()}
+    assert len(pids) == 2  # both workers made items
+    plain = cf.Pipeline([*body.actions]).central_crop((2, 8, 8))
+    ref = {b.ids[0]: b.images for b in (scans >> plain).gen_batch(batch_size=1, seed=0)}
+    for b in epochs:
+        np.testing.assert_array_equal(b.images, ref[b.ids[0]])
