@@ -16,6 +16,7 @@ import ctflow as cf
 from ctflow.errors import InvalidParameterError
 from ctflow.history import replay
 from ctflow.io.store import reader
+from ctflow.lazy import slabs
 from ctflow.synthetic import make_dataset
 
 SHAPES = [(40, 64, 64), (36, 72, 60), (44, 56, 64)]
@@ -84,7 +85,17 @@ def test_a_lazy_load_reads_no_voxels_and_crops_read_only_boxes(dumps, monkeypatc
     assert [tuple(s) for s in (b["lazy"]["components"]["images"]["shape"] for b in batch.info)]
     crops = batch.sample_nodules(6, (16, 24, 24), share=1.0, pad_value=-1024)
     assert calls["whole"] == 0  # no array read whole
-    assert calls["box"] == 3 * len(crops)  # one box per component per crop
+    # one read per component per slab of planes under an item's crops (overlaps merged)
+    depth = {i: int(info["lazy"]["components"]["images"]["shape"][0]) for i, info in
+             zip(batch.ids, batch.info, strict=True)}  # fmt: skip
+    ranges: dict[str, list[tuple[int, int]]] = {}
+    for info in crops.info:
+        z = info["start"][0]
+        ranges.setdefault(info["parent"], []).append(
+            (max(0, z), min(depth[info["parent"]], z + 16))
+        )
+    assert calls["box"] == 3 * sum(len(slabs(r)) for r in ranges.values())
+    assert calls["box"] <= 3 * len(crops)
     assert len(batch.nodules) > 0 and len(crops.nodules) >= len(crops)
 
 

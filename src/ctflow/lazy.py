@@ -51,7 +51,9 @@ __all__ = [
     "lazy_components",
     "lazy_record",
     "read_box",
+    "read_crops",
     "read_whole",
+    "slabs",
 ]
 
 COMPONENTS = ("images", "masks", "lungs")
@@ -183,6 +185,67 @@ def read_box(
         part, _ = read_crop(lazy["path"], lo.tolist(), box, component, verify=lazy["verify"])
         dst = tuple(slice(int(a - s), int(b - s)) for a, b, s in zip(lo, hi, st, strict=True))
         out[dst] = part
+    return out
+
+
+def slabs(z_ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Merge plane ranges ``[z0, z1)`` that overlap or touch into disjoint slabs, in order.
+
+    Examples
+    --------
+    >>> slabs([(10, 20), (0, 5), (15, 30), (30, 31), (40, 40)])
+    [(0, 5), (10, 31)]
+    """
+    out: list[tuple[int, int]] = []
+    for a, b in sorted((int(a), int(b)) for a, b in z_ranges if b > a):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def read_crops(
+    batch: CTBatch,
+    i: int,
+    component: str,
+    starts: Sequence[ArrayLike],
+    shape: Sequence[int],
+    fill: float,
+) -> list[NDArray[Any]]:
+    """Read several crops of one lazy item: each stored plane they touch is decompressed once.
+
+    The crops' plane ranges are merged into slabs of whole planes (:func:`slabs`), each slab
+    is read once (:func:`ctflow.io.store.read_crop`), and the crops are cut from the slabs: a
+    dump's blocks are whole planes, so this reads exactly the planes under the crops — at most
+    the whole item, however many crops it gives. Equal to :func:`read_box` per crop.
+    """
+    from ctflow.io.store import read_crop
+    from ctflow.ops.crop import extract_crop
+
+    lazy = _lazy(batch, i)
+    if lazy is None or component not in lazy["components"]:
+        raise InvalidParameterError(
+            f"lazy crops: item {batch.ids[i]!r} has no lazily loaded {component}"
+        )
+    spec = lazy["components"][component]
+    z, y, x = (int(v) for v in spec["shape"])
+    dtype = np.dtype(spec["dtype"])
+    sts = [np.asarray(s, dtype=np.int64) for s in starts]
+    depth = int(shape[0])
+    ranges = [(max(0, int(s[0])), min(z, int(s[0]) + depth)) for s in sts]
+    read: list[tuple[int, int, NDArray[Any]]] = []
+    for a, b in slabs(ranges):
+        slab, _ = read_crop(lazy["path"], [a, 0, 0], [b - a, y, x], component,
+                            verify=lazy["verify"])  # fmt: skip
+        read.append((a, b, slab))
+    out = []
+    for st, (a, b) in zip(sts, ranges, strict=True):
+        if b <= a:  # the crop lies beyond the stored planes: all fill
+            out.append(np.full(tuple(shape), np.asarray(fill).astype(dtype), dtype=dtype))
+            continue
+        z0, _, slab = next(r for r in read if r[0] <= a and b <= r[1])
+        out.append(extract_crop(slab, st - np.array([z0, 0, 0]), shape, fill))
     return out
 
 

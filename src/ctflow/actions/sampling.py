@@ -40,7 +40,7 @@ def cut_crops(
     ``<parent>_<batch position>_<k>`` (or ``ids``). Items loaded with ``load(lazy=True)``
     give crops read from their dumps (:mod:`ctflow.lazy`), equal to crops of the loaded items.
     """
-    from ctflow.lazy import is_lazy, item_shapes, lazy_components, read_box, read_whole
+    from ctflow.lazy import is_lazy, item_shapes, lazy_components, read_crops, read_whole
     from ctflow.ops.sampling import extract_crop
 
     lazy = is_lazy(batch)  # items loaded with load(lazy=True): crops come from their dumps
@@ -72,6 +72,20 @@ def cut_crops(
     comps: dict[str, list[NDArray[Any]]] = {c: [] for c in names}
     picked: list[NDArray[np.intp]] = []
     owners_of_rows: list[str] = []
+    from_dumps: dict[str, dict[int, NDArray[Any]]] = {c: {} for c in names}
+    if lazy:  # each item's crops together: every stored plane under them is read once
+        by_item: dict[int, list[int]] = {}
+        for k, i in enumerate(items):
+            by_item.setdefault(int(i), []).append(k)
+        for i, ks in by_item.items():
+            sts = [np.asarray(starts[k], dtype=np.int64) for k in ks]
+            size = np.asarray(crop_shape)
+            leaving = [st for st in sts if np.any(st < 0) or np.any(st + size > shapes[i])]
+            image_fill = fill_for(i, leaving[0]) if leaving else 0.0  # one value per item
+            for comp in names:
+                fill = image_fill if comp == "images" else 0
+                crops = read_crops(batch, i, comp, sts, crop_shape, fill)
+                from_dumps[comp].update(zip(ks, crops, strict=True))
     for k, (i, start) in enumerate(zip(items, starts, strict=True)):
         i = int(i)
         start = np.asarray(start, dtype=np.int64)
@@ -84,7 +98,7 @@ def cut_crops(
         for comp in names:
             value = fill_for(i, start) if comp == "images" else 0
             if lazy:
-                comps[comp].append(read_box(batch, i, comp, start, crop_shape, value))
+                comps[comp].append(from_dumps[comp].pop(k))
             else:
                 view = batch.ragged(comp).item(i)
                 comps[comp].append(extract_crop(view, start, crop_shape, value))
