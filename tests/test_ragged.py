@@ -201,7 +201,7 @@ def test_export_and_show_each_item_of_a_ragged_batch(loaded, tmp_path):
     import matplotlib.pyplot as plt
 
     for k in range(len(loaded)):
-        path = loaded.export(k, tmp_path / f"{k}.nii.gz")
+        path = loaded.export(k, tmp_path / "new" / "folder" / f"{k}.nii.gz")  # folders made
         ref = sitk.ReadImage(str(path))
         np.testing.assert_array_equal(sitk.GetArrayFromImage(ref), loaded[k].images)
         np.testing.assert_allclose(ref.GetOrigin()[::-1], loaded[k].origin, atol=1e-4)

@@ -542,7 +542,7 @@ class CTBatch(Components, ActionMethods):
         world positions as ctflow. A label map keeps its values (uint8/uint16); masks with
         channels (C, Z, Y, X) are written one ``channel`` at a time (or ``argmax()`` first).
         After ``invert()`` the file lies on the original scan's grid, so a viewer overlays it
-        on the original file.
+        on the original file. Missing parent folders are created.
 
         Examples
         --------
@@ -567,6 +567,7 @@ class CTBatch(Components, ActionMethods):
                     f"export: channel {channel} is not one of 0..{arr.shape[0] - 1}"
                 )
             arr = arr[int(channel)]
+        Path(path).parent.mkdir(parents=True, exist_ok=True)  # as dump creates its folder
         return write_scan(path, arr, self.geometry(key))
 
 
