@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import glob as globlib
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +208,69 @@ class Dataset:
                     f"pass a dict {{id: path}} instead"
                 )
             sources[key] = str(p)
+        return cls(sources, batch_class)
+
+    @classmethod
+    def from_dicomweb(
+        cls,
+        url: str,
+        study_uids: str | Sequence[str] | None = None,
+        series_filter: Callable[[dict[str, Any]], bool] | None = None,
+        *,
+        batch_class: type[CTBatch] = CTBatch,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 60.0,
+    ) -> Dataset:
+        """Return the CT series of a DICOMweb server (a PACS), listed by QIDO-RS.
+
+        Ids are SeriesInstanceUIDs; each source is the series' URL,
+        ``dicomweb+http://host:port/<root>/studies/<study>/series/<series>``, which ``load()``
+        retrieves by WADO-RS and reads exactly as a local DICOM folder of the same files
+        (:mod:`ctflow.io.dicomweb`).
+
+        Parameters
+        ----------
+        url : str
+            The server's DICOMweb root, e.g. ``"http://localhost:8042/dicom-web"``.
+        study_uids : str or sequence of str, optional
+            Only the series of these studies (default: every study of the server).
+        series_filter : callable, optional
+            Called with each CT series' QIDO-RS attributes, a dict keyword -> value (e.g.
+            ``{"Modality": "CT", "SeriesDescription": "CT Body 3.0",
+            "NumberOfSeriesRelatedInstances": 20, ...}``); the series is kept when it returns
+            True (it must return a bool).
+        batch_class : type, default CTBatch
+            Class of the batches :meth:`create_batch` makes.
+        headers : mapping of str to str, optional
+            Extra request headers, e.g. ``{"Authorization": "Bearer ..."}``; kept in this
+            process for the server's loads, never in sources, records or dumps.
+        timeout : float, default 60
+            Seconds to wait for the server, when listing and when loading.
+
+        Raises
+        ------
+        InvalidParameterError
+            A bad URL or argument, or no CT series left.
+        CorruptFileError
+            The server cannot be reached or answers an HTTP error (the message names the URL
+            and the status).
+        UnsupportedFormatError
+            The server answers something else than DICOM JSON.
+
+        Examples
+        --------
+        >>> import ctflow as cf
+        >>> ds = cf.Dataset.from_dicomweb(  # doctest: +SKIP
+        ...     "http://localhost:8042/dicom-web",
+        ...     series_filter=lambda s: s.get("NumberOfSeriesRelatedInstances", 0) >= 20,
+        ... )
+        >>> ds.sources[ds.ids[0]]  # doctest: +SKIP
+        'dicomweb+http://localhost:8042/dicom-web/studies/1.2.840.1/series/1.2.840.1.2'
+        >>> report = (ds >> cf.Pipeline().load().unify_spacing(1.0)).run()  # doctest: +SKIP
+        """
+        from ctflow.io.dicomweb import dicomweb_sources
+
+        sources = dicomweb_sources(url, study_uids, series_filter, headers=headers, timeout=timeout)
         return cls(sources, batch_class)
 
     # ------------------------------------------------------------------ access

@@ -221,6 +221,8 @@ class Load(ItemAction):
         dicom_kw: dict[str, Any] = {}
         if kind == "dicom":
             dicom_kw = {"series_uid": self.series_uid, "allow_uneven": self.allow_uneven}
+        elif kind == "dicomweb":  # a series on a DICOMweb server: its URL names the series
+            dicom_kw = {"allow_uneven": self.allow_uneven}
         elif kind in ("mhd", "nrrd", "sitk"):
             dicom_kw = {"allow_external_data": self.allow_external_data}
         scan = read_scan(source, kind, **dicom_kw)

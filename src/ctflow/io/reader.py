@@ -11,12 +11,17 @@ fmt         source                                                 reader
 "dicom"     a folder of DICOM slices (with or without ``.dcm``)     :mod:`ctflow.io.dicom`
 "ctflow"    a dump item folder (has ``meta.json``)                  :mod:`ctflow.io.store`
 "sitk"      any file ITK reads, or a DICOM folder via GDCM          :mod:`ctflow.io.sitk`
+"dicomweb"  ``dicomweb+http(s)://.../studies/<uid>/series/<uid>``  :mod:`ctflow.io.dicomweb`
 ==========  =====================================================  ==========================
 
 Every format is read natively (numpy + zlib, pydicom for DICOM): the geometry is the one
 SimpleITK reports for the same file, whole-file reads release the GIL, and bad files raise
 typed errors naming the file. ``"sitk"`` is never inferred; it is the explicit escape hatch for
 files the native readers refuse on purpose (Analyze, NIfTI pairs, ASCII NRRD, ...).
+
+``"dicomweb"`` is a series on a DICOMweb server (a PACS), recognised by its URL alone and
+retrieved by WADO-RS, then read by the DICOM folder reader (same rules and errors); it is a
+source kind, not a file format, so it is not in :data:`FORMATS`.
 
 Files without a known suffix are recognised by content (NRRD magic, NIfTI header size, gzip'd
 NIfTI, MetaImage keys); a folder is a ctflow dump when it holds ``meta.json``, else a DICOM
@@ -67,6 +72,7 @@ from ctflow.errors import (
     InvalidParameterError,
     UnsupportedFormatError,
 )
+from ctflow.io.dicomweb import is_dicomweb_url
 from ctflow.io.scan import Scan
 from ctflow.io.voxels import _not_regular, as_source_path, open_regular
 from ctflow.validation import as_bool
@@ -139,7 +145,11 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     --------
     >>> detect_format("a/b/scan.NRRD")
     'nrrd'
+    >>> detect_format("dicomweb+http://pacs:8042/dicom-web/studies/1.2/series/1.2.3")
+    'dicomweb'
     """
+    if is_dicomweb_url(path):
+        return "dicomweb"
     p = as_source_path(path, "detect_format")
     name = p.name.lower()
     for suffix in sorted(_SUFFIXES, key=len, reverse=True):
@@ -190,14 +200,15 @@ def read_scan(
     ----------
     path : path
         File or folder.
-    fmt : {"mhd", "nifti", "nrrd", "dicom", "ctflow", "sitk"}, optional
+    fmt : {"mhd", "nifti", "nrrd", "dicom", "ctflow", "sitk", "dicomweb"}, optional
         Force a format instead of inferring it.
     series_uid : str, optional
         DICOM only: the SeriesInstanceUID to read when a folder holds several series (default:
         the rule of :mod:`ctflow.io.dicom`: most slices, then thinnest, then smallest UID).
     allow_uneven : bool
-        DICOM only: resample series with missing slices / uneven spacing onto a regular grid
-        (explained in ``info["warnings"]``) instead of refusing them.
+        DICOM folders and DICOMweb series only: resample series with missing slices / uneven
+        spacing onto a regular grid (explained in ``info["warnings"]``) instead of refusing
+        them.
     allow_external_data : bool, default False
         MetaImage, NRRD and ``"sitk"`` only: read a data file that the header names outside
         its own folder (``ElementDataFile = /elsewhere/x.raw``, ``data file: ../x``). By
@@ -228,8 +239,17 @@ def read_scan(
     >>> read_scan(p).shape
     (2, 3, 4)
     """
-    path = as_source_path(path, "read_scan")
     as_bool(allow_external_data, "allow_external_data", "read_scan")
+    if fmt == "dicomweb" or (fmt is None and is_dicomweb_url(path)):
+        from ctflow.io.dicomweb import read_dicomweb_series
+
+        if series_uid is not None or allow_external_data:
+            raise InvalidParameterError(
+                f"read_scan: series_uid and allow_external_data do not apply to a DICOMweb "
+                f"series (its URL names the series); got them for {path}"
+            )
+        return read_dicomweb_series(str(path), allow_uneven=allow_uneven)
+    path = as_source_path(path, "read_scan")
     kind = detect_format(path) if fmt is None else fmt
     if kind not in FORMATS:
         raise UnsupportedFormatError(f"{path}: unknown fmt {kind!r}; expected one of {FORMATS}")

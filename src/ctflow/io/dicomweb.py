@@ -1,0 +1,922 @@
+"""DICOMweb sources: CT series listed by QIDO-RS and read by WADO-RS from a PACS.
+
+Plain HTTP through the standard library (:mod:`urllib.request`); no extra dependency.
+
+Source URLs
+-----------
+A series on a DICOMweb server is the source::
+
+    dicomweb+http://host:8042/dicom-web/studies/<StudyInstanceUID>/series/<SeriesInstanceUID>
+
+(``dicomweb+https://`` over TLS). Without its ``dicomweb+`` prefix it is the WADO-RS URL of the
+series; the part before ``/studies/`` is the server's DICOMweb root. The prefix keeps such a
+source apart from any file path or other URL, so :func:`~ctflow.io.reader.detect_format` says
+``"dicomweb"`` from the text alone, without asking the server.
+:meth:`ctflow.Dataset.from_dicomweb` lists these sources (:func:`list_series`,
+:func:`dicomweb_sources`); ``load()`` and :func:`~ctflow.io.reader.read_scan` read them
+(:func:`read_dicomweb_series`).
+
+Listing (QIDO-RS)
+-----------------
+``GET {root}/studies`` (every study, unless study UIDs are given), then, for every study,
+``GET {root}/studies/{study}/series?Modality=CT``, both with ``Accept: application/dicom+json``.
+A server that caps its answer and says so (a ``Warning`` header, PS3.18) is asked for the
+rest with ``offset``. Each series is given as a dict of DICOM keywords to values (PN values
+as their ``Alphabetic`` text, IS / DS as numbers, one value as itself, several as a list, none
+as None), e.g. ``{"Modality": "CT", "SeriesDescription": ..., "StudyInstanceUID": ...,
+"SeriesInstanceUID": ..., "NumberOfSeriesRelatedInstances": 20}``; a series whose Modality
+is given and is not CT is dropped even when the server ignored the filter.
+
+Reading (WADO-RS)
+-----------------
+``GET`` the series URL with ``Accept: multipart/related; type="application/dicom";
+transfer-syntax=*``: every instance as the server stores it (``transfer-syntax=*`` asks for no
+transcoding, so the bytes are the files a local folder of the series would hold). The
+``multipart/related`` body is split on the boundary of its Content-Type (RFC 2046: preamble,
+transport padding and epilogue allowed; every part must be ``application/dicom`` when it says
+what it is, must match its own Content-Length when it gives one, and the body must end with
+the closing delimiter). The instances are written to a private temporary folder
+(``part-00001.dcm`` ... in the order of the answer) and read by
+:func:`~ctflow.io.dicom.read_dicom_series`: the SAME rules as a local DICOM folder (which
+instances, slice order, spacing, geometry, rescale, padding, ``allow_uneven``), so the volume
+and geometry equal those of the same files read from disk, and a bad series raises the same
+typed error. The folder is removed whatever happens. In the result and in error messages the
+folder is replaced by the source URL: ``<source>/part-00003.dcm`` is the third instance of the
+answer. ``info["dicomweb"]`` holds the WADO-RS URL, the number of instances and the bytes read.
+The answer is held in memory while it is split (the parts are views of it, not copies; an
+answer over 5 GiB is refused) and freed before the series is read.
+(The header pass of :mod:`ctflow.io.dicom` reads files by path, ``stat`` and offsets, so
+going through files keeps one code path instead of adding a second, in-memory one.)
+
+Errors
+------
+Every failure is a ctflow error naming the URL: a URL that cannot name a DICOMweb root or
+series (not http/https, credentials or a query in it, a malformed UID) is an
+:class:`~ctflow.errors.InvalidParameterError`; a server that cannot be reached, does not answer
+in time, or answers with an HTTP error status (the message gives it: 404 for an unknown study or
+series) is a :class:`~ctflow.errors.CorruptFileError`, as is a truncated or malformed answer; an
+answer of another kind (an HTML page instead of DICOM JSON, a multipart body of another type)
+is an :class:`~ctflow.errors.UnsupportedFormatError`. Redirects are followed only to the same
+scheme, host and port (credentials are never sent elsewhere).
+
+Credentials and time-outs
+-------------------------
+Extra request headers (e.g. ``{"Authorization": "Bearer ..."}``) and the time-out are given to
+:meth:`ctflow.Dataset.from_dicomweb` or :func:`set_server_options` and kept for that server
+root in this process, where ``load()`` finds them; they are never part of a source, a record or
+a dump. Worker processes (e.g. a Dask cluster) call :func:`set_server_options` themselves.
+
+Examples
+--------
+>>> source = series_source("http://127.0.0.1:8042/dicom-web", "1.2.3", "1.2.3.4")
+>>> source
+'dicomweb+http://127.0.0.1:8042/dicom-web/studies/1.2.3/series/1.2.3.4'
+>>> is_dicomweb_url(source), is_dicomweb_url("/data/series_1")
+(True, False)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode, urlsplit
+
+import numpy as np
+
+from ctflow.errors import (
+    CorruptFileError,
+    CTFlowError,
+    InvalidParameterError,
+    UnsupportedFormatError,
+)
+from ctflow.validation import as_float
+
+if TYPE_CHECKING:
+    from urllib.request import Request
+
+    from ctflow.io.scan import Scan
+
+__all__ = [
+    "SCHEMES",
+    "dicomweb_sources",
+    "is_dicomweb_url",
+    "list_series",
+    "read_dicomweb_series",
+    "series_source",
+    "set_server_options",
+]
+
+#: The prefixes of a DICOMweb series source.
+SCHEMES = ("dicomweb+http://", "dicomweb+https://")
+
+_DICOM_JSON = "application/dicom+json"
+_WADO_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+_DEFAULT_TIMEOUT = 60.0  # seconds without an answer (per socket operation)
+_MAX_JSON_BYTES = 256 * 2**20  # a QIDO-RS answer larger than this is refused
+_MAX_SERIES_BYTES = 5 * 2**30  # a larger WADO-RS answer is refused (volumes > 4 GiB are anyway)
+_MAX_PART_HEADER = 64 * 2**10  # the headers of one multipart part
+_CHUNK = 2**20
+_UID = re.compile(r"[0-9A-Za-z._-]{1,64}")
+_SERIES_PATH = re.compile(r"^(?P<root>.*)/studies/(?P<study>[^/]+)/series/(?P<series>[^/]+)/?$")
+_CT_QUERY = {"Modality": "CT"}
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP header name
+
+
+@dataclass(frozen=True)
+class _Options:
+    """Extra request headers and the time-out used for one server root."""
+
+    headers: tuple[tuple[str, str], ...] = ()
+    timeout: float = _DEFAULT_TIMEOUT
+
+
+_SERVERS: dict[str, _Options] = {}  # server root -> options (set_server_options)
+
+
+# ---------------------------------------------------------------------------- URLs
+
+
+def is_dicomweb_url(source: object) -> bool:
+    """Tell whether ``source`` is a DICOMweb series source (``dicomweb+http(s)://...``).
+
+    Examples
+    --------
+    >>> is_dicomweb_url("dicomweb+https://pacs/dicom-web/studies/1/series/2")
+    True
+    >>> is_dicomweb_url("http://pacs/dicom-web/studies/1/series/2")
+    False
+    """
+    return isinstance(source, str) and source[:17].lower().startswith(SCHEMES)
+
+
+def _root(url: object, where: str) -> str:
+    """Return the DICOMweb root ``http(s)://host[:port]/path`` of ``url`` (no trailing slash).
+
+    ``url`` may carry the ``dicomweb+`` prefix. Refused: another scheme, no host, a bad port,
+    credentials, a query or fragment, whitespace or control characters.
+    """
+    if not isinstance(url, str) or not url:
+        raise InvalidParameterError(
+            f"{where}: url must be a non-empty http(s) URL of a DICOMweb root; got {url!r}"
+        )
+    text = url[len("dicomweb+") :] if url.lower().startswith("dicomweb+") else url
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in text):
+        raise InvalidParameterError(
+            f"{where}: url {url!r} contains whitespace or control characters"
+        )
+    parts = urlsplit(text)
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise InvalidParameterError(f"{where}: url {url!r} has a bad port ({exc})") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise InvalidParameterError(
+            f"{where}: url must be an http:// or https:// URL with a host, e.g. "
+            f"'http://localhost:8042/dicom-web'; got {url!r}"
+        )
+    if parts.username is not None or parts.password is not None:
+        raise InvalidParameterError(
+            f"{where}: url {parts.hostname!r} carries credentials in the URL; pass them as "
+            "headers= (e.g. {'Authorization': 'Basic ...'}): URLs are recorded in item "
+            "histories and dumps"
+        )
+    if parts.query or parts.fragment:
+        raise InvalidParameterError(
+            f"{where}: url {url!r} must not have a query or fragment (?... / #...)"
+        )
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
+
+
+def _check_uid(uid: object, what: str, where: str) -> str:
+    """Return ``uid`` when it can be a DICOM UID in a URL path (1-64 of ``0-9 A-Z a-z . _ -``)."""
+    if not isinstance(uid, str) or not _UID.fullmatch(uid):
+        raise InvalidParameterError(
+            f"{where}: {what} must be a DICOM UID (1 to 64 characters, digits and dots); "
+            f"got {uid!r}"
+        )
+    return uid
+
+
+def series_source(root: str, study_uid: str, series_uid: str) -> str:
+    """Return the source naming one series of a DICOMweb server.
+
+    Parameters
+    ----------
+    root : str
+        The server's DICOMweb root, e.g. ``"http://localhost:8042/dicom-web"``.
+    study_uid, series_uid : str
+        StudyInstanceUID and SeriesInstanceUID.
+
+    Examples
+    --------
+    >>> series_source("https://pacs.example/dicomweb/", "1.2", "1.2.3")
+    'dicomweb+https://pacs.example/dicomweb/studies/1.2/series/1.2.3'
+    """
+    base = _root(root, "series_source")
+    study = _check_uid(study_uid, "study_uid", "series_source")
+    series = _check_uid(series_uid, "series_uid", "series_source")
+    return f"dicomweb+{base}/studies/{study}/series/{series}"
+
+
+def _split_source(source: object, where: str) -> tuple[str, str, str]:
+    """Return (root, study UID, series UID) of a series source; refuse anything else."""
+    if not is_dicomweb_url(source):
+        raise InvalidParameterError(
+            f"{where}: a DICOMweb source must start with {' or '.join(SCHEMES)}; got {source!r}"
+        )
+    assert isinstance(source, str)
+    root = _root(source, where)
+    parts = urlsplit(root)
+    match = _SERIES_PATH.fullmatch(parts.path)
+    if match is None:
+        raise InvalidParameterError(
+            f"{where}: {source} does not name a series: expected "
+            "dicomweb+http(s)://host/<root>/studies/<StudyInstanceUID>/series/<SeriesInstanceUID>"
+        )
+    study = _check_uid(match["study"], "the study UID of " + source, where)
+    series = _check_uid(match["series"], "the series UID of " + source, where)
+    return f"{parts.scheme}://{parts.netloc}{match['root']}", study, series
+
+
+# ---------------------------------------------------------------------------- options
+
+
+def _as_headers(headers: object, where: str) -> tuple[tuple[str, str], ...]:
+    """Return request headers as pairs; names must be tokens, values one line (not echoed)."""
+    if headers is None:
+        return ()
+    if not isinstance(headers, Mapping):
+        raise InvalidParameterError(
+            f"{where}: headers must be a mapping of header names to values; got "
+            f"{type(headers).__name__}"
+        )
+    out = []
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+            raise InvalidParameterError(f"{where}: header name {name!r} is not a valid HTTP name")
+        if not isinstance(value, str) or any(c in value for c in "\r\n\x00"):
+            # the value is not shown: it may be a secret
+            raise InvalidParameterError(
+                f"{where}: the value of header {name!r} must be one line of text"
+            )
+        out.append((name, value))
+    return tuple(out)
+
+
+def _as_timeout(timeout: object, where: str) -> float:
+    """Return a time-out in seconds (a finite number > 0)."""
+    return as_float(timeout, "timeout", where, lo=0.0, lo_open=True, unit="s")
+
+
+def set_server_options(
+    url: str, *, headers: Mapping[str, str] | None = None, timeout: float | None = None
+) -> None:
+    """Set the request headers and time-out used for a DICOMweb server in this process.
+
+    :meth:`ctflow.Dataset.from_dicomweb` calls it; ``load()`` of the server's sources uses
+    them. Call it in every worker process that loads such sources (e.g. with Dask's
+    ``client.run``). Headers are kept in memory only, never written to a record or a dump.
+
+    Parameters
+    ----------
+    url : str
+        The DICOMweb root (or any series source of it).
+    headers : mapping of str to str, optional
+        Extra request headers (e.g. ``Authorization``); None keeps those already set.
+    timeout : float, optional
+        Seconds to wait for the server (per connection / read); None keeps the one set
+        (default 60).
+
+    Examples
+    --------
+    >>> set_server_options("http://127.0.0.1:8042/dicom-web", timeout=30.0)
+    """
+    key = _server_key(url, "set_server_options")
+    old = _SERVERS.get(key, _Options())
+    new_headers = old.headers if headers is None else _as_headers(headers, "set_server_options")
+    new_timeout = old.timeout if timeout is None else _as_timeout(timeout, "set_server_options")
+    _SERVERS[key] = _Options(new_headers, new_timeout)
+
+
+def _server_key(url: str, where: str) -> str:
+    """Return the server root that options are kept under (a series source's root)."""
+    if is_dicomweb_url(url):
+        try:
+            return _split_source(url, where)[0]
+        except InvalidParameterError:
+            pass
+    return _root(url, where)
+
+
+def _options(root: str, headers: object, timeout: object, where: str) -> _Options:
+    """Return the options of a request: those given, else those set for ``root``."""
+    kept = _SERVERS.get(root, _Options())
+    return _Options(
+        kept.headers if headers is None else _as_headers(headers, where),
+        kept.timeout if timeout is None else _as_timeout(timeout, where),
+    )
+
+
+# ---------------------------------------------------------------------------- HTTP
+
+
+def _same_origin(a: str, b: str) -> bool:
+    """Tell whether two URLs have the same scheme, host and port."""
+    pa, pb = urlsplit(a), urlsplit(b)
+    defaults = {"http": 80, "https": 443}
+    return (
+        pa.scheme.lower() == pb.scheme.lower()
+        and (pa.hostname or "") == (pb.hostname or "")
+        and (pa.port or defaults.get(pa.scheme.lower())) == (pb.port or defaults.get(pb.scheme))
+    )
+
+
+@functools.cache
+def _opener() -> Any:
+    """Return a urllib opener that follows redirects only within the same origin."""
+    import urllib.request
+
+    class _SameOrigin(urllib.request.HTTPRedirectHandler):
+        def redirect_request(
+            self, req: Request, fp: Any, code: int, msg: str, headers: Any, newurl: str
+        ) -> Request | None:
+            if not _same_origin(req.full_url, newurl):
+                raise CorruptFileError(
+                    f"{req.full_url}: the server redirects to another origin ({newurl}, HTTP "
+                    f"{code}); ctflow does not follow it (headers would go elsewhere): use that "
+                    "URL directly if you trust it"
+                )
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+    return urllib.request.build_opener(_SameOrigin())
+
+
+def _read_body(response: Any, url: str, limit: int) -> bytearray:
+    """Read a whole response body into one buffer, refusing more than ``limit`` bytes."""
+    body = bytearray()
+    chunk = bytearray(_CHUNK)
+    while True:
+        n = response.readinto(chunk)
+        if not n:
+            return body
+        body += memoryview(chunk)[:n]
+        if len(body) > limit:
+            raise CorruptFileError(
+                f"{url}: the answer is larger than {limit / 2**30:g} GiB; ctflow refuses it"
+            )
+
+
+def _status_error(url: str, code: int, reason: str, what: str) -> CorruptFileError:
+    """Return the error of an HTTP error status, saying what it likely means."""
+    hints = {
+        401: "the server wants credentials: pass headers= (e.g. Authorization)",
+        403: "the server refuses access with the headers given",
+        404: f"no such {what} on the server",
+    }
+    hint = hints.get(code, "")
+    return CorruptFileError(f"{url}: HTTP {code} {reason}".rstrip() + (f": {hint}" if hint else ""))
+
+
+@dataclass
+class _Answer:
+    """What a GET brought back."""
+
+    body: bytearray
+    content_type: str
+    status: int
+    warning: str  # the Warning header ("" when none)
+
+
+def _get(url: str, accept: str, options: _Options, what: str, limit: int) -> _Answer:
+    """GET ``url``; every failure is a typed error naming it."""
+    import http.client
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, headers={**dict(options.headers), "Accept": accept})
+    try:
+        with _opener().open(request, timeout=options.timeout) as response:
+            body = _read_body(response, url, limit)
+            return _Answer(
+                body,
+                response.headers.get("Content-Type", ""),
+                int(response.status),
+                response.headers.get("Warning", ""),
+            )
+    except CTFlowError:
+        raise
+    except urllib.error.HTTPError as exc:
+        raise _status_error(url, exc.code, str(exc.reason or ""), what) from None
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        if isinstance(reason, TimeoutError):
+            text = f"no answer within {options.timeout:g} s"
+        else:
+            text = str(getattr(reason, "strerror", None) or reason)
+        raise CorruptFileError(f"{url}: cannot reach the DICOMweb server ({text})") from None
+    except TimeoutError:
+        raise CorruptFileError(
+            f"{url}: the DICOMweb server stopped answering (no data within {options.timeout:g} s)"
+        ) from None
+    except (http.client.HTTPException, OSError, ValueError) as exc:
+        raise CorruptFileError(
+            f"{url}: the connection failed while reading the answer "
+            f"({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
+
+
+# ---------------------------------------------------------------------------- QIDO-RS
+
+
+def _json_value(element: Any) -> Any:
+    """Return the value of one DICOM JSON element as plain Python (see the module doc)."""
+    if not isinstance(element, Mapping):
+        return None
+    values = element.get("Value")
+    if not isinstance(values, list) or not values:
+        return element.get("BulkDataURI")
+    vr = element.get("vr")
+    out: list[Any] = []
+    for v in values:
+        if vr == "PN" and isinstance(v, Mapping):
+            v = v.get("Alphabetic")
+        elif vr == "SQ" and isinstance(v, Mapping):
+            v = _keywords(v)
+        elif vr in ("IS", "DS") and isinstance(v, str):
+            with contextlib.suppress(ValueError):
+                v = int(v) if vr == "IS" else float(v)
+        out.append(v)
+    return out[0] if len(out) == 1 else out
+
+
+def _keywords(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """Return DICOM JSON attributes (tag -> element) as keyword -> value."""
+    from pydicom.datadict import keyword_for_tag
+
+    out: dict[str, Any] = {}
+    for tag, element in attributes.items():
+        try:
+            keyword = keyword_for_tag(int(str(tag), 16)) or str(tag)
+        except ValueError:
+            keyword = str(tag)
+        out[keyword] = _json_value(element)
+    return out
+
+
+def _url(base: str, query: Mapping[str, Any]) -> str:
+    """Return ``base`` with a query string."""
+    return f"{base}?{urlencode(query)}" if query else base
+
+
+def _qido_page(url: str, options: _Options, what: str) -> tuple[list[dict[str, Any]], bool]:
+    """Return one QIDO-RS answer as keyword dicts, and whether it says more results exist.
+
+    A server that caps its answer says so in a ``Warning`` header ("... additional results
+    ...", DICOM PS3.18).
+    """
+    answer = _get(url, _DICOM_JSON, options, what, _MAX_JSON_BYTES)
+    body, content_type = answer.body, answer.content_type
+    more = "additional results" in answer.warning.lower()
+    if answer.status == 204 or not body.strip():
+        return [], more
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        if "json" not in content_type.lower():
+            raise UnsupportedFormatError(
+                f"{url}: the server answered {content_type or 'no Content-Type'}, not "
+                f"{_DICOM_JSON}; is the URL the DICOMweb root of the server?"
+            ) from None
+        raise CorruptFileError(f"{url}: the DICOM JSON answer cannot be parsed ({exc})") from None
+    if not isinstance(data, list) or not all(isinstance(d, Mapping) for d in data):
+        got = type(data).__name__
+        if isinstance(data, list):
+            odd = next(d for d in data if not isinstance(d, Mapping))
+            got = f"a list holding {type(odd).__name__} {str(odd)[:60]!r}"
+        raise CorruptFileError(
+            f"{url}: a QIDO-RS answer must be a JSON list of objects (DICOM JSON); got {got} "
+            "(is the URL the DICOMweb root of the server?)"
+        )
+    return [_keywords(d) for d in data], more
+
+
+def _qido(
+    base: str, query: Mapping[str, Any], options: _Options, what: str, key: str
+) -> list[dict[str, Any]]:
+    """Return every result of a QIDO-RS query, unique by the UID ``key``.
+
+    No ``limit`` is sent (some servers apply it before their own filters, so a page can come
+    back short while more results exist). A server that caps its answer says so in a Warning
+    header; the rest is then asked for with ``offset``, until a page says nothing more or brings
+    nothing new.
+    """
+    results: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    while True:
+        url = _url(base, {**query, "offset": len(results)} if results else query)
+        page, more = _qido_page(url, options, what)
+        fresh = [r for r in page if str(r.get(key)) not in seen]
+        seen.update(str(r.get(key)) for r in fresh)
+        results.extend(fresh)
+        if not more or not fresh:
+            return results
+
+
+def _listed_uid(attributes: Mapping[str, Any], keyword: str, url: str) -> str:
+    """Return the UID a QIDO-RS result must carry; refuse a missing or malformed one."""
+    uid = attributes.get(keyword)
+    if not isinstance(uid, str) or not _UID.fullmatch(uid):
+        raise CorruptFileError(f"{url}: a result has no valid {keyword} (got {uid!r})")
+    return uid
+
+
+def _as_study_uids(study_uids: object, where: str) -> list[str] | None:
+    """Return the study UIDs asked for (a str or a sequence of str), or None for all."""
+    if study_uids is None:
+        return None
+    items = [study_uids] if isinstance(study_uids, str) else study_uids
+    if not isinstance(items, Iterable) or isinstance(items, bytes | Mapping):
+        raise InvalidParameterError(
+            f"{where}: study_uids must be a UID or a sequence of UIDs; got {study_uids!r}"
+        )
+    uids = [_check_uid(u, "every study UID", where) for u in items]
+    return list(dict.fromkeys(uids))
+
+
+def list_series(
+    url: str,
+    study_uids: str | Iterable[str] | None = None,
+    *,
+    headers: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+) -> list[dict[str, Any]]:
+    """List the CT series of a DICOMweb server by QIDO-RS.
+
+    Parameters
+    ----------
+    url : str
+        The server's DICOMweb root, e.g. ``"http://localhost:8042/dicom-web"``.
+    study_uids : str or sequence of str, optional
+        Only these studies (default: every study of the server).
+    headers : mapping of str to str, optional
+        Extra request headers (default: those of :func:`set_server_options`).
+    timeout : float, optional
+        Seconds to wait for the server (default: that of :func:`set_server_options`, 60).
+
+    Returns
+    -------
+    list of dict
+        One dict per CT series, DICOM keyword -> value (module doc), with at least
+        ``StudyInstanceUID`` and ``SeriesInstanceUID``; in the order of the server's answers.
+
+    Raises
+    ------
+    InvalidParameterError
+        A URL or UID that cannot be used.
+    CorruptFileError
+        The server cannot be reached, answers an HTTP error (e.g. 404 for an unknown study),
+        or answers malformed DICOM JSON.
+    UnsupportedFormatError
+        The server answers something else than JSON (the URL is not a DICOMweb root?).
+
+    Examples
+    --------
+    >>> series = list_series("http://localhost:8042/dicom-web")  # doctest: +SKIP
+    >>> [(s["SeriesDescription"], s["NumberOfSeriesRelatedInstances"])  # doctest: +SKIP
+    ...  for s in series]
+    [('CT Body 3.0', 20)]
+    """
+    root = _root(url, "list_series")
+    options = _options(root, headers, timeout, "list_series")
+    studies = _as_study_uids(study_uids, "list_series")
+    if studies is None:
+        listed = _qido(f"{root}/studies", {}, options, "study", "StudyInstanceUID")
+        studies = [_listed_uid(s, "StudyInstanceUID", f"{root}/studies") for s in listed]
+    out: list[dict[str, Any]] = []
+    for study in studies:
+        base = f"{root}/studies/{quote(study, safe='.')}/series"
+        for attributes in _qido(base, _CT_QUERY, options, "study", "SeriesInstanceUID"):
+            _listed_uid(attributes, "SeriesInstanceUID", base)
+            attributes.setdefault("StudyInstanceUID", study)
+            modality = attributes.get("Modality")
+            if modality is None or str(modality).upper() == "CT":
+                out.append(attributes)
+    return out
+
+
+def dicomweb_sources(
+    url: str,
+    study_uids: str | Iterable[str] | None = None,
+    series_filter: Callable[[dict[str, Any]], bool] | None = None,
+    *,
+    headers: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+) -> dict[str, str]:
+    """Return SeriesInstanceUID -> series source for the CT series of a server (QIDO-RS).
+
+    What :meth:`ctflow.Dataset.from_dicomweb` is made of: :func:`list_series`, then
+    ``series_filter`` on each series' attributes (it must return True or False); the headers
+    and time-out given are kept for the server (:func:`set_server_options`).
+
+    Raises
+    ------
+    InvalidParameterError
+        Bad arguments, a filter that returns something else than a bool, no CT series left,
+        or one SeriesInstanceUID in two studies.
+    CorruptFileError, UnsupportedFormatError
+        As :func:`list_series`.
+
+    Examples
+    --------
+    >>> dicomweb_sources("http://localhost:8042/dicom-web")  # doctest: +SKIP
+    {'1.2.3.4': 'dicomweb+http://localhost:8042/dicom-web/studies/1.2.3/series/1.2.3.4'}
+    """
+    where = "from_dicomweb"
+    root = _root(url, where)
+    if series_filter is not None and not callable(series_filter):
+        raise InvalidParameterError(
+            f"{where}: series_filter must be a callable taking a series' attributes (a dict "
+            f"keyword -> value) and returning a bool; got {series_filter!r}"
+        )
+    checked_headers = None if headers is None else dict(_as_headers(headers, where))
+    checked_timeout = None if timeout is None else _as_timeout(timeout, where)
+    series = list_series(root, study_uids, headers=checked_headers, timeout=checked_timeout)
+    sources: dict[str, str] = {}
+    for attributes in series:
+        if series_filter is not None:
+            keep = series_filter(dict(attributes))
+            if not isinstance(keep, bool | np.bool_):
+                raise InvalidParameterError(
+                    f"{where}: series_filter must return True or False; got {keep!r} for "
+                    f"series {attributes['SeriesInstanceUID']}"
+                )
+            if not keep:
+                continue
+        uid, study = attributes["SeriesInstanceUID"], attributes["StudyInstanceUID"]
+        source = series_source(root, study, uid)
+        if uid in sources and sources[uid] != source:
+            raise InvalidParameterError(
+                f"{where}: series {uid} is listed in two studies: {sources[uid]} and {source}"
+            )
+        sources[uid] = source
+    if not sources:
+        which = "" if study_uids is None else f" in studies {study_uids!r}"
+        kept = f" ({len(series)} CT series found, none kept by series_filter)" if series else ""
+        raise InvalidParameterError(f"{where}: no CT series at {root}{which}{kept}")
+    set_server_options(root, headers=checked_headers, timeout=checked_timeout)
+    return sources
+
+
+# ---------------------------------------------------------------------------- WADO-RS
+
+
+def _content_type(value: str) -> tuple[str, dict[str, str]]:
+    """Return (media type in lower case, parameters) of a Content-Type header value."""
+    from email.message import Message
+
+    msg = Message()
+    msg["Content-Type"] = value
+    params = {}
+    for key, val in (msg.get_params(header="Content-Type", unquote=True) or [])[1:]:
+        params[key.lower()] = val if isinstance(val, str) else ""
+    media = value.split(";", 1)[0].strip().lower()
+    return media, params
+
+
+def _boundary(content_type: str, where: str) -> bytes:
+    """Return the multipart delimiter ``--<boundary>`` of a WADO-RS answer."""
+    media, params = _content_type(content_type)
+    if media != "multipart/related":
+        raise UnsupportedFormatError(
+            f"{where}: the server answered Content-Type {content_type or '(none)'!r}, not "
+            'multipart/related; type="application/dicom" (is the URL a WADO-RS series?)'
+        )
+    kind = params.get("type", "application/dicom").lower()
+    if kind != "application/dicom":
+        raise UnsupportedFormatError(
+            f"{where}: the server answered multipart/related parts of type {kind!r}, not "
+            "application/dicom"
+        )
+    boundary = params.get("boundary", "")
+    if not 1 <= len(boundary) <= 70 or not boundary.isascii():
+        raise CorruptFileError(
+            f"{where}: the multipart Content-Type has no valid boundary (1 to 70 ASCII "
+            f"characters); got {content_type!r}"
+        )
+    return b"--" + boundary.encode("ascii")
+
+
+def _part_headers(head: bytes, where: str, n: int) -> dict[str, str]:
+    """Parse the header lines of multipart part ``n``."""
+    out: dict[str, str] = {}
+    for line in head.decode("latin-1").split("\r\n"):
+        name, sep, value = line.partition(":")
+        if not sep or not name.strip():
+            raise CorruptFileError(f"{where}: part {n} has a malformed header line {line[:80]!r}")
+        out[name.strip().lower()] = value.strip()
+    return out
+
+
+def _check_part(headers: Mapping[str, str], size: int, where: str, n: int) -> None:
+    """Refuse a part that is not DICOM or whose length differs from its Content-Length."""
+    if "content-type" in headers:
+        media, _ = _content_type(headers["content-type"])
+        if media != "application/dicom":
+            raise UnsupportedFormatError(
+                f"{where}: part {n} is {media!r}, not application/dicom; ctflow reads DICOM "
+                "instances"
+            )
+    encoding = headers.get("content-transfer-encoding", "binary").lower()
+    if encoding not in ("binary", "8bit", "7bit"):
+        raise UnsupportedFormatError(
+            f"{where}: part {n} has Content-Transfer-Encoding {encoding!r}; binary expected"
+        )
+    if "content-length" in headers:
+        text = headers["content-length"]
+        if not text.isdigit() or int(text) != size:
+            raise CorruptFileError(
+                f"{where}: part {n} holds {size} bytes but its Content-Length says {text!r} "
+                "(truncated or malformed answer)"
+            )
+
+
+def _part(body: Any, start: int, end: int, where: str, n: int) -> memoryview:
+    """Return the content of the part between ``start`` and ``end`` (headers checked)."""
+    view = memoryview(body)
+    if body[start : start + 2] == b"\r\n":  # no headers
+        headers: dict[str, str] = {}
+        begin = start + 2
+    else:
+        stop = body.find(b"\r\n\r\n", start, min(end, start + _MAX_PART_HEADER) + 4)
+        if stop < 0 or stop > end:
+            raise CorruptFileError(
+                f"{where}: part {n} has no end of headers (a blank line) within "
+                f"{_MAX_PART_HEADER // 1024} KiB"
+            )
+        headers = _part_headers(bytes(body[start:stop]), where, n)
+        begin = stop + 4
+    _check_part(headers, end - begin, where, n)
+    return view[begin:end]
+
+
+def _split_multipart(body: Any, content_type: str, where: str) -> list[memoryview]:
+    """Return the contents of the parts of a ``multipart/related`` body (RFC 2046).
+
+    ``body`` is bytes-like (``bytes``, ``bytearray``); the parts are views into it, not copies.
+
+    Raises
+    ------
+    UnsupportedFormatError
+        Not ``multipart/related`` of ``application/dicom``, a part of another type.
+    CorruptFileError
+        No boundary, no delimiter, a malformed delimiter line or part header, a part shorter
+        or longer than its Content-Length, no closing delimiter (a truncated body).
+    """
+    delimiter = _boundary(content_type, where)
+    following = b"\r\n" + delimiter
+    if bytes(body[: len(delimiter)]) == delimiter:
+        at = 0
+    else:
+        found = body.find(following)
+        if found < 0:
+            raise CorruptFileError(
+                f"{where}: the multipart body holds no delimiter of its boundary "
+                f"({len(body)} bytes; empty or not multipart)"
+            )
+        at = found + 2
+    parts: list[memoryview] = []
+    while True:
+        after = at + len(delimiter)
+        if bytes(body[after : after + 2]) == b"--":
+            return parts  # the closing delimiter; an epilogue is ignored
+        line_end = after
+        while body[line_end : line_end + 1] in (b" ", b"\t"):  # transport padding
+            line_end += 1
+        if line_end + 2 > len(body):
+            raise CorruptFileError(
+                f"{where}: the multipart body ends after part {len(parts)} without its closing "
+                "delimiter (truncated answer)"
+            )
+        if bytes(body[line_end : line_end + 2]) != b"\r\n":
+            raise CorruptFileError(
+                f"{where}: malformed multipart delimiter line after part {len(parts)} "
+                f"(at byte {at}); truncated answer?"
+            )
+        start = line_end + 2
+        end = body.find(following, start)
+        if end < 0:
+            raise CorruptFileError(
+                f"{where}: the multipart body ends inside part {len(parts) + 1} without its "
+                "closing delimiter (truncated answer)"
+            )
+        parts.append(_part(body, start, end, where, len(parts) + 1))
+        at = end + 2
+
+
+def _relabel(value: Any, folder: str, source: str) -> Any:
+    """Return ``value`` with every text naming the temporary folder naming the source instead."""
+    if isinstance(value, str):
+        return value.replace(folder, source)
+    if isinstance(value, dict):
+        return {k: _relabel(v, folder, source) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_relabel(v, folder, source) for v in value)
+    return value
+
+
+def _write_parts(parts: list[memoryview], folder: Path, source: str) -> None:
+    """Write every part as ``part-00001.dcm`` ... into ``folder``."""
+    try:
+        for n, part in enumerate(parts, 1):
+            (folder / f"part-{n:05d}.dcm").write_bytes(part)
+    except OSError as exc:
+        raise CorruptFileError(
+            f"{source}: cannot write the retrieved instances to a temporary folder "
+            f"({exc.strerror or exc}); set TMPDIR to a folder with space"
+        ) from None
+
+
+def read_dicomweb_series(
+    source: str,
+    *,
+    allow_uneven: bool = False,
+    headers: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+) -> Scan:
+    """Retrieve one CT series by WADO-RS and read it as a local DICOM folder is read.
+
+    Parameters
+    ----------
+    source : str
+        ``dicomweb+http(s)://host/<root>/studies/<study>/series/<series>``
+        (:func:`series_source`).
+    allow_uneven : bool, default False
+        As for :func:`~ctflow.io.dicom.read_dicom_series`.
+    headers : mapping of str to str, optional
+        Extra request headers (default: those of :func:`set_server_options` for the server).
+    timeout : float, optional
+        Seconds to wait for the server (default: that of :func:`set_server_options`, 60).
+
+    Returns
+    -------
+    Scan
+        As :func:`~ctflow.io.dicom.read_dicom_series` gives for the same files in a folder,
+        with ``source`` the source URL, file names ``<source>/part-NNNNN.dcm`` (the N-th
+        instance of the answer) and ``info["dicomweb"]`` (``url``, ``n_instances``,
+        ``bytes``).
+
+    Raises
+    ------
+    InvalidParameterError
+        ``source`` does not name a DICOMweb series.
+    CorruptFileError
+        The server cannot be reached, answers an HTTP error (404: unknown series), or a
+        truncated or malformed body; and every error of a bad series, as for a folder.
+    UnsupportedFormatError
+        The answer is not ``multipart/related`` DICOM; and as for a folder.
+    InvalidScanError
+        As for a folder (gaps, uneven spacing, not CT ...).
+
+    Examples
+    --------
+    >>> scan = read_dicomweb_series(  # doctest: +SKIP
+    ...     "dicomweb+http://localhost:8042/dicom-web/studies/1.2.3/series/1.2.3.4")
+    >>> scan.shape, scan.geometry.spacing.tolist()  # doctest: +SKIP
+    ((20, 512, 512), [2.0, 0.9765625, 0.9765625])
+    """
+    from ctflow.io.dicom import read_dicom_series
+    from ctflow.io.scan import Scan
+
+    where = "read_dicomweb_series"
+    root, study, series = _split_source(source, where)
+    options = _options(root, headers, timeout, where)
+    url = f"{root}/studies/{quote(study, safe='.')}/series/{quote(series, safe='.')}"
+    answer = _get(url, _WADO_ACCEPT, options, "series", _MAX_SERIES_BYTES)
+    body = answer.body
+    parts = _split_multipart(body, answer.content_type, url)
+    n_bytes = len(body)
+    with tempfile.TemporaryDirectory(prefix="ctflow-dicomweb-") as tmp:
+        folder = Path(tmp)
+        _write_parts(parts, folder, source)
+        n_parts = len(parts)
+        del parts, body, answer  # the instances are on disk now
+        try:
+            scan = read_dicom_series(folder, allow_uneven=allow_uneven)
+        except CTFlowError as exc:
+            raise type(exc)(_relabel(str(exc), os.fspath(folder), source)) from None
+    info = _relabel(scan.info, os.fspath(folder), source)
+    info["dicomweb"] = {"url": url, "n_instances": n_parts, "bytes": n_bytes}
+    if info.get("series_uid") != series:
+        info.setdefault("warnings", []).append(
+            f"the instances retrieved from {url} hold series {info.get('series_uid')!r}, not "
+            f"{series!r} as the URL names"
+        )
+    return Scan(scan.images, scan.geometry, source, info)
