@@ -52,7 +52,7 @@ def _label_files(template: str, sources: Mapping[str, str]) -> dict[str, str]:
             f"from_glob: masks must be a format string on the id, e.g. 'labels/{{id}}.nii.gz'; "
             f"got {template!r}"
         )
-    labels = {key: template.format(id=key) for key in sources}
+    labels = {key: template.replace("{id}", key) for key in sources}  # other braces stay
     missing = [p for p in labels.values() if not os.path.exists(p)]
     if missing:
         shown = ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")

@@ -431,7 +431,7 @@ def _blosc2_frame(data, compression="lz4"):
     codec, clevel = store.COMPRESSIONS[compression]
     flags = {"codec": codec, "clevel": clevel, "filters": [blosc2.Filter.SHUFFLE]}
     blocks = store.arrays._layout(data.shape, data.itemsize)[1]
-    flags = store.arrays._chunk_flags(data, blocks, flags)  # dense floats: stored as they are
+    flags = store.arrays._chunk_flags(data, flags)  # dense floats: stored as they are
     arr = blosc2.empty(data.shape, data.dtype, chunks=data.shape, blocks=blocks,
                        cparams=blosc2.CParams(nthreads=1, **flags))  # fmt: skip
     blocksize = int(np.prod(arr.blocks)) * data.itemsize
@@ -471,3 +471,75 @@ def test_crop_files_are_exactly_what_blosc2_writes(tmp_path, rng, monkeypatch, c
         assert ours == _array(tmp_path / "blosc2" / f"c{k}").read_bytes()
         arr = blosc2.open(str(_array(tmp_path / "ours" / f"c{k}")), mode="r")
         np.testing.assert_array_equal(arr[...], crop)  # blosc2's own reader
+
+
+def _stored_as_is(path: Path) -> list[bool]:
+    """Whether each chunk of an array file is kept uncompressed (blosc2's "memcpyed" flag)."""
+    schunk = blosc2.open(str(path), mode="r").schunk
+    return [bool(schunk.get_chunk(k)[2] & 0x2) for k in range(schunk.nchunks)]
+
+
+def _normalised_ct(shape):
+    """A phantom with HU windowed into [0, 1] float32, as a pipeline dumps it."""
+    from ctflow.synthetic import make_phantom
+
+    hu = make_phantom(shape=shape, seed=4)[0].images.astype(np.float32)
+    return np.clip((hu + 1000.0) / 1400.0, 0.0, 1.0)
+
+
+@pytest.mark.parametrize("compression", ["lz4", "zstd"])
+def test_dense_float_chunks_are_stored_as_they_are_with_lz4(tmp_path, compression):
+    # 3 chunks of 32 planes, the last one overhanging; the middle one empty, as a sparse
+    # probability map is: LZ4 is worth it there, not on the noisy mantissas of a CT
+    images = _normalised_ct((70, 256, 256))
+    images[32:64] = 0.0
+    crop = np.ascontiguousarray(images[:16, 40:104, 40:104])  # one chunk
+    for item, arr in (("x", images), ("c", crop)):
+        store.write_item(tmp_path, item, {"images": arr}, cf.Geometry((1, 1, 1)),
+                         compression=compression)  # fmt: skip
+        np.testing.assert_array_equal(store.read_item(tmp_path / item).components["images"], arr)
+    if compression == "lz4":
+        assert _stored_as_is(_array(tmp_path / "x")) == [True, False, True]
+        assert _stored_as_is(_array(tmp_path / "c")) == [True]
+    else:  # zstd is asked for small files: every chunk compressed
+        assert _stored_as_is(_array(tmp_path / "x")) == [False, False, False]
+    box, _ = store.read_crop(tmp_path / "x", (20, 5, 7), (40, 30, 20))  # across all three
+    np.testing.assert_array_equal(box, images[20:60, 5:35, 7:27])
+    arr = blosc2.open(str(_array(tmp_path / "x")), mode="r")
+    np.testing.assert_array_equal(arr[...], images)  # blosc2's own reader
+
+
+def test_float_dumps_with_every_chunk_compressed_still_load(tmp_path, monkeypatch):
+    # what ctflow wrote before dense float chunks were stored as they are: LZ4 + shuffle
+    images = _normalised_ct((70, 256, 256))
+    with monkeypatch.context() as m:
+        m.setattr(store.arrays, "_chunk_flags", lambda chunk, flags: flags)
+        store.write_item(tmp_path, "old", {"images": images}, cf.Geometry((1, 1, 1)))
+    old = _array(tmp_path / "old")
+    assert _stored_as_is(old) == [False, False, False]
+    np.testing.assert_array_equal(store.read_item(tmp_path / "old").components["images"], images)
+    box, _ = store.read_crop(tmp_path / "old", (30, 0, 0), (5, 256, 256))
+    np.testing.assert_array_equal(box, images[30:35])
+    store.write_item(tmp_path, "old", {"images": images}, cf.Geometry((1, 1, 1)))  # rewritten
+    new = _array(tmp_path / "old")
+    assert new.name != old.name and not old.exists()
+    assert _stored_as_is(new) == [True, True, True]
+    np.testing.assert_array_equal(store.read_item(tmp_path / "old").components["images"], images)
+
+
+def test_damage_in_an_uncompressed_float_chunk_is_detected(tmp_path):
+    images = _normalised_ct((70, 256, 256))
+    store.write_item(tmp_path, "x", {"images": images}, cf.Geometry((1, 1, 1)))
+    path = _array(tmp_path / "x")
+    assert _stored_as_is(path) == [True, True, True]
+    offset, size = blosc2.open(str(path), mode="r").schunk.get_chunk_range(1)
+    raw = bytearray(path.read_bytes())
+    raw[offset + size // 2] ^= 0x01  # one voxel's lowest mantissa bit: still a finite float
+    path.write_bytes(bytes(raw))
+    match = rf"{path.name}: chunk 1 of 3 is damaged"
+    with pytest.raises(cf.CorruptFileError, match=match):
+        store.read_item(tmp_path / "x")
+    with pytest.raises(cf.CorruptFileError, match=match):
+        store.read_crop(tmp_path / "x", (40, 0, 0), (1, 8, 8))
+    back = store.read_item(tmp_path / "x", verify=False).components["images"]
+    assert np.count_nonzero(back != images) == 1  # what an unchecked read would have returned

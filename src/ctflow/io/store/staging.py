@@ -195,6 +195,7 @@ def _swap_in(tmp: Path, final: Path, files: Sequence[str]) -> None:
         for attempt in range(20):
             try:
                 os.rename(tmp, final)
+                _fsync_dir(final.parent)  # the new item's name is on disk before dump returns
                 return
             except OSError as exc:
                 if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):

@@ -85,7 +85,8 @@ def write_item(
     skip_existing : bool, default False
         If the item already exists (complete), leave it and return None.
     compression : {"lz4", "zstd"}, default "lz4"
-        LZ4 reads back fastest; ZSTD writes smaller files (see :mod:`ctflow.io.store`).
+        LZ4 reads back fastest (dense float chunks are stored uncompressed); ZSTD writes
+        smaller files (see :mod:`ctflow.io.store`).
     warnings : sequence of str, optional
         What ctflow decided on its own about the item on its way here (``meta.json``
         ``"warnings"``; read back into ``StoredItem.warnings``).
