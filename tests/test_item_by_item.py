@@ -134,8 +134,11 @@ def test_an_item_action_that_must_see_the_batch_can_opt_out(mixed):
         item_by_item: ClassVar[bool] = True
 
     batch = mixed.create_batch(mixed.ids)
-    execute(batch, [_actions()[0], Counting(), CountingPerItem()], position=0, seed=0)
-    assert seen == [4, 1, 1, 1, 1]
+    execute(batch, [_actions()[0], Counting(), CountingPerItem(), CountingPerItem()], seed=0)
+    assert seen == [4] + [1] * 8  # the run of two goes item by item
+    seen.clear()
+    execute(mixed.create_batch(mixed.ids), [_actions()[0], Counting(), CountingPerItem()], seed=0)
+    assert seen == [4, 4]  # a lone item action runs on the batch (its items side by side)
 
 
 def test_stopping_mid_run_reports_unfinished_items_as_interrupted(mixed):

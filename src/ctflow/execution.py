@@ -523,7 +523,9 @@ def _run_actions(
             outcome.interrupted.extend(dict.fromkeys(_origin_ids(current)))
             break
         run = _item_run(actions, k)
-        if len(current) > 1 and run and current.patches is None:
+        # item by item only pays for two actions or more: one action alone already runs its
+        # items side by side, and needs no assembly at the end of a run
+        if len(current) > 1 and run > 1 and current.patches is None:
             result = _item_by_item(
                 current, actions[k : k + run], outcome, position, on_error, should_stop, seen
             )
