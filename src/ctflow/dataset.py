@@ -27,6 +27,7 @@ import numpy as np
 
 from ctflow.batch import CTBatch
 from ctflow.errors import InvalidParameterError
+from ctflow.io.remote import is_url
 from ctflow.validation import as_item_id, as_path, check_path_text
 
 __all__ = ["Dataset"]
@@ -71,6 +72,11 @@ class Dataset:
         Item id -> file or folder.
     batch_class : type, default CTBatch
         Class of the batches :meth:`create_batch` makes.
+    storage_options : dict, optional
+        fsspec options for sources (and dumps) behind URLs (``s3://`` ...): credentials,
+        ``client_kwargs={"endpoint_url": ...}``, ``anon=True`` ... Set in every process that
+        makes this dataset's batches (Dask workers too); never in records or dumps
+        (:mod:`ctflow.io.remote`).
 
     Examples
     --------
@@ -85,7 +91,14 @@ class Dataset:
         batch_class: type[CTBatch] = CTBatch,
         *,
         labels: Mapping[str, str | os.PathLike[str]] | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
+        if storage_options is not None and not isinstance(storage_options, Mapping):
+            raise InvalidParameterError(
+                f"dataset: storage_options must be a dict of fsspec options; got "
+                f"{type(storage_options).__name__}"
+            )
+        self.storage_options: dict[str, Any] = dict(storage_options or {})
         if not (isinstance(batch_class, type) and issubclass(batch_class, CTBatch)):
             raise InvalidParameterError(
                 f"batch_class must be CTBatch or a subclass of it; got {batch_class!r}"
@@ -126,13 +139,15 @@ class Dataset:
         batch_class: type[CTBatch] = CTBatch,
         *,
         masks: str | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> Dataset:
         """All files (or, with ``dirs=True``, folders) matching a glob pattern.
 
         Ids are file stems (``scan.mhd`` -> ``scan``, ``scan.nii.gz`` -> ``scan``) or folder
         names. ``**`` matches recursively. Two matches with the same id are an error naming both.
         ``masks`` pairs every scan with its label file: a format string on the id, e.g.
-        ``"labels/{id}.nii.gz"`` (a missing label file is an error naming it).
+        ``"labels/{id}.nii.gz"`` (a missing label file is an error naming it). The pattern may
+        be an fsspec URL (``"s3://bucket/scans/*.nii.gz"``, with ``storage_options``).
 
         Examples
         --------
@@ -144,6 +159,8 @@ class Dataset:
         ['a', 'b']
         """
         check_path_text(os.fspath(pattern), "pattern", "from_glob")
+        if is_url(str(pattern)):
+            return cls._from_url_glob(str(pattern), dirs, batch_class, masks, storage_options)
         matches = sorted(Path(p) for p in globlib.glob(str(pattern), recursive=True))
         matches = [p for p in matches if (p.is_dir() if dirs else p.is_file())]
         if not matches:
@@ -161,13 +178,52 @@ class Dataset:
         labels = None
         if masks is not None:
             labels = _label_files(masks, sources)
-        return cls(sources, batch_class, labels=labels)
+        return cls(sources, batch_class, labels=labels, storage_options=storage_options)
+
+    @classmethod
+    def _from_url_glob(
+        cls,
+        pattern: str,
+        dirs: bool,
+        batch_class: type[CTBatch],
+        masks: str | None,
+        storage_options: Mapping[str, Any] | None,
+    ) -> Dataset:
+        from ctflow.io.remote import exists, glob, set_storage_options, split_url
+
+        protocol, _ = split_url(pattern)
+        set_storage_options(protocol, storage_options)
+        matches = glob(pattern, dirs)
+        if not matches:
+            kind = "folders" if dirs else "files"
+            raise InvalidParameterError(f"from_glob: no {kind} match {pattern!r}")
+        sources: dict[str, str] = {}
+        for url in matches:
+            key = _stem(Path(split_url(url)[1]), dirs)
+            if key in sources:
+                raise InvalidParameterError(
+                    f"from_glob: two sources have the id {key!r}: {sources[key]} and {url}; "
+                    f"use Dataset.from_paths with a dict to name them"
+                )
+            sources[key] = url
+        labels = None
+        if masks is not None:
+            labels = {key: masks.replace("{id}", key) for key in sources}
+            missing = [u for u in labels.values() if not exists(u)]
+            if missing:
+                raise InvalidParameterError(
+                    f"from_glob: {len(missing)} label file(s) of {masks!r} do not exist: "
+                    f"{', '.join(missing[:3])}"
+                )
+        return cls(sources, batch_class, labels=labels, storage_options=storage_options)
 
     @classmethod
     def from_paths(
         cls,
         paths: Sequence[str | os.PathLike[str]] | Mapping[str, Any],
         batch_class: type[CTBatch] = CTBatch,
+        *,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> Dataset:
         """Return a dataset from a list of paths (ids = stems / folder names) or an id -> path dict.
 
@@ -197,10 +253,22 @@ class Dataset:
                         labels[key] = value["masks"]
                 else:
                     images[key] = value
-            return cls(images, batch_class, labels=labels)
+            return cls(images, batch_class, labels=labels, storage_options=storage_options)
         sources: dict[str, str] = {}
         for raw in paths:
-            p = Path(check_path_text(os.fspath(raw), "path", "from_paths"))
+            text = check_path_text(os.fspath(raw), "path", "from_paths")
+            if is_url(text):  # an id from the URL's last name (folders end without a suffix)
+                from ctflow.io.remote import local_stem
+
+                name = local_stem(text)
+                key = _stem(Path(name), "." not in name)
+                if key in sources:
+                    raise InvalidParameterError(
+                        f"from_paths: two paths have the id {key!r}: {sources[key]} and {text}"
+                    )
+                sources[key] = text
+                continue
+            p = Path(text)
             key = _stem(p, p.is_dir() or not p.suffix)
             if key in sources:
                 raise InvalidParameterError(
@@ -208,7 +276,7 @@ class Dataset:
                     f"pass a dict {{id: path}} instead"
                 )
             sources[key] = str(p)
-        return cls(sources, batch_class)
+        return cls(sources, batch_class, storage_options=storage_options)
 
     @classmethod
     def from_dicomweb(
@@ -352,5 +420,10 @@ class Dataset:
         missing = [i for i in ids if i not in self.sources]
         if missing:
             raise InvalidParameterError(f"create_batch: unknown ids {missing[:5]}")
+        if self.storage_options:  # in this process (a Dask worker too), for the sources' URLs
+            from ctflow.io.remote import set_storage_options, split_url
+
+            for protocol in {split_url(s)[0] for s in self.sources.values() if is_url(s)}:
+                set_storage_options(protocol, self.storage_options)
         labels = [self.labels.get(i) for i in ids] if self.labels else None
         return self.batch_class(list(ids), [self.sources[i] for i in ids], labels=labels, **kwargs)

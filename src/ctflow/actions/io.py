@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ctflow.actions.base import ItemAction
 from ctflow.errors import InvalidParameterError
+from ctflow.io.remote import is_url
 from ctflow.validation import as_bool, as_choice, as_path
 
 if TYPE_CHECKING:
@@ -190,13 +191,19 @@ class Load(ItemAction):
             return {"source": item.source}
         return {"source": item.source, "labels": item.label_source}
 
+    def _apply_fetched(self, item: CTItem, source: str, label_source: str | None) -> dict[str, Any]:
+        return _fetched(self, item, source, label_source)
+
     def apply(self, item: CTItem, params: Mapping[str, Any]) -> dict[str, Any]:
-        """Read one item's source."""
+        """Read one item's source (a path, or an fsspec URL: fetched, then read)."""
         from ctflow.io.reader import detect_format, read_scan
 
         source = params.get("source", item.source)
         if source is None:
             raise InvalidParameterError(f"load: item {item.id!r} has no source path")
+        label_source = params.get("labels", item.label_source)
+        if is_url(source) or (label_source is not None and is_url(label_source)):
+            return self._apply_fetched(item, source, label_source)
         kind = detect_format(source) if self.fmt is None else self.fmt
         if self.lazy:
             if kind != "ctflow":
@@ -232,11 +239,36 @@ class Load(ItemAction):
             "info": scan.info,
             "warnings": reader_warnings(scan.info),
         }
-        label_source = params.get("labels", item.label_source)
         if label_source is not None:
             out["masks"] = _read_labels(label_source, scan, item.n_threads)
         out["_record"] = {"grid": grid_record(scan.images.shape, scan.geometry)}
         return out
+
+
+def _fetched(load: Load, item: CTItem, source: str, label_source: str | None) -> dict[str, Any]:
+    """Load an item whose source (or label file) is an fsspec URL: fetch, read, forget."""
+    from contextlib import ExitStack
+
+    from ctflow.io.remote import fetch
+
+    if load.lazy:
+        raise InvalidParameterError(
+            f"load: lazy=True reads local dumps only; item {item.id!r} is at {source} (load "
+            f"it without lazy, or copy the dumps to a local disk)"
+        )
+    with ExitStack() as stack:
+        local = str(stack.enter_context(fetch(source))) if is_url(source) else source
+        labels = label_source
+        if label_source is not None and is_url(label_source):
+            labels = str(stack.enter_context(fetch(label_source)))
+        try:
+            out = load.apply(item, {"source": local, "labels": labels})
+        except Exception as exc:
+            exc.add_note(f"ctflow: item {item.id!r} was fetched from {source}")
+            raise
+    out["_record"] = dict(out.get("_record") or {})
+    out["warnings"] = [str(w).replace(local, source) for w in out.get("warnings", [])]
+    return out
 
 
 def _lazy_item(source: str, components: Sequence[str] | None, verify: bool) -> dict[str, Any]:
@@ -259,11 +291,39 @@ def _lazy_item(source: str, components: Sequence[str] | None, verify: bool) -> d
     return out
 
 
+def _dump_to_url(dump: Dump, item: CTItem, comps: dict[str, Any], dst: str) -> bool:
+    """Write one item to object storage: locally first, then arrays, then ``meta.json``."""
+    import tempfile
+
+    from ctflow.io.remote import exists, upload_item
+    from ctflow.io.store import write_item
+
+    url = f"{dst.rstrip('/')}/{item.id}"
+    if dump.skip_existing and exists(f"{url}/meta.json"):
+        return False
+    with tempfile.TemporaryDirectory(prefix="ctflow-upload-") as tmp:
+        write_item(
+            tmp,
+            item.id,
+            comps,
+            item.geometry,
+            nodules=item.nodules,
+            source=item.source,
+            compression=dump.compression,
+            warnings=item.warnings,
+            history=item.history,
+        )
+        upload_item(Path(tmp) / item.id, url)
+    return True
+
+
 class Dump(ItemAction):
     """Write every item to ``<dst>/<id>/`` in the ctflow format (blosc2 + ``meta.json``).
 
     Writing is atomic per item; ``skip_existing=True`` leaves complete items alone so an
-    interrupted run can be resumed. ``batch.dumped`` / ``batch.skipped`` list the ids.
+    interrupted run can be resumed. ``dst`` may be an fsspec URL (``s3://bucket/dumps``): each
+    item is written locally, then uploaded, its arrays first and ``meta.json`` last
+    (:mod:`ctflow.io.remote`). ``batch.dumped`` / ``batch.skipped`` list the ids.
     ``compression`` is ``"lz4"`` (fastest to load back) or ``"zstd"`` (~20 % smaller).
     ``meta.json`` holds the item's geometry, nodules, warnings and history.
 
@@ -314,8 +374,11 @@ class Dump(ItemAction):
         wanted = COMPONENTS if self.components is None else self.components
         comps = {c: getattr(item, c) for c in wanted}
         comps["images"] = item.images
+        dst = str(self.dst)
+        if is_url(dst):
+            return {"info": {"_dump": _dump_to_url(self, item, comps, dst)}}
         written = write_item(
-            self.dst,
+            dst,
             item.id,
             comps,
             item.geometry,

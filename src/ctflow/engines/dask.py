@@ -142,14 +142,19 @@ def _run_batch_task(
     ids: Sequence[str],
     options: RunOptions,
     host_threads: Mapping[str, int],
+    storage_options: Mapping[str, Any] | None = None,
 ) -> BatchOutcome:
-    """Run one batch on a Dask worker (:func:`ctflow.execution.run_one`, as locally)."""
+    """Run one batch on a Dask worker (:func:`ctflow.execution.run_one`, as locally).
+
+    ``storage_options`` are the dataset's fsspec options (sources behind URLs): the worker
+    reads the objects itself.
+    """
     from dataclasses import replace
 
     from ctflow.dataset import Dataset
     from ctflow.execution import run_one
 
-    dataset = Dataset(sources, batch_class, labels=labels)
+    dataset = Dataset(sources, batch_class, labels=labels, storage_options=storage_options)
     threads = _item_threads(options.n_workers, host_threads)
     outcome = run_one(
         dataset,
@@ -363,6 +368,7 @@ class DaskEngine:
                     ids,
                     options,
                     layout["host_threads"],
+                    dataset.storage_options or None,
                     pure=False,
                     key=f"ctflow-batch-{position}-{os.urandom(4).hex()}",
                 )
