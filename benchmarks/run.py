@@ -299,7 +299,7 @@ def _derive(case_result: dict[str, Any], bandwidth: dict[str, float]) -> None:
             gbps = r["bytes"] / r["median"] / 1e9
             bw = bandwidth["copy_2t"] if r["n_threads"] >= 2 else bandwidth["copy_1t"]
             r["gb_per_s"] = round(gbps, 2)
-            r["bound_fraction"] = round(gbps / bw, 3)
+            r["bound_fraction"] = float(f"{gbps / bw:.3g}")  # 3 significant digits, never 0
     ours = [r for r in rows if r["tool"] == "ctflow"]
     if ours and fastest is not None:
         best = min(ours, key=lambda r: r["median"])
