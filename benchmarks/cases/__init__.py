@@ -22,6 +22,7 @@ def all_cases() -> list[Case]:
         parallel,
         pipeline,
         ragged,
+        remote,
         resample,
         scaling,
         spatial,
@@ -45,6 +46,7 @@ def all_cases() -> list[Case]:
         *scaling.CASES,
         *parallel.CASES,
         *dask.CASES,
+        *remote.CASES,
     ]
 
 
