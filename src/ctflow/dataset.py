@@ -327,14 +327,18 @@ class Dataset:
 
         Examples
         --------
-        >>> import ctflow as cf
-        >>> ds = cf.Dataset.from_dicomweb(  # doctest: +SKIP
-        ...     "http://localhost:8042/dicom-web",
-        ...     series_filter=lambda s: s.get("NumberOfSeriesRelatedInstances", 0) >= 20,
-        ... )
-        >>> ds.sources[ds.ids[0]]  # doctest: +SKIP
-        'dicomweb+http://localhost:8042/dicom-web/studies/1.2.840.1/series/1.2.840.1.2'
-        >>> report = (ds >> cf.Pipeline().load().unify_spacing(1.0)).run()  # doctest: +SKIP
+        With a DICOMweb server at ``http://localhost:8042/dicom-web`` (Orthanc's default
+        root; ``tests/io/test_dicomweb.py`` starts one)::
+
+            import ctflow as cf
+
+            ds = cf.Dataset.from_dicomweb(
+                "http://localhost:8042/dicom-web",
+                series_filter=lambda s: s.get("NumberOfSeriesRelatedInstances", 0) >= 20,
+            )
+            ds.sources[ds.ids[0]]
+            # 'dicomweb+http://localhost:8042/dicom-web/studies/1.2.840.1/series/1.2.840.1.2'
+            report = (ds >> cf.Pipeline().load().unify_spacing(1.0)).run()
         """
         from ctflow.io.dicomweb import dicomweb_sources
 

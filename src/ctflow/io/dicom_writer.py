@@ -141,7 +141,7 @@ def write_dicom_series(
         ds.SeriesInstanceUID = series
         ds.FrameOfReferenceUID = frame
         ds.PatientID = patient_id
-        ds.PatientName = patient_id
+        ds.PatientName = f"{patient_id}^"  # one component, said so (DICOM PN: family^given)
         ds.Modality = "CT"
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
         ds.SeriesDescription = description

@@ -589,10 +589,12 @@ def list_series(
 
     Examples
     --------
-    >>> series = list_series("http://localhost:8042/dicom-web")  # doctest: +SKIP
-    >>> [(s["SeriesDescription"], s["NumberOfSeriesRelatedInstances"])  # doctest: +SKIP
-    ...  for s in series]
-    [('CT Body 3.0', 20)]
+    With a DICOMweb server at ``http://localhost:8042/dicom-web`` (Orthanc's default root;
+    ``tests/io/test_dicomweb.py`` starts one)::
+
+        series = list_series("http://localhost:8042/dicom-web")
+        [(s["SeriesDescription"], s["NumberOfSeriesRelatedInstances"]) for s in series]
+        # [('CT Body 3.0', 20)]
     """
     root = _root(url, "list_series")
     options = _options(root, headers, timeout, "list_series")
@@ -636,8 +638,10 @@ def dicomweb_sources(
 
     Examples
     --------
-    >>> dicomweb_sources("http://localhost:8042/dicom-web")  # doctest: +SKIP
-    {'1.2.3.4': 'dicomweb+http://localhost:8042/dicom-web/studies/1.2.3/series/1.2.3.4'}
+    With a DICOMweb server at ``http://localhost:8042/dicom-web``::
+
+        dicomweb_sources("http://localhost:8042/dicom-web")
+        # {'1.2.3.4': 'dicomweb+http://localhost:8042/dicom-web/studies/1.2.3/series/1.2.3.4'}
     """
     where = "from_dicomweb"
     root = _root(url, where)
@@ -887,10 +891,13 @@ def read_dicomweb_series(
 
     Examples
     --------
-    >>> scan = read_dicomweb_series(  # doctest: +SKIP
-    ...     "dicomweb+http://localhost:8042/dicom-web/studies/1.2.3/series/1.2.3.4")
-    >>> scan.shape, scan.geometry.spacing.tolist()  # doctest: +SKIP
-    ((20, 512, 512), [2.0, 0.9765625, 0.9765625])
+    With a DICOMweb server at ``http://localhost:8042/dicom-web``::
+
+        scan = read_dicomweb_series(
+            "dicomweb+http://localhost:8042/dicom-web/studies/1.2.3/series/1.2.3.4"
+        )
+        scan.shape, scan.geometry.spacing.tolist()
+        # ((20, 512, 512), [2.0, 0.9765625, 0.9765625])
     """
     from ctflow.io.dicom import read_dicom_series
     from ctflow.io.scan import Scan
