@@ -54,13 +54,29 @@ def _label_files(template: str, sources: Mapping[str, str]) -> dict[str, str]:
             f"got {template!r}"
         )
     labels = {key: template.replace("{id}", key) for key in sources}  # other braces stay
-    missing = [p for p in labels.values() if not os.path.exists(p)]
+    from ctflow.io import remote
+
+    exists = remote.exists if is_url(template) else os.path.exists
+    missing = [p for p in labels.values() if not exists(p)]
     if missing:
         shown = ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")
         raise InvalidParameterError(
             f"from_glob: {len(missing)} label file(s) of {template!r} do not exist: {shown}"
         )
     return labels
+
+
+def _by_id(found: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """Return sources by id (from_glob); two sources with one id are an error naming both."""
+    sources: dict[str, str] = {}
+    for key, source in found:
+        if key in sources:
+            raise InvalidParameterError(
+                f"from_glob: two sources have the id {key!r}: {sources[key]} and {source}; "
+                f"use Dataset.from_paths with a dict to name them"
+            )
+        sources[key] = source
+    return sources
 
 
 class Dataset:
@@ -166,15 +182,7 @@ class Dataset:
         if not matches:
             kind = "folders" if dirs else "files"
             raise InvalidParameterError(f"from_glob: no {kind} match {str(pattern)!r}")
-        sources: dict[str, str] = {}
-        for p in matches:
-            key = _stem(p, dirs)
-            if key in sources:
-                raise InvalidParameterError(
-                    f"from_glob: two sources have the id {key!r}: {sources[key]} and {p}; "
-                    f"use Dataset.from_paths with a dict to name them"
-                )
-            sources[key] = str(p)
+        sources = _by_id([(_stem(p, dirs), str(p)) for p in matches])
         labels = None
         if masks is not None:
             labels = _label_files(masks, sources)
@@ -189,7 +197,7 @@ class Dataset:
         masks: str | None,
         storage_options: Mapping[str, Any] | None,
     ) -> Dataset:
-        from ctflow.io.remote import exists, glob, set_storage_options, split_url
+        from ctflow.io.remote import glob, set_storage_options, split_url
 
         protocol, _ = split_url(pattern)
         set_storage_options(protocol, storage_options)
@@ -197,24 +205,8 @@ class Dataset:
         if not matches:
             kind = "folders" if dirs else "files"
             raise InvalidParameterError(f"from_glob: no {kind} match {pattern!r}")
-        sources: dict[str, str] = {}
-        for url in matches:
-            key = _stem(Path(split_url(url)[1]), dirs)
-            if key in sources:
-                raise InvalidParameterError(
-                    f"from_glob: two sources have the id {key!r}: {sources[key]} and {url}; "
-                    f"use Dataset.from_paths with a dict to name them"
-                )
-            sources[key] = url
-        labels = None
-        if masks is not None:
-            labels = {key: masks.replace("{id}", key) for key in sources}
-            missing = [u for u in labels.values() if not exists(u)]
-            if missing:
-                raise InvalidParameterError(
-                    f"from_glob: {len(missing)} label file(s) of {masks!r} do not exist: "
-                    f"{', '.join(missing[:3])}"
-                )
+        sources = _by_id([(_stem(Path(split_url(u)[1]), dirs), u) for u in matches])
+        labels = None if masks is None else _label_files(masks, sources)
         return cls(sources, batch_class, labels=labels, storage_options=storage_options)
 
     @classmethod

@@ -50,7 +50,6 @@ __all__ = [
     "item_shapes",
     "lazy_components",
     "lazy_record",
-    "read_box",
     "read_crops",
     "read_whole",
     "slabs",
@@ -101,6 +100,16 @@ def _lazy(batch: CTBatch, i: int) -> dict[str, Any] | None:
     return lazy if isinstance(lazy, dict) else None
 
 
+def _stored(batch: CTBatch, i: int, component: str) -> dict[str, Any]:
+    """Return item ``i``'s ``info["lazy"]``, checked to hold ``component``."""
+    lazy = _lazy(batch, i)
+    if lazy is None or component not in lazy["components"]:
+        raise InvalidParameterError(
+            f"lazy crops: item {batch.ids[i]!r} has no lazily loaded {component}"
+        )
+    return lazy
+
+
 def is_lazy(batch: CTBatch) -> bool:
     """Return True when the batch's items were loaded with ``load(lazy=True)`` (no voxels)."""
     return (
@@ -147,47 +156,6 @@ def lazy_components(batch: CTBatch) -> list[str]:
     return [c for c in COMPONENTS if c in common]
 
 
-def read_box(
-    batch: CTBatch,
-    i: int,
-    component: str,
-    start: ArrayLike,
-    shape: Sequence[int],
-    fill: float,
-) -> NDArray[Any]:
-    """Read the crop ``[start, start + shape)`` of a lazy item's component from its dump.
-
-    Only the part inside the stored volume is read (:func:`ctflow.io.store.read_crop`); the
-    rest is ``fill`` — what :func:`ctflow.ops.crop.extract_crop` gives on the loaded array.
-    """
-    from ctflow.io.store import read_crop
-
-    lazy = _lazy(batch, i)
-    if lazy is None or component not in lazy["components"]:
-        raise InvalidParameterError(
-            f"lazy crops: item {batch.ids[i]!r} has no lazily loaded {component}"
-        )
-    spec = lazy["components"][component]
-    full = np.asarray(spec["shape"], dtype=np.int64)
-    st = np.asarray(start, dtype=np.int64)
-    size = np.asarray(shape, dtype=np.int64)
-    lo = np.clip(st, 0, full)
-    hi = np.clip(st + size, 0, full)
-    dtype = np.dtype(spec["dtype"])
-    if np.array_equal(lo, st) and np.array_equal(hi - lo, size):
-        crop, _ = read_crop(
-            lazy["path"], st.tolist(), size.tolist(), component, verify=lazy["verify"]
-        )
-        return crop
-    out = np.full(tuple(int(v) for v in size), np.asarray(fill).astype(dtype), dtype=dtype)
-    if np.all(hi > lo):
-        box = (hi - lo).tolist()
-        part, _ = read_crop(lazy["path"], lo.tolist(), box, component, verify=lazy["verify"])
-        dst = tuple(slice(int(a - s), int(b - s)) for a, b, s in zip(lo, hi, st, strict=True))
-        out[dst] = part
-    return out
-
-
 def slabs(z_ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
     """Merge plane ranges ``[z0, z1)`` that overlap or touch into disjoint slabs, in order.
 
@@ -218,16 +186,13 @@ def read_crops(
     The crops' plane ranges are merged into slabs of whole planes (:func:`slabs`), each slab
     is read once (:func:`ctflow.io.store.read_crop`), and the crops are cut from the slabs: a
     dump's blocks are whole planes, so this reads exactly the planes under the crops — at most
-    the whole item, however many crops it gives. Equal to :func:`read_box` per crop.
+    the whole item, however many crops it gives; each crop equals
+    :func:`ctflow.ops.crop.extract_crop` of the loaded array.
     """
     from ctflow.io.store import read_crop
     from ctflow.ops.crop import extract_crop
 
-    lazy = _lazy(batch, i)
-    if lazy is None or component not in lazy["components"]:
-        raise InvalidParameterError(
-            f"lazy crops: item {batch.ids[i]!r} has no lazily loaded {component}"
-        )
+    lazy = _stored(batch, i, component)
     spec = lazy["components"][component]
     z, y, x = (int(v) for v in spec["shape"])
     dtype = np.dtype(spec["dtype"])
@@ -253,10 +218,6 @@ def read_whole(batch: CTBatch, i: int, component: str) -> NDArray[Any]:
     """Read a lazy item's whole component (a label map to draw voxels from, a minimum)."""
     from ctflow.io.store import read_item
 
-    lazy = _lazy(batch, i)
-    if lazy is None or component not in lazy["components"]:
-        raise InvalidParameterError(
-            f"lazy crops: item {batch.ids[i]!r} has no lazily loaded {component}"
-        )
+    lazy = _stored(batch, i, component)
     stored = read_item(lazy["path"], [component], verify=lazy["verify"])
     return stored.components[component]

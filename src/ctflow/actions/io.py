@@ -266,7 +266,6 @@ def _fetched(load: Load, item: CTItem, source: str, label_source: str | None) ->
         except Exception as exc:
             exc.add_note(f"ctflow: item {item.id!r} was fetched from {source}")
             raise
-    out["_record"] = dict(out.get("_record") or {})
     out["warnings"] = [str(w).replace(local, source) for w in out.get("warnings", [])]
     return out
 
@@ -296,23 +295,12 @@ def _dump_to_url(dump: Dump, item: CTItem, comps: dict[str, Any], dst: str) -> b
     import tempfile
 
     from ctflow.io.remote import exists, upload_item
-    from ctflow.io.store import write_item
 
     url = f"{dst.rstrip('/')}/{item.id}"
     if dump.skip_existing and exists(f"{url}/meta.json"):
         return False
     with tempfile.TemporaryDirectory(prefix="ctflow-upload-") as tmp:
-        write_item(
-            tmp,
-            item.id,
-            comps,
-            item.geometry,
-            nodules=item.nodules,
-            source=item.source,
-            compression=dump.compression,
-            warnings=item.warnings,
-            history=item.history,
-        )
+        dump.write(tmp, item, comps, skip_existing=False)
         upload_item(Path(tmp) / item.id, url)
     return True
 
@@ -367,8 +355,6 @@ class Dump(ItemAction):
 
     def apply(self, item: CTItem, params: Mapping[str, Any]) -> dict[str, Any]:
         """Write one item."""
-        from ctflow.io.store import write_item
-
         if item.images is None:
             raise InvalidParameterError(f"dump: item {item.id!r} has no images; load() first")
         wanted = COMPONENTS if self.components is None else self.components
@@ -377,6 +363,13 @@ class Dump(ItemAction):
         dst = str(self.dst)
         if is_url(dst):
             return {"info": {"_dump": _dump_to_url(self, item, comps, dst)}}
+        written = self.write(dst, item, comps, skip_existing=self.skip_existing)
+        return {"info": {"_dump": written}}
+
+    def write(self, dst: str, item: CTItem, comps: dict[str, Any], *, skip_existing: bool) -> bool:
+        """Write one item's ``comps`` to the local folder ``dst``; False when left alone."""
+        from ctflow.io.store import write_item
+
         written = write_item(
             dst,
             item.id,
@@ -384,9 +377,9 @@ class Dump(ItemAction):
             item.geometry,
             nodules=item.nodules,
             source=item.source,
-            skip_existing=self.skip_existing,
+            skip_existing=skip_existing,
             compression=self.compression,
             warnings=item.warnings,
             history=item.history,
         )
-        return {"info": {"_dump": written is not None}}
+        return written is not None
