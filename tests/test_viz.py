@@ -319,3 +319,14 @@ def test_show_slice_draws_label_maps_with_a_legend():
     assert np.any(labels[z] == 5)  # the slice through the rarest label
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["1", "2", "5: nodule"]
     np.testing.assert_array_equal(np.ma.getdata(ax.images[1].get_array()), labels[z])
+
+
+def test_normalised_images_are_drawn_over_0_1_and_hu_over_the_window(rng):
+    hu = rng.integers(-1000, 400, size=(6, 16, 16)).astype(np.int16)
+    normalised = ((hu.astype(np.float32) + 1000) / 1400).clip(0, 1)
+    for images, expected in ((hu, (-1000.0, 400.0)), (normalised, (0.0, 1.0))):
+        fig = show_scan(images)
+        assert fig.axes[0].images[0].get_clim() == expected
+        assert show_slice(images).axes[0].images[0].get_clim() == expected
+    # an explicit window is kept
+    assert show_scan(normalised, window=(0.2, 0.8)).axes[0].images[0].get_clim() == (0.2, 0.8)

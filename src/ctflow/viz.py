@@ -79,6 +79,18 @@ from ctflow.viz_panels import (
 
 __all__ = ["show_item", "show_scan", "show_slice"]
 
+HU_WINDOW = (-1000.0, 400.0)
+
+
+def _window_for(
+    images: NDArray[Any], window: tuple[float, float] | None
+) -> tuple[float, float] | None:
+    """Return the grey range to draw: the HU default means [0, 1] on normalised images."""
+    if window is None or tuple(window) != HU_WINDOW or images.dtype.kind != "f" or not images.size:
+        return window
+    lo, hi = float(np.nanmin(images)), float(np.nanmax(images))
+    return (0.0, 1.0) if lo >= 0.0 and hi <= 1.0 else window
+
 
 def show_scan(
     images: NDArray[Any],
@@ -100,7 +112,8 @@ def show_scan(
     Parameters
     ----------
     images : ndarray (Z, Y, X)
-        HU (shown with ``window``) or normalised values (pass ``window=None``).
+        HU (shown with ``window``) or normalised values (float in [0, 1], as after
+        ``normalize_hu``: shown over [0, 1] when ``window`` is the HU default).
     geometry : Geometry, optional
         Spacing, origin and direction: world-mm axes and nodule placement. Without it, voxel
         axes.
@@ -149,6 +162,7 @@ def show_scan(
     (4, 'z (mm, LPS)')
     """
     d = display_frame(images, geometry, masks, lungs, nodules, label_names)
+    window = _window_for(images, window)
     if center is None:
         c = default_center(d)
     else:
@@ -247,7 +261,8 @@ def show_slice(
     Parameters
     ----------
     images : ndarray (Z, Y, X)
-        HU (shown with ``window``) or normalised values (pass ``window=None``).
+        HU (shown with ``window``) or normalised values (float in [0, 1], as after
+        ``normalize_hu``: shown over [0, 1] when ``window`` is the HU default).
     masks : ndarray (Z, Y, X), optional
         Binary mask (red), label map (one colour per label, legend) or probabilities (heat
         overlay, contour at 0.5), as in :func:`show_scan`.
@@ -314,7 +329,7 @@ def show_slice(
         extent = (-0.5, nx - 0.5, ny - 0.5, -0.5)
         ax.set_xlabel("x (voxels)")
         ax.set_ylabel("y (voxels)")
-    vmin, vmax = window if window is not None else (None, None)
+    vmin, vmax = _window_for(images, window) or (None, None)
     ax.imshow(images[z], cmap="gray", vmin=vmin, vmax=vmax, extent=extent, interpolation="nearest")
     if lungs is not None:
         overlay(ax, lungs[z], LUNG_COLOR, 0.25, extent=extent)
