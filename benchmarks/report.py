@@ -472,8 +472,8 @@ def pairs_summary(payload: dict[str, Any]) -> dict[str, Any] | None:
         "pairs": len(ratios),
         "times_1": [round(t, 4) for t in t1],
         "times_2": [round(t, 4) for t in t2],
-        "median_1": round(m1, 4),
-        "median_2": round(m2, 4),
+        "median_1": float(f"{m1:.6g}"),  # significant digits: tiny-profile medians are ms
+        "median_2": float(f"{m2:.6g}"),
         "ratio": round(m1 / m2, 3),
         "median_pair_ratio": round(statistics.median(ratios), 3),
         "pair_ratios": [round(r, 3) for r in ratios],
