@@ -300,6 +300,19 @@ class BenchData:
         scan = self.scan()
         write_dicom_series(d, scan["images"], scan["geometry"], scan["meta"]["seriesuid"])
 
+    def dicom_j2k_dir(self) -> Path:
+        """The main scan as JPEG 2000 lossless CT slices (pydicom + pylibjpeg-openjpeg)."""
+        return self._part("dicom_j2k", self._build_dicom_j2k)
+
+    def _build_dicom_j2k(self, d: Path) -> None:
+        import pydicom
+        from pydicom.uid import JPEG2000Lossless
+
+        for path in sorted(self.dicom_dir().iterdir()):
+            ds = pydicom.dcmread(path)
+            ds.compress(JPEG2000Lossless)
+            ds.save_as(d / path.name, enforce_file_format=True)
+
     # -- the 8 pipeline scans ---------------------------------------------------------------------
     def pipeline_dir(self) -> Path:
         """Folder with the pipeline scans (.mhd/.raw) and ``annotations.csv``."""

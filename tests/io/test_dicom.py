@@ -384,7 +384,10 @@ def test_direct_pixel_reads_equal_pydicom_reads(tmp_path, monkeypatch, signed):
     deflated = read_dicom_series(tmp_path / "deflated")
     assert deflated.info["transfer_syntaxes"] == [DeflatedExplicitVRLittleEndian]
     monkeypatch.setattr(dicom.headers, "_locate_native_pixels", lambda *args: None)
+    monkeypatch.setattr(dicom.folder, "_quick_header", lambda *args: None)
     slow = read_dicom_series(s.folder)
+    groups, _ = dicom.folder._scan(s.folder)
+    assert all(h.pixel_offset is None for hs in groups.values() for h in hs)
     for other in (slow, deflated):
         np.testing.assert_array_equal(fast.images, other.images)
         assert fast.geometry == other.geometry

@@ -22,6 +22,7 @@ from ctflow.io.dicom.headers import (
     _read_header,
     _Unread,
 )
+from ctflow.io.dicom.quick import _quick_header
 from ctflow.validation import check_path_text
 
 __all__ = ["SeriesInfo", "SeriesList", "scan_dicom_folder"]
@@ -184,11 +185,13 @@ def _check_folder(folder: str | os.PathLike[str], where: str) -> Path:
     return p
 
 
-def _scan(folder: Path) -> tuple[dict[str, list[_Header]], list[_Unread]]:
+def _scan(folder: Path, datasets: bool = False) -> tuple[dict[str, list[_Header]], list[_Unread]]:
     """Read the header of every file of ``folder``; group them by series, list the rest.
 
     Entries are looked at with ``stat`` first: sub-folders are passed over, and anything that
-    is not a regular file (FIFO, socket, device) is listed without being opened.
+    is not a regular file (FIFO, socket, device) is listed without being opened. Plain files
+    are read by the fast path (:mod:`~ctflow.io.dicom.quick`), the others by pydicom; with
+    ``datasets=True`` every header is read by pydicom and keeps its ``dataset``.
     """
     try:
         with os.scandir(folder) as it:
@@ -211,7 +214,8 @@ def _scan(folder: Path) -> tuple[dict[str, list[_Header]], list[_Unread]]:
             kind = _file_kind(st.st_mode)
             unread.append(_Unread(path, f"{kind}, not a regular file; not opened", special=True))
             continue
-        result = _read_header(path, st.st_size)
+        quick = None if datasets else _quick_header(path, st.st_size)
+        result = quick if quick is not None else _read_header(path, st.st_size)
         if isinstance(result, _Unread):
             unread.append(result)
         else:

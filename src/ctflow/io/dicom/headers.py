@@ -88,8 +88,13 @@ class _Header:
     intercept: float | None = None
     samples: int | None = None
     photometric: str = ""
+    bits_allocated: int | None = None
+    bits_stored: int | None = None
+    pixel_representation: int | None = None
+    padding_value: int | None = None  # PixelPaddingValue (stored value)
+    padding_limit: int | None = None  # PixelPaddingRangeLimit
     problems: dict[str, str] = field(default_factory=dict)
-    dataset: Any = None  # the header-only pydicom dataset (everything before PixelData)
+    dataset: Any = None  # the header-only pydicom dataset, when pydicom read the header
     pixel_offset: int | None = None  # file offset of uncompressed little-endian PixelData
     pixel_length: int = 0  # its length as the element header says
     size: int = 0  # file size in bytes
@@ -510,6 +515,11 @@ def _read_header(path: Path, size: int) -> _Header | _Unread:
     h.intercept = _field(ds, "RescaleIntercept", _float, problems)
     h.samples = _field(ds, "SamplesPerPixel", _int, problems)
     h.photometric = (_field(ds, "PhotometricInterpretation", _text, problems) or "").upper()
+    h.bits_allocated = _field(ds, "BitsAllocated", _int, problems)
+    h.bits_stored = _field(ds, "BitsStored", _int, problems)
+    h.pixel_representation = _field(ds, "PixelRepresentation", _int, problems)
+    h.padding_value = _field(ds, "PixelPaddingValue", _int, problems)
+    h.padding_limit = _field(ds, "PixelPaddingRangeLimit", _int, problems)
     h.dataset = ds
     _locate_native_pixels(h, parsed.pixel_at, parsed.pixel_head)
     return h

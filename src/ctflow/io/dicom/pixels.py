@@ -19,29 +19,25 @@ from ctflow.errors import CorruptFileError, CTFlowError, InvalidScanError, Unsup
 from ctflow.io.dicom.headers import (
     _after_pixels,
     _Damaged,
-    _field,
     _Header,
-    _int,
     _NotDicom,
     _open_file,
     _parse,
 )
-
-_AIR_HU = -1000
+from ctflow.kernels.rescale import rescale_float32, rescale_int16
+from ctflow.threads import current_share, default_n_workers, run_ranges
 
 
 class _Int16Overflow(Exception):
     """Internal: a slice's HU do not fit int16 (the volume is redone as float32)."""
 
 
-def _padding_range(ds: Any, path: Path) -> tuple[int, int] | None:
+def _padding_range(h: _Header) -> tuple[int, int] | None:
     """Return the stored-value range of PixelPaddingValue (/RangeLimit), or None."""
-    problems: dict[str, str] = {}
-    value = _field(ds, "PixelPaddingValue", _int, problems)
-    limit = _field(ds, "PixelPaddingRangeLimit", _int, problems)
-    if problems:
-        key = next(iter(problems))
-        raise InvalidScanError(f"{path}: cannot read {key} ({problems[key]})")
+    for key in ("PixelPaddingValue", "PixelPaddingRangeLimit"):
+        if key in h.problems:
+            raise InvalidScanError(f"{h.path}: cannot read {key} ({h.problems[key]})")
+    value, limit = h.padding_value, h.padding_limit
     if value is None:
         return None
     if limit is None:
@@ -49,15 +45,16 @@ def _padding_range(ds: Any, path: Path) -> tuple[int, int] | None:
     return min(value, limit), max(value, limit)
 
 
-def _pixel_format(ds: Any, h: _Header) -> tuple[np.dtype[Any], int, int]:
+def _pixel_format(h: _Header) -> tuple[np.dtype[Any], int, int]:
     """Return (little-endian dtype, BitsAllocated, BitsStored) of uncompressed pixels."""
-    problems: dict[str, str] = {}
-    bits = _field(ds, "BitsAllocated", _int, problems)
-    stored = _field(ds, "BitsStored", _int, problems)
-    representation = _field(ds, "PixelRepresentation", _int, problems)
+    keys = ("BitsAllocated", "BitsStored", "PixelRepresentation")
+    problems = {k: h.problems[k] for k in keys if k in h.problems}
+    bits, stored, representation = h.bits_allocated, h.bits_stored, h.pixel_representation
     stored = bits if stored is None else stored
     if (
         problems
+        or bits is None
+        or stored is None
         or bits not in (8, 16, 32)
         or not 1 <= stored <= bits
         or representation not in (None, 0, 1)
@@ -68,7 +65,6 @@ def _pixel_format(ds: Any, h: _Header) -> tuple[np.dtype[Any], int, int]:
             f"BitsStored {stored}, PixelRepresentation {representation}"
             + (f" ({'; '.join(f'{k}: {v}' for k, v in problems.items())})" if problems else "")
         )
-    assert bits is not None
     dtype = np.dtype(f"<{'i' if representation == 1 else 'u'}{bits // 8}")
     return dtype, bits, stored
 
@@ -93,18 +89,29 @@ def _drop_unused_bits(arr: NDArray[Any], bits: int, stored: int) -> NDArray[Any]
 
 def _native_pixels(ds: Any, h: _Header, rows: int, cols: int) -> NDArray[Any]:
     """Return the uncompressed little-endian pixels of a dataset pydicom read whole."""
-    dtype, bits, stored = _pixel_format(ds, h)
+    dtype, bits, stored = _pixel_format(h)
     data = ds.PixelData
     _check_length(h, len(data), rows, cols, bits)
     arr = np.frombuffer(data, dtype=dtype, count=rows * cols).reshape(rows, cols)
     return _drop_unused_bits(arr, bits, stored)
 
 
-def _read_native_pixels(h: _Header, rows: int, cols: int) -> NDArray[Any]:
-    """Read uncompressed pixels straight from the file into numpy (``readinto``, no GIL)."""
+def _read_native_pixels(
+    h: _Header, rows: int, cols: int, scratch: dict[np.dtype[Any], NDArray[Any]] | None = None
+) -> NDArray[Any]:
+    """Read uncompressed pixels straight from the file into numpy (``readinto``, no GIL).
+
+    ``scratch`` keeps one (rows, cols) buffer per stored dtype for the next slices of the
+    same thread (the pixels are then only valid until the next call).
+    """
     assert h.pixel_offset is not None
-    dtype, bits, stored = _pixel_format(h.dataset, h)
-    arr = np.empty((rows, cols), dtype)
+    dtype, bits, stored = _pixel_format(h)
+    kept = None if scratch is None else scratch.get(dtype)
+    if kept is None or kept.shape != (rows, cols):
+        kept = np.empty((rows, cols), dtype)
+        if scratch is not None:
+            scratch[dtype] = kept
+    arr: NDArray[Any] = kept
     try:
         with _open_file(h.path) as fh:
             size = os.fstat(fh.fileno()).st_size
@@ -129,13 +136,19 @@ def _read_native_pixels(h: _Header, rows: int, cols: int) -> NDArray[Any]:
         raise CorruptFileError(f"{h.path}: cannot read the pixel data ({exc})") from exc
     if pos != len(mv):
         _check_length(h, pos, rows, cols, bits)  # the file shrank while being read
-    return _drop_unused_bits(arr, bits, stored)
+    if stored < bits:  # in place: the buffer is this call's
+        shift = bits - stored
+        np.left_shift(arr, shift, out=arr)
+        np.right_shift(arr, shift, out=arr)
+    return arr
 
 
-def _stored_pixels(h: _Header, rows: int, cols: int) -> tuple[NDArray[Any], tuple[int, int] | None]:
+def _stored_pixels(
+    h: _Header, rows: int, cols: int, scratch: dict[np.dtype[Any], NDArray[Any]] | None = None
+) -> tuple[NDArray[Any], tuple[int, int] | None]:
     """Return the stored (pre-rescale) values of one slice and its padding range."""
-    if h.pixel_offset is not None and h.dataset is not None:
-        return _read_native_pixels(h, rows, cols), _padding_range(h.dataset, h.path)
+    if h.pixel_offset is not None:
+        return _read_native_pixels(h, rows, cols, scratch), _padding_range(h)
     try:
         # bounded like the header pass; stops after PixelData (trailing elements are not
         # parsed); large values are deferred, except in a deflated dataset (pydicom inflates it
@@ -153,7 +166,7 @@ def _stored_pixels(h: _Header, rows: int, cols: int) -> tuple[NDArray[Any], tupl
         raise CorruptFileError(f"{h.path}: {parsed.state.problem}")
     if "PixelData" not in ds:
         raise CorruptFileError(f"{h.path}: no PixelData element (truncated file?)")
-    padding = _padding_range(ds, h.path)
+    padding = _padding_range(h)
     ts = UID(h.transfer_syntax or ds.file_meta.get("TransferSyntaxUID", ""))
     try:
         if ts.is_transfer_syntax and ts.is_little_endian and not ts.is_encapsulated:
@@ -175,53 +188,58 @@ def _stored_pixels(h: _Header, rows: int, cols: int) -> tuple[NDArray[Any], tupl
     return arr, padding
 
 
-def _padding_mask(arr: NDArray[Any], padding: tuple[int, int] | None) -> NDArray[np.bool_] | None:
-    """Return where ``arr`` holds padding values, or None when nothing can be padding."""
-    if padding is None:
-        return None
-    info = np.iinfo(arr.dtype)
-    lo, hi = max(padding[0], int(info.min)), min(padding[1], int(info.max))
-    if lo > hi:
-        return None
-    return (arr >= lo) & (arr <= hi)
+def _rescale_into(
+    h: _Header, rows: int, cols: int, out: NDArray[Any], scratch: dict[np.dtype[Any], Any]
+) -> int:
+    """Write the HU of one slice into ``out`` (int16 or float32); return its padding count.
 
-
-def _slice_hu(h: _Header, rows: int, cols: int, dtype: type) -> tuple[NDArray[Any], int]:
-    """Return the HU of one slice (int32/int64 for int16 ``dtype``, else float64), padding."""
-    stored, padding = _stored_pixels(h, rows, cols)
+    Raises ``_Int16Overflow`` when the HU of an int16 volume leave the int16 range.
+    """
+    stored, padding = _stored_pixels(h, rows, cols, scratch)
     slope = 1.0 if h.slope is None else h.slope
     intercept = 0.0 if h.intercept is None else h.intercept
-    mask = _padding_mask(stored, padding)
-    hu: NDArray[Any]
-    if dtype is np.int16:
+    lo, hi = (1, 0) if padding is None else padding
+    src = np.ascontiguousarray(stored).reshape(-1)
+    if out.dtype == np.int16:
         if abs(slope) > 2**20 or abs(intercept) > 2**30:
             raise _Int16Overflow  # cannot be int16 HU (and could overflow int64)
-        wide = np.int64 if stored.dtype.itemsize > 2 or abs(slope) > 2**14 else np.int32
-        hu = stored.astype(wide)
-        if slope != 1:
-            np.multiply(hu, int(slope), out=hu)
-        if intercept != 0:
-            np.add(hu, int(intercept), out=hu)
-    else:
-        hu = stored.astype(np.float64) * slope + intercept
-    n_padding = 0
-    if mask is not None:
-        hu[mask] = _AIR_HU
-        n_padding = int(np.count_nonzero(mask))
-    if dtype is np.int16 and (int(hu.min()) < -32768 or int(hu.max()) > 32767):
-        raise _Int16Overflow
-    return hu, n_padding
+        n = rescale_int16(src, out.reshape(-1), int(slope), int(intercept), lo, hi)
+        if n < 0:
+            raise _Int16Overflow
+        return int(n)
+    return int(rescale_float32(src, out.reshape(-1), float(slope), float(intercept), lo, hi))
 
 
 def _decode(slices: list[_Header], rows: int, cols: int, dtype: type) -> tuple[NDArray[Any], int]:
-    """Decode all slices into a new (n, rows, cols) HU volume of ``dtype``; padding count."""
+    """Decode all slices into a new (n, rows, cols) HU volume of ``dtype``; padding count.
+
+    Slices are read on the reader's threads (file reads and the rescale kernel release the
+    GIL; pydicom's decoders may not), each thread with one reusable buffer of stored values.
+    When slices fail, the error of the first failing slice in slice order is raised.
+    """
     out: NDArray[Any] = np.empty((len(slices), rows, cols), dtype=dtype)
-    n_padding = 0
-    for k, h in enumerate(slices):
-        hu, n = _slice_hu(h, rows, cols, dtype)
-        out[k] = hu
-        n_padding += n
-    return out, n_padding
+
+    def part(a: int, b: int) -> tuple[int, tuple[int, BaseException] | None]:
+        scratch: dict[np.dtype[Any], Any] = {}
+        total = 0
+        for k in range(a, b):
+            try:
+                total += _rescale_into(slices[k], rows, cols, out[k], scratch)
+            except (CTFlowError, _Int16Overflow) as exc:
+                return total, (k, exc)
+        return total, None
+
+    parts = run_ranges(part, len(slices), _threads(), per_thread=4)
+    failures = [failure for *_, (_, failure) in parts if failure is not None]
+    if failures:
+        raise min(failures, key=lambda f: f[0])[1]
+    return out, sum(n for *_, (n, _) in parts)
+
+
+def _threads() -> int:
+    """Threads to read a series on: the batch's share of the cores, else every core."""
+    share = current_share()
+    return share.threads() if share is not None else default_n_workers()
 
 
 def _resample_slices(

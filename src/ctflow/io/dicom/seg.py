@@ -649,7 +649,7 @@ def _series_grid(
     series (the one :func:`~ctflow.io.dicom.read_dicom_series` reads).
     """
     p = _check_folder(folder, where)
-    groups, _ = _scan(p)
+    groups, _ = _scan(p, datasets=True)
     if not groups:
         raise CorruptFileError(f"{where}: {p}: no DICOM files (no readable DICOM image)")
     if series_uid is None and prefer in groups:

@@ -193,20 +193,24 @@ def _validate(folder: Path, slices: list[_Header]) -> None:
             f"({odd[0].path.name})"
         )
     assert first.orientation is not None and first.pixel_spacing is not None
-    for h in slices:
+    orientations = np.array([h.orientation for h in slices])
+    spacings = np.array([h.pixel_spacing for h in slices])
+    same_orientation = np.isclose(orientations, first.orientation, atol=1e-4).all(axis=1)
+    same_spacing = np.isclose(spacings, first.pixel_spacing, rtol=1e-5, atol=1e-4).all(axis=1)
+    for k in np.flatnonzero(~(same_orientation & same_spacing))[:1]:
+        h = slices[k]
         assert h.orientation is not None and h.pixel_spacing is not None
-        if not np.allclose(h.orientation, first.orientation, atol=1e-4):
+        if not same_orientation[k]:
             raise InvalidScanError(
                 f"{folder}: all slices must share ImageOrientationPatient; got "
                 f"{first.orientation.tolist()} ({first.path.name}) and "
                 f"{h.orientation.tolist()} ({h.path.name})"
             )
-        if not np.allclose(h.pixel_spacing, first.pixel_spacing, rtol=1e-5, atol=1e-4):
-            raise InvalidScanError(
-                f"{folder}: all slices must share PixelSpacing; got "
-                f"{first.pixel_spacing.tolist()} ({first.path.name}) and "
-                f"{h.pixel_spacing.tolist()} ({h.path.name})"
-            )
+        raise InvalidScanError(
+            f"{folder}: all slices must share PixelSpacing; got "
+            f"{first.pixel_spacing.tolist()} ({first.path.name}) and "
+            f"{h.pixel_spacing.tolist()} ({h.path.name})"
+        )
 
 
 def _cosines(h: _Header) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
