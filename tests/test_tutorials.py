@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,9 @@ import pytest
 TUTORIALS = Path(__file__).resolve().parents[1] / "docs" / "tutorials"
 
 pytestmark = pytest.mark.timeout(300)
+
+# the PACS tutorial starts its own Orthanc (apt-get install orthanc orthanc-dicomweb)
+ORTHANC = shutil.which("Orthanc") or shutil.which("Orthanc", path="/usr/sbin:/usr/local/sbin")
 
 # script -> lines its output must contain (what the tutorial shows the reader)
 EXPECTED = {
@@ -26,6 +30,17 @@ EXPECTED = {
         "dice right lung",
         "dice left lung",
     ],
+    "pacs_segmentation.py": [
+        "stored a phantom CT study: 24 instances by STOW-RS",
+        "load -> reorient -> unify_spacing -> normalize_hu -> predict_on_scan -> invert",
+        "prediction (24, 96, 96) voxels on the series' grid, labels [0 1 2]",
+        "wrote seg/prediction.dcm referencing 24 CT instances",
+        "stored 1 SEG instance by STOW-RS: http://127.0.0.1:",
+        "the PACS lists the SEG series: True",
+        "the SEG the PACS gives back is the file sent: True",
+        "segments read back: {1: 'body', 2: 'lung'}",
+        "labels read back equal the prediction: True",
+    ],
 }
 
 
@@ -35,6 +50,11 @@ def test_every_tutorial_is_tested():
 
 @pytest.mark.parametrize("script", sorted(EXPECTED))
 def test_tutorial_runs(script, tmp_path):
+    if script == "pacs_segmentation.py" and ORTHANC is None:
+        pytest.skip(
+            "the Orthanc binary is absent: the PACS tutorial needs a DICOMweb server (apt-get "
+            "install orthanc orthanc-dicomweb)"
+        )
     argv = [sys.executable, str(TUTORIALS / script), "--quick"]
     if script != "custom_parallel_action.py":  # the others write files: keep them in tmp
         argv += ["--out", str(tmp_path)]
@@ -52,3 +72,7 @@ def test_tutorial_runs(script, tmp_path):
         assert (tmp_path / "crop.png").read_bytes()[:4] == b"\x89PNG"
     if script == "train_pytorch.py":
         assert (tmp_path / "tiny_nodule_net.pt").stat().st_size > 0
+    if script == "pacs_segmentation.py":  # the SEG written, and the same file back from the PACS
+        seg = (tmp_path / "seg" / "prediction.dcm").read_bytes()
+        assert seg[128:132] == b"DICM"
+        assert (tmp_path / "seg_back" / "part-00001.dcm").read_bytes() == seg

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import http.server
 import json
 import os
+import pickle
 import re
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -40,8 +43,15 @@ from ctflow.errors import (
 )
 from ctflow.geometry import Geometry
 from ctflow.io import dicomweb
+from ctflow.io.dicom.seg import read_dicom_seg, write_dicom_seg
 from ctflow.io.dicom_writer import write_dicom_series
-from ctflow.io.dicomweb import _split_multipart, read_dicomweb_series, series_source
+from ctflow.io.dicomweb import (
+    _split_multipart,
+    read_dicomweb_series,
+    retrieve_series,
+    series_source,
+    store_dicomweb,
+)
 from ctflow.io.reader import detect_format, read_scan
 from ctflow.io.scan import Scan
 from ctflow.io.store import read_item
@@ -495,3 +505,310 @@ def test_sources_are_recognised_by_their_text_alone(tmp_path):
         read_scan(source, series_uid="1.2.3")
     with pytest.raises(InvalidParameterError, match="must start with dicomweb"):
         read_scan(os.fspath(tmp_path), fmt="dicomweb")
+
+
+# ---------------------------------------------------------------------------- STOW-RS
+
+SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+
+
+def _rest(server: Server) -> str:
+    return server.url.removesuffix("/dicom-web")  # Orthanc's own REST API
+
+
+def _orthanc_file(server: Server, sop_uid: str) -> bytes | None:
+    """The file Orthanc stores for an instance, asked through its REST API (not DICOMweb)."""
+    lookup = urllib.request.Request(
+        f"{_rest(server)}/tools/lookup", data=sop_uid.encode(), method="POST"
+    )
+    with urllib.request.urlopen(lookup, timeout=30) as answer:
+        found = [r for r in json.loads(answer.read()) if r["Type"] == "Instance"]
+    if not found:
+        return None
+    with urllib.request.urlopen(f"{_rest(server)}/instances/{found[0]['ID']}/file") as answer:
+        return answer.read()
+
+
+def _n_instances(server: Server) -> int:
+    with urllib.request.urlopen(f"{_rest(server)}/statistics", timeout=30) as answer:
+        return int(json.loads(answer.read())["CountInstances"])
+
+
+def _qido_series(server: Server, study: str, modality: str) -> list[tuple[str, str]]:
+    """(SeriesInstanceUID, Modality) of a study's series, by a plain QIDO-RS request."""
+    request = urllib.request.Request(
+        f"{server.url}/studies/{study}/series?Modality={modality}",
+        headers={"Accept": "application/dicom+json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        listed = json.loads(answer.read() or b"[]")
+    return [(s["0020000E"]["Value"][0], s["00080060"]["Value"][0]) for s in listed]
+
+
+def _seg_labels() -> np.ndarray:
+    labels = np.zeros((8, 24, 20), np.uint8)  # the grid of the good series
+    labels[2:6, 5:15, 4:12] = 1
+    labels[3, 18:22, 1:4] = 7
+    return labels
+
+
+def _ct_files(folder: Path, study: str, description: str, n: int = 3) -> list[Path]:
+    rng = np.random.default_rng(len(description))
+    vol = rng.integers(-1024, 1500, size=(n, 6, 5)).astype(np.int16)
+    uid = generate_uid(entropy_srcs=["ctflow-dicomweb-test", description])
+    return write_dicom_series(
+        folder, vol, GEOMETRY, series_uid=uid, study_uid=study, description=description
+    )
+
+
+def test_a_seg_stored_by_stow_rs_is_on_the_server(server, tmp_path):
+    labels = _seg_labels()
+    series = server.folders[server.good]
+    seg = write_dicom_seg(tmp_path / "seg.dcm", labels, series, ["organ", "lesion"])
+    header = pydicom.dcmread(seg, stop_before_pixels=True)
+    stored = store_dicomweb(server.url, [seg], study_uid=STUDY)
+    assert [s.sop_instance_uid for s in stored] == [header.SOPInstanceUID]
+    one = stored[0]
+    assert (one.study_uid, one.series_uid) == (STUDY, header.SeriesInstanceUID)
+    assert one.sop_class_uid == SEG_STORAGE and one.warning == "" and one.file == str(seg)
+    assert one.url == (
+        f"{server.url}/studies/{STUDY}/series/{header.SeriesInstanceUID}/instances/"
+        f"{header.SOPInstanceUID}"
+    )
+    # independently: QIDO-RS lists a SEG series in the study, Orthanc's REST API has the file
+    assert _qido_series(server, STUDY, "SEG") == [(header.SeriesInstanceUID, "SEG")]
+    on_server = _orthanc_file(server, header.SOPInstanceUID)
+    assert on_server is not None
+    assert hashlib.sha256(on_server).digest() == hashlib.sha256(seg.read_bytes()).digest()
+    (tmp_path / "from_orthanc.dcm").write_bytes(on_server)
+    back = read_dicom_seg(tmp_path / "from_orthanc.dcm", reference=series)
+    np.testing.assert_array_equal(back.labels, labels)
+    assert back.names == ("organ", "lesion") and back.info["referenced_series_uid"] == server.good
+    # ctflow's own QIDO-RS and WADO-RS see the same
+    segs = dicomweb.list_series(server.url, STUDY, modality="seg")
+    assert [(s["SeriesInstanceUID"], s["Modality"]) for s in segs] == [
+        (header.SeriesInstanceUID, "SEG")
+    ]
+    assert {s["SeriesInstanceUID"] for s in dicomweb.list_series(server.url, STUDY)} == {
+        server.good,
+        server.gap,
+    }  # CT by default: the SEG is not a CT series
+    source = series_source(server.url, STUDY, header.SeriesInstanceUID)
+    files = retrieve_series(source, tmp_path / "retrieved")
+    assert [f.name for f in files] == ["part-00001.dcm"]
+    assert files[0].read_bytes() == seg.read_bytes()
+    np.testing.assert_array_equal(read_dicom_seg(files[0], reference=series).labels, labels)
+
+
+def test_files_given_as_bytes_round_trip_through_the_server(server, tmp_path):
+    study = generate_uid(entropy_srcs=["ctflow-dicomweb-test", "bytes study"])
+    files = _ct_files(tmp_path / "local", study, "sent as bytes", n=4)
+    before = _n_instances(server)
+    stored = store_dicomweb(server.url, [f.read_bytes() for f in files], timeout=30)
+    names = [f"files[{k}] ({f.stat().st_size} bytes)" for k, f in enumerate(files)]
+    assert [s.file for s in stored] == names
+    assert [s.sop_instance_uid for s in stored] == [
+        str(pydicom.dcmread(f).SOPInstanceUID) for f in files
+    ]
+    assert _n_instances(server) == before + 4
+    for path, one in zip(files, stored, strict=True):
+        assert _orthanc_file(server, one.sop_instance_uid) == path.read_bytes()
+    # and what WADO-RS gives back reads as the local folder does
+    remote = read_scan(series_source(server.url, study, stored[0].series_uid))
+    _assert_same_scan(remote, read_scan(tmp_path / "local"))
+
+
+def test_a_refused_store_names_the_instances_and_the_reasons(server, tmp_path):
+    study = generate_uid(entropy_srcs=["ctflow-dicomweb-test", "refused study"])
+    other = generate_uid(entropy_srcs=["ctflow-dicomweb-test", "other study"])
+    mine = _ct_files(tmp_path / "mine", study, "mine", n=1)[0]
+    theirs = _ct_files(tmp_path / "theirs", other, "theirs", n=1)[0]
+    uid_mine = str(pydicom.dcmread(mine).SOPInstanceUID)
+    uid_theirs = str(pydicom.dcmread(theirs).SOPInstanceUID)
+    secret = {"Authorization": "Bearer s3cret-token"}
+    # all refused: an instance of another study than the URL's
+    with pytest.raises(dicomweb.StoreError) as info:
+        store_dicomweb(server.url, theirs, study_uid=study, headers=secret)
+    error = info.value
+    assert isinstance(error, CorruptFileError)
+    message = str(error)
+    assert message.startswith(f"{server.url}/studies/{study}: HTTP 409")
+    assert f"{uid_theirs} ({theirs}): 0x0110 processing failure" in message
+    assert f"its StudyInstanceUID {other} is not the study of the URL" in message
+    assert "s3cret" not in message and "Bearer" not in message
+    assert (error.status, error.stored) == (409, [])
+    assert error.failed == {uid_theirs: "0x0110 processing failure"}
+    assert _orthanc_file(server, uid_theirs) is None  # not stored
+    again = pickle.loads(pickle.dumps(error))
+    assert (str(again), again.status, again.failed) == (message, 409, error.failed)
+    # partly refused: what was stored is said too
+    with pytest.raises(dicomweb.StoreError, match="stored 1 of 2 instance") as info:
+        store_dicomweb(server.url, [mine, theirs], study_uid=study)
+    assert [s.sop_instance_uid for s in info.value.stored] == [uid_mine]
+    assert list(info.value.failed) == [uid_theirs]
+    assert _orthanc_file(server, uid_mine) == mine.read_bytes()
+    assert _orthanc_file(server, uid_theirs) is None
+
+
+def test_a_url_without_stow_rs_is_a_typed_error(server, tmp_path):
+    seg = _ct_files(tmp_path, "1.2.3.4.5.6", "nowhere", n=1)
+    with pytest.raises(dicomweb.StoreError, match=r"HTTP 405 .*no STOW-RS service") as info:
+        store_dicomweb(_rest(server), seg)  # Orthanc's REST API, not its DICOMweb root
+    assert str(info.value).startswith(f"{_rest(server)}/studies: ")
+    with pytest.raises(dicomweb.StoreError, match=r"HTTP 404 Not Found: no STOW-RS service"):
+        store_dicomweb(server.url + "/not-here", seg)
+    url = f"http://127.0.0.1:{_free_port()}/dicom-web"  # nothing listens there
+    with pytest.raises(CorruptFileError, match=re.escape(f"{url}/studies: cannot reach")):
+        store_dicomweb(url, seg, timeout=5)
+
+
+def test_a_redirected_store_is_not_sent_on(tmp_path):
+    """A POST is never re-sent to where a server redirects it (the body would go elsewhere)."""
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(307)
+            self.send_header("Location", "/elsewhere/studies")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    seg = _ct_files(tmp_path, "1.2.3.4.5.7", "redirected", n=1)
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect) as httpd:
+        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+        thread.start()
+        try:
+            url = f"http://127.0.0.1:{httpd.server_address[1]}/dicom-web"
+            with pytest.raises(CorruptFileError, match="not send DICOM instances on to a redirect"):
+                store_dicomweb(url, seg, timeout=10)
+        finally:
+            httpd.shutdown()
+
+
+def test_bad_files_are_refused_before_anything_is_sent(server, tmp_path):
+    before = _n_instances(server)
+    text = tmp_path / "notes.txt"
+    text.write_text("not DICOM " * 20)
+    good = _ct_files(tmp_path / "good", "1.2.3.4.5.8", "never sent", n=1)[0]
+    with pytest.raises(UnsupportedFormatError, match=re.escape(f"{text} is not a DICOM file")):
+        store_dicomweb(server.url, [good, text])
+    with pytest.raises(UnsupportedFormatError, match=r"files\[1\] \(7 bytes\) is not a DICOM"):
+        store_dicomweb(server.url, [good, b"garbage"])
+    truncated = tmp_path / "truncated.dcm"
+    truncated.write_bytes(good.read_bytes()[:300])  # the file meta and little more
+    with pytest.raises(InvalidScanError, match=r"truncated\.dcm has no StudyInstanceUID"):
+        store_dicomweb(server.url, truncated)
+    no_uid = pydicom.dcmread(good)
+    del no_uid.SeriesInstanceUID
+    no_uid.save_as(tmp_path / "no_uid.dcm")
+    with pytest.raises(InvalidScanError, match=r"no_uid\.dcm has no SeriesInstanceUID"):
+        store_dicomweb(server.url, tmp_path / "no_uid.dcm")
+    with pytest.raises(CorruptFileError, match=r"missing\.dcm: no such file"):
+        store_dicomweb(server.url, [tmp_path / "missing.dcm"])
+    with pytest.raises(InvalidParameterError, match="is a folder; pass its DICOM files"):
+        store_dicomweb(server.url, tmp_path / "good")
+    with pytest.raises(InvalidParameterError, match="are the same instance"):
+        store_dicomweb(server.url, [good, good.read_bytes()])
+    assert _n_instances(server) == before  # nothing reached the server
+
+
+def test_a_file_that_changes_while_it_is_sent_breaks_the_request_off(server, tmp_path):
+    files = _ct_files(tmp_path / "changing", "1.2.3.4.5.9", "changing", n=2)
+    before = _n_instances(server)
+    for change in (lambda b: b[:-10], lambda b: b + b"\x00" * 10):  # shrinks, grows
+        checked = dicomweb._outgoing(files, "store_dicomweb")  # as store_dicomweb checks them
+        files[1].write_bytes(change(files[1].read_bytes()))
+        body = dicomweb._Body(checked, "b0UNDARY")
+        options = dicomweb._Options((), 10.0)
+        request = dicomweb._store_request(f"{server.url}/studies", body, options)
+        with pytest.raises(CorruptFileError, match="changed while it was sent") as info:
+            dicomweb._send(request, options, "study", 2**20, keep_errors=True)
+        assert str(info.value).startswith(f"store_dicomweb: {files[1]} changed")
+        body.close()
+    time.sleep(0.5)  # what the server would have made of a broken-off request
+    assert _n_instances(server) == before
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"url": "ftp://127.0.0.1/dicom-web"}, "http:// or https://"),
+        ({"url": "http://user:pw@127.0.0.1/dicom-web"}, "credentials in the URL"),
+        ({"files": []}, "files is empty"),
+        ({"files": 3}, "files must be a path, the bytes of a DICOM file"),
+        ({"files": {"a": "b"}}, "files must be a path"),
+        ({"files": [None]}, r"files\[0\] must be a path or the bytes"),
+        ({"study_uid": "1.2/../3"}, "study_uid must be a DICOM UID"),
+        ({"timeout": 0}, "timeout must be"),
+        ({"headers": {"Authorization": "Bearer x\r\nEvil: 1"}}, "'Authorization' must be one line"),
+        ({"headers": ["Authorization"]}, "headers must be a mapping"),
+    ],
+)  # fmt: skip
+def test_bad_store_parameters_name_the_function_and_the_parameter(kwargs, match, tmp_path):
+    args = {"url": "http://127.0.0.1:9/dicom-web", "files": b"x"} | kwargs
+    with pytest.raises(InvalidParameterError, match=match) as info:
+        store_dicomweb(args.pop("url"), args.pop("files"), **args)
+    assert str(info.value).startswith("store_dicomweb: ")
+    assert "Bearer" not in str(info.value)
+
+
+def test_retrieve_series_wants_an_empty_folder(server, tmp_path):
+    source = series_source(server.url, STUDY, server.good)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "other.dcm").write_bytes(b"x")
+    with pytest.raises(InvalidParameterError, match="is not empty"):
+        retrieve_series(source, tmp_path / "busy")
+    with pytest.raises(InvalidParameterError, match="is a file, not a folder"):
+        retrieve_series(source, tmp_path / "busy" / "other.dcm")
+    with pytest.raises(CorruptFileError, match="HTTP 404"):
+        retrieve_series(series_source(server.url, STUDY, "1.2.3.999"), tmp_path / "none")
+    assert list((tmp_path / "none").iterdir()) == []
+    files = retrieve_series(source, tmp_path / "good")
+    _assert_same_scan(read_scan(tmp_path / "good"), read_scan(server.folders[server.good]))
+    assert len(files) == 8 and all(f.parent == tmp_path / "good" for f in files)
+    with pytest.raises(InvalidParameterError, match="modality must be a DICOM Modality"):
+        dicomweb.list_series(server.url, STUDY, modality="C T")
+
+
+def _outgoing(uid: str) -> dicomweb._Outgoing:
+    return dicomweb._Outgoing(f"{uid}.dcm", b"", 0, uid, SEG_STORAGE, "1.2", "1.2.3")
+
+
+def test_store_answers_are_read_as_ps3_18_says():
+    """Warnings, a RetrieveURI, an answer in a list, a FailureReason as text, a silent server."""
+    sent = [_outgoing(u) for u in ("1.1", "1.2", "1.3", "1.4")]
+    item = {
+        "00081155": {"vr": "UI", "Value": ["1.1"]},
+        "00081190": {"vr": "UR", "Value": ["http://pacs/i/1.1"]},
+        "00081196": {"vr": "US", "Value": [0xB000]},
+    }
+    older = {
+        "00081155": {"vr": "UI", "Value": ["1.2"]},
+        "0040E010": {"vr": "UR", "Value": ["http://pacs/i/1.2"]},
+    }
+    refused = {
+        "00081155": {"vr": "UI", "Value": ["1.3"]},
+        "00081197": {"vr": "US", "Value": ["0xA701"]},
+    }
+    response = [{"00081199": {"vr": "SQ", "Value": [item, older]},
+                 "00081198": {"vr": "SQ", "Value": [refused]}}]  # fmt: skip
+    answer = dicomweb._Answer(bytearray(json.dumps(response).encode()), "", 202, "", "Accepted")
+    parsed = dicomweb._store_response(answer)
+    assert parsed is not None
+    stored, failed = dicomweb._sort_answer(parsed, sent)
+    assert [(s.sop_instance_uid, s.url, s.warning) for s in stored] == [
+        ("1.1", "http://pacs/i/1.1", "0xB000 coercion of data elements"),
+        ("1.2", "http://pacs/i/1.2", ""),
+    ]
+    assert failed == {"1.3": "0xA701 out of resources", "1.4": "not in the server's answer"}
+    error = dicomweb._refusal("http://pacs/studies", answer, sent, stored, failed, None)
+    assert str(error).startswith("http://pacs/studies: HTTP 202 Accepted: the server stored 2 of 4")
+    assert "1.4 (1.4.dcm): not in the server's answer" in str(error)
+    for body in (b"", b"<html>", b'{"HttpError": "Not Found"}', b"[]"):
+        assert dicomweb._store_response(dicomweb._Answer(bytearray(body), "", 200, "")) is None
+    assert dicomweb._reason(0x0122) == "0x0122 SOP class not supported"
+    assert dicomweb._reason("272") == "0x0110 processing failure"
+    assert dicomweb._reason(0x1234) == "0x1234 no meaning known"

@@ -1,4 +1,4 @@
-"""DICOMweb sources: CT series listed by QIDO-RS and read by WADO-RS from a PACS.
+"""DICOMweb: CT series listed by QIDO-RS and read by WADO-RS from a PACS; files stored by STOW-RS.
 
 Plain HTTP through the standard library (:mod:`urllib.request`); no extra dependency.
 
@@ -14,7 +14,8 @@ source apart from any file path or other URL, so :func:`~ctflow.io.reader.detect
 ``"dicomweb"`` from the text alone, without asking the server.
 :meth:`ctflow.Dataset.from_dicomweb` lists these sources (:func:`list_series`,
 :func:`dicomweb_sources`); ``load()`` and :func:`~ctflow.io.reader.read_scan` read them
-(:func:`read_dicomweb_series`).
+(:func:`read_dicomweb_series`); :func:`retrieve_series` writes a series' files to a folder;
+:func:`store_dicomweb` stores DICOM files (e.g. a SEG of a prediction) on the server.
 
 Listing (QIDO-RS)
 -----------------
@@ -26,6 +27,7 @@ as their ``Alphabetic`` text, IS / DS as numbers, one value as itself, several a
 as None), e.g. ``{"Modality": "CT", "SeriesDescription": ..., "StudyInstanceUID": ...,
 "SeriesInstanceUID": ..., "NumberOfSeriesRelatedInstances": 20}``; a series whose Modality
 is given and is not CT is dropped even when the server ignored the filter.
+(:func:`list_series` takes ``modality="SEG"`` or any other, or None for every series.)
 
 Reading (WADO-RS)
 -----------------
@@ -47,6 +49,23 @@ The answer is held in memory while it is split (the parts are views of it, not c
 answer over 5 GiB is refused) and freed before the series is read.
 (The header pass of :mod:`ctflow.io.dicom` reads files by path, ``stat`` and offsets, so
 going through files keeps one code path instead of adding a second, in-memory one.)
+:func:`retrieve_series` makes the same request and keeps the files in a folder of yours.
+
+Storing (STOW-RS)
+-----------------
+:func:`store_dicomweb` checks every file first (DICOM Part-10, with SOP instance, SOP class,
+study and series UIDs, no instance twice: a bad file is refused before anything is sent),
+then sends them all in one ``POST {root}/studies`` (or ``{root}/studies/{study}``) as a
+``multipart/related; type="application/dicom"`` body, read from disk as it is sent, with
+``Accept: application/dicom+json``. The Store Instances Response (DICOM JSON) says what the
+server did: ReferencedSOPSequence (0008,1199) lists the instances stored, with their
+RetrieveURL (0008,1190) and any WarningReason (0008,1196); FailedSOPSequence (0008,1198) the
+instances refused, with their FailureReason (0008,1197). Every instance sent must be in the
+first: an HTTP error status, a refused instance or one the answer does not mention is a
+:class:`StoreError` (a :class:`~ctflow.errors.CorruptFileError`) naming the URL, the status and
+each such instance with the server's reason, whose ``stored`` and ``failed`` tell which
+instances the server kept (a server may keep part of a request). A POST is never sent on to
+a redirect.
 
 Errors
 ------
@@ -57,7 +76,7 @@ in time, or answers with an HTTP error status (the message gives it: 404 for an 
 series) is a :class:`~ctflow.errors.CorruptFileError`, as is a truncated or malformed answer; an
 answer of another kind (an HTML page instead of DICOM JSON, a multipart body of another type)
 is an :class:`~ctflow.errors.UnsupportedFormatError`. Redirects are followed only to the same
-scheme, host and port (credentials are never sent elsewhere).
+scheme, host and port (credentials are never sent elsewhere), and only for GET requests.
 
 Credentials and time-outs
 -------------------------
@@ -95,6 +114,7 @@ from ctflow.errors import (
     CorruptFileError,
     CTFlowError,
     InvalidParameterError,
+    InvalidScanError,
     UnsupportedFormatError,
 )
 from ctflow.validation import as_float
@@ -106,12 +126,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SCHEMES",
+    "StoreError",
+    "StoredInstance",
     "dicomweb_sources",
     "is_dicomweb_url",
     "list_series",
     "read_dicomweb_series",
+    "retrieve_series",
     "series_source",
     "set_server_options",
+    "store_dicomweb",
 ]
 
 #: The prefixes of a DICOMweb series source.
@@ -126,7 +150,7 @@ _MAX_PART_HEADER = 64 * 2**10  # the headers of one multipart part
 _CHUNK = 2**20
 _UID = re.compile(r"[0-9A-Za-z._-]{1,64}")
 _SERIES_PATH = re.compile(r"^(?P<root>.*)/studies/(?P<study>[^/]+)/series/(?P<series>[^/]+)/?$")
-_CT_QUERY = {"Modality": "CT"}
+_MODALITY = re.compile(r"[A-Z0-9_]{1,16}")  # a DICOM CS value such as CT, SEG, RTSTRUCT
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP header name
 
 
@@ -348,6 +372,12 @@ def _opener() -> Any:
         def redirect_request(
             self, req: Request, fp: Any, code: int, msg: str, headers: Any, newurl: str
         ) -> Request | None:
+            if req.get_method() != "GET":  # a STOW-RS POST: its body is not sent twice
+                raise CorruptFileError(
+                    f"{req.full_url}: the server redirects the {req.get_method()} request (HTTP "
+                    f"{code}) to {newurl}; ctflow does not send DICOM instances on to a "
+                    "redirect: store to that URL directly if you trust it"
+                )
             if not _same_origin(req.full_url, newurl):
                 raise CorruptFileError(
                     f"{req.full_url}: the server redirects to another origin ({newurl}, HTTP "
@@ -387,21 +417,55 @@ def _status_error(url: str, code: int, reason: str, what: str) -> CorruptFileErr
 
 @dataclass
 class _Answer:
-    """What a GET brought back."""
+    """What a request brought back."""
 
     body: bytearray
     content_type: str
     status: int
     warning: str  # the Warning header ("" when none)
+    reason: str = ""  # the reason phrase of the status line
 
 
 def _get(url: str, accept: str, options: _Options, what: str, limit: int) -> _Answer:
     """GET ``url``; every failure is a typed error naming it."""
-    import http.client
-    import urllib.error
     import urllib.request
 
     request = urllib.request.Request(url, headers={**dict(options.headers), "Accept": accept})
+    return _send(request, options, what, limit)
+
+
+def _error_answer(error: Any, url: str, limit: int) -> _Answer:
+    """Return an HTTP error status as an answer, with as much of its body as can be read."""
+    import http.client
+
+    try:
+        body = _read_body(error, url, limit)
+    except (http.client.HTTPException, OSError, ValueError, AttributeError):
+        body = bytearray()  # the status alone then tells what happened
+    finally:
+        error.close()
+    headers = error.headers
+    return _Answer(
+        body,
+        headers.get("Content-Type", "") if headers is not None else "",
+        int(error.code),
+        headers.get("Warning", "") if headers is not None else "",
+        str(error.reason or ""),
+    )
+
+
+def _send(
+    request: Request, options: _Options, what: str, limit: int, *, keep_errors: bool = False
+) -> _Answer:
+    """Send ``request`` and read the answer; every failure is a typed error naming the URL.
+
+    With ``keep_errors`` an HTTP error status comes back as an answer (with its body) instead
+    of an error: a STOW-RS server says in the body why it refused instances.
+    """
+    import http.client
+    import urllib.error
+
+    url = request.full_url
     try:
         with _opener().open(request, timeout=options.timeout) as response:
             body = _read_body(response, url, limit)
@@ -410,13 +474,18 @@ def _get(url: str, accept: str, options: _Options, what: str, limit: int) -> _An
                 response.headers.get("Content-Type", ""),
                 int(response.status),
                 response.headers.get("Warning", ""),
+                str(response.reason or ""),
             )
     except CTFlowError:
         raise
     except urllib.error.HTTPError as exc:
+        if keep_errors:
+            return _error_answer(exc, url, limit)
         raise _status_error(url, exc.code, str(exc.reason or ""), what) from None
     except urllib.error.URLError as exc:
         reason = exc.reason
+        if isinstance(reason, CTFlowError):  # raised while the request body was sent
+            raise reason from None
         if isinstance(reason, TimeoutError):
             text = f"no answer within {options.timeout:g} s"
         else:
@@ -551,14 +620,27 @@ def _as_study_uids(study_uids: object, where: str) -> list[str] | None:
     return list(dict.fromkeys(uids))
 
 
+def _as_modality(modality: object, where: str) -> str | None:
+    """Return a Modality to list (upper case), or None for every series."""
+    if modality is None:
+        return None
+    if not isinstance(modality, str) or not _MODALITY.fullmatch(modality.upper()):
+        raise InvalidParameterError(
+            f"{where}: modality must be a DICOM Modality such as 'CT' or 'SEG' (1 to 16 "
+            f"letters, digits or _), or None for every series; got {modality!r}"
+        )
+    return modality.upper()
+
+
 def list_series(
     url: str,
     study_uids: str | Iterable[str] | None = None,
     *,
+    modality: str | None = "CT",
     headers: Mapping[str, str] | None = None,
     timeout: float | None = None,
 ) -> list[dict[str, Any]]:
-    """List the CT series of a DICOMweb server by QIDO-RS.
+    """List the CT series (or those of another modality) of a DICOMweb server by QIDO-RS.
 
     Parameters
     ----------
@@ -566,6 +648,9 @@ def list_series(
         The server's DICOMweb root, e.g. ``"http://localhost:8042/dicom-web"``.
     study_uids : str or sequence of str, optional
         Only these studies (default: every study of the server).
+    modality : str or None, default "CT"
+        Only the series of this Modality (``?Modality=`` of the query, and checked again on
+        the answer), e.g. ``"SEG"`` for segmentations; None lists every series.
     headers : mapping of str to str, optional
         Extra request headers (default: those of :func:`set_server_options`).
     timeout : float, optional
@@ -574,7 +659,7 @@ def list_series(
     Returns
     -------
     list of dict
-        One dict per CT series, DICOM keyword -> value (module doc), with at least
+        One dict per series, DICOM keyword -> value (module doc), with at least
         ``StudyInstanceUID`` and ``SeriesInstanceUID``; in the order of the server's answers.
 
     Raises
@@ -595,9 +680,14 @@ def list_series(
         series = list_series("http://localhost:8042/dicom-web")
         [(s["SeriesDescription"], s["NumberOfSeriesRelatedInstances"]) for s in series]
         # [('CT Body 3.0', 20)]
+        [s["SeriesNumber"] for s in list_series("http://localhost:8042/dicom-web",
+                                                modality="SEG")]
+        # [99]
     """
     root = _root(url, "list_series")
     options = _options(root, headers, timeout, "list_series")
+    wanted = _as_modality(modality, "list_series")
+    query = {} if wanted is None else {"Modality": wanted}
     studies = _as_study_uids(study_uids, "list_series")
     if studies is None:
         listed = _qido(f"{root}/studies", {}, options, "study", "StudyInstanceUID")
@@ -605,11 +695,11 @@ def list_series(
     out: list[dict[str, Any]] = []
     for study in studies:
         base = f"{root}/studies/{quote(study, safe='.')}/series"
-        for attributes in _qido(base, _CT_QUERY, options, "study", "SeriesInstanceUID"):
+        for attributes in _qido(base, query, options, "study", "SeriesInstanceUID"):
             _listed_uid(attributes, "SeriesInstanceUID", base)
             attributes.setdefault("StudyInstanceUID", study)
-            modality = attributes.get("Modality")
-            if modality is None or str(modality).upper() == "CT":
+            given = attributes.get("Modality")
+            if wanted is None or given is None or str(given).upper() == wanted:
                 out.append(attributes)
     return out
 
@@ -848,6 +938,106 @@ def _write_parts(parts: list[memoryview], folder: Path, source: str) -> None:
         ) from None
 
 
+def _retrieve(
+    source: str, headers: object, timeout: object, where: str
+) -> tuple[str, list[memoryview], int]:
+    """GET a series by WADO-RS; return its URL, its instances (views) and the bytes read."""
+    root, study, series = _split_source(source, where)
+    options = _options(root, headers, timeout, where)
+    url = f"{root}/studies/{quote(study, safe='.')}/series/{quote(series, safe='.')}"
+    answer = _get(url, _WADO_ACCEPT, options, "series", _MAX_SERIES_BYTES)
+    return url, _split_multipart(answer.body, answer.content_type, url), len(answer.body)
+
+
+def _empty_folder(folder: object, where: str) -> Path:
+    """Return ``folder`` created if absent; refuse a file or a folder that holds anything."""
+    from ctflow.io.voxels import as_source_path
+
+    path = as_source_path(folder, where)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        crowded = next(path.iterdir(), None) is not None
+    except FileExistsError:
+        raise InvalidParameterError(f"{where}: folder {path} is a file, not a folder") from None
+    except NotADirectoryError:
+        raise InvalidParameterError(f"{where}: folder {path} is a file, not a folder") from None
+    except OSError as exc:
+        raise CorruptFileError(
+            f"{where}: cannot make or list folder {path} ({exc.strerror or exc})"
+        ) from None
+    if crowded:
+        raise InvalidParameterError(
+            f"{where}: folder {path} is not empty; give an empty or new folder (the instances "
+            "are written as part-00001.dcm ..., and other files there would be taken for them)"
+        )
+    return path
+
+
+def retrieve_series(
+    source: str,
+    folder: str | os.PathLike[str],
+    *,
+    headers: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+) -> list[Path]:
+    """Retrieve every instance of a series by WADO-RS into a folder, as the server stores them.
+
+    The same request as :func:`read_dicomweb_series` (``transfer-syntax=*``: the bytes as
+    stored, no transcoding), for what needs the files themselves: the headers of a series
+    (e.g. :func:`~ctflow.io.dicom.write_dicom_seg` references the series' instances), a SEG
+    or RT Structure Set series, a local copy.
+
+    Parameters
+    ----------
+    source : str
+        ``dicomweb+http(s)://host/<root>/studies/<study>/series/<series>``
+        (:func:`series_source`); any modality.
+    folder : path
+        Where the instances are written, ``part-00001.dcm`` ... in the order of the answer;
+        created if absent, and it must be empty.
+    headers : mapping of str to str, optional
+        Extra request headers (default: those of :func:`set_server_options` for the server).
+    timeout : float, optional
+        Seconds to wait for the server (default: that of :func:`set_server_options`, 60).
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written, in the order of the answer.
+
+    Raises
+    ------
+    InvalidParameterError
+        ``source`` does not name a DICOMweb series; ``folder`` is a file or not empty.
+    CorruptFileError
+        The server cannot be reached, answers an HTTP error (404: unknown series), or a
+        truncated or malformed body; the files cannot be written (those written are removed).
+    UnsupportedFormatError
+        The answer is not ``multipart/related`` DICOM.
+
+    Examples
+    --------
+    With a DICOMweb server at ``http://localhost:8042/dicom-web``::
+
+        files = retrieve_series(
+            "dicomweb+http://localhost:8042/dicom-web/studies/1.2.3/series/1.2.3.4", "series/"
+        )
+        [f.name for f in files[:2]]
+        # ['part-00001.dcm', 'part-00002.dcm']
+    """
+    where = "retrieve_series"
+    _split_source(source, where)  # a bad source is refused before the folder is made
+    out = _empty_folder(folder, where)
+    _, parts, _ = _retrieve(source, headers, timeout, where)
+    try:
+        _write_parts(parts, out, source)
+    except CTFlowError:
+        for path in out.glob("part-*.dcm"):
+            path.unlink(missing_ok=True)
+        raise
+    return [out / f"part-{n:05d}.dcm" for n in range(1, len(parts) + 1)]
+
+
 def read_dicomweb_series(
     source: str,
     *,
@@ -903,18 +1093,13 @@ def read_dicomweb_series(
     from ctflow.io.scan import Scan
 
     where = "read_dicomweb_series"
-    root, study, series = _split_source(source, where)
-    options = _options(root, headers, timeout, where)
-    url = f"{root}/studies/{quote(study, safe='.')}/series/{quote(series, safe='.')}"
-    answer = _get(url, _WADO_ACCEPT, options, "series", _MAX_SERIES_BYTES)
-    body = answer.body
-    parts = _split_multipart(body, answer.content_type, url)
-    n_bytes = len(body)
+    series = _split_source(source, where)[2]
+    url, parts, n_bytes = _retrieve(source, headers, timeout, where)
     with tempfile.TemporaryDirectory(prefix="ctflow-dicomweb-") as tmp:
         folder = Path(tmp)
         _write_parts(parts, folder, source)
         n_parts = len(parts)
-        del parts, body, answer  # the instances are on disk now
+        del parts  # the instances are on disk now
         try:
             scan = read_dicom_series(folder, allow_uneven=allow_uneven)
         except CTFlowError as exc:
@@ -927,3 +1112,529 @@ def read_dicomweb_series(
             f"{series!r} as the URL names"
         )
     return Scan(scan.images, scan.geometry, source, info)
+
+
+# ---------------------------------------------------------------------------- STOW-RS
+
+_REFERENCED = "00081199"  # ReferencedSOPSequence: the instances stored
+_FAILED = "00081198"  # FailedSOPSequence: the instances refused
+_PART_TYPE = b"Content-Type: application/dicom\r\n\r\n"
+#: FailureReason / WarningReason values (PS3.4 Annex B, PS3.7 Annex C, PS3.18 Store Instances)
+_REASONS = {
+    0x0110: "processing failure",
+    0x0111: "duplicate SOP instance",
+    0x0122: "SOP class not supported",
+    0x0124: "not authorized",
+    0xB000: "coercion of data elements",
+    0xB006: "elements discarded",
+    0xB007: "data set does not match SOP class",
+    0xC122: "transfer syntax not supported",
+}
+_REASON_RANGES = (
+    (0xA700, 0xA7FF, "out of resources"),
+    (0xA900, 0xA9FF, "data set does not match SOP class"),
+    (0xC000, 0xCFFF, "cannot understand"),
+)
+_STORE_HINTS = {
+    401: "the server wants credentials: pass headers= (e.g. Authorization)",
+    403: "the server refuses access with the headers given",
+    404: "no STOW-RS service at this URL (is it the server's DICOMweb root?)",
+    405: "no STOW-RS service at this URL (is it the server's DICOMweb root?)",
+    413: "the request is too large for the server: store fewer files at a time",
+    415: "the server does not take multipart/related application/dicom",
+}
+_MAX_LISTED = 10  # instances named one by one in an error message
+
+
+@dataclass(frozen=True)
+class StoredInstance:
+    """One instance a DICOMweb server says it stored (STOW-RS).
+
+    Attributes
+    ----------
+    sop_instance_uid, sop_class_uid, study_uid, series_uid : str
+        The instance's UIDs, as its file gives them.
+    url : str
+        Its RetrieveURL as the server gives it (a WADO-RS URL), ``""`` when it gives none.
+    warning : str
+        The server's WarningReason, e.g. ``"0xB000 coercion of data elements"`` (it stored
+        the instance but changed some attributes); ``""`` when none.
+    file : str
+        The file sent: its path, or ``"files[<n>] (<size> bytes)"`` for bytes.
+
+    Examples
+    --------
+    >>> StoredInstance("1.2.3.4.5", "1.2.840.10008.5.1.4.1.1.66.4", "1.2.3", "1.2.3.4").url
+    ''
+    """
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_uid: str
+    series_uid: str
+    url: str = ""
+    warning: str = ""
+    file: str = ""
+
+
+class StoreError(CorruptFileError):
+    """A DICOMweb server did not store every instance sent to it (STOW-RS).
+
+    The message names the URL, the HTTP status and every refused instance with the server's
+    reason (never a request header). Part of the instances may be stored all the same.
+
+    Attributes
+    ----------
+    url : str
+        The STOW-RS URL.
+    status : int
+        The HTTP status of the answer.
+    stored : list of StoredInstance
+        The instances the server says it stored.
+    failed : dict of str to str
+        SOPInstanceUID -> why it was not stored (the server's FailureReason, e.g. ``"0x0110
+        processing failure"``, or ``"not in the server's answer"``).
+
+    Examples
+    --------
+    >>> error = StoreError("http://pacs/dicom-web/studies: HTTP 409 Conflict", status=409)
+    >>> isinstance(error, CorruptFileError), error.status, error.stored, error.failed
+    (True, 409, [], {})
+    """
+
+    def __init__(
+        self,
+        message: str,
+        url: str = "",
+        status: int = 0,
+        stored: Iterable[StoredInstance] = (),
+        failed: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status
+        self.stored = list(stored)
+        self.failed = dict(failed or {})
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle with the attributes (an error crosses process boundaries with Dask)."""
+        return (type(self), (str(self), self.url, self.status, self.stored, self.failed))
+
+
+@dataclass(frozen=True)
+class _Outgoing:
+    """One DICOM file to store: where its bytes are, its size and UIDs."""
+
+    name: str  # for messages: the path, or files[n] (... bytes)
+    content: Path | bytes
+    size: int
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_uid: str
+    series_uid: str
+
+
+def _dicom_header(stream: Any, name: str, where: str) -> Any:
+    """Return the header of a DICOM Part-10 file (no pixel data); refuse anything else."""
+    import pydicom
+
+    head = stream.read(132)
+    if len(head) < 132 or head[128:132] != b"DICM":
+        raise UnsupportedFormatError(
+            f"{where}: {name} is not a DICOM file (no 'DICM' marker at byte 128); STOW-RS "
+            "stores DICOM Part-10 files"
+        )
+    stream.seek(0)
+    try:
+        return pydicom.dcmread(stream, stop_before_pixels=True, defer_size=1024)
+    except Exception as exc:  # pydicom raises many kinds on a damaged header
+        raise CorruptFileError(
+            f"{where}: {name}: the DICOM header cannot be parsed "
+            f"({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
+
+
+def _uids(ds: Any, name: str, where: str) -> tuple[str, str, str, str]:
+    """Return (SOPInstanceUID, SOPClassUID, StudyInstanceUID, SeriesInstanceUID) of a header."""
+    meta = getattr(ds, "file_meta", None)
+    found = {}
+    for keyword, fallback in (
+        ("SOPInstanceUID", "MediaStorageSOPInstanceUID"),
+        ("SOPClassUID", "MediaStorageSOPClassUID"),
+        ("StudyInstanceUID", ""),
+        ("SeriesInstanceUID", ""),
+    ):
+        value = str(ds.get(keyword, "") or "").strip()
+        if not value and fallback and meta is not None:
+            value = str(meta.get(fallback, "") or "").strip()
+        if not value:
+            raise InvalidScanError(
+                f"{where}: {name} has no {keyword} (a truncated or stripped file?); a DICOMweb "
+                "server files instances by their study, series and SOP instance UIDs"
+            )
+        found[keyword] = value
+    return (
+        found["SOPInstanceUID"],
+        found["SOPClassUID"],
+        found["StudyInstanceUID"],
+        found["SeriesInstanceUID"],
+    )
+
+
+def _outgoing_bytes(data: bytes, n: int, where: str) -> _Outgoing:
+    """Check one file given as bytes."""
+    import io
+
+    name = f"files[{n}] ({len(data)} bytes)"
+    ds = _dicom_header(io.BytesIO(data), name, where)
+    return _Outgoing(name, data, len(data), *_uids(ds, name, where))
+
+
+def _outgoing_path(item: str | os.PathLike[str], where: str) -> _Outgoing:
+    """Check one file given as a path."""
+    from ctflow.io.voxels import as_source_path
+
+    path = as_source_path(item, where)
+    name = os.fspath(path)
+    if path.is_dir():
+        raise InvalidParameterError(
+            f"{where}: {name} is a folder; pass its DICOM files, e.g. sorted(folder.glob('*.dcm'))"
+        )
+    try:
+        with path.open("rb") as stream:
+            ds = _dicom_header(stream, name, where)
+            size = os.fstat(stream.fileno()).st_size
+    except FileNotFoundError:
+        raise CorruptFileError(f"{where}: {name}: no such file") from None
+    except CTFlowError:
+        raise
+    except OSError as exc:
+        raise CorruptFileError(f"{where}: {name} cannot be read ({exc.strerror or exc})") from None
+    return _Outgoing(name, path, size, *_uids(ds, name, where))
+
+
+def _outgoing(files: object, where: str) -> list[_Outgoing]:
+    """Return the files to store, checked: DICOM Part-10, with their UIDs, no SOP UID twice."""
+    single = (str, os.PathLike, bytes, bytearray, memoryview)
+    if isinstance(files, single):
+        items: list[Any] = [files]
+    elif isinstance(files, Iterable) and not isinstance(files, Mapping):
+        items = list(files)
+    else:
+        raise InvalidParameterError(
+            f"{where}: files must be a path, the bytes of a DICOM file, or a sequence of them; "
+            f"got {type(files).__name__}"
+        )
+    if not items:
+        raise InvalidParameterError(f"{where}: files is empty: there is nothing to store")
+    out: list[_Outgoing] = []
+    seen: dict[str, str] = {}
+    for n, item in enumerate(items):
+        if isinstance(item, bytes | bytearray | memoryview):
+            one = _outgoing_bytes(bytes(item), n, where)
+        elif isinstance(item, str | os.PathLike):
+            one = _outgoing_path(item, where)
+        else:
+            raise InvalidParameterError(
+                f"{where}: files[{n}] must be a path or the bytes of a DICOM file; got "
+                f"{type(item).__name__}"
+            )
+        if one.sop_instance_uid in seen:
+            raise InvalidParameterError(
+                f"{where}: {one.name} and {seen[one.sop_instance_uid]} are the same instance "
+                f"(SOPInstanceUID {one.sop_instance_uid}); send each instance once"
+            )
+        seen[one.sop_instance_uid] = one.name
+        out.append(one)
+    return out
+
+
+class _Body:
+    """A ``multipart/related`` body of DICOM files, read as it is sent (files stay on disk)."""
+
+    def __init__(self, files: list[_Outgoing], boundary: str) -> None:
+        self.boundary = boundary
+        delimiter = f"--{boundary}\r\n".encode("ascii") + _PART_TYPE
+        self._pieces: list[bytes | _Outgoing] = []
+        for one in files:
+            self._pieces += [delimiter, one, b"\r\n"]
+        self._pieces.append(f"--{boundary}--\r\n".encode("ascii"))
+        self.size = sum(p.size if isinstance(p, _Outgoing) else len(p) for p in self._pieces)
+        self._index = 0  # the piece being read
+        self._offset = 0  # bytes of it already read
+        self._stream: Any = None  # the open file of a piece on disk
+
+    def read(self, n: int = -1) -> bytes:
+        """Return up to ``n`` bytes of the body (all that is left when ``n`` < 0)."""
+        want = self.size if n is None or n < 0 else n
+        out = bytearray()
+        while len(out) < want and self._index < len(self._pieces):
+            chunk = self._chunk(self._pieces[self._index], want - len(out))
+            if chunk:
+                out += chunk
+                self._offset += len(chunk)
+            else:
+                self._next()
+        return bytes(out)
+
+    def _chunk(self, piece: bytes | _Outgoing, n: int) -> bytes:
+        """Return the next bytes (at most ``n``) of one piece; b"" at its end."""
+        if isinstance(piece, bytes):
+            return piece[self._offset : self._offset + n]
+        if isinstance(piece.content, bytes):
+            return piece.content[self._offset : self._offset + n]
+        try:
+            if self._stream is None:
+                self._stream = piece.content.open("rb")
+            chunk = self._stream.read(min(n, piece.size - self._offset))
+            grew = not chunk and bool(self._stream.read(1))
+        except OSError as exc:
+            raise CorruptFileError(
+                f"store_dicomweb: {piece.name} cannot be read ({exc.strerror or exc}); the "
+                "request was broken off before its end"
+            ) from None
+        if (not chunk and self._offset != piece.size) or grew:
+            raise CorruptFileError(
+                f"store_dicomweb: {piece.name} changed while it was sent (it had "
+                f"{piece.size} bytes when checked); the request was broken off before its end"
+            )
+        return bytes(chunk)
+
+    def _next(self) -> None:
+        """Go on to the next piece."""
+        self.close()
+        self._index += 1
+        self._offset = 0
+
+    def close(self) -> None:
+        """Close the file being read, if any."""
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+
+def _store_request(target: str, body: _Body, options: _Options) -> Request:
+    """Return the STOW-RS POST of ``body`` to ``target``."""
+    import urllib.request
+
+    content_type = f'multipart/related; type="application/dicom"; boundary={body.boundary}'
+    return urllib.request.Request(
+        target,
+        data=body,
+        method="POST",
+        headers={
+            **dict(options.headers),  # the request's own headers below win over these
+            "Content-Type": content_type,
+            "Content-Length": str(body.size),
+            "Accept": _DICOM_JSON,
+        },
+    )
+
+
+def _reason(value: object) -> str:
+    """Return a FailureReason / WarningReason as ``"0xCODE meaning"`` (US in DICOM JSON)."""
+    code = value if isinstance(value, int) and not isinstance(value, bool) else None
+    if isinstance(value, str):
+        text = value.strip().lower()
+        with contextlib.suppress(ValueError):
+            code = int(text, 16) if text.startswith("0x") else int(text)
+    if code is None:
+        return str(value)
+    meaning = _REASONS.get(code) or next(
+        (name for lo, hi, name in _REASON_RANGES if lo <= code <= hi), "no meaning known"
+    )
+    return f"0x{code:04X} {meaning}"
+
+
+def _sequence(response: Mapping[str, Any], tag: str) -> list[dict[str, Any]]:
+    """Return the items of a sequence of a DICOM JSON dataset as keyword dicts."""
+    element = response.get(tag)
+    values = element.get("Value") if isinstance(element, Mapping) else None
+    if not isinstance(values, list):
+        return []
+    return [_keywords(item) for item in values if isinstance(item, Mapping)]
+
+
+def _store_response(answer: _Answer) -> Mapping[str, Any] | None:
+    """Return the Store Instances Response (DICOM JSON) of an answer, None when it holds none."""
+    try:
+        data = json.loads(answer.body) if answer.body.strip() else None
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if isinstance(data, list) and len(data) == 1:
+        data = data[0]  # a dataset given as a list of one, as QIDO-RS answers are
+    if not isinstance(data, Mapping) or not (_REFERENCED in data or _FAILED in data):
+        return None
+    return data
+
+
+def _sort_answer(
+    response: Mapping[str, Any], sent: list[_Outgoing]
+) -> tuple[list[StoredInstance], dict[str, str]]:
+    """Return the instances stored (in the order sent) and the refused ones with the reasons."""
+    by_uid = {one.sop_instance_uid: one for one in sent}
+    acknowledged: dict[str, dict[str, Any]] = {}
+    for item in _sequence(response, _REFERENCED):
+        uid = item.get("ReferencedSOPInstanceUID")
+        if isinstance(uid, str) and uid in by_uid:
+            acknowledged[uid] = item
+    failed: dict[str, str] = {}
+    for item in _sequence(response, _FAILED):
+        uid = item.get("ReferencedSOPInstanceUID")
+        if isinstance(uid, str) and uid in by_uid:
+            failed[uid] = _reason(item.get("FailureReason"))
+            acknowledged.pop(uid, None)
+    stored = []
+    for one in sent:
+        found = acknowledged.get(one.sop_instance_uid)
+        if found is None:
+            failed.setdefault(one.sop_instance_uid, "not in the server's answer")
+            continue
+        url = found.get("RetrieveURL") or found.get("RetrieveURI") or ""
+        warning = found.get("WarningReason")
+        stored.append(
+            StoredInstance(
+                one.sop_instance_uid,
+                one.sop_class_uid,
+                one.study_uid,
+                one.series_uid,
+                url if isinstance(url, str) else "",
+                "" if warning is None else _reason(warning),
+                one.name,
+            )
+        )
+    return stored, failed
+
+
+def _refusal(
+    url: str,
+    answer: _Answer,
+    sent: list[_Outgoing],
+    stored: list[StoredInstance],
+    failed: dict[str, str],
+    study_uid: str | None,
+) -> StoreError:
+    """Return the error of a store that did not store everything."""
+    status = f"HTTP {answer.status} {answer.reason}".rstrip()
+    by_uid = {one.sop_instance_uid: one for one in sent}
+    lines = []
+    for uid, why in list(failed.items())[:_MAX_LISTED]:
+        one = by_uid[uid]
+        text = f"{uid} ({one.name}): {why}"
+        if study_uid is not None and one.study_uid != study_uid:
+            text += f" (its StudyInstanceUID {one.study_uid} is not the study of the URL)"
+        lines.append(text)
+    if len(failed) > _MAX_LISTED:
+        lines.append(f"... and {len(failed) - _MAX_LISTED} more")
+    if failed:
+        what = f"the server stored {len(stored)} of {len(sent)} instance(s); not stored: "
+        detail = what + "; ".join(lines)
+    else:
+        detail = f"an error status although the server lists all {len(sent)} instance(s) as stored"
+    return StoreError(f"{url}: {status}: {detail}", url, answer.status, stored, failed)
+
+
+def _no_response(url: str, answer: _Answer) -> CTFlowError:
+    """Return the error of an answer without a Store Instances Response."""
+    status = f"HTTP {answer.status} {answer.reason}".rstrip()
+    if answer.status >= 300:
+        hint = _STORE_HINTS.get(answer.status, "")
+        return StoreError(f"{url}: {status}" + (f": {hint}" if hint else ""), url, answer.status)
+    return UnsupportedFormatError(
+        f"{url}: {status} with {answer.content_type or 'no Content-Type'} and no DICOM JSON "
+        "Store Instances Response (ReferencedSOPSequence / FailedSOPSequence); does the server "
+        "offer STOW-RS at this URL?"
+    )
+
+
+def store_dicomweb(
+    url: str,
+    files: str
+    | os.PathLike[str]
+    | bytes
+    | Iterable[str | os.PathLike[str] | bytes | bytearray | memoryview],
+    *,
+    study_uid: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+) -> list[StoredInstance]:
+    """Store DICOM files on a DICOMweb server by STOW-RS (e.g. a DICOM SEG of a prediction).
+
+    One ``POST {root}/studies`` (or ``{root}/studies/{study_uid}``) with every file as a part
+    of a ``multipart/related; type="application/dicom"`` body, ``Accept:
+    application/dicom+json``. Each file is checked first (a DICOM Part-10 file with its SOP
+    instance, SOP class, study and series UIDs; no instance twice) and then read from disk as
+    it is sent. The server's Store Instances Response says which instances it stored
+    (ReferencedSOPSequence, with their RetrieveURL) and which it refused (FailedSOPSequence,
+    with a FailureReason).
+
+    Parameters
+    ----------
+    url : str
+        The server's DICOMweb root, e.g. ``"http://localhost:8042/dicom-web"`` (or a series
+        source of it).
+    files : path, bytes, or a sequence of them
+        The DICOM files to store: paths, or the bytes of whole Part-10 files.
+    study_uid : str, optional
+        POST to ``{root}/studies/{study_uid}``: the server must refuse an instance of another
+        study (PS3.18). Default: ``{root}/studies``, every instance to its own study.
+    headers : mapping of str to str, optional
+        Extra request headers (default: those of :func:`set_server_options` for the server).
+    timeout : float, optional
+        Seconds to wait for the server (default: that of :func:`set_server_options`, 60).
+
+    Returns
+    -------
+    list of StoredInstance
+        One per file, in the order given: its UIDs, its RetrieveURL and any warning of the
+        server (stored with changes, e.g. ``"0xB000 coercion of data elements"``).
+
+    Raises
+    ------
+    InvalidParameterError
+        A bad URL, study UID, header or time-out; ``files`` empty, not paths or bytes, a
+        folder, or one instance twice.
+    UnsupportedFormatError
+        A file that is not DICOM Part-10; a 2xx answer without a Store Instances Response.
+    CorruptFileError
+        A missing or unreadable file, a DICOM header that cannot be parsed; the server cannot
+        be reached or does not answer in time.
+    InvalidScanError
+        A file without the UIDs a server files it by.
+    StoreError
+        (a :class:`~ctflow.errors.CorruptFileError`) The server did not store every
+        instance: an HTTP error status or refused instances. The message names the URL, the
+        status and each refused instance with its reason; ``stored`` and ``failed`` say which
+        were stored (some may be) and which not.
+
+    Examples
+    --------
+    With a DICOMweb server at ``http://localhost:8042/dicom-web`` (``tests/io/test_dicomweb.py``
+    starts one) and a SEG written by :func:`~ctflow.io.dicom.write_dicom_seg`::
+
+        stored = store_dicomweb("http://localhost:8042/dicom-web", "prediction_seg.dcm")
+        stored[0].series_uid, stored[0].url
+        # ('1.2.826.0.1...', 'http://localhost:8042/dicom-web/studies/.../instances/...')
+    """
+    import uuid
+
+    where = "store_dicomweb"
+    root = _server_key(url, where)
+    options = _options(root, headers, timeout, where)
+    target = f"{root}/studies"
+    if study_uid is not None:
+        target += "/" + quote(_check_uid(study_uid, "study_uid", where), safe=".")
+    sent = _outgoing(files, where)
+    body = _Body(sent, f"ctflow-{uuid.uuid4().hex}")  # 122 random bits: never inside a file
+    request = _store_request(target, body, options)
+    try:
+        answer = _send(request, options, "study", _MAX_JSON_BYTES, keep_errors=True)
+    finally:
+        body.close()
+    response = _store_response(answer)
+    if response is None:
+        raise _no_response(target, answer)
+    stored, failed = _sort_answer(response, sent)
+    if failed or answer.status >= 300:
+        raise _refusal(target, answer, sent, stored, failed, study_uid)
+    return stored
