@@ -6,8 +6,10 @@ batch gets the items' geometry, nodule tables, warnings and history, and each it
 shapes and dtypes). ``sample_nodules`` and ``sample_crops`` plan their crops on those shapes and
 read each crop with :func:`ctflow.io.store.read_crop`, which decompresses only the blosc2
 blocks the crop touches: a 64³ crop of a dumped 300x512x512 scan reads 64 planes of it,
-not the 300 — and a dump's arrays never have to fit in memory. The crops are equal, voxel for
-voxel, to crops cut from the fully loaded items with the same seed.
+not the 300 — and a dump's arrays never have to fit in memory. Dumps on object storage
+(``s3://`` ...) are read the same way: ``meta.json`` at load, then the chunks under the crops
+by byte ranges (:mod:`ctflow.io.store.ranged`). The crops are equal, voxel for voxel, to
+crops cut from the fully loaded items with the same seed.
 
 Two things read more than the crop: a crop that reaches outside its scan without a
 ``pad_value`` is padded with the scan's minimum, read once per item from the whole images
@@ -33,13 +35,14 @@ Examples
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ctflow.errors import InvalidParameterError
+from ctflow.io.remote import is_url
 
 if TYPE_CHECKING:
     from ctflow.batch import CTBatch
@@ -200,9 +203,13 @@ def read_crops(
     depth = int(shape[0])
     ranges = [(max(0, int(s[0])), min(z, int(s[0]) + depth)) for s in sts]
     read: list[tuple[int, int, NDArray[Any]]] = []
+    planes = _remote_planes(lazy, component) if is_url(lazy["path"]) else None
     for a, b in slabs(ranges):
-        slab, _ = read_crop(lazy["path"], [a, 0, 0], [b - a, y, x], component,
-                            verify=lazy["verify"])  # fmt: skip
+        if planes is not None:
+            slab = planes(a, b)
+        else:
+            slab, _ = read_crop(lazy["path"], [a, 0, 0], [b - a, y, x], component,
+                                verify=lazy["verify"])  # fmt: skip
         read.append((a, b, slab))
     out = []
     for st, (a, b) in zip(sts, ranges, strict=True):
@@ -214,10 +221,38 @@ def read_crops(
     return out
 
 
-def read_whole(batch: CTBatch, i: int, component: str) -> NDArray[Any]:
-    """Read a lazy item's whole component (a label map to draw voxels from, a minimum)."""
+def _remote_planes(lazy: Mapping[str, Any], component: str) -> Callable[[int, int], NDArray[Any]]:
+    """Return ``planes(z0, z1)`` of an item on object storage.
+
+    By byte ranges when the dump recorded where its chunks lie
+    (:mod:`ctflow.io.store.ranged`), else from the whole array, fetched once.
+    """
+    from ctflow.errors import CorruptFileError
+    from ctflow.io.store.ranged import read_planes, read_remote_meta
+
+    url, verify = str(lazy["path"]), bool(lazy["verify"])
+    _, comps = read_remote_meta(url)
+    comp = comps.get(component)
+    if comp is None:
+        raise CorruptFileError(f"{url}: the item no longer has {component} (rewritten?)")
+    if comp.ranges is not None:
+        return lambda a, b: read_planes(url, comp, a, b, verify=verify)
+    whole = _read_whole(url, component, verify)  # a dump from before ranges were recorded
+    return lambda a, b: whole[a:b]
+
+
+def _read_whole(source: str, component: str, verify: bool) -> NDArray[Any]:
+    """Read one whole component of a dumped item (fetched first when it is a URL)."""
+    from ctflow.io.remote import fetch
     from ctflow.io.store import read_item
 
+    if not is_url(source):
+        return read_item(source, [component], verify=verify).components[component]
+    with fetch(source) as local:
+        return read_item(local, [component], verify=verify).components[component]
+
+
+def read_whole(batch: CTBatch, i: int, component: str) -> NDArray[Any]:
+    """Read a lazy item's whole component (a label map to draw voxels from, a minimum)."""
     lazy = _stored(batch, i, component)
-    stored = read_item(lazy["path"], [component], verify=lazy["verify"])
-    return stored.components[component]
+    return _read_whole(str(lazy["path"]), component, bool(lazy["verify"]))

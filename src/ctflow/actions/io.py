@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ctflow.actions.base import ItemAction
-from ctflow.errors import InvalidParameterError
+from ctflow.errors import InvalidParameterError, UnsupportedFormatError
 from ctflow.io.remote import is_url
 from ctflow.validation import as_bool, as_choice, as_path
 
@@ -252,10 +252,17 @@ def _fetched(load: Load, item: CTItem, source: str, label_source: str | None) ->
     from ctflow.io.remote import fetch
 
     if load.lazy:
-        raise InvalidParameterError(
-            f"load: lazy=True reads local dumps only; item {item.id!r} is at {source} (load "
-            f"it without lazy, or copy the dumps to a local disk)"
-        )
+        if not is_url(source) or load.fmt not in (None, "ctflow"):
+            raise InvalidParameterError(
+                f"load: lazy=True reads ctflow dumps only; item {item.id!r} is at {source}"
+            )
+        try:
+            return _lazy_remote_item(source, load.components, load.verify)
+        except UnsupportedFormatError as exc:
+            raise InvalidParameterError(
+                f"load: lazy=True reads ctflow dumps only; item {item.id!r} at {source} is not "
+                "one (no meta.json): dump the items first, or load() them without lazy"
+            ) from exc
     with ExitStack() as stack:
         local = str(stack.enter_context(fetch(source))) if is_url(source) else source
         labels = label_source
@@ -270,12 +277,27 @@ def _fetched(load: Load, item: CTItem, source: str, label_source: str | None) ->
     return out
 
 
-def _lazy_item(source: str, components: Sequence[str] | None, verify: bool) -> dict[str, Any]:
+def _lazy_remote_item(url: str, components: Sequence[str] | None, verify: bool) -> dict[str, Any]:
+    """Return what ``load(lazy=True)`` gives an item on object storage (its meta.json only)."""
+    from ctflow.io.store.ranged import read_remote_meta
+    from ctflow.io.store.reader import _check_size, _stored_item
+
+    meta, comps = read_remote_meta(url)
+    for comp in comps.values():
+        if components is None or comp.name in components:
+            _check_size(url.rstrip("/"), comp)
+    return _lazy_item(url, components, verify, _stored_item(meta, {}, url.rstrip("/")))
+
+
+def _lazy_item(
+    source: str, components: Sequence[str] | None, verify: bool, stored: Any = None
+) -> dict[str, Any]:
     """Return what ``load(lazy=True)`` gives an item: its record and where its voxels are."""
     from ctflow.io.store import read_item
     from ctflow.lazy import lazy_record
 
-    stored = read_item(source, [], verify=verify)  # meta.json only
+    if stored is None:
+        stored = read_item(source, [], verify=verify)  # meta.json only
     lazy = lazy_record(source, stored.meta, components, verify)
     out: dict[str, Any] = {
         "geometry": stored.geometry,

@@ -17,8 +17,8 @@ memory (:func:`set_storage_options`); :class:`ctflow.Dataset` carries the ones i
 sets them in each process that makes its batches (a Dask worker included). They are never in
 sources, records, reports or ``meta.json``.
 
-Whole objects are fetched: a crop of a dump on object storage costs the dump's objects, not
-byte ranges (a local dump reads only the planes under a crop; see :mod:`ctflow.lazy`).
+Sources are fetched whole, except dumps loaded with ``load(lazy=True)``: their crops read only
+the chunks under them, by byte ranges (:mod:`ctflow.io.store.ranged`, :mod:`ctflow.lazy`).
 
 Examples
 --------

@@ -633,15 +633,15 @@ def read_stored(
     return arr
 
 
-def check_finite(out: NDArray[Any], path: Path, etype: str) -> None:
+def check_finite(out: NDArray[Any], path: Path | str, etype: str) -> None:
     """Refuse a float volume holding NaN or Inf.
 
     Parameters
     ----------
     out : ndarray
         The volume (anything but float passes).
-    path : Path
-        The file the error message names.
+    path : Path or str
+        The file (or URL) the error message names.
     etype : str
         The stored element type, for the message.
 

@@ -4,7 +4,8 @@
 :class:`~ctflow.io.scan.Scan`; :func:`scan_dicom_folder` only lists what a folder holds.
 The geometry equals SimpleITK's ``ImageSeriesReader`` (GDCM) geometry for the same files.
 
-The code lives in :mod:`~ctflow.io.dicom.headers` (one file's header),
+The code lives in :mod:`~ctflow.io.dicom.quick` (the fast header pass),
+:mod:`~ctflow.io.dicom.headers` (one file's header through pydicom),
 :mod:`~ctflow.io.dicom.folder` (listing and grouping a folder),
 :mod:`~ctflow.io.dicom.series` (series choice, checks, slice order and spacing),
 :mod:`~ctflow.io.dicom.pixels` (pixel decoding, padding, rescale, resampling) and
@@ -25,7 +26,10 @@ Files
     entered). Anything that is not a regular file (FIFO, socket, device, also behind a
     symbolic link) is skipped without ever being opened, and so is a broken symbolic link
     (but see *Damaged files*). Every regular file (any name, with or without ``.dcm``) is
-    parsed by pydicom up to its PixelData, within bounds: values over 64 KiB are seeked over,
+    first read by the fast header pass (:mod:`~ctflow.io.dicom.quick`: the values below,
+    straight from the first bytes, for plain explicit / implicit VR little-endian files);
+    anything it does not handle plainly is parsed by pydicom up to its PixelData, within
+    bounds: values over 64 KiB are seeked over,
     not read, and a parse stops (the file is *damaged*) past 50 000 reads, 32 MiB read,
     20 000 top-level elements, a value running past the end of the file, or a deflated
     dataset inflating beyond 64 MiB -- so that no file, however big or hostile, costs more
@@ -102,14 +106,16 @@ Geometry, in ctflow's (z, y, x) convention (``world = origin + direction @ (spac
     ImagePositionPatient of the first sorted slice; spacing is (median step, PixelSpacing[0]
     (between rows), PixelSpacing[1] (between columns)). All vectors are reversed to (z, y, x).
 Pixels
-    Uncompressed explicit / implicit VR little-endian slices are read straight from the file:
-    the header pass (pydicom, ``stop_before_pixels``) records where the PixelData value
-    starts, and the bytes go into a numpy array with ``readinto`` (GIL released; no second
-    pydicom parse). Unused high bits are masked / sign-extended exactly as pydicom does.
-    Every other transfer syntax (deflated, big endian, JPEG 2000, JPEG lossless, JPEG-LS,
-    RLE) goes through ``Dataset.pixel_array`` (pylibjpeg / openjpeg / libjpeg / RLE plugins).
-    Those decoders hold the GIL, so compressed series gain nothing from threads; use
-    processes (e.g. the Dask engine) for DICOM-heavy datasets. MONOCHROME1 slices are taken
+    Slices are read on the reader's threads (the batch's share of the cores). Uncompressed
+    explicit / implicit VR little-endian slices are read straight from the file: the header
+    pass records where the PixelData value starts, and the bytes go into a per-thread buffer
+    with ``readinto`` (GIL released; no second parse), rescaled into the volume by a numba
+    kernel. Unused high bits are masked / sign-extended exactly as pydicom does. Every other
+    transfer syntax (deflated, big endian, JPEG 2000, JPEG lossless, JPEG-LS, RLE) goes
+    through ``Dataset.pixel_array`` (pylibjpeg / openjpeg / libjpeg / RLE plugins). Those
+    decoders hold the GIL, so compressed series gain little from threads; use processes
+    (e.g. the Dask engine) for DICOM-heavy datasets. When several slices fail, the error
+    names the first in slice order. MONOCHROME1 slices are taken
     as stored (the rescale gives HU either way); colour images are refused.
 Padding and rescale
     Stored voxels equal to PixelPaddingValue (or within [PixelPaddingValue,

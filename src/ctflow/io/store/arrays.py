@@ -442,6 +442,42 @@ class _ChunkReader:
         return view[:cbytes]
 
 
+def _chunk_places(path: Path) -> tuple[int, list[list[Any]]] | None:
+    """Return (planes per chunk, where each chunk lies) of a written array file, or None.
+
+    A chunk's place is ``[offset, size]`` in the file, or, for a special chunk (kept in the
+    frame's index, no bytes of its own), ``[-1, "<hex>"]``: its rebuilt bytes as blosc2 hands
+    them back. Recorded in ``meta.json`` (``chunk_planes``, ``chunk_ranges``) so that a dump on
+    object storage can be read a few chunks at a time by byte ranges
+    (:mod:`ctflow.io.store.ranged`). None when the layout is not whole-plane chunks or blosc2
+    cannot tell where its chunks lie.
+    """
+    arr = blosc2.open(str(path), mode="r")
+    shape = tuple(int(v) for v in arr.shape)
+    chunks = tuple(int(v) for v in arr.chunks)
+    blocks = tuple(int(v) for v in arr.blocks)
+    schunk = arr.schunk
+    if (
+        len(shape) != 3
+        or chunks[1:] != shape[1:]
+        or blocks[1:] != shape[1:]
+        or chunks[0] % blocks[0]
+        or not hasattr(schunk, "get_chunk_range")
+    ):
+        return None
+    places: list[list[Any]] = []
+    try:
+        for k in range(schunk.nchunks):
+            offset, size = schunk.get_chunk_range(k)
+            if size > 0:
+                places.append([int(offset), int(size)])
+            else:
+                places.append([-1, bytes(schunk.get_chunk(k)).hex()])
+    except RuntimeError:
+        return None
+    return chunks[0], places
+
+
 def _check_chunk(chunk: bytes | memoryview, k: int, crcs: Sequence[int], path: Path) -> None:
     """Refuse chunk ``k`` of the file ``path`` unless its CRC-32 is the one ``meta.json`` lists."""
     got = _chunk_crc(chunk)

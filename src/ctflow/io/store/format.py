@@ -50,6 +50,7 @@ META_MAX_BYTES = 16 * 1024 * 1024
 STAGING = ".ctflow-tmp"
 _SEP = "~"  # never in a host name; ids come last in a staging name, so they may contain it
 _NODULE_KEYS = ("z", "y", "x", "diameter")
+_HEX_CHUNK = re.compile(r"(?:[0-9a-f]{2}){32,96}")  # a special chunk: its header and value
 # an array file of an item: ``<component>.b2nd`` (format 1) or ``<component>.<16 hex>.b2nd``
 _ARRAY_FILE = re.compile(r"(images|masks|lungs)(\.[0-9a-f]{16})?\.b2nd")
 # the dtypes a component may have: booleans, integers and floats, in any byte order
@@ -107,6 +108,12 @@ class _Component:
     crc32 : tuple of int or None
         The CRC-32 of each compressed chunk (:func:`~ctflow.io.store.arrays._chunk_crc`);
         None for format 1 dumps, which have none.
+    planes : int or None
+        Planes per chunk (``chunk_planes``), when ``meta.json`` says where the chunks lie.
+    ranges : tuple or None
+        Where each chunk lies in the file (``chunk_ranges``): ``(offset, size)``, or
+        ``(-1, hex)`` for a special chunk (:func:`~ctflow.io.store.arrays._chunk_places`);
+        None for dumps written before ctflow recorded it.
     """
 
     name: str
@@ -114,6 +121,8 @@ class _Component:
     dtype: np.dtype[Any]
     file: str
     crc32: tuple[int, ...] | None
+    planes: int | None = None
+    ranges: tuple[tuple[int, int | str], ...] | None = None
 
     @property
     def nbytes(self) -> int:
@@ -260,8 +269,11 @@ def _read_meta_bytes(folder: Path) -> tuple[bytes, tuple[int, ...]]:
     return raw, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def _parse_meta(folder: Path, raw: bytes) -> tuple[dict[str, Any], dict[str, _Component]]:
+def _parse_meta(folder: Path | str, raw: bytes) -> tuple[dict[str, Any], dict[str, _Component]]:
     """Parse and check the bytes of ``<folder>/meta.json``; return it and its components.
+
+    ``folder`` (a path, or the URL of an item on object storage) only names the file in
+    messages.
 
     Raises
     ------
@@ -270,7 +282,7 @@ def _parse_meta(folder: Path, raw: bytes) -> tuple[dict[str, Any], dict[str, _Co
     CorruptFileError
         Anything else that is not what ctflow writes (the message names the file and the key).
     """
-    meta_path = folder / _META
+    meta_path = f"{folder}/{_META}" if isinstance(folder, str) else folder / _META
     try:
         meta = json.loads(raw.decode("utf-8"))
     except (ValueError, RecursionError, MemoryError) as exc:
@@ -310,7 +322,7 @@ def _parse_meta(folder: Path, raw: bytes) -> tuple[dict[str, Any], dict[str, _Co
     return meta, _parse_components(meta_path, meta.get("components"), version)
 
 
-def _parse_components(meta_path: Path, comps: Any, version: int) -> dict[str, _Component]:
+def _parse_components(meta_path: Path | str, comps: Any, version: int) -> dict[str, _Component]:
     """Check ``meta.json``'s ``components`` and return them (see :func:`_parse_meta`)."""
     if not isinstance(comps, dict) or "images" not in comps:
         raise CorruptFileError(
@@ -352,12 +364,15 @@ def _parse_components(meta_path: Path, comps: Any, version: int) -> dict[str, _C
                 f"{where}: chunk_crc32 must be a non-empty list of CRC-32 values (0 <= c < 2**32)"
                 f"; got {_show(crcs)}"
             )
+        planes, ranges = _parse_places(spec, shape[0], crcs)
         out[name] = _Component(
             name,
             (shape[0], shape[1], shape[2]),
             np.dtype(dtype),
             file,
             None if crcs is None else tuple(crcs),
+            planes,
+            ranges,
         )
     first = out["images"].shape
     for comp in out.values():
@@ -366,6 +381,37 @@ def _parse_components(meta_path: Path, comps: Any, version: int) -> dict[str, _C
                 f"{meta_path}: component {comp.name!r} has shape {comp.shape}, images have {first}"
             )
     return out
+
+
+def _parse_places(
+    spec: dict[str, Any], depth: int, crcs: list[int] | None
+) -> tuple[int | None, tuple[tuple[int, int | str], ...] | None]:
+    """Return a component's ``chunk_planes`` and ``chunk_ranges`` (see _Component).
+
+    They are a hint for ranged reads of dumps on object storage: when absent, malformed or
+    inconsistent with the checksums they are ignored (None, None), and readers fetch the
+    array whole — which checks everything.
+    """
+    planes, ranges = spec.get("chunk_planes"), spec.get("chunk_ranges")
+
+    def place(p: Any) -> bool:
+        if not (isinstance(p, list) and len(p) == 2 and _is_int(p[0])):
+            return False
+        if p[0] >= 0:
+            return _is_int(p[1]) and p[1] >= 32
+        return p[0] == -1 and isinstance(p[1], str) and bool(_HEX_CHUNK.fullmatch(p[1]))
+
+    if (
+        isinstance(planes, int)
+        and _is_int(planes)
+        and 1 <= planes <= 2**20
+        and crcs is not None
+        and isinstance(ranges, list)
+        and len(ranges) == len(crcs) == -(-depth // planes)
+        and all(place(p) for p in ranges)
+    ):
+        return planes, tuple((int(a), b) for a, b in ranges)
+    return None, None
 
 
 def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -63,13 +63,13 @@ def _max_voxels_bytes() -> int:
     return int(store.MAX_VOXELS_BYTES)
 
 
-def _check_size(folder: Path, comp: _Component) -> None:
+def _check_size(folder: Path | str, comp: _Component) -> None:
     """Refuse an array larger than the limit, before anything is allocated."""
     limit = _max_voxels_bytes()
     if comp.nbytes > limit:
         z, y, x = comp.shape
         raise InvalidScanError(
-            f"{folder / _META}: {comp.name} is {z}x{y}x{x} {comp.dtype.name} voxels = "
+            f"{folder}/{_META}: {comp.name} is {z}x{y}x{x} {comp.dtype.name} voxels = "
             f"{comp.nbytes} bytes; refusing volumes larger than MAX_VOXELS_BYTES = {limit}"
         )
 
@@ -205,10 +205,15 @@ def read_item(
         return meta, arrays
 
     meta, out = _retrying(folder, read)
+    return _stored_item(meta, out, folder.name)
+
+
+def _stored_item(meta: dict[str, Any], arrays: dict[str, NDArray[Any]], name: str) -> StoredItem:
+    """Return the :class:`StoredItem` of a checked ``meta.json`` and the arrays read."""
     rows = meta.get("nodules") or []
     return StoredItem(
-        id=str(meta.get("id", folder.name)),
-        components=out,
+        id=str(meta.get("id", name)),
+        components=arrays,
         geometry=Geometry(meta["spacing"], meta["origin"], meta["direction"]),
         nodules=pd.DataFrame(rows, columns=list(_NODULE_KEYS), dtype=np.float64),
         source=meta.get("source"),

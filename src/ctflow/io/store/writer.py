@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 
 from ctflow.errors import InvalidParameterError
 from ctflow.geometry import Geometry
-from ctflow.io.store.arrays import _write_array
+from ctflow.io.store.arrays import _chunk_places, _write_array
 from ctflow.io.store.files import _write_file
 from ctflow.io.store.format import (
     _META,
@@ -171,6 +171,10 @@ def write_item(
                 "file": file,
                 "chunk_crc32": crcs,
             }
+            places = _chunk_places(tmp / file)
+            if places is not None and len(places[1]) == len(crcs):
+                meta_components[name]["chunk_planes"] = places[0]
+                meta_components[name]["chunk_ranges"] = places[1]
         table = _nodules_to_json(nodules)
         # only what the item is: no time, host or thread count, so rewrites are byte-identical
         meta = {
