@@ -264,7 +264,9 @@ def _fetched(load: Load, item: CTItem, source: str, label_source: str | None) ->
                 "one (no meta.json): dump the items first, or load() them without lazy"
             ) from exc
     with ExitStack() as stack:
-        local = str(stack.enter_context(fetch(source))) if is_url(source) else source
+        # a DICOM folder: the objects' heads first, then only the chosen series' slices
+        heads = load.fmt in (None, "dicom")
+        local = str(stack.enter_context(fetch(source, heads=heads))) if is_url(source) else source
         labels = label_source
         if label_source is not None and is_url(label_source):
             labels = str(stack.enter_context(fetch(label_source)))

@@ -30,12 +30,13 @@ Examples
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,8 @@ from typing import Any
 from ctflow.errors import CorruptFileError, InvalidParameterError
 
 __all__ = [
+    "HEAD_BYTES",
+    "completer",
     "exists",
     "fetch",
     "filesystem",
@@ -57,6 +60,9 @@ __all__ = [
 _URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://(.*)$")
 _options: dict[str, dict[str, Any]] = {}
 _lock = threading.Lock()
+#: bytes of each object fetched by ``fetch(url, heads=True)`` (a DICOM header and more)
+HEAD_BYTES = 64 * 1024
+_partial: dict[str, Callable[[Sequence[Path]], None]] = {}  # local folder -> its completer
 #: header files that name a data file beside them
 _HEADER_DATA = {
     ".mhd": r"^\s*ElementDataFile\s*=\s*(.+?)\s*$",
@@ -159,12 +165,16 @@ def _fetch_one(fs: Any, remote: str, local: Path, url: str) -> None:
 
 
 @contextmanager
-def fetch(url: str) -> Iterator[Path]:
+def fetch(url: str, heads: bool = False) -> Iterator[Path]:
     """Fetch what a source URL needs into a private folder; yield the local path to read.
 
     A file is fetched alone, with the data file its MetaImage / detached NRRD header names
     beside it; a "folder" (a DICOM series, a dump item) is fetched whole, its objects
-    concurrently. The folder is removed when the block ends.
+    concurrently. With ``heads=True`` a folder that is not a dump item gets only the first
+    :data:`HEAD_BYTES` of each object (one ranged GET each, concurrently), in a sparse file of
+    the object's size; :func:`completer` then fetches the rest of the files a reader needs
+    (the DICOM reader: the chosen series' slices, and files its fast header pass declines).
+    The folder is removed when the block ends.
 
     Raises
     ------
@@ -185,20 +195,19 @@ def fetch(url: str) -> Iterator[Path]:
         if is_dir:
             local = tmp / name
             local.mkdir()
+            targets = _folder_targets(fs, path, local, url)
+            if heads and not any(t.name == "meta.json" for _, t, _ in targets):
+                _fetch_heads(fs, targets, url)
+                with _lock:
+                    _partial[os.fspath(local)] = _Rest(fs, targets, url)
+                try:
+                    yield local
+                finally:
+                    with _lock:
+                        _partial.pop(os.fspath(local), None)
+                return
             try:
-                files = [f for f in fs.find(path) if not f.endswith("/")]
-            except OSError as exc:
-                raise CorruptFileError(f"{url}: cannot be listed ({exc})") from exc
-            if not files:
-                raise CorruptFileError(f"{url}: no such object or folder, or an empty one")
-            targets = []
-            for f in files:
-                rel = posixpath.relpath(f, path)
-                if rel.startswith("..") or "/" in rel:  # only the folder's own files
-                    continue
-                targets.append((f, local / rel))
-            try:
-                fs.get([f for f, _ in targets], [str(t) for _, t in targets])
+                fs.get([f for f, _, _ in targets], [str(t) for _, t, _ in targets])
             except FileNotFoundError:
                 raise CorruptFileError(f"{url}: an object vanished while fetched") from None
             except OSError as exc:
@@ -215,6 +224,72 @@ def fetch(url: str) -> Iterator[Path]:
         yield local
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _folder_targets(fs: Any, path: str, local: Path, url: str) -> list[tuple[str, Path, int]]:
+    """List a folder's own objects: (remote path, local path, size)."""
+    try:
+        found = fs.find(path, detail=True)
+    except OSError as exc:
+        raise CorruptFileError(f"{url}: cannot be listed ({exc})") from exc
+    files = {f: info for f, info in found.items() if not f.endswith("/")}
+    if not files:
+        raise CorruptFileError(f"{url}: no such object or folder, or an empty one")
+    targets = []
+    for f, info in sorted(files.items()):
+        rel = posixpath.relpath(f, path)
+        if rel.startswith("..") or "/" in rel:  # only the folder's own files
+            continue
+        targets.append((f, local / rel, int(info.get("size") or 0)))
+    return targets
+
+
+def _fetch_heads(fs: Any, targets: list[tuple[str, Path, int]], url: str) -> None:
+    """Write the first HEAD_BYTES of each object into a sparse file of the object's size."""
+    ends = [min(size, HEAD_BYTES) for _, _, size in targets]
+    try:
+        heads = fs.cat_ranges([f for f, _, _ in targets], [0] * len(targets), ends)
+    except OSError as exc:
+        raise CorruptFileError(f"{url}: cannot be fetched ({exc})") from exc
+    for (_, local, size), head in zip(targets, heads, strict=True):
+        if isinstance(head, BaseException):
+            raise CorruptFileError(f"{url}: {local.name} cannot be fetched ({head})")
+        with open(local, "wb") as fh:
+            fh.write(head)
+            fh.truncate(size)
+
+
+class _Rest:
+    """Fetches the rest of the files of a folder fetched by heads (see :func:`completer`)."""
+
+    def __init__(self, fs: Any, targets: list[tuple[str, Path, int]], url: str) -> None:
+        self.fs = fs
+        self.url = url
+        self.todo = {t: (f, size) for f, t, size in targets if size > HEAD_BYTES}
+        self.lock = threading.Lock()
+
+    def __call__(self, paths: Sequence[Path]) -> None:
+        with self.lock:
+            wanted = [(self.todo.pop(Path(p)), Path(p)) for p in paths if Path(p) in self.todo]
+        if not wanted:
+            return
+        try:
+            self.fs.get([f for (f, _), _ in wanted], [str(p) for _, p in wanted])
+        except FileNotFoundError:
+            raise CorruptFileError(f"{self.url}: an object vanished while fetched") from None
+        except OSError as exc:
+            raise CorruptFileError(f"{self.url}: cannot be fetched ({exc})") from exc
+
+
+def completer(folder: str | os.PathLike[str]) -> Callable[[Sequence[Path]], None] | None:
+    """Return what fetches the rest of files of a folder fetched by heads, or None.
+
+    ``complete(paths)`` fetches those files whole (once; files no longer than
+    :data:`HEAD_BYTES` are already whole). None: the folder is not one fetched by
+    ``fetch(url, heads=True)`` (a local folder: every file is whole).
+    """
+    with _lock:
+        return _partial.get(os.fspath(folder))
 
 
 def _data_files(header: Path, pattern: str) -> list[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +23,12 @@ from ctflow.io.dicom.headers import (
     _Unread,
 )
 from ctflow.io.dicom.quick import _quick_header
+from ctflow.io.remote import HEAD_BYTES, completer
 from ctflow.validation import check_path_text
 
 __all__ = ["SeriesInfo", "SeriesList", "scan_dicom_folder"]
+
+_Complete = Callable[[Sequence[Path]], None]  # fetches the rest of files fetched by heads
 
 
 @dataclass(frozen=True)
@@ -185,13 +188,18 @@ def _check_folder(folder: str | os.PathLike[str], where: str) -> Path:
     return p
 
 
-def _scan(folder: Path, datasets: bool = False) -> tuple[dict[str, list[_Header]], list[_Unread]]:
+def _scan(
+    folder: Path, datasets: bool = False, complete: _Complete | None = None
+) -> tuple[dict[str, list[_Header]], list[_Unread]]:
     """Read the header of every file of ``folder``; group them by series, list the rest.
 
     Entries are looked at with ``stat`` first: sub-folders are passed over, and anything that
     is not a regular file (FIFO, socket, device) is listed without being opened. Plain files
     are read by the fast path (:mod:`~ctflow.io.dicom.quick`), the others by pydicom; with
-    ``datasets=True`` every header is read by pydicom and keeps its ``dataset``.
+    ``datasets=True`` every header is read by pydicom and keeps its ``dataset``. A folder
+    fetched from object storage by its heads (``complete``: :func:`ctflow.io.remote.completer`)
+    has only the first :data:`~ctflow.io.remote.HEAD_BYTES` of each file: a file the fast path
+    declines is fetched whole before pydicom reads it.
     """
     try:
         with os.scandir(folder) as it:
@@ -214,7 +222,10 @@ def _scan(folder: Path, datasets: bool = False) -> tuple[dict[str, list[_Header]
             kind = _file_kind(st.st_mode)
             unread.append(_Unread(path, f"{kind}, not a regular file; not opened", special=True))
             continue
-        quick = None if datasets else _quick_header(path, st.st_size)
+        available = None if complete is None else HEAD_BYTES
+        quick = None if datasets else _quick_header(path, st.st_size, available)
+        if quick is None and complete is not None:
+            complete([path])
         result = quick if quick is not None else _read_header(path, st.st_size)
         if isinstance(result, _Unread):
             unread.append(result)
@@ -259,6 +270,6 @@ def scan_dicom_folder(folder: str | os.PathLike[str]) -> SeriesList:
     ([('CT', 1, 128, 128)], [])
     """
     p = _check_folder(folder, "scan_dicom_folder")
-    groups, unread = _scan(p)
+    groups, unread = _scan(p, complete=completer(p))
     skipped = [u.as_dict() for u in unread]
     return SeriesList([_series_info(u, groups[u]) for u in sorted(groups)], str(p), skipped)

@@ -300,7 +300,7 @@ def _read_head(path: Path, n: int) -> bytes:
         return fh.read(n)
 
 
-def _quick_header(path: Path, size: int) -> _Header | None:
+def _quick_header(path: Path, size: int, available: int | None = None) -> _Header | None:
     """Return the header facts of a plain DICOM file, or None: pydicom must read it.
 
     Parameters
@@ -309,19 +309,24 @@ def _quick_header(path: Path, size: int) -> _Header | None:
         A regular file (as listed by the folder scan).
     size : int
         Its size in bytes.
+    available : int, optional
+        Only the first ``available`` bytes are there (the rest of a file fetched by its head
+        is a hole): a header that runs past them is left to pydicom, after the caller fetched
+        the whole file.
     """
     if size < 140 or path.name.upper() == "DICOMDIR":
         return None
-    want = min(size, _FIRST_READ)
+    limit = min(size, _MAX_HEAD if available is None else available)
+    want = min(limit, _FIRST_READ)
     while True:
         try:
             buf = _read_head(path, want)
             syntax, media, explicit, v, at = _parse(buf, len(buf) if len(buf) < want else size)
             break
         except _More:
-            if want >= min(size, _MAX_HEAD):
+            if want >= limit:
                 return None
-            want = min(size, _MAX_HEAD, want * 4)
+            want = min(limit, want * 4)
         except (_Fallback, OSError, struct.error):
             return None
     if v.get("Rows") is None or v.get("Columns") is None:

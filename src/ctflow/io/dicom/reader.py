@@ -12,6 +12,7 @@ from ctflow.geometry import Geometry
 from ctflow.io.dicom.folder import _check_folder, _scan, _series_info
 from ctflow.io.dicom.pixels import _check_decoder, _decode, _Int16Overflow, _resample_slices
 from ctflow.io.dicom.series import _choose, _refuse_damaged, _sort_and_space, _validate
+from ctflow.io.remote import completer
 from ctflow.io.scan import Scan
 
 __all__ = ["read_dicom_series"]
@@ -80,7 +81,8 @@ def read_dicom_series(
     ((1, 128, 128), -896, 'CT')
     """
     p = _check_folder(folder, "read_dicom_series")
-    groups, unread = _scan(p)
+    complete = completer(p)  # a folder fetched from object storage by its heads
+    groups, unread = _scan(p, complete=complete)
     skipped = [u.as_dict() for u in unread]
     if not groups:
         example = next((u for u in unread if u.damaged), unread[0] if unread else None)
@@ -153,6 +155,8 @@ def read_dicom_series(
     spacing = (dz, float(first.pixel_spacing[0]), float(first.pixel_spacing[1]))
     geometry = Geometry(spacing, first.position[::-1], direction)
 
+    if complete is not None:
+        complete([h.path for h in slices])  # the chosen series' slices, whole
     integral = all(
         float(1.0 if h.slope is None else h.slope).is_integer()
         and float(0.0 if h.intercept is None else h.intercept).is_integer()
