@@ -283,7 +283,7 @@ def _naive(stored, slope, intercept, padding, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32])
-@pytest.mark.parametrize("padding", [None, (0, 0), (-2000, 5)])
+@pytest.mark.parametrize("padding", [None, (0, 0), (-2000, 5), (-30000, -29000)])
 def test_rescale_kernels_equal_numpy(dtype, padding):
     rng = np.random.default_rng(3)
     info = np.iinfo(dtype)

@@ -113,7 +113,7 @@ Pixels
     kernel. Unused high bits are masked / sign-extended exactly as pydicom does. Every other
     transfer syntax (deflated, big endian, JPEG 2000, JPEG lossless, JPEG-LS, RLE) goes
     through ``Dataset.pixel_array`` (pylibjpeg / openjpeg / libjpeg / RLE plugins). Those
-    decoders hold the GIL, so compressed series gain little from threads; use processes
+    decoders hold the GIL, so compressed series are decoded on one thread; use processes
     (e.g. the Dask engine) for DICOM-heavy datasets. When several slices fail, the error
     names the first in slice order. MONOCHROME1 slices are taken
     as stored (the rescale gives HU either way); colour images are refused.
