@@ -543,3 +543,31 @@ def test_damage_in_an_uncompressed_float_chunk_is_detected(tmp_path):
         store.read_crop(tmp_path / "x", (40, 0, 0), (1, 8, 8))
     back = store.read_item(tmp_path / "x", verify=False).components["images"]
     assert np.count_nonzero(back != images) == 1  # what an unchecked read would have returned
+
+
+def test_sync_false_writes_the_same_item_without_fsync(tmp_path, rng, monkeypatch):
+    """``sync=False``: the same files, byte for byte, and no fsync of files or folders."""
+    import os as os_module
+
+    arr = rng.random((20, 32, 24), dtype=np.float32)
+    calls: list[int] = []
+    real = os_module.fsync
+
+    def counting(fd: int) -> None:
+        calls.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os_module, "fsync", counting)
+    a = store.write_item(tmp_path / "a", "x", {"images": arr}, cf.Geometry((1, 1, 1)))
+    synced = len(calls)
+    b = store.write_item(tmp_path / "b", "x", {"images": arr}, cf.Geometry((1, 1, 1)), sync=False)
+    assert synced >= 3 and len(calls) == synced  # files, the item's folder, its parent
+    assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
+    for p in a.iterdir():
+        assert p.read_bytes() == (b / p.name).read_bytes()
+    # rewriting an item in place without sync keeps the one-step swap
+    store.write_item(tmp_path / "b", "x", {"images": arr * 2}, cf.Geometry((1, 1, 1)), sync=False)
+    np.testing.assert_array_equal(store.read_item(b).components["images"], arr * 2)
+    assert len(calls) == synced
+    with pytest.raises(cf.InvalidParameterError, match="sync"):
+        cf.Pipeline().dump(tmp_path / "c", sync="no")

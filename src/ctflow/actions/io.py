@@ -324,7 +324,7 @@ def _dump_to_url(dump: Dump, item: CTItem, comps: dict[str, Any], dst: str) -> b
     if dump.skip_existing and exists(f"{url}/meta.json"):
         return False
     with tempfile.TemporaryDirectory(prefix="ctflow-upload-") as tmp:
-        dump.write(tmp, item, comps, skip_existing=False)
+        dump.write(tmp, item, comps, skip_existing=False, sync=False)  # a copy to upload
         upload_item(Path(tmp) / item.id, url)
     return True
 
@@ -337,7 +337,10 @@ class Dump(ItemAction):
     item is written locally, then uploaded, its arrays first and ``meta.json`` last
     (:mod:`ctflow.io.remote`). ``batch.dumped`` / ``batch.skipped`` list the ids.
     ``compression`` is ``"lz4"`` (fastest to load back) or ``"zstd"`` (~20 % smaller).
-    ``meta.json`` holds the item's geometry, nodules, warnings and history.
+    ``sync=False`` skips the ``fsync`` of each item (still atomic for other processes; after a
+    power failure an item may be missing or refused by its checksums): for scratch outputs
+    that can be written again. ``meta.json`` holds the item's geometry, nodules, warnings and
+    history.
 
     Examples
     --------
@@ -354,6 +357,7 @@ class Dump(ItemAction):
     components: Sequence[str] | None = None
     skip_existing: bool = False
     compression: str = "lz4"
+    sync: bool = True
 
     def __post_init__(self) -> None:
         """Check the parameters and normalise them."""
@@ -361,6 +365,7 @@ class Dump(ItemAction):
         self._set("components", _components(self.components, self.name))
         as_bool(self.skip_existing, "skip_existing", self.name)
         as_choice(self.compression, ("lz4", "zstd"), "compression", self.name)
+        as_bool(self.sync, "sync", self.name)
 
     def __call__(self, batch: CTBatch) -> CTBatch:
         """Write every item; fill ``batch.dumped`` and ``batch.skipped``.
@@ -390,7 +395,15 @@ class Dump(ItemAction):
         written = self.write(dst, item, comps, skip_existing=self.skip_existing)
         return {"info": {"_dump": written}}
 
-    def write(self, dst: str, item: CTItem, comps: dict[str, Any], *, skip_existing: bool) -> bool:
+    def write(
+        self,
+        dst: str,
+        item: CTItem,
+        comps: dict[str, Any],
+        *,
+        skip_existing: bool,
+        sync: bool | None = None,
+    ) -> bool:
         """Write one item's ``comps`` to the local folder ``dst``; False when left alone."""
         from ctflow.io.store import write_item
 
@@ -405,5 +418,6 @@ class Dump(ItemAction):
             compression=self.compression,
             warnings=item.warnings,
             history=item.history,
+            sync=self.sync if sync is None else sync,
         )
         return written is not None

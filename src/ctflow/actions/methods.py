@@ -90,9 +90,10 @@ class ActionMethods:
         components: Sequence[str] | None = None,
         skip_existing: bool = False,
         compression: str = "lz4",
+        sync: bool = True,
     ) -> Self:
         """Write every item to ``dst/<id>/`` (:class:`~ctflow.actions.Dump`)."""
-        return self._then(Dump(dst, components, skip_existing, compression))
+        return self._then(Dump(dst, components, skip_existing, compression, sync))
 
     # ------------------------------------------------------------------ geometry
     def reorient(self, code: str = "LPS") -> Self:

@@ -45,11 +45,11 @@ def _affine_int16(src, out, slope, intercept):
 
 @numba.njit(nogil=True, cache=True)
 def _rescale_int16_padded(src, out, slope, intercept, pad_lo, pad_hi):
-    """The exact per-voxel loop: padding -> -1000, range of the others checked."""
+    """Rescale voxel by voxel: padding -> -1000, the range of the other HU checked."""
     n_padding = 0
     low = 0
     high = 0
-    for q in range(src.shape[0]):  # no branch: the loop vectorises
+    for q in range(src.shape[0]):
         v = np.int64(src[q])
         pad = (v >= pad_lo) & (v <= pad_hi)
         hu = AIR_HU if pad else v * slope + intercept

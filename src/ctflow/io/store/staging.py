@@ -156,7 +156,7 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _replace_in_place(tmp: Path, final: Path, files: Sequence[str]) -> None:
+def _replace_in_place(tmp: Path, final: Path, files: Sequence[str], sync: bool = True) -> None:
     """Update the item ``final`` to the one assembled in ``tmp``, with one visible step.
 
     The arrays of ``tmp`` (``files``: content-versioned names) are moved into ``final`` first,
@@ -171,9 +171,11 @@ def _replace_in_place(tmp: Path, final: Path, files: Sequence[str]) -> None:
         for name in files:
             if not _same_file(tmp / name, final / name):  # one the item has is left alone
                 os.replace(tmp / name, final / name)
-        _fsync_dir(final)  # the arrays are in place on disk before meta.json names them
+        if sync:
+            _fsync_dir(final)  # the arrays are in place on disk before meta.json names them
         os.replace(tmp / _META, final / _META)
-        _fsync_dir(final)
+        if sync:
+            _fsync_dir(final)
         keep = set(files)
         for entry in os.scandir(final):
             if _ARRAY_FILE.fullmatch(entry.name) and entry.name not in keep:
@@ -181,7 +183,7 @@ def _replace_in_place(tmp: Path, final: Path, files: Sequence[str]) -> None:
                     os.unlink(entry.path)
 
 
-def _swap_in(tmp: Path, final: Path, files: Sequence[str]) -> None:
+def _swap_in(tmp: Path, final: Path, files: Sequence[str], sync: bool = True) -> None:
     """Put the item assembled in ``tmp`` (arrays ``files`` + ``meta.json``) at ``final``.
 
     A new item is ``tmp`` renamed to ``final``. An existing item is updated in place
@@ -195,13 +197,14 @@ def _swap_in(tmp: Path, final: Path, files: Sequence[str]) -> None:
         for attempt in range(20):
             try:
                 os.rename(tmp, final)
-                _fsync_dir(final.parent)  # the new item's name is on disk before dump returns
+                if sync:
+                    _fsync_dir(final.parent)  # the new item's name is on disk before dump returns
                 return
             except OSError as exc:
                 if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                     raise
             if is_item_dir(final):
-                _replace_in_place(tmp, final, files)
+                _replace_in_place(tmp, final, files, sync)
                 shutil.rmtree(tmp, ignore_errors=True)  # empty by now
                 return
             old = tmp.with_name(f"{tmp.name}-old{attempt}")
