@@ -36,7 +36,10 @@ Atomic, idempotent, deterministic writes
 An item is written into a staging folder ``<dst>/.ctflow-tmp/<host>~<pid>~<random>~<id>`` and
 its files are flushed to disk (``fsync``), ``meta.json`` last. A new item is then renamed to
 ``<dst>/<id>``, so a crash — Ctrl-C, a killed process, a lost machine — never leaves a half item
-that looks whole; a folder without ``meta.json`` is never an item.
+that looks whole; a folder without ``meta.json`` is never an item. ``write_item(sync=False)``
+(``dump(sync=False)``) skips the ``fsync`` of files and folders: other processes still see the
+old item or the new one, but after a power failure the item may be missing or damaged (and then
+refused by its checksums) — for scratch outputs that can be written again.
 
 Rewriting an existing item is one atomic step as readers see it. The new arrays, under their
 own names, are moved into the item folder (an array the folder already holds byte for byte is
