@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -22,12 +24,15 @@ pytestmark = pytest.mark.timeout(300)
 COMMANDS = ("demo", "run", "info", "show", "convert", "bench")
 
 
-def ctflow(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def ctflow(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "ctflow.cli", *args],
         capture_output=True,
         text=True,
         cwd=cwd,
+        env=env,
         timeout=240,
     )
 
@@ -367,3 +372,235 @@ def test_show_draws_a_label_map_with_named_labels(tmp_path):
         assert grey.sum() > 20, value
     bad = ctflow("show", str(tmp_path / "scan.mhd"), "--label-names", "body", "--out", str(out))
     assert bad.returncode == 1 and "--label-names must be VALUE=NAME" in bad.stderr
+
+
+# -- URLs: sources and destinations on object storage (the S3 server of tests/conftest.py) --------
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def in_process(capsys, *args: str) -> tuple[int, str, str]:
+    """Run ``ctflow ARGS`` in this process; return the exit code, stdout and stderr.
+
+    ``--storage-options`` become fsspec's configuration of the process (as in a ``ctflow``
+    process): it is put back as it was afterwards.
+    """
+    import copy
+
+    import fsspec.config
+
+    from ctflow.cli import main
+
+    before = copy.deepcopy(fsspec.config.conf)
+    try:
+        code = main(list(args))
+    finally:
+        fsspec.config.conf.clear()
+        fsspec.config.conf.update(before)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture()
+def s3_cli(s3_server, tmp_path):
+    """The bucket folder of one test, and ``--storage-options @FILE`` with the credentials."""
+    options = tmp_path / "storage.json"
+    options.write_text(json.dumps(s3_server.options))
+    return f"{s3_server.bucket}/cli-{tmp_path.name}", ["--storage-options", f"@{options}"]
+
+
+def _upload_mhd(fs, path: Path, root: str) -> None:
+    fs.put_file(str(path), f"{root}/{path.name}")
+    fs.put_file(str(path.with_suffix(".raw")), f"{root}/{path.with_suffix('.raw').name}")
+
+
+def test_info_convert_and_show_read_and_write_s3_urls(s3_server, s3_cli, tmp_path, rng, capsys):
+    fs, (root, opts) = s3_server.fs, s3_cli
+    url = f"s3://{root}"
+    arr = rng.integers(-1024, 2000, size=(6, 10, 12)).astype(np.int16)
+    direction = np.array([[1.0, 0, 0], [0, -1.0, 0], [0, 0, -1.0]])
+    g = cf.Geometry((2.5, 0.7, 0.8), (-100.0, 20.0, 30.0), direction)
+    src = write_metaimage(tmp_path / "a.mhd", arr, g)
+    _upload_mhd(fs, src, root)
+    said: list[str] = []
+    # info: what it says of the local file, with the URL in place of the folder
+    code, out, err = in_process(capsys, "info", f"{url}/a.mhd", *opts)
+    assert code == 0, err
+    _, local_out, _ = in_process(capsys, "info", str(src))
+    assert out == local_out.replace(str(tmp_path), url)
+    assert f"data_file:   {url}/a.raw" in out
+    said += [out, err]
+    # convert: S3 -> S3 scan files (the data file uploaded beside its header), read by SimpleITK
+    for name in ("b.nii.gz", "c.mhd"):
+        code, out, err = in_process(capsys, "convert", f"{url}/a.mhd", f"{url}/out/{name}", *opts)
+        assert code == 0, err
+        assert f"{url}/a.mhd (mhd) -> {url}/out/{name}" in out
+        said += [out, err]
+    fs.invalidate_cache()
+    assert sorted(p.rsplit("/", 1)[1] for p in fs.ls(f"{root}/out")) == [
+        "b.nii.gz", "c.mhd", "c.raw",
+    ]  # fmt: skip
+    fs.get(f"{root}/out/", str(tmp_path / "down"), recursive=True)
+    for name in ("b.nii.gz", "c.mhd"):
+        ref = sitk.ReadImage(str(tmp_path / "down" / name))  # SimpleITK is the reference reader
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(ref), arr)
+        np.testing.assert_allclose(ref.GetOrigin(), g.origin[::-1], atol=1e-4)
+        np.testing.assert_allclose(ref.GetSpacing(), g.spacing[::-1], rtol=1e-6)
+    # convert: S3 -> a ctflow item on S3 (its manifest names the source URL, no credentials)
+    code, out, err = in_process(capsys, "convert", f"{url}/a.mhd", f"{url}/items/a", *opts)
+    assert code == 0, err
+    said += [out, err]
+    fs.get(f"{root}/items/a/", str(tmp_path / "item"), recursive=True)
+    item = store.read_item(tmp_path / "item")
+    np.testing.assert_array_equal(item.components["images"], arr)
+    np.testing.assert_allclose(item.geometry.direction, direction, atol=1e-6)
+    meta = fs.cat_file(f"{root}/items/a/meta.json").decode()
+    assert json.loads(meta)["source"] == f"{url}/a.mhd" and s3_server.secret not in meta
+    # ... and from the item on S3 back to a local file
+    code, out, err = in_process(
+        capsys, "convert", f"{url}/items/a", str(tmp_path / "back.nrrd"), *opts
+    )
+    assert code == 0, err
+    np.testing.assert_array_equal(
+        sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "back.nrrd"))), arr
+    )
+    # show: scan and annotations from S3, the PNG to S3
+    centre = g.voxel_to_world(np.array([3.0, 5.0, 6.0]))
+    (tmp_path / "ann.csv").write_text(
+        f"seriesuid,coordX,coordY,coordZ,diameter_mm\na,{centre[2]},{centre[1]},{centre[0]},4\n"
+    )
+    fs.put_file(str(tmp_path / "ann.csv"), f"{root}/ann.csv")
+    code, out, err = in_process(
+        capsys, "show", f"{url}/a.mhd", "--annotations", f"{url}/ann.csv",
+        "--out", f"{url}/pics/a.png", "--auto-window", *opts,
+    )  # fmt: skip
+    assert code == 0, err
+    assert f"wrote {url}/pics/a.png (1 annotated nodule(s))" in out
+    assert fs.cat_file(f"{root}/pics/a.png")[:8] == PNG
+    said += [out, err]
+    assert not any(s3_server.secret in text for text in said)
+
+
+def test_url_errors_are_typed_name_the_url_and_print_no_credentials(
+    s3_server, s3_cli, tmp_path, capsys
+):
+    root, opts = s3_cli
+    _scans(tmp_path / "scans", 1)
+    scan = str(tmp_path / "scans" / "s0.mhd")
+    relative_out = RUN_FROM_URL.format(scans=tmp_path / "scans", out="out")
+    s3_server.fs.pipe_file(f"{root}/relative.toml", relative_out.encode())
+    said: list[str] = []
+    cases = [
+        (("info", f"s3://{root}/nope.mhd", *opts), f"s3://{root}/nope.mhd: no such object"),
+        (("show", "s3://no-such-bucket-cli/a.mhd", *opts), "s3://no-such-bucket-cli/a.mhd"),
+        (
+            ("convert", scan, "s3://no-such-bucket-cli/out/a.nii.gz", *opts),
+            "s3://no-such-bucket-cli/out/a.nii.gz: cannot be written",
+        ),
+        (
+            (
+                "info",
+                f"s3://{root}/a.mhd",
+                "--storage-options",
+                f'{{"secret": "{s3_server.secret}"',
+            ),
+            "--storage-options is not valid JSON",
+        ),
+        (("info", f"s3://{root}/a.mhd", "--storage-options", "[1]"), "must be a JSON object"),
+        (
+            ("info", f"s3://{root}/a.mhd", "--storage-options", f"@{tmp_path / 'none.json'}"),
+            "none.json cannot be read",
+        ),
+        (("demo", "--out", f"s3://{root}/demo"), "--out must be a local folder"),
+        (
+            ("run", f"s3://{root}/relative.toml", *opts),
+            f"s3://{root}/relative.toml: a pipeline file read from a URL must name its sources "
+            "and outputs by absolute paths or URLs; relative: out",
+        ),
+    ]
+    for args, message in cases:
+        code, out, err = in_process(capsys, *args)
+        assert code == 1, (args, out, err)
+        assert err.startswith("ctflow: error: ") and message in err, err
+        said += [out, err]
+    assert not any(s3_server.secret in text for text in said)
+
+
+RUN_FROM_URL = """
+[dataset]
+glob = "{scans}/*.mhd"
+
+[run]
+batch_size = 2
+
+[[actions]]
+name = "load"
+
+[[actions]]
+name = "normalize_hu"
+min_hu = -1000
+max_hu = 400
+
+[[actions]]
+name = "dump"
+dst = "{out}"
+"""
+
+
+def test_run_a_pipeline_file_on_s3_with_fsspec_environment_config(s3_server, tmp_path):
+    fs, bucket = s3_server.fs, s3_server.bucket
+    root = f"{bucket}/cli-run-{tmp_path.name}"
+    _scans(tmp_path / "scans")
+    text = RUN_FROM_URL.format(scans=tmp_path / "scans", out=tmp_path / "out")
+    fs.pipe_file(f"{root}/p.toml", text.encode())
+    fs.pipe_file(f"{root}/relative.toml", RUN_FROM_URL.format(scans="scans", out="o").encode())
+    _upload_mhd(fs, tmp_path / "scans" / "s1.mhd", f"{root}/scans")
+    # the endpoint and credentials as a user gives them to fsspec: its environment config
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FSSPEC_", "AWS_"))}
+    env["FSSPEC_S3"] = json.dumps(s3_server.options)
+    res = ctflow("run", f"s3://{root}/p.toml", "--quiet", env=env, cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"ctflow run s3://{root}/p.toml: 3 items" in res.stdout
+    assert f"output: {tmp_path / 'out'}: 3 items" in res.stdout
+    item = store.read_item(tmp_path / "out" / "s2")
+    np.testing.assert_allclose(item.components["images"], (-498 + 1000) / 1400, rtol=1e-6)
+    info = ctflow("info", f"s3://{root}/scans/s1.mhd", env=env, cwd=tmp_path)
+    assert info.returncode == 0, info.stderr
+    assert "min -499 max -499" in info.stdout
+    relative = ctflow("run", f"s3://{root}/relative.toml", env=env, cwd=tmp_path)
+    assert relative.returncode == 1
+    assert "must name its sources and outputs by absolute paths or URLs" in relative.stderr
+    # no credentials anywhere: a typed error naming the URL (not a traceback)
+    bare = {
+        **env,
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "FSSPEC_S3": json.dumps({"client_kwargs": s3_server.options["client_kwargs"]}),
+    }
+    anonymous = ctflow("info", f"s3://{root}/scans/s1.mhd", env=bare, cwd=tmp_path)
+    assert anonymous.returncode == 1, anonymous.stdout
+    assert anonymous.stderr.startswith(f"ctflow: error: s3://{root}/scans/s1.mhd: ")
+    assert "Traceback" not in anonymous.stderr and "credentials" in anonymous.stderr
+    for done in (res, info, relative):
+        assert s3_server.secret not in done.stdout + done.stderr
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="ctflow.config._resolve joins every [dataset] glob/paths entry and action path "
+    "(dump dst) to the pipeline file's folder, URLs too ('s3://b/x' -> '<folder>/s3:/b/x'): "
+    "it must leave URLs as they are",
+)
+def test_run_a_pipeline_file_whose_sources_and_dump_are_on_s3(s3_server, s3_cli, tmp_path, capsys):
+    fs, (root, opts) = s3_server.fs, s3_cli
+    _scans(tmp_path / "scans")
+    for k in range(3):
+        _upload_mhd(fs, tmp_path / "scans" / f"s{k}.mhd", f"{root}/scans")
+    text = RUN_FROM_URL.format(scans=f"s3://{root}/scans", out=f"s3://{root}/out")
+    (tmp_path / "p.toml").write_text(text)
+    code, out, err = in_process(capsys, "run", str(tmp_path / "p.toml"), "--quiet", *opts)
+    assert code == 0, out + err
+    assert f"output: s3://{root}/out: 3 items" in out
+    fs.get(f"{root}/out/s2/", str(tmp_path / "s2"), recursive=True)
+    item = store.read_item(tmp_path / "s2")
+    np.testing.assert_allclose(item.components["images"], (-498 + 1000) / 1400, rtol=1e-6)

@@ -7,7 +7,6 @@ References: the same pipeline on the same files on the local disk.
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -19,38 +18,10 @@ from ctflow.errors import CorruptFileError, CTFlowError
 from ctflow.io.dicom_writer import write_dicom_series
 from ctflow.synthetic import make_dataset
 
-moto_server = pytest.importorskip("moto.server", reason="moto[server] is a dev dependency")
 s3fs = pytest.importorskip("s3fs", reason="s3fs is the [s3] extra (installed with dev)")
 
 BUCKET = "ctflow-test"
 SECRET = "not-a-real-secret-0123456789"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def s3() -> Any:
-    port = _free_port()
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    options = {
-        "key": "testing",
-        "secret": SECRET,
-        "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}", "region_name": "us-east-1"},
-    }
-    import boto3  # comes with moto
-
-    boto3.client(
-        "s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
-        aws_access_key_id="testing", aws_secret_access_key=SECRET,
-    ).create_bucket(Bucket=BUCKET)  # fmt: skip
-    fs = s3fs.S3FileSystem(**options)
-    yield fs, options
-    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +148,7 @@ def test_an_item_without_meta_json_is_not_an_item_and_errors_are_typed(s3, local
     )
     with pytest.raises(CorruptFileError, match=r"nope\.nii\.gz"):
         missing.create_batch(["nope"]).load()
-    with pytest.raises(cf.InvalidParameterError, match="lazy=True reads local dumps only"):
+    with pytest.raises(cf.InvalidParameterError, match="lazy=True reads ctflow dumps only"):
         (remote >> cf.Pipeline().load(lazy=True)).next_batch(1)
 
 

@@ -1,12 +1,13 @@
 """``cache()``: run what comes before it once per item; later epochs start from its output.
 
 In a pipeline, the actions before ``cache()`` run for an item only when the item is not in the
-cache (:mod:`ctflow.cache`: this process's RAM up to ``ram_gb``, then ctflow dumps in ``dir``);
-otherwise the batch starts from the cached item. The key holds a hash of the records of those
-actions, the item's id and source and the run's seed, so a changed pipeline never reuses
-stale data. Put the deterministic, expensive steps (load, reorient, resample, windowing,
-masks) before it and the random ones (crops, augmentation) after it: random actions before
-``cache()`` are drawn once and then frozen, as in MONAI's ``CacheDataset``.
+cache (:mod:`ctflow.cache`: this process's RAM up to ``ram_gb``, then ctflow dumps in ``dir``, a
+local folder or an fsspec URL such as ``s3://bucket/cache``); otherwise the batch starts from
+the cached item. The key holds a hash of the records of those actions, the item's id and
+source and the run's seed, so a changed pipeline never reuses stale data. Put the
+deterministic, expensive steps (load, reorient, resample, windowing, masks) before it and the
+random ones (crops, augmentation) after it: random actions before ``cache()`` are drawn once
+and then frozen, as in MONAI's ``CacheDataset``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ctflow.actions.base import BatchAction, ItemAction
 from ctflow.errors import InvalidParameterError
-from ctflow.validation import as_float, as_path
+from ctflow.validation import as_float
 
 if TYPE_CHECKING:
     from ctflow.batch import CTBatch
@@ -37,9 +38,14 @@ class Cache(BatchAction):
     ram_gb : float, optional
         RAM for cached items in this process (default: a quarter of the machine's RAM; 0
         keeps everything on disk).
-    dir : path, optional
+    dir : path or URL, optional
         Folder for items beyond the RAM budget (ctflow dumps); without it those items are
-        computed again when asked for.
+        computed again when asked for. An fsspec URL (``s3://bucket/cache``, ``gs://``,
+        ``az://``) keeps them on object storage, shared by every process of the run and by
+        later runs: each item is uploaded as ``dump`` uploads one (arrays first, ``meta.json``
+        last) with this process's fsspec options for the URL's protocol (a dataset's
+        ``storage_options``, or :func:`ctflow.io.remote.set_storage_options`; never written
+        to ``meta.json``). The bucket must exist (checked when the run first uses the cache).
 
     Examples
     --------
@@ -47,6 +53,8 @@ class Cache(BatchAction):
     >>> p = cf.Pipeline().load().unify_spacing(1.0).cache(ram_gb=2).random_flip()
     >>> p.action_names
     ['load', 'unify_spacing', 'cache', 'random_flip']
+    >>> cf.Pipeline().cache(ram_gb=0, dir="s3://bucket/cache/").actions[0].dir
+    's3://bucket/cache'
     """
 
     name = "cache"
@@ -59,10 +67,19 @@ class Cache(BatchAction):
         if self.ram_gb is not None:
             self._set("ram_gb", as_float(self.ram_gb, "ram_gb", self.name, lo=0.0))
         if self.dir is not None:
-            self._set("dir", as_path(self.dir, "dir", self.name))
+            from ctflow.cache import cache_dir
+
+            self._set("dir", cache_dir(self.dir, self.name))
 
     def store(self) -> ItemCache:
-        """Return this process's cache for these settings."""
+        """Return this process's cache for these settings.
+
+        Raises
+        ------
+        CTFlowError
+            ``dir`` is a URL whose bucket does not exist or cannot be reached (the message
+            names the URL).
+        """
         from ctflow.cache import store
         from ctflow.system import total_memory_bytes
 

@@ -23,6 +23,12 @@ Sub-commands (``ctflow COMMAND --help`` for each)
 ``ctflow bench``
     Run the benchmark suite (from a source checkout).
 
+Sources and destinations (``info``, ``show``, ``convert``, ``run``, and the pipeline file of
+``run``) may be fsspec URLs (``s3://``, ``gs://``, ``az://``, ``http(s)://``), with their options
+from ``--storage-options JSON|@FILE`` or from fsspec's own configuration (``FSSPEC_S3='{...}'``)
+and the storage's usual credentials (see :mod:`ctflow.cli.common`); credentials are never
+printed.
+
 Exit codes: 0 success, 1 a ctflow error (message on stderr) or failed items, 2 usage errors.
 """
 
@@ -34,6 +40,7 @@ import sys
 from collections.abc import Sequence
 
 from ctflow.cli.bench import _cmd_bench, find_benchmarks
+from ctflow.cli.common import add_storage_options
 from ctflow.cli.convert import _cmd_convert, write_scan_file
 from ctflow.cli.demo import _cmd_demo
 from ctflow.cli.info import _cmd_info
@@ -59,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Make synthetic LUNA16-like scans, preprocess them to nodule crops in the "
         "ctflow format, print the report and write preview.png.",
     )
-    demo.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
+    demo.add_argument(
+        "--out", default="demo_output", help="local output folder (default: demo_output)"
+    )
     demo.add_argument(
         "--n-scans", type=int, default=6, help="number of synthetic scans (default 6)"
     )
@@ -74,9 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Validate a pipeline file, run it with a progress bar and print a report. "
         "Exit code 1 when items failed, unless --allow-failures.",
     )
-    run.add_argument("pipeline", help="the pipeline file (.toml, .yaml)")
+    run.add_argument("pipeline", help="the pipeline file (.toml, .yaml; a path or a URL)")
     run.add_argument("--allow-failures", action="store_true", help="exit 0 even if items failed")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_storage_options(run)
     run.set_defaults(func=_cmd_run)
 
     info = sub.add_parser(
@@ -84,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="print geometry, shape, HU range, DICOM series and skipped files of a scan",
         description="Describe a scan file, a DICOM series folder or a ctflow dump item.",
     )
-    info.add_argument("path", help="a scan file, DICOM series folder or ctflow dump item")
+    info.add_argument(
+        "path", help="a scan file, DICOM series folder or ctflow dump item (a path or a URL)"
+    )
     info.add_argument(
         "--fmt", default=None, help="force a format (mhd, nifti, nrrd, dicom, ctflow)"
     )
@@ -94,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="DICOM folders: resample missing slices / uneven spacing onto a regular grid "
         "(reported as a warning) instead of refusing the series",
     )
+    add_storage_options(info)
     info.set_defaults(func=_cmd_info)
 
     show = sub.add_parser(
@@ -102,10 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Draw axial, coronal and sagittal slices through the largest nodule (or "
         "--center) and an axial MIP, in world millimetres, with overlays.",
     )
-    show.add_argument("path", help="a scan file, DICOM series folder or ctflow dump item")
-    show.add_argument("--out", default=None, help="PNG to write (default: ID.png)")
     show.add_argument(
-        "--annotations", default=None, help="LUNA16-style nodule CSV (world mm) to overlay"
+        "path", help="a scan file, DICOM series folder or ctflow dump item (a path or a URL)"
+    )
+    show.add_argument("--out", default=None, help="PNG to write, a path or a URL (default: ID.png)")
+    show.add_argument(
+        "--annotations",
+        default=None,
+        help="LUNA16-style nodule CSV (world mm) to overlay (a path or a URL)",
     )
     show.add_argument(
         "--id", default=None, help="the scan's id in the annotations (default: the file stem)"
@@ -114,8 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument(
         "--mask",
         default=None,
-        help="a label volume on the same grid to overlay (e.g. a lesion): binary in red, a "
-        "label map with one colour per label and a legend, probabilities as a heat overlay",
+        help="a label volume on the same grid to overlay (e.g. a lesion; a path or a URL): "
+        "binary in red, a label map with one colour per label and a legend, probabilities as "
+        "a heat overlay",
     )
     show.add_argument(
         "--label-names",
@@ -155,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="DICOM folders: resample missing slices / uneven spacing onto a regular grid "
         "(reported as a warning) instead of refusing the series",
     )
+    add_storage_options(show)
     show.set_defaults(func=_cmd_show)
 
     convert = sub.add_parser(
@@ -163,8 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read SRC (any format ctflow reads) and write DST: a .mhd/.mha/.nii/"
         ".nii.gz/.nrrd file, or a ctflow item folder (any other name). Geometry is kept.",
     )
-    convert.add_argument("src", help="scan file, DICOM folder or ctflow item")
-    convert.add_argument("dst", help="output file (format from the suffix) or ctflow item folder")
+    convert.add_argument("src", help="scan file, DICOM folder or ctflow item (a path or a URL)")
+    convert.add_argument(
+        "dst",
+        help="output file (format from the suffix) or ctflow item folder (a path or a URL)",
+    )
     convert.add_argument(
         "--to",
         choices=("file", "ctflow"),
@@ -194,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="reorient the axes to a 3-letter DICOM code (e.g. LPS, RAS) before writing: "
         "exact (axes permuted/flipped, no interpolation), world positions kept",
     )
+    add_storage_options(convert)
     convert.set_defaults(func=_cmd_convert)
 
     bench = sub.add_parser(

@@ -13,8 +13,15 @@ from ctflow.errors import MissingDependencyError
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     import ctflow as cf
+    from ctflow.io.remote import is_url
     from ctflow.synthetic import make_dataset
 
+    if is_url(args.out):
+        raise cf.InvalidParameterError(
+            f"demo: --out must be a local folder (the demo writes its scans, crops and preview "
+            f"there); got the URL {args.out}: `ctflow convert` or a pipeline's dump() writes to "
+            f"URLs"
+        )
     out = Path(args.out).resolve()
     t_start = time.perf_counter()
     print(f"ctflow {cf.__version__} demo — writing to {out}")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ctflow.cli.common import _read_scan
+from ctflow.cli.common import LocalSource, _read_scan
 
 
 def _orientation_code(direction: np.ndarray[Any, Any]) -> str:
@@ -53,29 +54,40 @@ def _print_scan_summary(images: np.ndarray[Any, Any], geometry: Any) -> None:
     print(f"             {100 * air:.0f} % of voxels below -400 HU")
 
 
-def _print_info_value(key: str, value: Any) -> None:
+def _print_info_value(key: str, value: Any, shown: Callable[[str], str] = str) -> None:
+    """Print one ``info`` entry; ``shown`` names a fetched copy by its URL."""
+    lines: list[str] = []
     if isinstance(value, list | tuple) and value and isinstance(value[0], dict):
-        print(f"{key}: {len(value)}")
-        for entry in value[:50]:
-            print("  - " + ", ".join(f"{k}={v}" for k, v in entry.items()))
+        lines.append(f"{key}: {len(value)}")
+        lines.extend("  - " + ", ".join(f"{k}={v}" for k, v in e.items()) for e in value[:50])
         if len(value) > 50:
-            print(f"  ... and {len(value) - 50} more")
+            lines.append(f"  ... and {len(value) - 50} more")
     elif isinstance(value, list | tuple):
-        print(f"{key}: {len(value)}" if len(value) > 5 else f"{key}: {list(value)}")
+        lines.append(f"{key}: {len(value)}" if len(value) > 5 else f"{key}: {list(value)}")
         if len(value) > 5:
-            for entry in value[:50]:
-                print(f"  - {entry}")
+            lines.extend(f"  - {entry}" for entry in value[:50])
     else:
-        print(f"{key + ':':<12} {value}")
+        lines.append(f"{key + ':':<12} {value}")
+    for line in lines:
+        print(shown(line))
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    from ctflow.cli.common import local_source, use_storage_options
+
+    use_storage_options(args, [args.path])
+    print(f"source:      {args.path}")
+    with local_source(args.path) as src:
+        return _describe(src, args)
+
+
+def _describe(src: LocalSource, args: argparse.Namespace) -> int:
+    """Print what ``ctflow info`` says of a source (a URL's fetched copy named by its URL)."""
     from ctflow.errors import CTFlowError
     from ctflow.io.reader import detect_format
 
-    path = Path(args.path)
+    path = src.path
     kind = args.fmt or detect_format(path)
-    print(f"source:      {path}")
     print(f"format:      {kind}")
     read_error: CTFlowError | None = None
     if kind == "dicom":
@@ -113,11 +125,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
         for entry in skipped[:50]:
             print(f"  - {Path(entry['file']).name}: {entry['reason']}")
     if read_error is not None:
-        print(f"volume:      not readable: {read_error}")
+        print(f"volume:      not readable: {src.shown(str(read_error))}")
         return 1
     _print_scan_summary(scan.images, scan.geometry)
     for key, value in scan.info.items():
         if key in ("format",) or (kind == "dicom" and key in ("series", "skipped")):
             continue
-        _print_info_value(key, value)
+        _print_info_value(key, value, src.shown)
     return 0

@@ -16,13 +16,21 @@ from typing import Any
 
 import numpy as np
 
-from ctflow.cli.common import _cores, _item_id, _print_warnings, _read_scan
+from ctflow.cli.common import LocalSource, _cores, _item_id, _print_warnings, _read_scan
 
 
-def _load_for_show(path: Path, fmt: str | None, args: argparse.Namespace) -> dict[str, Any]:
-    """images, geometry, masks, lungs, nodules of a scan or dump item."""
+def _load_for_show(source: str, fmt: str | None, args: argparse.Namespace) -> dict[str, Any]:
+    """images, geometry, masks, lungs, nodules of a scan or dump item (a path or a URL)."""
+    from ctflow.cli.common import local_source
+
+    with local_source(source) as src:
+        return _read_for_show(src, fmt, args)
+
+
+def _read_for_show(src: LocalSource, fmt: str | None, args: argparse.Namespace) -> dict[str, Any]:
     from ctflow.io.reader import detect_format
 
+    path = src.path
     kind = fmt or detect_format(path)
     if kind == "ctflow":
         from ctflow.io.store import read_item
@@ -37,9 +45,9 @@ def _load_for_show(path: Path, fmt: str | None, args: argparse.Namespace) -> dic
             "nodules": item.nodules,
         }
     scan = _read_scan(path, kind, args)
-    _print_warnings("show", scan.info)
+    _print_warnings("show", scan.info, src.shown)
     return {
-        "id": _item_id(path),
+        "id": _item_id(Path(path)),
         "images": scan.images,
         "geometry": scan.geometry,
         "masks": None,
@@ -99,9 +107,11 @@ def _mask_note(masks: np.ndarray) -> str:
 
 def _cmd_show(args: argparse.Namespace) -> int:
     import ctflow as cf
+    from ctflow.cli.common import local_destination, use_storage_options
     from ctflow.viz import show_scan
 
-    path = Path(args.path)
+    use_storage_options(args, [args.path, args.mask, args.annotations, args.out])
+    path = args.path
     data = _load_for_show(path, args.fmt, args)
     item_id = args.id or data["id"]
     label_names = parse_label_names(getattr(args, "label_names", None))
@@ -119,7 +129,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
             f"show draws one label map: dump after argmax(), or show the label file (--mask)"
         )
     if args.annotations:
-        table = cf.read_annotations(args.annotations)
+        table = _read_table(args.annotations)
         nodules = table[table["id"] == item_id]
         if len(nodules) == 0:
             ids = sorted(set(table["id"]))
@@ -132,7 +142,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
         notes.append(f"{len(nodules)} annotated nodule(s)")
     masks = data["masks"]
     if args.mask:
-        label = cf.read_scan(args.mask)
+        label = _read_label(args.mask)
         if label.images.shape != images.shape:
             raise cf.InvalidScanError(
                 f"{args.mask}: the mask has shape {label.images.shape}; "
@@ -173,8 +183,27 @@ def _cmd_show(args: argparse.Namespace) -> int:
         title=f"{item_id}: {images.shape} voxels, spacing "
         f"({', '.join(f'{v:.3g}' for v in geometry.spacing)}) mm",
     )
-    out = Path(args.out) if args.out else Path(f"{item_id}.png")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
+    out = args.out or f"{item_id}.png"
+    with local_destination(out) as png:
+        png.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(png)
     print(f"wrote {out} ({'; '.join(notes) if notes else 'no overlays'})")
     return 0
+
+
+def _read_table(source: str) -> Any:
+    """Read the ``--annotations`` table (a path or a URL)."""
+    from ctflow.cli.common import local_source
+    from ctflow.io.annotations import read_annotations
+
+    with local_source(source) as src:
+        return read_annotations(src.path)
+
+
+def _read_label(source: str) -> Any:
+    """Read the ``--mask`` label volume (a path or a URL)."""
+    from ctflow.cli.common import local_source
+    from ctflow.io.reader import read_scan
+
+    with local_source(source) as src:
+        return read_scan(src.path)
