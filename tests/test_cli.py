@@ -585,12 +585,6 @@ def test_run_a_pipeline_file_on_s3_with_fsspec_environment_config(s3_server, tmp
         assert s3_server.secret not in done.stdout + done.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ctflow.config._resolve joins every [dataset] glob/paths entry and action path "
-    "(dump dst) to the pipeline file's folder, URLs too ('s3://b/x' -> '<folder>/s3:/b/x'): "
-    "it must leave URLs as they are",
-)
 def test_run_a_pipeline_file_whose_sources_and_dump_are_on_s3(s3_server, s3_cli, tmp_path, capsys):
     fs, (root, opts) = s3_server.fs, s3_cli
     _scans(tmp_path / "scans")

@@ -172,6 +172,12 @@ def _parse(path: Path) -> tuple[dict[str, Any], str, bool]:
 
 
 def _resolve(base: Path, value: str) -> str:
+    """Return a path of the file relative to its folder; URLs (``s3://`` ...) as they are."""
+    from ctflow.io.dicomweb import is_dicomweb_url
+    from ctflow.io.remote import is_url
+
+    if is_url(value) or is_dicomweb_url(value):
+        return value
     p = Path(os.path.expanduser(value))
     return str(p if p.is_absolute() else base / p)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import glob as globlib
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -200,7 +200,8 @@ class Dataset:
         from ctflow.io.remote import glob, set_storage_options, split_url
 
         protocol, _ = split_url(pattern)
-        set_storage_options(protocol, storage_options)
+        if storage_options is not None:  # else: the options set earlier in this process hold
+            set_storage_options(protocol, storage_options)
         matches = glob(pattern, dirs)
         if not matches:
             kind = "folders" if dirs else "files"
@@ -405,6 +406,24 @@ class Dataset:
         bounds[-1] = len(ids)
         return tuple(self.subset(ids[bounds[k] : bounds[k + 1]]) for k in range(len(vals)))
 
+    def use_storage_options(self, urls: Iterable[str] = ()) -> None:
+        """Set this dataset's ``storage_options`` in this process (a Dask worker too).
+
+        They are set for the protocols of the sources' URLs and of ``urls`` (a pipeline's
+        destinations: a ``dump`` or ``cache`` directory on object storage).
+
+        Examples
+        --------
+        >>> Dataset.from_paths({"a": "/d/a.mhd"}).use_storage_options(["memory://x"])
+        """
+        if not self.storage_options:
+            return
+        from ctflow.io.remote import set_storage_options, split_url
+
+        found = [s for s in self.sources.values() if is_url(s)] + [u for u in urls if is_url(u)]
+        for protocol in {split_url(u)[0] for u in found}:
+            set_storage_options(protocol, self.storage_options)
+
     def create_batch(self, ids: Sequence[str], **kwargs: Any) -> CTBatch:
         """Return a batch (of ``batch_class``) of the given ids, not loaded yet.
 
@@ -416,10 +435,6 @@ class Dataset:
         missing = [i for i in ids if i not in self.sources]
         if missing:
             raise InvalidParameterError(f"create_batch: unknown ids {missing[:5]}")
-        if self.storage_options:  # in this process (a Dask worker too), for the sources' URLs
-            from ctflow.io.remote import set_storage_options, split_url
-
-            for protocol in {split_url(s)[0] for s in self.sources.values() if is_url(s)}:
-                set_storage_options(protocol, self.storage_options)
+        self.use_storage_options()
         labels = [self.labels.get(i) for i in ids] if self.labels else None
         return self.batch_class(list(ids), [self.sources[i] for i in ids], labels=labels, **kwargs)

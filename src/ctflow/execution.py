@@ -367,6 +367,22 @@ def plan_batches(
         epoch += 1
 
 
+def _action_urls(actions: Sequence[Any]) -> list[str]:
+    """Return the URLs among the actions' parameters (a dump's or a cache's destination)."""
+    import dataclasses
+
+    from ctflow.io.remote import is_url
+
+    out = []
+    for action in actions:
+        if dataclasses.is_dataclass(action):
+            for f in dataclasses.fields(action):
+                value = getattr(action, f.name, None)
+                if isinstance(value, str) and is_url(value):
+                    out.append(value)
+    return out
+
+
 def run_one(
     dataset: Dataset,
     actions: Sequence[Action],
@@ -395,6 +411,7 @@ def run_one(
             outcome.batch.n_workers = options.n_workers
         return outcome
     try:
+        dataset.use_storage_options(_action_urls(actions))
         batch = dataset.create_batch(list(ids), n_workers=options.n_workers)
     except Exception as exc:
         outcome = BatchOutcome(position=position, ids=list(ids))

@@ -175,3 +175,37 @@ def test_a_dask_cluster_reads_from_s3(s3, local, uploaded):
     assert sorted(got) == sorted(ref)
     for key, images in got.items():
         np.testing.assert_array_equal(images, ref[key])
+
+
+def test_a_datasets_options_reach_its_pipelines_destinations(s3, local, uploaded, tmp_path):
+    """Local sources, a dump to S3: the dataset's options are set for the dump's protocol;
+    a glob without options keeps the options set before."""
+    from ctflow.io.remote import set_storage_options
+
+    fs, options = s3
+    paths, _ = local
+    set_storage_options("s3", {})  # forget what earlier tests set
+    ds = cf.Dataset.from_paths(paths[:1], storage_options=options)
+    report = (ds >> cf.Pipeline().load().dump(f"s3://{BUCKET}/from-local")).run(batch_size=1)
+    assert report.done == [paths[0].stem] and not report.failed
+    assert fs.exists(f"{BUCKET}/from-local/{paths[0].stem}/meta.json")
+    set_storage_options("s3", options)
+    listed = cf.Dataset.from_glob(f"{uploaded}/*.mhd")  # no options given: the earlier ones
+    assert sorted(listed.ids) == sorted(p.stem for p in paths if p.suffix == ".mhd")
+
+
+def test_folders_fetch_from_file_systems_with_rooted_paths(tmp_path):
+    """memory:// names objects '/bucket/key': a dump folder there is fetched whole."""
+    import fsspec
+
+    from ctflow.io.remote import fetch
+    from ctflow.io.store import read_item, write_item
+
+    item = write_item(
+        tmp_path, "m", {"images": np.ones((2, 3, 4), np.int16)}, cf.Geometry((1, 1, 1))
+    )
+    mem = fsspec.filesystem("memory")
+    for f in item.iterdir():
+        mem.pipe(f"/rooted/m/{f.name}", f.read_bytes())
+    with fetch("memory://rooted/m") as got:
+        assert read_item(got).components["images"].sum() == 24

@@ -34,6 +34,7 @@ import os
 import posixpath
 import re
 import shutil
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -68,6 +69,18 @@ _HEADER_DATA = {
     ".mhd": r"^\s*ElementDataFile\s*=\s*(.+?)\s*$",
     ".nhdr": r"^\s*data ?file\s*:\s*(.+?)\s*$",
 }
+
+
+def _storage_errors() -> tuple[type[Exception], ...]:
+    """Return the errors a storage library raises for a failed call.
+
+    OSError, and botocore's own (``NoCredentialsError`` ... pass through s3fs untranslated).
+    """
+    errors: list[type[Exception]] = [OSError]
+    boto = sys.modules.get("botocore.exceptions")
+    if boto is not None:
+        errors.append(boto.BotoCoreError)
+    return tuple(errors)
 
 
 def is_url(source: Any) -> bool:
@@ -142,7 +155,7 @@ def glob(pattern: str, dirs: bool) -> list[str]:
     _fresh(fs)
     try:
         found = fs.glob(path, detail=True)
-    except OSError as exc:
+    except _storage_errors() as exc:
         raise CorruptFileError(f"{pattern}: cannot be listed ({exc})") from exc
     kind = "directory" if dirs else "file"
     return sorted(_url(protocol, p) for p, info in found.items() if info.get("type") == kind)
@@ -160,7 +173,7 @@ def _fetch_one(fs: Any, remote: str, local: Path, url: str) -> None:
         fs.get_file(remote, str(local))
     except FileNotFoundError:
         raise CorruptFileError(f"{url}: no such object") from None
-    except OSError as exc:
+    except _storage_errors() as exc:
         raise CorruptFileError(f"{url}: cannot be fetched ({exc})") from exc
 
 
@@ -189,7 +202,7 @@ def fetch(url: str, heads: bool = False) -> Iterator[Path]:
     try:
         try:
             is_dir = fs.isdir(path)
-        except OSError as exc:
+        except _storage_errors() as exc:
             raise CorruptFileError(f"{url}: cannot be reached ({exc})") from exc
         name = posixpath.basename(path) or "item"
         if is_dir:
@@ -210,7 +223,7 @@ def fetch(url: str, heads: bool = False) -> Iterator[Path]:
                 fs.get([f for f, _, _ in targets], [str(t) for _, t, _ in targets])
             except FileNotFoundError:
                 raise CorruptFileError(f"{url}: an object vanished while fetched") from None
-            except OSError as exc:
+            except _storage_errors() as exc:
                 raise CorruptFileError(f"{url}: cannot be fetched ({exc})") from exc
             yield local
             return
@@ -230,14 +243,15 @@ def _folder_targets(fs: Any, path: str, local: Path, url: str) -> list[tuple[str
     """List a folder's own objects: (remote path, local path, size)."""
     try:
         found = fs.find(path, detail=True)
-    except OSError as exc:
+    except _storage_errors() as exc:
         raise CorruptFileError(f"{url}: cannot be listed ({exc})") from exc
     files = {f: info for f, info in found.items() if not f.endswith("/")}
     if not files:
         raise CorruptFileError(f"{url}: no such object or folder, or an empty one")
+    root = fs._strip_protocol(path).rstrip("/")  # as find names them ("/c/k" in memory://)
     targets = []
     for f, info in sorted(files.items()):
-        rel = posixpath.relpath(f, path)
+        rel = posixpath.relpath(f, root)
         if rel.startswith("..") or "/" in rel:  # only the folder's own files
             continue
         targets.append((f, local / rel, int(info.get("size") or 0)))
@@ -249,7 +263,7 @@ def _fetch_heads(fs: Any, targets: list[tuple[str, Path, int]], url: str) -> Non
     ends = [min(size, HEAD_BYTES) for _, _, size in targets]
     try:
         heads = fs.cat_ranges([f for f, _, _ in targets], [0] * len(targets), ends)
-    except OSError as exc:
+    except _storage_errors() as exc:
         raise CorruptFileError(f"{url}: cannot be fetched ({exc})") from exc
     for (_, local, size), head in zip(targets, heads, strict=True):
         if isinstance(head, BaseException):
@@ -277,7 +291,7 @@ class _Rest:
             self.fs.get([f for (f, _), _ in wanted], [str(p) for _, p in wanted])
         except FileNotFoundError:
             raise CorruptFileError(f"{self.url}: an object vanished while fetched") from None
-        except OSError as exc:
+        except _storage_errors() as exc:
             raise CorruptFileError(f"{self.url}: cannot be fetched ({exc})") from exc
 
 
@@ -328,7 +342,7 @@ def upload_item(local: Path, url: str) -> None:
     try:
         try:
             before = {posixpath.basename(f) for f in fs.find(path)}
-        except (FileNotFoundError, OSError):
+        except _storage_errors():
             before = set()
         if arrays:
             fs.put([str(local / n) for n in arrays], [f"{path}/{n}" for n in arrays])
@@ -336,7 +350,7 @@ def upload_item(local: Path, url: str) -> None:
         stale = sorted(before - set(names))
         if stale:
             fs.rm([f"{path}/{n}" for n in stale])
-    except OSError as exc:
+    except _storage_errors() as exc:
         raise CorruptFileError(f"{_url(protocol, path)}: cannot be written ({exc})") from exc
 
 
@@ -346,7 +360,7 @@ def exists(url: str) -> bool:
     _fresh(fs)
     try:
         return bool(fs.exists(split_url(url)[1]))
-    except OSError:
+    except _storage_errors():
         return False
 
 

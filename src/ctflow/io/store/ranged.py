@@ -36,7 +36,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ctflow.errors import CorruptFileError, UnsupportedFormatError
-from ctflow.io.remote import filesystem, split_url
+from ctflow.io.remote import _storage_errors, filesystem, split_url
 from ctflow.io.store.arrays import _chunk_crc
 from ctflow.io.store.format import _META, META_MAX_BYTES, _Component, _parse_meta
 from ctflow.io.voxels import check_finite
@@ -65,7 +65,7 @@ def read_remote_meta(url: str) -> tuple[dict[str, Any], dict[str, _Component]]:
         raise UnsupportedFormatError(
             f"{url}: not a ctflow item (no {_META}; an upload writes it last)"
         ) from None
-    except OSError as exc:
+    except _storage_errors() as exc:
         raise CorruptFileError(f"{url}/{_META}: cannot be fetched ({exc})") from exc
     if len(raw) > META_MAX_BYTES:
         raise CorruptFileError(
@@ -91,7 +91,7 @@ def _fetch_chunks(url: str, comp: _Component, numbers: list[int]) -> list[bytes]
             raise CorruptFileError(
                 f"{url}/{comp.file}: no such object; {url}/{_META} names it"
             ) from None
-        except OSError as exc:
+        except _storage_errors() as exc:
             raise CorruptFileError(f"{url}/{comp.file}: cannot be fetched ({exc})") from exc
         if len(data) != size:
             raise CorruptFileError(
