@@ -75,3 +75,12 @@ def test_sources_are_absolute_so_every_engine_reads_the_same_file(tmp_path, monk
     ds = cf.Dataset.from_paths({"a": "scans/a.mhd", "u": "s3://bucket/b.mhd"})
     assert ds.sources["a"] == str(tmp_path / "scans" / "a.mhd")
     assert ds.sources["u"] == "s3://bucket/b.mhd"
+
+
+def test_subsets_and_splits_keep_the_storage_options():
+    options = {"anon": True, "client_kwargs": {"endpoint_url": "http://127.0.0.1:9"}}
+    ds = cf.Dataset.from_paths({f"s{k}": f"s3://bucket/s{k}.nii.gz" for k in range(4)},
+                               storage_options=options)  # fmt: skip
+    train, test = ds.split(0.5, seed=1)
+    assert train.storage_options == test.storage_options == options
+    assert ds.subset(["s2"]).storage_options == options

@@ -115,6 +115,9 @@ class Dataset:
                 f"{type(storage_options).__name__}"
             )
         self.storage_options: dict[str, Any] = dict(storage_options or {})
+        # DICOMweb roots -> their request headers and time-out (set by from_dicomweb), set in
+        # every process that makes batches, like the storage options
+        self._servers: dict[str, dict[str, Any]] = {}
         if not (isinstance(batch_class, type) and issubclass(batch_class, CTBatch)):
             raise InvalidParameterError(
                 f"batch_class must be CTBatch or a subclass of it; got {batch_class!r}"
@@ -280,7 +283,7 @@ class Dataset:
         *,
         batch_class: type[CTBatch] = CTBatch,
         headers: Mapping[str, str] | None = None,
-        timeout: float = 60.0,
+        timeout: float | None = None,
     ) -> Dataset:
         """Return the CT series of a DICOMweb server (a PACS), listed by QIDO-RS.
 
@@ -305,8 +308,9 @@ class Dataset:
         headers : mapping of str to str, optional
             Extra request headers, e.g. ``{"Authorization": "Bearer ..."}``; kept in this
             process for the server's loads, never in sources, records or dumps.
-        timeout : float, default 60
-            Seconds to wait for the server, when listing and when loading.
+        timeout : float, optional
+            Seconds to wait for the server, when listing and when loading (default: the one
+            set for the server with ``set_server_options``, else 60).
 
         Raises
         ------
@@ -336,7 +340,10 @@ class Dataset:
         from ctflow.io.dicomweb import dicomweb_sources
 
         sources = dicomweb_sources(url, study_uids, series_filter, headers=headers, timeout=timeout)
-        return cls(sources, batch_class)
+        dataset = cls(sources, batch_class)
+        if headers is not None or timeout is not None:
+            dataset._servers[url] = {"headers": headers, "timeout": timeout}
+        return dataset
 
     # ------------------------------------------------------------------ access
     @property
@@ -366,11 +373,14 @@ class Dataset:
         missing = [i for i in ids if i not in self.sources]
         if missing:
             raise InvalidParameterError(f"subset: unknown ids {missing[:5]}")
-        return type(self)(
+        out = type(self)(
             {i: self.sources[i] for i in ids},
             self.batch_class,
             labels={i: self.labels[i] for i in ids if i in self.labels},
+            storage_options=self.storage_options,
         )
+        out._servers = dict(self._servers)
+        return out
 
     def split(
         self, shares: float | Sequence[float] = 0.8, seed: int | None = None
@@ -410,12 +420,18 @@ class Dataset:
         """Set this dataset's ``storage_options`` in this process (a Dask worker too).
 
         They are set for the protocols of the sources' URLs and of ``urls`` (a pipeline's
-        destinations: a ``dump`` or ``cache`` directory on object storage).
+        destinations: a ``dump`` or ``cache`` directory on object storage); the request
+        headers and time-out given to :meth:`from_dicomweb` are set for its server.
 
         Examples
         --------
         >>> Dataset.from_paths({"a": "/d/a.mhd"}).use_storage_options(["memory://x"])
         """
+        if self._servers:
+            from ctflow.io.dicomweb import set_server_options
+
+            for root, options in self._servers.items():
+                set_server_options(root, **options)
         if not self.storage_options:
             return
         from ctflow.io.remote import set_storage_options, split_url

@@ -327,6 +327,15 @@ def test_extra_headers_are_sent_and_kept_for_the_server(server):
     ds = cf.Dataset.from_dicomweb(server.url, [STUDY], headers={"X-Ctflow-Test": "1"})
     assert dicomweb._SERVERS[server.url].headers == (("X-Ctflow-Test", "1"),)
     assert ds.create_batch([server.good]).load()[0].images.shape == (8, 24, 20)
+    # a process that did not list the server (a Dask worker) gets them with its batches
+    dicomweb._SERVERS.pop(server.url)
+    part = ds.split(0.5, seed=0)[0] if len(ds) > 1 else ds
+    part.create_batch(part.ids[:1])
+    assert dicomweb._SERVERS[server.url].headers == (("X-Ctflow-Test", "1"),)
+    # a time-out set for the server is kept when from_dicomweb is not given one
+    dicomweb.set_server_options(server.url, timeout=12.5)
+    cf.Dataset.from_dicomweb(server.url, [STUDY])
+    assert dicomweb._SERVERS[server.url].timeout == 12.5
 
 
 def test_a_url_that_is_not_the_dicomweb_root_is_a_typed_error(server):

@@ -83,7 +83,8 @@ Credentials and time-outs
 Extra request headers (e.g. ``{"Authorization": "Bearer ..."}``) and the time-out are given to
 :meth:`ctflow.Dataset.from_dicomweb` or :func:`set_server_options` and kept for that server
 root in this process, where ``load()`` finds them; they are never part of a source, a record or
-a dump. Worker processes (e.g. a Dask cluster) call :func:`set_server_options` themselves.
+a dump. A dataset made by ``from_dicomweb`` sets them in every process that makes its batches
+(a Dask worker too); code that reads sources without it calls :func:`set_server_options`.
 
 Examples
 --------
@@ -306,8 +307,10 @@ def set_server_options(
     """Set the request headers and time-out used for a DICOMweb server in this process.
 
     :meth:`ctflow.Dataset.from_dicomweb` calls it; ``load()`` of the server's sources uses
-    them. Call it in every worker process that loads such sources (e.g. with Dask's
-    ``client.run``). Headers are kept in memory only, never written to a record or a dump.
+    them, and sets them again in every process that makes the dataset's batches; call it
+    yourself in a worker process that reads such sources without the dataset (e.g. with
+    Dask's ``client.run``). Headers are kept in memory only, never written to a record or a
+    dump.
 
     Parameters
     ----------
