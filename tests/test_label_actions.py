@@ -180,6 +180,21 @@ def test_fetch_nodules_from_mask_reports_touching_labels_apart():
     assert row["diameter"] == pytest.approx((6 * vol / np.pi) ** (1 / 3))
 
 
+def test_nodule_labels_survive_a_dump(tmp_path):
+    img = np.zeros((6, 6, 12), np.int16)
+    masks = np.zeros(img.shape, np.uint8)
+    masks[1:4, 1:4, 1:5] = 2
+    masks[1:4, 1:4, 5:8] = 5
+    b = cf.CTBatch.from_arrays([img], ids=["s"], spacing=(2.0, 1.0, 0.5))
+    found = b.set_component("masks", [masks]).fetch_nodules_from_mask()
+    found.dump(tmp_path)
+    back = cf.Dataset.from_glob(str(tmp_path / "*"), dirs=True).create_batch(["s"]).load()
+    assert back.nodules["label"].tolist() == found.nodules["label"].tolist() == [2, 5]
+    assert back.nodules["label"].dtype == np.int64
+    cols = ["z", "y", "x", "diameter"]
+    np.testing.assert_array_equal(back.nodules[cols].to_numpy(), found.nodules[cols].to_numpy())
+
+
 def test_invert_brings_probability_channels_back(labelled):
     """Soft predictions (C, Z, Y, X) go back onto the loaded grid linearly, channel by channel."""
     img, labels, g = labelled

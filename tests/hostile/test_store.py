@@ -601,6 +601,12 @@ _HOSTILE_META: dict[str, Callable[[dict[str, Any]], None]] = {
     "nodule strings": _mutate(("nodules",), ["z=1 y=2 x=3"]),
     "nodule string values": _mutate(("nodules",), [{"z": "1", "y": 2, "x": 3, "diameter": 4}]),
     "nodule missing value": _mutate(("nodules",), [{"z": 1, "y": 2, "x": 3}]),
+    "nodule negative label": _mutate(
+        ("nodules",), [{"z": 1, "y": 2, "x": 3, "diameter": 4, "label": -1}]
+    ),
+    "nodule float label": _mutate(
+        ("nodules",), [{"z": 1, "y": 2, "x": 3, "diameter": 4, "label": 1.5}]
+    ),
     "shape negative": _mutate((*_IMAGES, "shape"), [-4, 8, 8]),
     "shape zero": _mutate((*_IMAGES, "shape"), [0, 8, 8]),
     "shape non-integer": _mutate((*_IMAGES, "shape"), [4.5, 8, 8]),

@@ -203,13 +203,21 @@ def _version() -> str:
 
 
 def _nodules_to_json(nodules: pd.DataFrame | None) -> list[dict[str, float]]:
-    """Return a nodule table as JSON rows ``{"z", "y", "x", "diameter"}`` (world mm)."""
+    """Return a nodule table as JSON rows ``{"z", "y", "x", "diameter"}`` (world mm).
+
+    A ``label`` column (the label value each nodule was found in, from
+    ``fetch_nodules_from_mask``) is kept as an integer ``"label"`` in every row.
+    """
     if nodules is None or len(nodules) == 0:
         return []
     # numpy columns, not DataFrame.loc/to_dict: a crop's table is tiny, and pandas' per-call
     # overhead (with the GIL held) would be a large part of a crop item's dump
     columns = [np.asarray(nodules[k], dtype=np.float64) for k in _NODULE_KEYS]
-    return [dict(zip(_NODULE_KEYS, row, strict=True)) for row in np.stack(columns, 1).tolist()]
+    rows = [dict(zip(_NODULE_KEYS, row, strict=True)) for row in np.stack(columns, 1).tolist()]
+    if "label" in nodules.columns:
+        for row, label in zip(rows, np.asarray(nodules["label"]).tolist(), strict=True):
+            row["label"] = int(label)
+    return rows
 
 
 def _show(value: Any, limit: int = 60) -> str:
@@ -232,8 +240,14 @@ def _is_number(value: Any) -> bool:
 
 
 def _is_nodule(row: Any) -> bool:
-    """Tell whether a JSON value is a nodule row ``{"z", "y", "x", "diameter"}`` of numbers."""
-    return isinstance(row, dict) and all(_is_number(row.get(k)) for k in _NODULE_KEYS)
+    """Tell whether a JSON value is a nodule row ``{"z", "y", "x", "diameter"}`` of numbers.
+
+    A ``"label"``, when there, must be an integer >= 0.
+    """
+    if not (isinstance(row, dict) and all(_is_number(row.get(k)) for k in _NODULE_KEYS)):
+        return False
+    label = row.get("label", 0)
+    return _is_int(label) and label >= 0
 
 
 def _list_of(value: Any, check: Callable[[Any], bool]) -> bool:

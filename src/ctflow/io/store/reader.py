@@ -211,11 +211,14 @@ def read_item(
 def _stored_item(meta: dict[str, Any], arrays: dict[str, NDArray[Any]], name: str) -> StoredItem:
     """Return the :class:`StoredItem` of a checked ``meta.json`` and the arrays read."""
     rows = meta.get("nodules") or []
+    nodules = pd.DataFrame(rows, columns=list(_NODULE_KEYS), dtype=np.float64)
+    if rows and all("label" in r for r in rows):  # the label each nodule was found in
+        nodules["label"] = np.array([r["label"] for r in rows], dtype=np.int64)
     return StoredItem(
         id=str(meta.get("id", name)),
         components=arrays,
         geometry=Geometry(meta["spacing"], meta["origin"], meta["direction"]),
-        nodules=pd.DataFrame(rows, columns=list(_NODULE_KEYS), dtype=np.float64),
+        nodules=nodules,
         source=meta.get("source"),
         meta=meta,
         warnings=list(meta.get("warnings") or []),
