@@ -421,7 +421,7 @@ def test_an_interrupted_rewrite_leaves_the_old_item_and_the_next_one_cleans_up(
     folder = _write(tmp_path, images=np.full((3, 4, 4), 1, np.int16))
     before = _meta(folder)
 
-    def killed(tmp, final, files):  # the arrays are moved in, then the writer dies
+    def killed(tmp, final, files, sync=True):  # the arrays are moved in, then the writer dies
         for name in files:
             os.replace(tmp / name, final / name)
         raise KeyboardInterrupt
