@@ -57,7 +57,7 @@ from ctflow.io.annotations import empty_nodules, read_annotations
 from ctflow.item import CTItem, ItemFailure
 from ctflow.parallel import ACTION_ATTR
 from ctflow.ragged import Ragged
-from ctflow.threads import current_share, default_n_workers
+from ctflow.threads import available_threads
 
 if TYPE_CHECKING:
     from ctflow.actions.base import Action, ItemAction
@@ -406,8 +406,7 @@ class CTBatch(Components, ActionMethods):
         explicit = n_workers or self.n_workers
         if explicit:
             return int(explicit)
-        share = current_share()
-        return share.threads() if share is not None else default_n_workers()
+        return available_threads()
 
     # ------------------------------------------------------------------ randomness
     def set_random_state(self, seed: int | None, position: int) -> None:

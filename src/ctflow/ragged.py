@@ -91,12 +91,11 @@ def _copy_items(buffer: NDArray[Any], arrays: Sequence[NDArray[Any]]) -> None:
     it is cut into equal pieces of the destination run on the batch's threads (1 GB of items:
     0.55 s on one thread, measured in docs/design.md).
     """
-    from ctflow.threads import current_share, default_n_workers, run_ranges
+    from ctflow.threads import available_threads, run_ranges
 
     ends = np.cumsum([a.size for a in arrays])
     starts = ends - [a.size for a in arrays]
-    share = current_share()
-    n_threads = share.threads() if share is not None else default_n_workers()
+    n_threads = available_threads()
     contiguous = all(a.flags.c_contiguous for a in arrays)
     if n_threads < 2 or buffer.nbytes < PARALLEL_COPY_BYTES or not contiguous:
         for arr, a, b in zip(arrays, starts, ends, strict=True):

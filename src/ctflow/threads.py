@@ -33,6 +33,7 @@ from ctflow.errors import InvalidParameterError
 __all__ = [
     "LEND_PARTS",
     "ThreadShare",
+    "available_threads",
     "current_share",
     "default_n_workers",
     "map_items",
@@ -187,6 +188,18 @@ class ThreadShare:
 def current_share() -> ThreadShare | None:
     """Return the :class:`ThreadShare` the calling thread's batch runs under, if any."""
     return getattr(_local, "share", None)
+
+
+def available_threads() -> int:
+    """Return the threads the calling code may use: its batch's fair share, else every core.
+
+    Examples
+    --------
+    >>> available_threads() == default_n_workers()  # outside a run
+    True
+    """
+    share = current_share()
+    return share.threads() if share is not None else default_n_workers()
 
 
 # -- kernels split into ranges --------------------------------------------------------------------

@@ -25,7 +25,7 @@ from ctflow.io.dicom.headers import (
     _parse,
 )
 from ctflow.kernels.rescale import rescale_float32, rescale_int16
-from ctflow.threads import current_share, default_n_workers, run_ranges
+from ctflow.threads import available_threads, run_ranges
 
 
 class _Int16Overflow(Exception):
@@ -233,17 +233,11 @@ def _decode(slices: list[_Header], rows: int, cols: int, dtype: type) -> tuple[N
     # pydicom's parse and its decoder plugins hold the GIL: threads would only contend
     # (a 300-slice JPEG 2000 series: 19.2 s on one thread, 22.5 s on two)
     native = all(h.pixel_offset is not None for h in slices)
-    parts = run_ranges(part, len(slices), _threads() if native else 1, per_thread=4)
+    parts = run_ranges(part, len(slices), available_threads() if native else 1, per_thread=4)
     failures = [failure for *_, (_, failure) in parts if failure is not None]
     if failures:
         raise min(failures, key=lambda f: f[0])[1]
     return out, sum(n for *_, (n, _) in parts)
-
-
-def _threads() -> int:
-    """Threads to read a series on: the batch's share of the cores, else every core."""
-    share = current_share()
-    return share.threads() if share is not None else default_n_workers()
 
 
 def _resample_slices(
