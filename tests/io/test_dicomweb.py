@@ -46,12 +46,14 @@ from ctflow.io import dicomweb
 from ctflow.io.dicom.seg import read_dicom_seg, write_dicom_seg
 from ctflow.io.dicom_writer import write_dicom_series
 from ctflow.io.dicomweb import (
-    _split_multipart,
     read_dicomweb_series,
     retrieve_series,
     series_source,
     store_dicomweb,
+    stow,
 )
+from ctflow.io.dicomweb import server as srv
+from ctflow.io.dicomweb.wado import _split_multipart
 from ctflow.io.reader import detect_format, read_scan
 from ctflow.io.scan import Scan
 from ctflow.io.store import read_item
@@ -240,9 +242,9 @@ def test_lists_every_study(server):
     assert all(ds.sources[uid].endswith(f"/series/{uid}") for uid in ds.ids)
 
 
-def _json_answer(results: list[dict], warning: str = "") -> dicomweb._Answer:
+def _json_answer(results: list[dict], warning: str = "") -> srv._Answer:
     body = bytearray(json.dumps(results).encode())
-    return dicomweb._Answer(body, "application/dicom+json", 200, warning)
+    return srv._Answer(body, "application/dicom+json", 200, warning)
 
 
 def test_a_server_that_caps_its_answers_is_asked_for_the_rest(monkeypatch):
@@ -265,7 +267,7 @@ def test_a_server_that_caps_its_answers_is_asked_for_the_rest(monkeypatch):
         }
         return _json_answer([series])
 
-    monkeypatch.setattr(dicomweb, "_get", fake_get)
+    monkeypatch.setattr(dicomweb.qido, "_get", fake_get)  # as QIDO-RS calls it
     series = dicomweb.list_series("http://pacs/dicom-web")
     assert [s["SeriesInstanceUID"] for s in series] == ["1.1.7", "1.2.7"]
     assert series[0]["NumberOfSeriesRelatedInstances"] == 12  # IS as a number
@@ -325,17 +327,17 @@ def test_bad_urls_and_headers_are_parameter_errors(server):
 
 def test_extra_headers_are_sent_and_kept_for_the_server(server):
     ds = cf.Dataset.from_dicomweb(server.url, [STUDY], headers={"X-Ctflow-Test": "1"})
-    assert dicomweb._SERVERS[server.url].headers == (("X-Ctflow-Test", "1"),)
+    assert srv._SERVERS[server.url].headers == (("X-Ctflow-Test", "1"),)
     assert ds.create_batch([server.good]).load()[0].images.shape == (8, 24, 20)
     # a process that did not list the server (a Dask worker) gets them with its batches
-    dicomweb._SERVERS.pop(server.url)
+    srv._SERVERS.pop(server.url)
     part = ds.split(0.5, seed=0)[0] if len(ds) > 1 else ds
     part.create_batch(part.ids[:1])
-    assert dicomweb._SERVERS[server.url].headers == (("X-Ctflow-Test", "1"),)
+    assert srv._SERVERS[server.url].headers == (("X-Ctflow-Test", "1"),)
     # a time-out set for the server is kept when from_dicomweb is not given one
     dicomweb.set_server_options(server.url, timeout=12.5)
     cf.Dataset.from_dicomweb(server.url, [STUDY])
-    assert dicomweb._SERVERS[server.url].timeout == 12.5
+    assert srv._SERVERS[server.url].timeout == 12.5
 
 
 def test_a_url_that_is_not_the_dicomweb_root_is_a_typed_error(server):
@@ -378,9 +380,9 @@ def test_real_jpeg2000_series_equals_the_local_folder(server, real_series):
     assert batch.geometry(0) == local.geometry
     assert batch.info[0]["transfer_syntaxes"] == local.info["transfer_syntaxes"]  # JPEG 2000
     # WADO-RS with transfer-syntax=* gives back the very bytes that were uploaded
-    _, study, series = dicomweb._split_source(ds.sources[REAL_SERIES], "test")
+    _, study, series = srv._split_source(ds.sources[REAL_SERIES], "test")
     url = f"{server.url}/studies/{study}/series/{series}"
-    answer = dicomweb._get(url, dicomweb._WADO_ACCEPT, dicomweb._Options(), "series", 2**30)
+    answer = srv._get(url, srv._WADO_ACCEPT, srv._Options(), "series", 2**30)
     parts = _split_multipart(answer.body, answer.content_type, url)
     digest = {hashlib.sha256(p).hexdigest() for p in parts}
     assert digest == {hashlib.sha256(f.read_bytes()).hexdigest() for f in patched.iterdir()}
@@ -509,7 +511,11 @@ def test_sources_are_recognised_by_their_text_alone(tmp_path):
     source = "dicomweb+https://pacs.example/dicomweb/studies/1.2/series/1.2.3"
     assert detect_format(source) == "dicomweb"
     assert detect_format("DICOMWEB+HTTP://pacs/studies/1/series/2") == "dicomweb"
-    assert dicomweb._split_source(source, "t") == ("https://pacs.example/dicomweb", "1.2", "1.2.3")
+    assert srv._split_source(source, "t") == (
+        "https://pacs.example/dicomweb",
+        "1.2",
+        "1.2.3",
+    )
     with pytest.raises(InvalidParameterError, match="do not apply to a DICOMweb series"):
         read_scan(source, series_uid="1.2.3")
     with pytest.raises(InvalidParameterError, match="must start with dicomweb"):
@@ -728,13 +734,13 @@ def test_a_file_that_changes_while_it_is_sent_breaks_the_request_off(server, tmp
     files = _ct_files(tmp_path / "changing", "1.2.3.4.5.9", "changing", n=2)
     before = _n_instances(server)
     for change in (lambda b: b[:-10], lambda b: b + b"\x00" * 10):  # shrinks, grows
-        checked = dicomweb._outgoing(files, "store_dicomweb")  # as store_dicomweb checks them
+        checked = stow._outgoing(files, "store_dicomweb")  # as store_dicomweb checks them
         files[1].write_bytes(change(files[1].read_bytes()))
-        body = dicomweb._Body(checked, "b0UNDARY")
-        options = dicomweb._Options((), 10.0)
-        request = dicomweb._store_request(f"{server.url}/studies", body, options)
+        body = stow._Body(checked, "b0UNDARY")
+        options = srv._Options((), 10.0)
+        request = stow._store_request(f"{server.url}/studies", body, options)
         with pytest.raises(CorruptFileError, match="changed while it was sent") as info:
-            dicomweb._send(request, options, "study", 2**20, keep_errors=True)
+            srv._send(request, options, "study", 2**20, keep_errors=True)
         assert str(info.value).startswith(f"store_dicomweb: {files[1]} changed")
         body.close()
     time.sleep(0.5)  # what the server would have made of a broken-off request
@@ -782,8 +788,8 @@ def test_retrieve_series_wants_an_empty_folder(server, tmp_path):
         dicomweb.list_series(server.url, STUDY, modality="C T")
 
 
-def _outgoing(uid: str) -> dicomweb._Outgoing:
-    return dicomweb._Outgoing(f"{uid}.dcm", b"", 0, uid, SEG_STORAGE, "1.2", "1.2.3")
+def _outgoing(uid: str) -> stow._Outgoing:
+    return stow._Outgoing(f"{uid}.dcm", b"", 0, uid, SEG_STORAGE, "1.2", "1.2.3")
 
 
 def test_store_answers_are_read_as_ps3_18_says():
@@ -804,20 +810,20 @@ def test_store_answers_are_read_as_ps3_18_says():
     }
     response = [{"00081199": {"vr": "SQ", "Value": [item, older]},
                  "00081198": {"vr": "SQ", "Value": [refused]}}]  # fmt: skip
-    answer = dicomweb._Answer(bytearray(json.dumps(response).encode()), "", 202, "", "Accepted")
-    parsed = dicomweb._store_response(answer)
+    answer = srv._Answer(bytearray(json.dumps(response).encode()), "", 202, "", "Accepted")
+    parsed = stow._store_response(answer)
     assert parsed is not None
-    stored, failed = dicomweb._sort_answer(parsed, sent)
+    stored, failed = stow._sort_answer(parsed, sent)
     assert [(s.sop_instance_uid, s.url, s.warning) for s in stored] == [
         ("1.1", "http://pacs/i/1.1", "0xB000 coercion of data elements"),
         ("1.2", "http://pacs/i/1.2", ""),
     ]
     assert failed == {"1.3": "0xA701 out of resources", "1.4": "not in the server's answer"}
-    error = dicomweb._refusal("http://pacs/studies", answer, sent, stored, failed, None)
+    error = stow._refusal("http://pacs/studies", answer, sent, stored, failed, None)
     assert str(error).startswith("http://pacs/studies: HTTP 202 Accepted: the server stored 2 of 4")
     assert "1.4 (1.4.dcm): not in the server's answer" in str(error)
     for body in (b"", b"<html>", b'{"HttpError": "Not Found"}', b"[]"):
-        assert dicomweb._store_response(dicomweb._Answer(bytearray(body), "", 200, "")) is None
-    assert dicomweb._reason(0x0122) == "0x0122 SOP class not supported"
-    assert dicomweb._reason("272") == "0x0110 processing failure"
-    assert dicomweb._reason(0x1234) == "0x1234 no meaning known"
+        assert stow._store_response(srv._Answer(bytearray(body), "", 200, "")) is None
+    assert stow._reason(0x0122) == "0x0122 SOP class not supported"
+    assert stow._reason("272") == "0x0110 processing failure"
+    assert stow._reason(0x1234) == "0x1234 no meaning known"
