@@ -191,9 +191,6 @@ class Load(ItemAction):
             return {"source": item.source}
         return {"source": item.source, "labels": item.label_source}
 
-    def _apply_fetched(self, item: CTItem, source: str, label_source: str | None) -> dict[str, Any]:
-        return _fetched(self, item, source, label_source)
-
     def apply(self, item: CTItem, params: Mapping[str, Any]) -> dict[str, Any]:
         """Read one item's source (a path, or an fsspec URL: fetched, then read)."""
         from ctflow.io.reader import detect_format, read_scan
@@ -203,7 +200,7 @@ class Load(ItemAction):
             raise InvalidParameterError(f"load: item {item.id!r} has no source path")
         label_source = params.get("labels", item.label_source)
         if is_url(source) or (label_source is not None and is_url(label_source)):
-            return self._apply_fetched(item, source, label_source)
+            return _fetched(self, item, source, label_source)
         kind = detect_format(source) if self.fmt is None else self.fmt
         if self.lazy:
             if kind != "ctflow":

@@ -219,12 +219,7 @@ def fetch(url: str, heads: bool = False) -> Iterator[Path]:
                     with _lock:
                         _partial.pop(os.fspath(local), None)
                 return
-            try:
-                fs.get([f for f, _, _ in targets], [str(t) for _, t, _ in targets])
-            except FileNotFoundError:
-                raise CorruptFileError(f"{url}: an object vanished while fetched") from None
-            except _storage_errors() as exc:
-                raise CorruptFileError(f"{url}: cannot be fetched ({exc})") from exc
+            _get_all(fs, [(f, t) for f, t, _ in targets], url)
             yield local
             return
         local = tmp / name
@@ -258,6 +253,16 @@ def _folder_targets(fs: Any, path: str, local: Path, url: str) -> list[tuple[str
     return targets
 
 
+def _get_all(fs: Any, pairs: list[tuple[str, Path]], url: str) -> None:
+    """Fetch objects whole, concurrently: ``(remote path, local path)`` pairs."""
+    try:
+        fs.get([f for f, _ in pairs], [str(p) for _, p in pairs])
+    except FileNotFoundError:
+        raise CorruptFileError(f"{url}: an object vanished while fetched") from None
+    except _storage_errors() as exc:
+        raise CorruptFileError(f"{url}: cannot be fetched ({exc})") from exc
+
+
 def _fetch_heads(fs: Any, targets: list[tuple[str, Path, int]], url: str) -> None:
     """Write the first HEAD_BYTES of each object into a sparse file of the object's size."""
     ends = [min(size, HEAD_BYTES) for _, _, size in targets]
@@ -287,12 +292,7 @@ class _Rest:
             wanted = [(self.todo.pop(Path(p)), Path(p)) for p in paths if Path(p) in self.todo]
         if not wanted:
             return
-        try:
-            self.fs.get([f for (f, _), _ in wanted], [str(p) for _, p in wanted])
-        except FileNotFoundError:
-            raise CorruptFileError(f"{self.url}: an object vanished while fetched") from None
-        except _storage_errors() as exc:
-            raise CorruptFileError(f"{self.url}: cannot be fetched ({exc})") from exc
+        _get_all(self.fs, [(f, p) for (f, _), p in wanted], self.url)
 
 
 def completer(folder: str | os.PathLike[str]) -> Callable[[Sequence[Path]], None] | None:

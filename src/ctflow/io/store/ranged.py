@@ -46,6 +46,20 @@ __all__ = ["read_planes", "read_remote_meta"]
 _FETCHERS = 8  # ranged GETs in flight for one read (object stores serve many at once)
 
 
+def _cat(fs: Any, path: str, start: int, end: int, where: str, missing: Exception) -> bytes:
+    """Fetch bytes ``[start, end)`` of an object with one ranged GET.
+
+    Raises ``missing`` when the object is not there, a CorruptFileError naming ``where`` when
+    the fetch fails.
+    """
+    try:
+        return bytes(fs.cat_file(path, start=start, end=end))
+    except FileNotFoundError:
+        raise missing from None
+    except _storage_errors() as exc:
+        raise CorruptFileError(f"{where}: cannot be fetched ({exc})") from exc
+
+
 def read_remote_meta(url: str) -> tuple[dict[str, Any], dict[str, _Component]]:
     """Fetch and check the ``meta.json`` of an item on object storage (no array is read).
 
@@ -59,14 +73,10 @@ def read_remote_meta(url: str) -> tuple[dict[str, Any], dict[str, _Component]]:
     """
     fs = filesystem(url)
     _, path = split_url(url.rstrip("/"))
-    try:
-        raw = fs.cat_file(f"{path}/{_META}", start=0, end=META_MAX_BYTES + 1)
-    except FileNotFoundError:
-        raise UnsupportedFormatError(
-            f"{url}: not a ctflow item (no {_META}; an upload writes it last)"
-        ) from None
-    except _storage_errors() as exc:
-        raise CorruptFileError(f"{url}/{_META}: cannot be fetched ({exc})") from exc
+    missing = UnsupportedFormatError(
+        f"{url}: not a ctflow item (no {_META}; an upload writes it last)"
+    )
+    raw = _cat(fs, f"{path}/{_META}", 0, META_MAX_BYTES + 1, f"{url}/{_META}", missing)
     if len(raw) > META_MAX_BYTES:
         raise CorruptFileError(
             f"{url}/{_META}: ctflow metadata must be at most META_MAX_BYTES = {META_MAX_BYTES} "
@@ -85,14 +95,9 @@ def _fetch_chunks(url: str, comp: _Component, numbers: list[int]) -> list[bytes]
         offset, size = comp.ranges[k]  # type: ignore[index]
         if offset < 0:
             return bytes.fromhex(str(size))
-        try:
-            data = bytes(fs.cat_file(path, start=offset, end=offset + int(size)))
-        except FileNotFoundError:
-            raise CorruptFileError(
-                f"{url}/{comp.file}: no such object; {url}/{_META} names it"
-            ) from None
-        except _storage_errors() as exc:
-            raise CorruptFileError(f"{url}/{comp.file}: cannot be fetched ({exc})") from exc
+        where = f"{url}/{comp.file}"
+        missing = CorruptFileError(f"{where}: no such object; {url}/{_META} names it")
+        data = _cat(fs, path, offset, offset + int(size), where, missing)
         if len(data) != size:
             raise CorruptFileError(
                 f"{url}/{comp.file}: chunk {k} must be {size} bytes at offset {offset}; the "
