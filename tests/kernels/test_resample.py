@@ -15,6 +15,7 @@ from scipy import ndimage as ndi
 
 from ctflow.kernels.resample import (
     ROW_GROUP,
+    _store_row,
     bspline_prefilter,
     gaussian_axis,
     resample_nearest,
@@ -98,6 +99,26 @@ def test_separable_kernel_fills_only_its_slice_range_and_is_split_invariant(rng)
     assert (part[:3] == 77).all() and (part[7:] == 77).all()
     empty = _run_separable(src, tables, False, 0.0, False, 0.0, 0.0, np.float32, 4, 4)
     assert (empty == 77).all()
+
+
+@pytest.mark.parametrize(
+    ("dtype", "lo", "hi"),
+    [(np.int16, -32768.0, 32767.0), (np.uint8, 0.0, 255.0), (np.int32, -(2.0**31), 2.0**31 - 1)],
+)
+def test_row_store_rounds_half_away_from_zero_exactly(dtype, lo, hi, rng):
+    """The vectorised float32 rounding (small integer types) equals the float64 reference."""
+    f32 = np.float32
+    ties = np.arange(-40.0, 40.0) + 0.5
+    near = np.concatenate(
+        [np.nextafter(ties.astype(f32), f32(np.inf)), np.nextafter(ties.astype(f32), f32(-np.inf))]
+    )
+    edges = [lo - 0.5, lo - 0.49, lo + 0.5, hi + 0.5, hi + 0.49, hi - 0.5, 1e9, -1e9, 0.49999997]
+    noise = rng.normal(0, 3000, 4000)
+    acc = np.concatenate([ties, near, edges, -np.asarray(edges), noise]).astype(f32)
+    out = np.zeros(acc.size, dtype)
+    ones = np.ones(acc.size, f32)
+    _store_row(out, acc.copy(), f32(1), ones, False, 0.0, True, lo, hi)
+    np.testing.assert_array_equal(out, _round_clip(acc.astype(np.float64), lo, hi).astype(dtype))
 
 
 @pytest.mark.parametrize("round_out", [False, True])
