@@ -68,7 +68,7 @@ def test_quick_run_writes_results_and_every_output_agrees(tmp_path):
     assert all(r["bound_fraction"] > 0 for r in resample["rows"])
     assert {r["tool"] for r in resample["rows"]} == {"ctflow", "scipy.ndimage"}
     report = (out / "benchmarks.md").read_text()
-    assert "## Targets (issue 5)" in report and "### Nodule masks" in report
+    assert "## Targets (issues 5 and 18)" in report and "### Nodule masks" in report
 
 
 def test_run_lists_cases(capsys):
@@ -195,6 +195,24 @@ def test_dask_case_compares_engines_in_one_process(tmp_path, tiny_cache):
     assert target["met"] is True
     assert "## Dask engine (`dask`)" in report
     assert "Dumps byte-identical across engines: yes" in report
+
+
+def test_fused_pipeline_case_agrees_with_the_script_durable_or_not(tmp_path, tiny_cache):
+    code, payload, report = _tiny_run(tmp_path, tiny_cache, "pipeline_fused", repeats=1)
+    assert code == 0
+    (case,) = payload["cases"]
+    rows = {r["how"]: r for r in case["rows"]}
+    assert {r["tool"] for r in rows.values()} == {"ctflow", "SimpleITK"}
+    assert len(rows) == 5 and any("fsynced" in how for how in rows)
+    for row in rows.values():
+        assert row["agree"]["ok"], (row["key"], row["agree"])
+    (target,) = [t for t in payload["targets"] if t["target"].startswith("fused pipeline")]
+    plain = rows["SimpleITK + numpy script, 2 scans in threads"]["median"]
+    ours = rows["Pipeline (fused), dump(sync=False): no fsync, like the script"]["median"]
+    assert target["value"] == round(plain / ours, 2)
+    assert "when both fsync their files" in target["measured"]
+    assert target["met"] is (plain / ours >= 8.0)
+    assert target["measured"] in report
 
 
 def test_report_of_pairs_and_tuning_from_rows():

@@ -454,14 +454,14 @@ def test_crop_files_are_exactly_what_blosc2_writes(tmp_path, rng, monkeypatch, c
         rng.integers(-1000, 400, (5, 7, 9)).astype(np.int16),
     ]
     geometry = cf.Geometry((1.0, 1.0, 1.0))
-    monkeypatch.setattr(store.arrays, "_crop_frames", {})
+    monkeypatch.setattr(store.frames, "_crop_frames", {})
     for k, crop in enumerate(crops):
         store.write_item(tmp_path / "ours", f"c{k}", {"images": crop}, geometry,
                          compression=compression)  # fmt: skip
-    assert all(v is not None for v in store.arrays._crop_frames.values())  # the model held
+    assert all(v is not None for v in store.frames._crop_frames.values())  # the model held
     # where a layout's frame cannot be learnt, blosc2 frames every crop: same files
-    monkeypatch.setattr(store.arrays, "_crop_frames", {})
-    monkeypatch.setattr(store.arrays._CropFrame, "learn", classmethod(lambda cls, *a: None))
+    monkeypatch.setattr(store.frames, "_crop_frames", {})
+    monkeypatch.setattr(store.frames._CropFrame, "learn", classmethod(lambda cls, *a: None))
     for k, crop in enumerate(crops):
         store.write_item(tmp_path / "blosc2", f"c{k}", {"images": crop}, geometry,
                          compression=compression)  # fmt: skip
@@ -507,6 +507,60 @@ def test_dense_float_chunks_are_stored_as_they_are_with_lz4(tmp_path, compressio
     np.testing.assert_array_equal(box, images[20:60, 5:35, 7:27])
     arr = blosc2.open(str(_array(tmp_path / "x")), mode="r")
     np.testing.assert_array_equal(arr[...], images)  # blosc2's own reader
+
+
+def test_uncompressed_arrays_are_written_from_memory_exactly_as_blosc2_writes(
+    tmp_path, monkeypatch
+):
+    # an array whose chunks are all stored as they are is written in a frame learnt from
+    # blosc2's first file of the layout and checked on the second: from the third on, no
+    # chunk is copied, and every file is byte for byte what blosc2 writes
+    monkeypatch.setattr(store.frames, "_raw_frames", {})
+    geometry = cf.Geometry((1.0, 1.0, 1.0))
+    scans = [_normalised_ct((70, 256, 256)) for _ in range(4)]  # last chunk overhangs
+    for k, scan in enumerate(scans):
+        scan[k::7] += np.float32(0.001 * k)  # different data every time
+        store.write_item(tmp_path / "ours", f"s{k}", {"images": scan}, geometry)
+    states = list(store.frames._raw_frames.values())
+    assert [state for state, _ in states] == ["ready"]
+    calls = []
+    real = store.arrays._write_raw
+    monkeypatch.setattr(store.arrays, "_write_raw", lambda *a: calls.append(1) or real(*a))
+    store.write_item(tmp_path / "ours", "s3", {"images": scans[3]}, geometry)
+    assert calls == [1]  # the frame was used
+    # the reference: blosc2's frame code for every file
+    monkeypatch.setattr(store.frames, "_raw_frames", {})
+    monkeypatch.setattr(store.frames._RawFrame, "from_file", classmethod(lambda cls, *a: None))
+    for k, scan in enumerate(scans):
+        store.write_item(tmp_path / "blosc2", f"s{k}", {"images": scan}, geometry)
+        ours = _array(tmp_path / "ours" / f"s{k}")
+        assert ours.read_bytes() == _array(tmp_path / "blosc2" / f"s{k}").read_bytes()
+        assert _stored_as_is(ours) == [True, True, True]
+        meta = store.read_meta(tmp_path / "ours" / f"s{k}")
+        theirs = store.read_meta(tmp_path / "blosc2" / f"s{k}")
+        assert meta["components"] == theirs["components"]  # checksums and chunk places
+        np.testing.assert_array_equal(
+            store.read_item(tmp_path / "ours" / f"s{k}").components["images"], scan
+        )
+        np.testing.assert_array_equal(blosc2.open(str(ours), mode="r")[...], scan)
+
+
+def test_a_frame_model_that_fails_its_check_is_never_used(tmp_path, monkeypatch):
+    monkeypatch.setattr(store.frames, "_raw_frames", {})
+    real = store.frames._RawFrame.from_file
+
+    def wrong(cls, *args):
+        model = real(*args)
+        model.tail = model.tail[:-1] + bytes([model.tail[-1] ^ 1])
+        return model
+
+    monkeypatch.setattr(store.frames._RawFrame, "from_file", classmethod(wrong))
+    scan = _normalised_ct((70, 256, 256))
+    for k in range(3):
+        store.write_item(tmp_path, f"s{k}", {"images": scan}, cf.Geometry((1, 1, 1)))
+    assert [state for state, _ in store.frames._raw_frames.values()] == ["blosc2"]
+    first = _array(tmp_path / "s0").read_bytes()
+    assert all(_array(tmp_path / f"s{k}").read_bytes() == first for k in (1, 2))
 
 
 def test_float_dumps_with_every_chunk_compressed_still_load(tmp_path, monkeypatch):

@@ -25,7 +25,8 @@ array file must have the shape and dtype ``meta.json`` says, and float voxels mu
 (:class:`~ctflow.errors.InvalidScanError` otherwise, as for scan files).
 
 The code lives in :mod:`~ctflow.io.store.format` (names, ``meta.json``, :class:`StoredItem`),
-:mod:`~ctflow.io.store.arrays` (one array: layout, chunk compression, checksums, crop frames),
+:mod:`~ctflow.io.store.arrays` (one array: layout, chunk compression, checksums, reads),
+:mod:`~ctflow.io.store.frames` (the frames ctflow writes itself: crops, uncompressed chunks),
 :mod:`~ctflow.io.store.files` (file creation and early writeback),
 :mod:`~ctflow.io.store.staging` (staging folders, putting items in place, dead writers),
 :mod:`~ctflow.io.store.writer` (:func:`write_item`) and :mod:`~ctflow.io.store.reader`

@@ -2,17 +2,17 @@
 
 An array is stored in chunks of whole ``(Y, X)`` planes, compressed and decompressed one
 chunk per task on a small thread pool without the GIL; with LZ4, a float chunk that would hardly
-shrink is stored uncompressed (``_chunk_flags``). A crop (one chunk) is written as a
-frame learnt once per layout (``_CropFrame``), with one write and without blosc2's frame
-code. Every compressed chunk has a CRC-32 (``_chunk_crc``), computed by the task that
-compresses it and checked by the task that decompresses it.
+shrink is stored uncompressed (``_chunk_flags``). A crop (one chunk) and an array whose
+chunks are all uncompressed are written in frames ctflow learnt from blosc2
+(:mod:`~ctflow.io.store.frames`), without blosc2's frame code, the latter with no copy of its
+chunks. Every chunk has a CRC-32 (``_chunk_crc``), computed by the task that compresses it and
+checked by the task that decompresses it.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import struct
 import threading
 import zlib
 from collections import deque
@@ -29,6 +29,14 @@ from ctflow import memory
 from ctflow.errors import CorruptFileError
 from ctflow.io.store.files import _open_for_fsync, _start_writeback, _write_file
 from ctflow.io.store.format import _compression
+from ctflow.io.store.frames import (
+    _chunk_places,
+    _compress_chunk,
+    _crop_frame,
+    _observe_raw,
+    _raw_frame,
+    _RawFrame,
+)
 from ctflow.io.voxels import check_finite
 from ctflow.system import cpu_count
 
@@ -75,143 +83,6 @@ def _layout(shape: Sequence[int], itemsize: int) -> tuple[tuple[int, ...], tuple
     cz = bz * max(1, _CHUNK_BYTES // (bz * plane))
     cz = min(cz, -(-z // bz) * bz)
     return (cz, y, x), (bz, y, x)
-
-
-class _CropFrame:
-    """The blosc2 frame of one-chunk arrays of one layout, as ``head + chunk + tail``.
-
-    Every frame change in blosc2 (appending or replacing a chunk, serialising an in-memory
-    array) recompresses the chunk-offset index with a context of four threads, which are
-    started and joined on the spot (c-blosc2's ``frame.c`` hard-codes them; only the
-    process-wide ``BLOSC_NTHREADS`` overrides it): several thread starts and exits per crop
-    written, which make crops slow to write whenever other threads are busy. A one-chunk frame
-    of a given layout differs from another only in its chunk and in two header fields (frame
-    length, compressed size), so the frame is learnt once per layout from blosc2 itself and
-    verified byte for byte against blosc2 on a second chunk before it is ever used; a layout
-    whose frame does not follow that model is written through blosc2's frame code. An all-zero
-    array is a special chunk that blosc2 keeps in the offset index, not in the data: its whole
-    frame is learnt too (empty nodule-mask crops are common).
-
-    Parameters
-    ----------
-    head, tail : bytes
-        The frame's bytes before and after the chunk.
-    len_at, cbytes_at : int
-        Offsets in ``head`` of the frame length and of the compressed size (big-endian int64).
-    zeros : tuple of bytes
-        The chunk and the whole frame of an all-zero array of this layout.
-    """
-
-    __slots__ = ("cbytes_at", "head", "len_at", "tail", "zeros")
-
-    def __init__(
-        self, head: bytes, len_at: int, cbytes_at: int, tail: bytes, zeros: tuple[bytes, bytes]
-    ) -> None:
-        self.head, self.len_at, self.cbytes_at, self.tail = head, len_at, cbytes_at, tail
-        self.zeros = zeros  # (chunk, frame) of an all-zero array
-
-    def parts(self, chunk: bytes) -> list[bytes] | None:
-        """Return the frame holding ``chunk`` (a blosc2 chunk of this layout), in pieces.
-
-        Parameters
-        ----------
-        chunk : bytes
-            A blosc2 chunk compressed with this layout's blocks and flags.
-
-        Returns
-        -------
-        list of bytes or None
-            The pieces to write one after another; None for a special chunk (a run of one
-            value) other than all zeros, which blosc2 must frame itself.
-        """
-        if len(chunk) >= 32 and (chunk[31] >> 4) & 0x7:  # blosc2's special-chunk bits
-            return [self.zeros[1]] if chunk == self.zeros[0] else None
-        head = bytearray(self.head)
-        size = len(self.head) + len(chunk) + len(self.tail)
-        head[self.len_at : self.len_at + 8] = struct.pack(">q", size)
-        head[self.cbytes_at : self.cbytes_at + 8] = struct.pack(">q", len(chunk))
-        return [bytes(head), chunk, self.tail]
-
-    @classmethod
-    def learn(
-        cls,
-        shape: tuple[int, ...],
-        dtype: np.dtype[Any],
-        blocks: tuple[int, ...],
-        flags: dict[str, Any],
-    ) -> _CropFrame | None:
-        """Learn the frame of one layout from blosc2 and check it on a second chunk.
-
-        Parameters
-        ----------
-        shape : tuple of int
-            The array (and chunk) shape.
-        dtype : numpy.dtype
-            The array's dtype.
-        blocks : tuple of int
-            The block shape.
-        flags : dict
-            ``codec``, ``clevel`` and ``filters`` of blosc2's compression parameters.
-
-        Returns
-        -------
-        _CropFrame or None
-            The frame, or None when blosc2's frames do not follow the model.
-        """
-
-        def reference(data: NDArray[Any]) -> tuple[bytes, bytes]:
-            arr = blosc2.empty(
-                shape,
-                dtype,
-                chunks=shape,
-                blocks=blocks,
-                cparams=blosc2.CParams(nthreads=1, **flags),
-            )
-            chunk = _compress_chunk(data, blocks, flags)
-            arr.schunk.update_chunk(0, chunk)
-            return chunk, arr.schunk.to_cframe()
-
-        nbytes = int(np.prod(shape)) * dtype.itemsize
-        noise = np.random.default_rng(0).integers(0, 256, nbytes, dtype=np.uint8)
-        chunk_a, frame_a = reference(noise.view(dtype).reshape(shape))  # does not compress
-        at = frame_a.find(chunk_a)
-        if at < 0 or frame_a.find(chunk_a, at + 1) >= 0:
-            return None
-        head, tail = frame_a[:at], frame_a[at + len(chunk_a) :]
-        len_at = _only(head, struct.pack(">q", len(frame_a)))
-        cbytes_at = _only(head, struct.pack(">q", len(chunk_a)))
-        if len_at is None or cbytes_at is None or abs(len_at - cbytes_at) < 8:
-            return None
-        frame = cls(head, len_at, cbytes_at, tail, reference(np.zeros(shape, dtype)))
-        ramp = np.arange(nbytes, dtype=np.uint8).view(dtype).reshape(shape)  # compresses well
-        chunk_b, frame_b = reference(ramp)
-        check = frame.parts(chunk_b)
-        return frame if check is not None and b"".join(check) == frame_b else None
-
-
-def _only(data: bytes, pattern: bytes) -> int | None:
-    """Return the one position of ``pattern`` in ``data``, or None (absent or ambiguous)."""
-    at = data.find(pattern)
-    return at if at >= 0 and data.find(pattern, at + 1) < 0 else None
-
-
-_crop_frames: dict[tuple[Any, ...], _CropFrame | None] = {}
-
-
-def _crop_frame(
-    shape: tuple[int, ...], dtype: np.dtype[Any], blocks: tuple[int, ...], flags: dict[str, Any]
-) -> _CropFrame | None:
-    """Return the frame of a one-chunk layout, learnt on first use (None: use blosc2)."""
-    key = (shape, dtype.str, blocks, flags["codec"], flags["clevel"], tuple(flags["filters"]))
-    if key not in _crop_frames:  # two threads may both learn it: same result
-        _crop_frames[key] = _CropFrame.learn(shape, dtype, blocks, flags)
-    return _crop_frames[key]
-
-
-def _compress_chunk(data: NDArray[Any], blocks: tuple[int, ...], flags: dict[str, Any]) -> bytes:
-    """Compress ``data`` into one blosc2 chunk with blocks of ``blocks`` (one thread, no GIL)."""
-    blocksize = int(np.prod(blocks)) * data.itemsize
-    return blosc2.compress2(data, typesize=data.itemsize, blocksize=blocksize, nthreads=1, **flags)
 
 
 def _flags(compression: str) -> dict[str, Any]:
@@ -265,17 +136,25 @@ def _chunk_crc(chunk: bytes | memoryview) -> int:
     return zlib.crc32(chunk)
 
 
-def _write_array(path: Path, data: NDArray[Any], compression: str) -> tuple[int, list[int]]:
+#: where each chunk of a written file lies: planes per chunk, ``[offset, size]`` per chunk
+Places = tuple[int, list[list[Any]]]
+
+
+def _write_array(
+    path: Path, data: NDArray[Any], compression: str
+) -> tuple[int, list[int], Places | None]:
     """Write ``data`` (C-contiguous, 3-D) as a blosc2 NDArray of whole-plane chunks.
 
-    Returns an open descriptor of the file, its writeback started, for the caller to fsync,
-    and the CRC-32 of every chunk (``_chunk_crc``).
+    Returns an open descriptor of the file, its writeback started, for the caller to fsync;
+    the CRC-32 of every chunk (``_chunk_crc``); and where the chunks lie in the file
+    (``_chunk_places``; None when blosc2 cannot tell).
     """
     flags = _flags(compression)
     (cz, _, _), blocks = _layout(data.shape, data.itemsize)
     if cz < int(data.shape[0]):
         return _write_chunks(path, data, cz, blocks, flags)
-    return _write_one_chunk(path, data, cz, blocks, flags)
+    fd, crcs = _write_one_chunk(path, data, cz, blocks, flags)
+    return fd, crcs, _chunk_places(path)
 
 
 def _write_one_chunk(
@@ -307,12 +186,22 @@ def _write_one_chunk(
 
 def _write_chunks(
     path: Path, data: NDArray[Any], cz: int, blocks: tuple[int, ...], flags: dict[str, Any]
-) -> tuple[int, list[int]]:
-    """Write an array of several chunks, compressed in parallel; see ``_write_array``.
+) -> tuple[int, list[int], Places | None]:
+    """Write an array of several chunks; see ``_write_array``.
 
-    The chunks are compressed on the pool (a few in flight) and appended in order by blosc2;
-    each one's writeback is started as soon as it is in the file.
+    When every chunk is to be stored as it is and the layout's frame is known
+    (:class:`~ctflow.io.store.frames._RawFrame`), the file is written straight from ``data``.
+    Otherwise the chunks are compressed on the pool (a few in flight) and appended in order by
+    blosc2; each one's writeback is started as soon as it is in the file.
     """
+    n_chunks = -(-int(data.shape[0]) // cz)
+    per_chunk = [_chunk_flags(data[k * cz : (k + 1) * cz], flags) for k in range(n_chunks)]
+    raw = all(f["clevel"] == 0 for f in per_chunk)
+    key = (tuple(data.shape), data.dtype.str, cz, blocks, flags["codec"], flags["clevel"])
+    frame = _raw_frame(key) if raw else None
+    if frame is not None:
+        fd, checksums = _write_raw(path, data, cz, frame)
+        return fd, checksums, (cz, frame.places())
     arr = blosc2.empty(
         data.shape,
         data.dtype,
@@ -324,11 +213,9 @@ def _write_chunks(
     )
 
     def compress(k: int) -> tuple[bytes, int]:
-        slab = _padded(data, k * cz, cz)
-        chunk = _compress_chunk(slab, blocks, _chunk_flags(slab, flags))
+        chunk = _compress_chunk(_padded(data, k * cz, cz), blocks, per_chunk[k])
         return chunk, _chunk_crc(chunk)
 
-    n_chunks = -(-int(data.shape[0]) // cz)
     crcs: list[int] = []
     pool = _io_pool()
     window = 2 * _IO_THREADS
@@ -344,15 +231,42 @@ def _write_chunks(
                 # the disk starts on it while the next ones are compressed: 8 dumps of 64 MiB
                 # in a row spent 760 ms in fsync instead of 940 ms
                 _start_writeback(fd)
+        del arr  # blosc2 has written the file
+        _start_writeback(fd)
+        if raw:
+            _observe_raw(key, path, data, cz, n_chunks)
+        return fd, crcs, _chunk_places(path)
     except BaseException:
         os.close(fd)
         raise
     finally:
         for fut in pending:
             fut.cancel()
-    del arr  # blosc2 has written the file
-    _start_writeback(fd)
-    return fd, crcs
+
+
+def _write_raw(path: Path, data: NDArray[Any], cz: int, frame: _RawFrame) -> tuple[int, list[int]]:
+    """Write ``data`` in ``frame``, every chunk as it is, with no copy of it; see ``_write_array``.
+
+    The chunks' CRC-32s are computed on the pool while the file is written.
+    """
+    chunks = frame.chunks(data, cz)
+
+    def crc(pieces: list[Any]) -> int:
+        value = 0
+        for piece in pieces:
+            value = zlib.crc32(piece, value)
+        return value
+
+    pending = [_io_pool().submit(crc, pieces) for pieces in chunks]
+    try:
+        fd = _write_file(path, frame.head, *(p for pieces in chunks for p in pieces), frame.tail)
+    finally:
+        wait(pending)
+    try:
+        return fd, [f.result() for f in pending]
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 _local = threading.local()  # the chunk buffer of each reading thread
@@ -440,42 +354,6 @@ class _ChunkReader:
                 f"its size, at most the {got} bytes at offset {offset}; it says {cbytes}"
             )
         return view[:cbytes]
-
-
-def _chunk_places(path: Path) -> tuple[int, list[list[Any]]] | None:
-    """Return (planes per chunk, where each chunk lies) of a written array file, or None.
-
-    A chunk's place is ``[offset, size]`` in the file, or, for a special chunk (kept in the
-    frame's index, no bytes of its own), ``[-1, "<hex>"]``: its rebuilt bytes as blosc2 hands
-    them back. Recorded in ``meta.json`` (``chunk_planes``, ``chunk_ranges``) so that a dump on
-    object storage can be read a few chunks at a time by byte ranges
-    (:mod:`ctflow.io.store.ranged`). None when the layout is not whole-plane chunks or blosc2
-    cannot tell where its chunks lie.
-    """
-    arr = blosc2.open(str(path), mode="r")
-    shape = tuple(int(v) for v in arr.shape)
-    chunks = tuple(int(v) for v in arr.chunks)
-    blocks = tuple(int(v) for v in arr.blocks)
-    schunk = arr.schunk
-    if (
-        len(shape) != 3
-        or chunks[1:] != shape[1:]
-        or blocks[1:] != shape[1:]
-        or chunks[0] % blocks[0]
-        or not hasattr(schunk, "get_chunk_range")
-    ):
-        return None
-    places: list[list[Any]] = []
-    try:
-        for k in range(schunk.nchunks):
-            offset, size = schunk.get_chunk_range(k)
-            if size > 0:
-                places.append([int(offset), int(size)])
-            else:
-                places.append([-1, bytes(schunk.get_chunk(k)).hex()])
-    except RuntimeError:
-        return None
-    return chunks[0], places
 
 
 def _check_chunk(chunk: bytes | memoryview, k: int, crcs: Sequence[int], path: Path) -> None:

@@ -112,7 +112,7 @@ class _Component:
         Planes per chunk (``chunk_planes``), when ``meta.json`` says where the chunks lie.
     ranges : tuple or None
         Where each chunk lies in the file (``chunk_ranges``): ``(offset, size)``, or
-        ``(-1, hex)`` for a special chunk (:func:`~ctflow.io.store.arrays._chunk_places`);
+        ``(-1, hex)`` for a special chunk (:func:`~ctflow.io.store.frames._chunk_places`);
         None for dumps written before ctflow recorded it.
     """
 

@@ -2,7 +2,7 @@
 
 A dump's arrays are blosc2 files of whole-plane chunks, and ``meta.json`` records where each
 chunk lies in its file (``chunk_planes``, ``chunk_ranges``; written by
-:func:`~ctflow.io.store.arrays._chunk_places`). :func:`read_remote_meta` fetches and checks an
+:func:`~ctflow.io.store.frames._chunk_places`). :func:`read_remote_meta` fetches and checks an
 item's ``meta.json`` alone; :func:`read_planes` fetches the chunks that hold planes
 ``[z0, z1)`` of one component, one ranged GET per chunk, concurrently, checks each against its
 CRC-32 and decompresses it: a 64³ crop of a 300-plane scan dumped to S3 costs the few chunks

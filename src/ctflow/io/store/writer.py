@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 
 from ctflow.errors import InvalidParameterError
 from ctflow.geometry import Geometry
-from ctflow.io.store.arrays import _chunk_places, _write_array
+from ctflow.io.store.arrays import _write_array
 from ctflow.io.store.files import _write_file
 from ctflow.io.store.format import (
     _META,
@@ -166,7 +166,7 @@ def write_item(
                     f"(bool, integers, floats); got {data.dtype}"
                 )
             path = tmp / f"{name}.b2nd"
-            fd, crcs = _write_array(path, data, compression)
+            fd, crcs, places = _write_array(path, data, compression)
             open_fds.append(fd)
             if os.name == "nt":  # an open file cannot be renamed there
                 _close(open_fds.pop(), sync=sync)
@@ -179,7 +179,6 @@ def write_item(
                 "file": file,
                 "chunk_crc32": crcs,
             }
-            places = _chunk_places(tmp / file)
             if places is not None and len(places[1]) == len(crcs):
                 meta_components[name]["chunk_planes"] = places[0]
                 meta_components[name]["chunk_ranges"] = places[1]
