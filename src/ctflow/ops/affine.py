@@ -75,8 +75,9 @@ def output_arrays(
     """Return ``(out, src, dst)`` of a resampling: the output array and the kernels' views.
 
     The output dtype is ``dtype``, else the image's for ``order=0`` (float32 for float64) and
-    float32 for ``order=1``; ``cval`` must fit it. Bool arrays are seen as uint8 by the kernels.
-    (Shared by :func:`resample_matrix` and :func:`ctflow.ops.warp.warp`.)
+    float32 for ``order=1``; ``cval`` must fit it. Bool arrays are seen as uint8 by the kernels;
+    a source that is not C-contiguous is copied once (the linear kernel reads it through a flat
+    view). (Shared by :func:`resample_matrix` and :func:`ctflow.ops.warp.warp`.)
     """
     if dtype is not None:
         out_dtype = as_dtype(dtype, _DTYPES, "dtype", where)
@@ -92,7 +93,7 @@ def output_arrays(
                 f"{where}: cval {cval:g} does not fit the output dtype {out_dtype}"
             )
     out = memory.empty(as_shape(shape, where=where), out_dtype)
-    src = image.view(np.uint8) if image.dtype == np.bool_ else image
+    src = np.ascontiguousarray(image.view(np.uint8) if image.dtype == np.bool_ else image)
     dst = out.view(np.uint8) if out_dtype == np.bool_ else out
     return out, src, dst
 
