@@ -267,13 +267,28 @@ def _raw_frame(key: tuple[Any, ...]) -> _RawFrame | None:
     return state[1] if state is not None and state[0] == "ready" else None
 
 
+def _holds(path: Path, model: _RawFrame, data: NDArray[Any], cz: int) -> bool:
+    """Whether the file ``path`` is byte for byte ``model``'s frame of ``data``.
+
+    Read and compared one piece at a time (a chunk at most in memory).
+    """
+    pieces = [model.head, *(p for chunk in model.chunks(data, cz) for p in chunk), model.tail]
+    with open(path, "rb") as f:
+        for piece in pieces:
+            expected = memoryview(piece).cast("B")
+            if f.read(len(expected)) != expected:
+                return False
+        return f.read(1) == b""
+
+
 def _observe_raw(
     key: tuple[Any, ...], path: Path, data: NDArray[Any], cz: int, n_chunks: int
 ) -> None:
     """Learn or check the frame model of a layout from a file blosc2 wrote of ``data``.
 
     The first file of a layout gives the model; the second must be exactly the model's frame
-    of its data (read back and compared byte for byte) for the model to be used from then on.
+    of its data (read back and compared byte for byte, :func:`_holds`) for the model to be used
+    from then on.
 
     Parameters
     ----------
@@ -294,10 +309,7 @@ def _observe_raw(
         new = ("blosc2", None) if model is None else ("seen", model)
     elif state[0] == "seen" and state[1] is not None:
         model = state[1]
-        expected = b"".join(
-            [model.head, *(bytes(p) for c in model.chunks(data, cz) for p in c), model.tail]
-        )
-        new = ("ready", model) if path.read_bytes() == expected else ("blosc2", None)
+        new = ("ready", model) if _holds(path, model, data, cz) else ("blosc2", None)
     else:
         return
     with _raw_lock:
