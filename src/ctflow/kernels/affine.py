@@ -56,20 +56,30 @@ def inside_range(s0, step, lo, hi, n):
 
 
 @numba.njit(nogil=True, cache=True)
-def _row_range(m, z, y, nz, ny, nx, nxo):
-    """Return the inside ``[a, b)`` of output row ``(z, y)`` on all three source axes."""
-    a = 0
-    b = nxo
+def _part_within(m, z, y, nz, ny, nx, a, b, lo, edge, tol):
+    """Return the part of ``[a, b)`` of output row ``(z, y)`` within the source.
+
+    Within: the source coordinate lies in ``[lo, n - edge - tol]`` on every axis (``n`` the
+    axis' size); empty when that interval is.
+    """
     for axis in range(3):
         n = nz if axis == 0 else (ny if axis == 1 else nx)
         s0 = m[axis, 0] * z + m[axis, 1] * y + m[axis, 3]
-        lo, hi = -0.5, n - 0.5 - 2e-9  # floor(s + _HALF) in [0, n - 1]: the voxels' extent
-        ra, rb = inside_range(s0, m[axis, 2], lo, hi, nxo)
+        ra, rb = inside_range(s0, m[axis, 2], lo, n - edge - tol, b)
         a = max(a, ra)
         b = min(b, rb)
     if b < a:
         b = a
     return a, b
+
+
+@numba.njit(nogil=True, cache=True)
+def _row_range(m, z, y, nz, ny, nx, nxo):
+    """Return the inside ``[a, b)`` of output row ``(z, y)`` on all three source axes.
+
+    Inside: the voxels' extent, where ``floor(s + _HALF)`` lies in ``[0, n - 1]``.
+    """
+    return _part_within(m, z, y, nz, ny, nx, 0, nxo, -0.5, 0.5, 2e-9)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -86,21 +96,9 @@ def _core_range(m, z, y, nz, ny, nx, a, b):
     """Return the part of ``[a, b)`` of row ``(z, y)`` whose 8 taps need no clamping.
 
     There every source coordinate lies in ``[0, n - 1 - 1e-6]``, so ``floor`` and ``floor + 1``
-    are both inside; empty when an axis has a single voxel.
+    are both inside; empty when an axis has a single voxel (the interval is empty).
     """
-    c = a
-    d = b
-    for axis in range(3):
-        n = nz if axis == 0 else (ny if axis == 1 else nx)
-        if n < 2:
-            return a, a
-        s0 = m[axis, 0] * z + m[axis, 1] * y + m[axis, 3]
-        ra, rb = inside_range(s0, m[axis, 2], 0.0, n - 1.0 - 1e-6, b)
-        c = max(c, ra)
-        d = min(d, rb)
-    if d < c:
-        d = c
-    return c, d
+    return _part_within(m, z, y, nz, ny, nx, a, b, 0.0, 1.0, 1e-6)
 
 
 @numba.njit(nogil=True, cache=True)
