@@ -10,7 +10,7 @@ import pytest
 
 import ctflow as cf
 from ctflow.io.metaimage import write_metaimage
-from ctflow.pipeline import plan_batches
+from ctflow.runs import plan_batches
 
 pytestmark = pytest.mark.timeout(120)
 

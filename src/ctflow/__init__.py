@@ -36,7 +36,8 @@ from ctflow.io.annotations import read_annotations
 from ctflow.io.lidc import read_lidc
 from ctflow.io.reader import read_scan
 from ctflow.parallel import action, inbatch_parallel
-from ctflow.pipeline import Pipeline, RunReport
+from ctflow.pipeline import Pipeline
+from ctflow.runs import RunReport
 
 __all__ = [
     "Action",

@@ -40,23 +40,15 @@ from ctflow.actions.custom import Call, Method
 from ctflow.actions.methods import ActionMethods
 from ctflow.batch import CTBatch
 from ctflow.errors import InvalidParameterError
-from ctflow.execution import (
-    BatchOutcome,
-    OnError,
-    RunOptions,
-    RunReport,
-    StopSignal,
-    execute,
-    peak_rss_mb,
-    plan_batches,
-)
+from ctflow.execution import execute, peak_rss_mb
 from ctflow.parallel import ACTION_ATTR
+from ctflow.runs import BatchOutcome, OnError, RunOptions, RunReport, StopSignal, plan_batches
 from ctflow.validation import as_path
 
 if TYPE_CHECKING:
     from ctflow.dataset import Dataset
 
-__all__ = ["BatchOutcome", "Pipeline", "RunReport", "execute", "plan_batches"]
+__all__ = ["Pipeline"]
 
 
 def _all_batch_classes(cls: type[CTBatch] = CTBatch) -> list[type[CTBatch]]:
@@ -476,7 +468,7 @@ class Pipeline(ActionMethods):
 
         Batches whose items all failed under ``on_error="skip"`` are not yielded; the failures
         are in each yielded batch's ``failed`` list. The first Ctrl-C stops the run after the
-        actions in progress (:class:`~ctflow.execution.StopSignal`) and ends the loop with
+        actions in progress (:class:`~ctflow.runs.StopSignal`) and ends the loop with
         ``KeyboardInterrupt``; a second one interrupts at once.
 
         Examples

@@ -61,19 +61,14 @@ from matplotlib.patches import Circle
 from ctflow.errors import InvalidParameterError
 from ctflow.geometry import Geometry
 from ctflow.validation import as_float
+from ctflow.viz_frame import check_component, default_center, display_frame, nodule_rows
+from ctflow.viz_masks import MaskLabels, describe_mask, mask_focus
 from ctflow.viz_panels import (
     LUNG_COLOR,
     NODULE_COLOR,
-    MaskLabels,
-    check_component,
-    default_center,
-    describe_mask,
-    display_frame,
     draw_mask,
     draw_panel,
     legend_handles,
-    mask_focus,
-    nodule_rows,
     overlay,
 )
 

@@ -29,7 +29,7 @@ from ctflow.errors import (
     UnsupportedFormatError,
 )
 from ctflow.geometry import Geometry, direction_from_sitk
-from ctflow.io import voxels
+from ctflow.io import voxel_sources as voxels
 from ctflow.io.metaimage import read_metaimage
 from ctflow.io.nifti import read_nifti
 from ctflow.io.nrrd import read_nrrd

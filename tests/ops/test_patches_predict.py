@@ -11,7 +11,7 @@ import pytest
 import ctflow as cf
 from ctflow.actions import PredictOnScan
 from ctflow.errors import InvalidParameterError, InvalidScanError
-from ctflow.ops.patches import (
+from ctflow.ops.patches_predict import (
     GAUSSIAN_FLOOR,
     as_flips,
     gaussian_weights,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ctflow.actions.base import ItemAction
-from ctflow.actions.geometry import cut, cut_padded
+from ctflow.actions.geometry_crop import cut, cut_padded
 from ctflow.errors import InvalidParameterError, InvalidScanError
 from ctflow.validation import as_bool, as_float, as_shape
 

@@ -128,7 +128,7 @@ class RandomFlip(ItemAction):
     def grid_step(self, state: Any, params: Mapping[str, Any]) -> Any:
         """Return the reversed grid."""
         from ctflow.actions.fusion import GridStep, index_map
-        from ctflow.actions.geometry import flipped_geometry
+        from ctflow.actions.geometry_flip_rotate import flipped_geometry
 
         geometry = flipped_geometry(state.shape, state.geometry, params["axes"])
         matrix = index_map(state.geometry, geometry)
@@ -136,7 +136,7 @@ class RandomFlip(ItemAction):
 
     def apply(self, item: CTItem, params: Mapping[str, Any]) -> dict[str, Any] | None:
         """Flip one item along its drawn axes."""
-        from ctflow.actions.geometry import flipped
+        from ctflow.actions.geometry_flip_rotate import flipped
 
         if not params["axes"]:
             return None

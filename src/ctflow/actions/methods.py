@@ -37,16 +37,9 @@ from ctflow.actions.augmentation import (
 )
 from ctflow.actions.base import Action
 from ctflow.actions.cache import Cache
-from ctflow.actions.geometry import (
-    CentralCrop,
-    Crop,
-    Flip,
-    Pad,
-    Reorient,
-    Resize,
-    Rotate,
-    UnifySpacing,
-)
+from ctflow.actions.geometry_crop import CentralCrop, Crop, Pad
+from ctflow.actions.geometry_flip_rotate import Flip, Rotate
+from ctflow.actions.geometry_resample import Reorient, Resize, UnifySpacing
 from ctflow.actions.intensity import NormalizeHU
 from ctflow.actions.inverse import Invert
 from ctflow.actions.io import Dump, Load

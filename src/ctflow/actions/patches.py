@@ -186,7 +186,7 @@ class PredictOnScan(BatchAction):
 
     def __post_init__(self) -> None:
         """Check the parameters and normalise them."""
-        from ctflow.ops.patches import as_flips
+        from ctflow.ops.patches_predict import as_flips
         from ctflow.validation import as_float
 
         if not callable(self.fn):
@@ -205,7 +205,7 @@ class PredictOnScan(BatchAction):
 
     def run(self, batch: CTBatch) -> CTBatch:
         """Predict on every item, one after another."""
-        from ctflow.ops.patches import predict_on_volume
+        from ctflow.ops.patches_predict import predict_on_volume
 
         batch.require(self.name, self.component)
         data = batch.ragged(self.component)
@@ -236,7 +236,7 @@ class PredictOnScan(BatchAction):
 
 def _sigma_scale(value: Any, where: str) -> float | tuple[float, float, float]:
     """``sigma_scale`` checked: a positive float, or 3 (z, y, x) kept as a tuple."""
-    from ctflow.ops.patches import as_sigma_scale
+    from ctflow.ops.patches_predict import as_sigma_scale
 
     sigmas = as_sigma_scale(value, where)
     return sigmas if isinstance(value, Sequence | np.ndarray) else sigmas[0]

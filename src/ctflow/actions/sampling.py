@@ -9,7 +9,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ctflow.actions.base import BatchAction
-from ctflow.actions.geometry import cut_padded
+from ctflow.actions.geometry_crop import cut_padded
 from ctflow.errors import InvalidScanError
 from ctflow.io.annotations import empty_nodules
 from ctflow.validation import as_float, as_int, as_shape, as_spacing

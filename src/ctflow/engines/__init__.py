@@ -1,7 +1,7 @@
 """Engines execute whole batches of a pipeline run: locally on threads, or on a Dask cluster.
 
 Both implement the :class:`~ctflow.engines.base.Engine` protocol: ``run_batches(dataset,
-actions, plan, options)`` yields :class:`~ctflow.execution.BatchOutcome` objects in plan order.
+actions, plan, options)`` yields :class:`~ctflow.runs.BatchOutcome` objects in plan order.
 Batches reach an engine as ids and source paths, never as arrays. Both run a batch with the
 same function (:func:`ctflow.execution.run_one`), so a seeded run gives the same output on
 either.

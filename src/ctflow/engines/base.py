@@ -2,8 +2,8 @@
 
 An engine executes whole batches of a run. ``run_batches(dataset, actions, plan, options)``
 takes the dataset (ids -> sources), the pipeline's action objects, the plan (``(position,
-ids)`` of each batch, from :func:`ctflow.execution.plan_batches`) and the run's
-:class:`~ctflow.execution.RunOptions`, and yields one :class:`~ctflow.execution.BatchOutcome`
+ids)`` of each batch, from :func:`ctflow.runs.plan_batches`) and the run's
+:class:`~ctflow.runs.RunOptions`, and yields one :class:`~ctflow.runs.BatchOutcome`
 per batch, strictly in plan order. Every engine:
 
 * runs a batch with :func:`ctflow.execution.run_one` (so a seeded run gives the same output on
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from ctflow.actions.base import Action
     from ctflow.dataset import Dataset
-    from ctflow.execution import BatchOutcome, RunOptions
+    from ctflow.runs import BatchOutcome, RunOptions
 
 __all__ = ["Engine"]
 

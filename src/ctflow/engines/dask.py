@@ -4,7 +4,7 @@ What travels
 ------------
 A task carries the batch's ids and source PATHS, the pipeline's action calls, the batch's
 position and the run seed — never voxel arrays. Workers read the files themselves and write dumps
-themselves. Only small :class:`~ctflow.execution.BatchOutcome` reports come back, plus the
+themselves. Only small :class:`~ctflow.runs.BatchOutcome` reports come back, plus the
 processed batch when the caller asked for it (``gen_batch``). Paths mean on every worker what
 they mean where the pipeline was written: sources are made absolute on the client, and actions
 make their path parameters absolute when they are written (``dump(dst)``,
@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING, Any
 
 from ctflow.deps import optional_import
 from ctflow.errors import InvalidParameterError
-from ctflow.execution import BatchOutcome, RunOptions, stop_requested
+from ctflow.runs import BatchOutcome, RunOptions, stop_requested
 
 if TYPE_CHECKING:
     from ctflow.actions.base import Action
@@ -127,7 +127,7 @@ def _stop_checker(name: str | None) -> Any:
     try:
         event = distributed.Event(name)
     except ValueError:  # not on a Dask worker (a task run in the client for debugging)
-        from ctflow.execution import stop_requested
+        from ctflow.runs import stop_requested
 
         return lambda: stop_requested(name)
     return event.is_set

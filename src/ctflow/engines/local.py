@@ -25,7 +25,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from ctflow.execution import BatchOutcome, RunOptions, run_one, stop_requested
+from ctflow.execution import run_one
+from ctflow.runs import BatchOutcome, RunOptions, stop_requested
 from ctflow.threads import ThreadShare, default_n_workers
 
 if TYPE_CHECKING:

@@ -252,7 +252,7 @@ class PipelineDataset(IterableDataset):
     -----
     **Sharding across DataLoader workers.** With ``DataLoader(ds, num_workers=k)``, ``k > 1``,
     every worker plans the whole run exactly as :meth:`~ctflow.Pipeline.gen_batch` would
-    (:func:`ctflow.execution.plan_batches`: the same shuffles, the same batches at the same
+    (:func:`ctflow.runs.plan_batches`: the same shuffles, the same batches at the same
     positions) and runs only its share: the batch whose first item is item ``i`` of the
     dataset (in the dataset's order) goes to worker ``(i // batch_size) % k``. Without
     shuffling, that is batch ``p`` to worker ``p % k``, and each worker always sees the same
@@ -373,7 +373,7 @@ class PipelineDataset(IterableDataset):
         info = get_worker_info()
         if info is None or info.num_workers <= 1:
             return None
-        from ctflow.execution import plan_batches
+        from ctflow.runs import plan_batches
 
         kw = self.run_kwargs
         k, me = int(info.num_workers), int(info.id)
@@ -401,7 +401,7 @@ class PipelineDataset(IterableDataset):
             return
         from ctflow import memory
         from ctflow.engines import resolve_engine
-        from ctflow.execution import RunOptions
+        from ctflow.runs import RunOptions
 
         kw = self.run_kwargs
         options = RunOptions(

@@ -73,8 +73,9 @@ from ctflow.errors import (
     UnsupportedFormatError,
 )
 from ctflow.io.dicomweb import is_dicomweb_url
+from ctflow.io.files import _not_regular
 from ctflow.io.scan import Scan
-from ctflow.io.voxels import _not_regular, as_source_path, open_regular
+from ctflow.io.voxels import as_source_path, open_regular
 from ctflow.validation import as_bool
 
 __all__ = ["FORMATS", "detect_format", "read_scan"]

@@ -40,11 +40,11 @@ import numpy as np
 
 from ctflow.errors import CorruptFileError, CTFlowError, InvalidScanError, UnsupportedFormatError
 from ctflow.geometry import Geometry, direction_from_sitk
+from ctflow.io.files import _not_regular
 from ctflow.io.scan import Scan
 from ctflow.io.voxels import (
     HEADER_MAX_BYTES,
     MAX_VOXELS_BYTES,
-    _not_regular,
     as_source_path,
     check_data_file,
     check_finite,

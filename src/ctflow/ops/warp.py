@@ -38,7 +38,8 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from ctflow.errors import InvalidParameterError
-from ctflow.kernels.warp import bspline_displacement, warp_linear, warp_nearest
+from ctflow.kernels.warp import warp_linear, warp_nearest
+from ctflow.kernels.warp_field import bspline_displacement
 from ctflow.ops.affine import output_arrays
 from ctflow.threads import run_ranges
 from ctflow.validation import (

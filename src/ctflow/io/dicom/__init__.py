@@ -12,7 +12,10 @@ The code lives in :mod:`~ctflow.io.dicom.quick` (the fast header pass),
 :mod:`~ctflow.io.dicom.reader` (:func:`read_dicom_series`, which puts them together).
 Label objects: :mod:`~ctflow.io.dicom.seg` reads DICOM SEG files (:func:`read_dicom_seg`) and
 writes them (:func:`write_dicom_seg`, with highdicom: ``pip install 'ctflow[seg]'``);
-:mod:`~ctflow.io.dicom.rtstruct` rasterises RT Structure Sets (:func:`read_rtstruct`).
+:mod:`~ctflow.io.dicom.rtstruct` rasterises RT Structure Sets (:func:`read_rtstruct`); the code
+lives in :mod:`~ctflow.io.dicom.label_objects`, :mod:`~ctflow.io.dicom.label_canvas` (shared by
+both), :mod:`~ctflow.io.dicom.seg_headers`, :mod:`~ctflow.io.dicom.seg_grid`,
+:mod:`~ctflow.io.dicom.seg_read` and :mod:`~ctflow.io.dicom.seg_write`.
 
 Rules
 -----

@@ -56,7 +56,8 @@ from numpy.typing import NDArray
 
 from ctflow.errors import CorruptFileError, InvalidParameterError
 from ctflow.geometry import Geometry
-from ctflow.io.dicom.seg import OVERLAP, DicomLabels, Segment, _Canvas, _expect, _read_dataset
+from ctflow.io.dicom.label_canvas import OVERLAP, _Canvas
+from ctflow.io.dicom.label_objects import DicomLabels, Segment, _expect, _read_dataset
 from ctflow.validation import as_choice, as_shape, check_geometry
 
 if TYPE_CHECKING:

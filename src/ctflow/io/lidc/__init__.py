@@ -47,7 +47,11 @@ polygon fill, outline pixels, holes, placing on resampled grids) are in
 
 The code lives in :mod:`~ctflow.io.lidc.database` (reading the sqlite file),
 :mod:`~ctflow.io.lidc.grouping` (nodule groups and world coordinates),
-:mod:`~ctflow.io.lidc.reader` (the nodule tables) and :mod:`~ctflow.io.lidc.masks` (masks).
+:mod:`~ctflow.io.lidc.reader` (the nodule tables) and, for the masks,
+:mod:`~ctflow.io.lidc.contours` (a scan's contours), :mod:`~ctflow.io.lidc.grid` (its native
+grid), :mod:`~ctflow.io.lidc.polygons` (filling the contours),
+:mod:`~ctflow.io.lidc.annotation_masks` (per annotation) and :mod:`~ctflow.io.lidc.masks`
+(consensus and reader masks on any grid).
 
 Examples
 --------
@@ -73,8 +77,10 @@ Examples
 0  se1 -8.0  10.0  6.25       2.0
 """
 
+from ctflow.io.lidc.annotation_masks import AnnotationMask, lidc_annotation_masks
 from ctflow.io.lidc.database import ID_COLUMNS
-from ctflow.io.lidc.masks import AnnotationMask, lidc_annotation_masks, lidc_grid, lidc_masks
+from ctflow.io.lidc.grid import lidc_grid
+from ctflow.io.lidc.masks import lidc_masks
 from ctflow.io.lidc.reader import consensus_nodules, read_lidc, read_lidc_annotations
 
 __all__ = [
