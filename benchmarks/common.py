@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from ctflow.system import cpu_count
+
 
 def median_time(
     fn: Callable[[], Any], repeat: int = 5, warmup: int = 1
@@ -72,7 +74,7 @@ def machine() -> dict[str, Any]:
         pass
     return {
         "cpu": cpu,
-        "cores": len(os.sched_getaffinity(0)),
+        "cores": cpu_count(),
         "memory_gb": mem_gb,
         "python": platform.python_version(),
         "numpy": np.__version__,

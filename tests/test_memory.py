@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import ctflow as cf
-from ctflow import memory
+from ctflow import memory, tuning
 
 BIG = (40, 256, 256)  # 10 MiB of float32: pooled
 MOVES_PAGES = sys.platform.startswith("linux")  # pages move between buffers (mremap)
@@ -21,7 +21,8 @@ MOVES_PAGES = sys.platform.startswith("linux")  # pages move between buffers (mr
 def pool(monkeypatch):
     """A fresh pool (no high-water mark yet) with a known limit; the process's pool afterwards."""
     monkeypatch.setattr(memory, "_pool", memory._Pool(256 * 2**20))
-    yield
+    with tuning.tuned(move_pages=True):  # off by default: these tests are about it too
+        yield
     memory.clear_pool()
 
 

@@ -13,6 +13,14 @@ from ctflow.ops.lungs import segment_lungs
 from ctflow.ops.resample import unify_spacing
 from ctflow.synthetic import make_phantom
 from ctflow.threads import LEND_PARTS, ThreadShare, run_ranges, split_ranges
+from ctflow.tuning import tuned
+
+
+@pytest.fixture(autouse=True)
+def lending():
+    """Thread lending is opt-in (ctflow.tuning); these tests are about it."""
+    with tuned(lend_threads=True):
+        yield
 
 
 def _thread_log() -> tuple[list[tuple[int, int, str]], threading.Lock]:

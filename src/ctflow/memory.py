@@ -142,7 +142,7 @@ class _Libc:
             self.munmap(start + size, addr + span - start - size)
         # No MADV_HUGEPAGE (numpy's own large arrays get it): where the kernel defragments
         # synchronously for madvised memory (THP "defrag=madvise", the usual default), a
-        # fresh 1 GB pooled buffer took 1.3 s to fill instead of 0.2 s (docs/design.md).
+        # fresh pooled buffer filled several times slower (docs/design.md).
         return start
 
     def move(self, src: int, dst: int, nbytes: int) -> bool:

@@ -88,8 +88,8 @@ def _copy_items(buffer: NDArray[Any], arrays: Sequence[NDArray[Any]]) -> None:
     """Copy ``arrays`` one after another into the flat ``buffer``.
 
     A large copy into new memory is bound by first-touch page faults as much as by bandwidth;
-    it is cut into equal pieces of the destination run on the batch's threads (1 GB of items:
-    0.55 s on one thread, measured in docs/design.md).
+    it is cut into equal pieces of the destination run on the batch's threads (measured in
+    docs/design.md, "Runs of item actions go item by item").
     """
     from ctflow.threads import available_threads, run_ranges
 

@@ -1,34 +1,38 @@
 """Speed tricks that change how the process behaves, behind one switchboard.
 
-ctflow's kernels are plain numba loops; three tricks go further and change the process itself.
-Each is kept only because a benchmark of a realistic pipeline shows it pays
-(``python -m benchmarks.run --cases tuning``; the numbers are in ``docs/benchmarks.md``), and
-each can be switched here or by an environment variable, in every process (Dask workers too):
+ctflow's kernels are plain numba loops; four switches go further and change the process
+itself. What each buys on a realistic pipeline is measured by ``python -m benchmarks.run
+--cases tuning`` (the numbers are in ``docs/benchmarks.md``). Only the buffer pool is on by
+default: its idle memory is bounded (a tenth of the machine's memory, at most 2 GiB, per
+process) and released when a run ends, in Dask workers too. The other three gain a few per cent
+there — within this kind of machine's run-to-run noise — so they are opt-in. Each can be
+switched here or by an environment variable, in every process (Dask workers too):
 
 =================  ==========================  ==================================================
 switch             environment                 what it does
 =================  ==========================  ==================================================
-``buffer_pool``    ``CTFLOW_POOL_MB`` (MiB,    large arrays come from a pool of buffers that one
-                   0 = off)                    scan hands to the next (:mod:`ctflow.memory`),
-                                               instead of fresh memory (page faults, zeroing).
-                                               At most ``pool_mb`` idle (default: a tenth of
-                                               the machine's memory, at most 2 GiB), and the
-                                               idle buffers are released when a run ends.
-``move_pages``     ``CTFLOW_MOVE_PAGES``       Linux: a request no idle buffer fits is made of
-                   (1 / 0)                     idle buffers' pages, moved with ``mremap``,
-                                               rather than of new memory.
-``lend_threads``   ``CTFLOW_LEND_THREADS``     with ``prefetch``, a thread no batch uses joins
-                   (1 / 0)                     the kernel another batch runs
+``buffer_pool``    ``CTFLOW_BUFFER_POOL``      **On by default.** Large arrays come from a pool
+                   (1 / 0); ``CTFLOW_POOL_MB`` of buffers that one scan hands to the next
+                   (MiB, 0 = off)              (:mod:`ctflow.memory`) instead of fresh memory
+                                               (page faults, zeroing). At most ``pool_mb`` idle
+                                               (default: a tenth of the machine's memory, at
+                                               most 2 GiB), released when a run ends.
+``move_pages``     ``CTFLOW_MOVE_PAGES``       Off by default. Linux: a request no idle buffer
+                   (1 / 0)                     fits is made of idle buffers' pages, moved with
+                                               ``mremap``, rather than of new memory.
+``lend_threads``   ``CTFLOW_LEND_THREADS``     Off by default. With ``prefetch``, a thread no
+                   (1 / 0)                     batch uses joins the kernel another batch runs
                                                (:func:`ctflow.parallel.run_ranges`).
-``streaming``      ``CTFLOW_STREAMING_STORES`` x86-64: ``normalize_hu`` writes int16 -> float32
-                   (1 / 0)                     with non-temporal stores (hand-written LLVM).
+``streaming``      ``CTFLOW_STREAMING_STORES`` Off by default. x86-64: ``normalize_hu`` writes
+                   (1 / 0)                     int16 -> float32 with non-temporal stores
+                                               (hand-written LLVM).
 =================  ==========================  ==================================================
 
 Examples
 --------
->>> previous = configure(lend_threads=False)
+>>> previous = configure(lend_threads=True)
 >>> settings().lend_threads
-False
+True
 >>> _ = configure(**previous)
 """
 
@@ -77,18 +81,18 @@ class Tuning:
     """The switches (see the module docstring)."""
 
     buffer_pool: bool = True
-    move_pages: bool = True
-    lend_threads: bool = True
-    streaming: bool = True
+    move_pages: bool = False
+    lend_threads: bool = False
+    streaming: bool = False
 
 
 def _from_environment() -> Tuning:
     pool_mb = _pool_mb()
     return Tuning(
         buffer_pool=_flag("CTFLOW_BUFFER_POOL", True) and (pool_mb is None or pool_mb > 0),
-        move_pages=_flag("CTFLOW_MOVE_PAGES", True),
-        lend_threads=_flag("CTFLOW_LEND_THREADS", True),
-        streaming=_flag("CTFLOW_STREAMING_STORES", True),
+        move_pages=_flag("CTFLOW_MOVE_PAGES", False),
+        lend_threads=_flag("CTFLOW_LEND_THREADS", False),
+        streaming=_flag("CTFLOW_STREAMING_STORES", False),
     )
 
 

@@ -27,6 +27,7 @@ import ctflow as cf
 from ctflow.io import store
 from ctflow.io.metaimage import write_metaimage
 from ctflow.synthetic import make_dataset
+from ctflow.system import cpu_count
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -57,6 +58,16 @@ class EngineBatch(cf.CTBatch):
             end = time.monotonic() + timeout
             while len(list(Path(folder).glob("*"))) < count and time.monotonic() < end:
                 time.sleep(0.01)
+        return self
+
+    @cf.action
+    def use_pool(self, mib=16):
+        """Take a pooled buffer (as a kernel's output would) and let it go idle."""
+        from ctflow import memory
+
+        buf = memory.empty(mib * 2**20, np.uint8)
+        buf[:] = 1
+        del buf
         return self
 
     @cf.action
@@ -194,6 +205,18 @@ def test_dask_dumps_are_byte_identical_to_local_ones(luna, tmp_path, engine):
     assert digests["other_seed"] != digests["local"]
 
 
+def test_workers_keep_no_idle_pooled_buffers_after_a_run(scans, tmp_path, engine):
+    from ctflow import memory
+
+    pipe = scans >> cf.Pipeline().load().use_pool(16).dump(tmp_path / "out")
+    report = pipe.run(batch_size=3, seed=0, engine=engine)
+    assert sorted(report.done) == sorted(scans.ids)
+    stats = engine.client.run(memory.pool_stats)
+    assert len(stats) == 2
+    for worker, s in stats.items():
+        assert s["idle_bytes"] == 0 and s["idle_buffers"] == 0, (worker, s)
+
+
 def test_gen_batch_on_dask_returns_the_same_batches(luna, engine):
     ds, csv = luna
     pipe = ds >> (
@@ -217,7 +240,7 @@ def test_gen_batch_on_dask_returns_the_same_batches(luna, engine):
 
 
 def test_item_threads_follow_the_cores_per_dask_thread(scans, engine):
-    cores = len(os.sched_getaffinity(0))
+    cores = cpu_count()
     pipe = scans >> cf.Pipeline().record_threads()
     batches = list(pipe.gen_batch(batch_size=6, engine=engine))
     # 2 worker processes x 1 Dask thread on this host share its cores

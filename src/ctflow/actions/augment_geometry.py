@@ -94,6 +94,14 @@ class RandomFlip(ItemAction):
     Like ``flip``, the voxel order is reversed and the geometry follows, so every voxel keeps
     its world position (exact; nodule tables stay valid; masks and lungs follow).
 
+    Parameters
+    ----------
+    axes : int or sequence of int, default (0, 1, 2)
+        The axes that may be flipped: distinct axes among 0 (z), 1 (y), 2 (x); negative values
+        count back. Stored as a sorted tuple.
+    p : float, default 0.5
+        Probability in [0, 1] of a flip, drawn independently for every axis and item.
+
     Examples
     --------
     >>> import numpy as np, ctflow as cf
@@ -204,25 +212,29 @@ class RandomAffine(_MovesAnatomy, ItemAction):
     Parameters
     ----------
     degrees : float or 3 floats, default 10
-        Largest rotation about z, y, x (degrees).
+        Largest rotation about z, y, x (degrees), each in [0, 180]; one number for all axes.
     scales : float or 3 floats, default 0.1
-        Largest relative change of size (0.1: 0.9 to 1.1).
+        Largest relative change of size (0.1: 0.9 to 1.1), each in [0, 1).
     shear : float or 3 floats, default 0
-        Largest shear angle (degrees).
+        Largest shear angle (degrees), each in [0, 60).
     translation_mm : float or 3 floats, default 0
-        Largest shift (mm).
+        Largest shift (mm), each >= 0.
     isotropic : bool, default False
-        One scale for the three axes.
+        Draw one scale for the three axes (from ``scales``' first value).
     p : float, default 1
-        Probability that an item is transformed.
+        Probability in [0, 1] that an item is transformed.
     order : {0, 1}, default 1
-        Interpolation of images.
+        Interpolation of images: nearest neighbour or linear.
     cval : float, default -1000
-        Image value outside the anatomy (air).
+        Image value where the moved anatomy leaves the grid (air); any finite number. Masks
+        and lungs get 0 there.
     dtype : numpy dtype, optional
-        Output image dtype (default float32 for ``order=1``).
+        Output image dtype: float32, int16, uint8, int8, uint16, int32 or uint32. Default None:
+        float32 for ``order=1``, unchanged for ``order=0``. Items left alone (``p``) are cast
+        to it too, so every item of the batch gets the same dtype.
     labels_interpolation : {"nearest", "onehot"}, default "nearest"
-        How label masks are resampled.
+        How integer label masks are resampled: nearest neighbour, or each label's indicator
+        linearly then the argmax. Probability masks are linear and lungs nearest either way.
 
     Examples
     --------
@@ -335,13 +347,23 @@ class RandomElastic(_MovesAnatomy, ItemAction):
     control_points : int, default 7
         Control points per axis (at least 4, and more than ``2 * locked_borders``).
     max_displacement_mm : float, default 7.5
-        Largest displacement of a control point (mm).
+        Largest displacement of a control point (mm), a finite number >= 0.
     locked_borders : int, default 2
-        Layers of control points kept at 0 on each side.
+        Layers of control points kept at 0 on each side (>= 0).
     p : float, default 1
-        Probability that an item is deformed.
-    order, cval, dtype, labels_interpolation
-        As :class:`RandomAffine`.
+        Probability in [0, 1] that an item is deformed.
+    order : {0, 1}, default 1
+        Interpolation of images: nearest neighbour or linear.
+    cval : float, default -1000
+        Image value where the moved anatomy leaves the grid (air); any finite number. Masks
+        and lungs get 0 there.
+    dtype : numpy dtype, optional
+        Output image dtype: float32, int16, uint8, int8, uint16, int32 or uint32. Default None:
+        float32 for ``order=1``, unchanged for ``order=0``. Items left alone (``p``) are cast
+        to it too, so every item of the batch gets the same dtype.
+    labels_interpolation : {"nearest", "onehot"}, default "nearest"
+        How integer label masks are resampled: nearest neighbour, or each label's indicator
+        linearly then the argmax. Probability masks are linear and lungs nearest either way.
     """
 
     name = "random_elastic"

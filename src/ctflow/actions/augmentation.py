@@ -48,6 +48,14 @@ class ApplyNoise(ItemAction):
     seed, the batch's position and the item: results do not depend on threads, prefetch or
     engine, and the seed is recorded in the item's history. Output is float32.
 
+    Parameters
+    ----------
+    sigma : float, default 10.0
+        Standard deviation of the noise, in image units (HU for CT); a finite number >= 0.
+    kind : {"gaussian", "uniform"}, default "gaussian"
+        The distribution: normal ``N(0, sigma²)``, or uniform on ``[-sigma·√3, sigma·√3]``
+        (the same standard deviation).
+
     Examples
     --------
     >>> import numpy as np, ctflow as cf
@@ -87,6 +95,20 @@ class Cutout(ItemAction):
     lies inside the item (recorded in its history). ``fill`` is a value or "min" / "max" /
     "mean" of the item. Masks are left alone (the label is what the network should still
     predict).
+
+    Parameters
+    ----------
+    shape : 3 ints (z, y, x)
+        Size of each box in voxels, positive (one number is used on every axis). Required.
+    start : 3 ints (z, y, x), optional
+        Corner of every box, each >= 0 (all ``n_boxes`` boxes then coincide); a box reaching
+        past the item is clipped. Default None: each box's corner is drawn per item so the box
+        lies inside the item (corner 0 on an axis where the item is smaller than the box).
+    n_boxes : int, default 1
+        Boxes per item (>= 1); drawn boxes may overlap.
+    fill : float or {"min", "max", "mean"}, default "min"
+        The value, or that statistic of the item's images ("min" is air); rounded half away
+        from zero for integer images, and it must fit their dtype.
 
     Examples
     --------
@@ -251,6 +273,17 @@ class RandomGamma(_RandomIntensity):
     b)``, one number ``d`` meaning ``(-d, d)``. Applied with probability ``p``; recorded
     ``{"applied", "gamma"}``. Output float32 (:func:`ctflow.ops.intensity_random.adjust_gamma`).
 
+    Parameters
+    ----------
+    log_gamma : float or (low, high), default (-0.3, 0.3)
+        Range ``log(gamma)`` is drawn from, uniformly per item: one number ``d >= 0`` means
+        ``(-d, d)``, a pair two finite numbers with ``low <= high``.
+    hu_range : (low, high), default (-1000.0, 400.0)
+        The HU window that is gamma-corrected (values outside are clipped to it first); two
+        finite numbers with ``low < high``.
+    p : float, default 1.0
+        Probability in [0, 1] that an item is changed (0: never, 1: always).
+
     Examples
     --------
     >>> import numpy as np, ctflow as cf
@@ -292,6 +325,19 @@ class RandomContrast(_RandomIntensity):
     (:func:`ctflow.ops.intensity_random.adjust_contrast`). ``factor ~ U(factor)`` (two numbers,
     ``> 0``), ``shift ~ U(shift_hu)`` in HU (one number ``d`` meaning ``(-d, d)``). Applied
     with probability ``p``; recorded ``{"applied", "factor", "shift_hu"}``. Output float32.
+
+    Parameters
+    ----------
+    factor : (low, high), default (0.75, 1.25)
+        Range of the contrast factor about the window's centre, drawn uniformly per item: two
+        finite numbers with ``0 < low <= high`` (one number is refused).
+    shift_hu : float or (low, high), default (-50.0, 50.0)
+        Range of the shift, HU: one number ``d >= 0`` means ``(-d, d)``, a pair two finite
+        numbers with ``low <= high``.
+    window : (low, high), default (-1000.0, 400.0)
+        The HU window whose contrast changes; two finite numbers with ``low < high``.
+    p : float, default 1.0
+        Probability in [0, 1] that an item is changed (0: never, 1: always).
 
     Examples
     --------
@@ -345,6 +391,15 @@ class RandomBlur(_RandomIntensity):
     (:func:`ctflow.ops.intensity_random.gaussian_blur`). Applied with probability ``p``;
     recorded ``{"applied", "std_mm": [z, y, x]}``. Output float32.
 
+    Parameters
+    ----------
+    std_mm : float or (low, high), default (0.0, 1.0)
+        Range of the Gaussian's standard deviation in mm, drawn per item and axis (z, y, x):
+        one number ``d >= 0`` means ``(0, d)``, a pair two finite numbers with
+        ``0 <= low <= high``.
+    p : float, default 1.0
+        Probability in [0, 1] that an item is changed (0: never, 1: always).
+
     Examples
     --------
     >>> import numpy as np, ctflow as cf
@@ -388,6 +443,17 @@ class RandomBiasField(_RandomIntensity):
     is untouched (:func:`ctflow.ops.intensity_random.apply_bias_field`). The field is evaluated
     slice by slice in float32, never stored full-size. Applied with probability ``p``; recorded
     ``{"applied", "coefficients": [...]}``. Output float32.
+
+    Parameters
+    ----------
+    coefficients : float or (low, high), default 0.5
+        Range every polynomial coefficient is drawn from, uniformly: one number ``c >= 0``
+        means ``(-c, c)``, a pair two finite numbers with ``low <= high``.
+    order : int, default 3
+        Degree of the polynomial, an integer in [0, 10] (it has
+        ``(order+1)(order+2)(order+3)/6`` coefficients).
+    p : float, default 1.0
+        Probability in [0, 1] that an item is changed (0: never, 1: always).
 
     Examples
     --------
@@ -437,6 +503,17 @@ class RandomNoise(_RandomIntensity):
     (:func:`ctflow.ops.intensity_random.add_hu_noise`). The noise field's seed is drawn too.
     Applied with probability ``p``; recorded ``{"applied", "std_hu", "seed"}``. Output
     float32.
+
+    Parameters
+    ----------
+    std_hu : float or (low, high), default (0.0, 25.0)
+        Range of the noise's standard deviation in HU, drawn uniformly per item: one number
+        ``d >= 0`` means ``(0, d)``, a pair two finite numbers with ``0 <= low <= high``.
+    p : float, default 1.0
+        Probability in [0, 1] that an item is changed (0: never, 1: always).
+    kind : {"gaussian", "lowdose"}, default "gaussian"
+        "gaussian": the same standard deviation everywhere; "lowdose": it grows with
+        attenuation, ``std * sqrt(max(1 + HU / 1000, 0.05))``.
 
     Examples
     --------

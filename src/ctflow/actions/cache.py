@@ -36,8 +36,8 @@ class Cache(BatchAction):
     Parameters
     ----------
     ram_gb : float, optional
-        RAM for cached items in this process (default: a quarter of the machine's RAM; 0
-        keeps everything on disk).
+        RAM (GiB, a finite number >= 0) for cached items in this process. Default None: a
+        quarter of the machine's RAM; 0 keeps everything on disk.
     dir : path or URL, optional
         Folder for items beyond the RAM budget (ctflow dumps); without it those items are
         computed again when asked for. An fsspec URL (``s3://bucket/cache``, ``gs://``,
@@ -46,6 +46,8 @@ class Cache(BatchAction):
         last) with this process's fsspec options for the URL's protocol (a dataset's
         ``storage_options``, or :func:`ctflow.io.remote.set_storage_options`; never written
         to ``meta.json``). The bucket must exist (checked when the run first uses the cache).
+        A local path is made absolute (``file://`` URLs too); ``http(s)://`` URLs are refused.
+        Default None: no folder.
 
     Examples
     --------

@@ -61,6 +61,14 @@ class Crop(ItemAction):
 
     The box must lie inside each item; the origin moves to the box's first voxel.
 
+    Parameters
+    ----------
+    start : 3 ints (z, y, x)
+        Voxel index of the box's first corner, each >= 0. Required.
+    shape : 3 ints (z, y, x)
+        Size of the box in voxels, positive (one number is used on every axis). Required;
+        an item that ``start + shape`` does not fit in raises InvalidParameterError when run.
+
     Examples
     --------
     >>> import numpy as np, ctflow as cf
@@ -120,6 +128,12 @@ class Crop(ItemAction):
 class CentralCrop(ItemAction):
     """Cut a box of ``shape`` voxels around each item's centre (start = (Z - shape) // 2).
 
+    Parameters
+    ----------
+    shape : 3 ints (z, y, x)
+        Size of the box in voxels, positive (one number is used on every axis). Required; an
+        item smaller than it on an axis raises InvalidParameterError when run (pad it first).
+
     Examples
     --------
     >>> import numpy as np, ctflow as cf
@@ -175,6 +189,17 @@ class Pad(ItemAction):
 
     ``mode`` is a :func:`numpy.pad` mode; with "constant" images get ``value`` (air) and
     masks/lungs get 0. The origin moves so the anatomy keeps its world position.
+
+    Parameters
+    ----------
+    shape : 3 ints (z, y, x)
+        Smallest shape after padding, positive (one number is used on every axis). Required;
+        axes already at least this long are left as they are (never cropped).
+    mode : {"constant", "edge", "reflect", "symmetric", "wrap"}, default "constant"
+        The :func:`numpy.pad` mode, for images, masks and lungs alike.
+    value : float, default -1000.0
+        Image value of the padding with ``mode="constant"`` (air); masks and lungs get 0. Any
+        finite number; unused by the other modes.
 
     Examples
     --------

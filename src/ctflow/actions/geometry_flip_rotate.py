@@ -54,6 +54,12 @@ class Flip(ItemAction):
     every voxel keeps its world position: the anatomy does not move in world mm, only the
     array order changes. Nodule tables stay valid.
 
+    Parameters
+    ----------
+    axis : int or sequence of int, default 0
+        The axis, or distinct axes, to reverse: 0 (z), 1 (y), 2 (x); negative values count
+        back (-1 is x). Stored as a sorted tuple.
+
     Examples
     --------
     >>> import numpy as np, ctflow as cf
@@ -100,20 +106,25 @@ class Rotate(ItemAction):
     Parameters
     ----------
     angle : float
-        Degrees; with ``random=True`` each item draws its angle uniformly from
-        ``[-angle, angle]`` (reproducible from the run's seed; recorded in its history).
+        Degrees, any finite number (required); with ``random=True`` each item draws its angle
+        uniformly from ``[-|angle|, |angle|]`` (reproducible from the run's seed; recorded in
+        its history).
     axes : pair of int, default (1, 2)
-        The rotation plane; (1, 2) rotates the axial plane about z.
+        The rotation plane: two different axes, (0, 1), (0, 2) or (1, 2) (negative values
+        count back; stored sorted); (1, 2) rotates the axial plane about z.
     random : bool, default False
-        Draw the angle per item.
-    order : {0, 1}
-        Interpolation of images.
+        Draw the angle per item instead of rotating every item by ``angle``.
+    order : {0, 1}, default 1
+        Interpolation of images: nearest neighbour or linear.
     cval : float, default -1000
-        Image value where the source lies outside the scan (air).
+        Image value where the source lies outside the scan (air); any finite number. Masks and
+        lungs get 0 there.
     dtype : numpy dtype, optional
-        Output image dtype (default float32 for ``order=1``, unchanged for ``order=0``).
+        Output image dtype: float32, int16, uint8, int8, uint16, int32 or uint32. Default
+        None: float32 for ``order=1``, unchanged for ``order=0``.
     labels_interpolation : {"nearest", "onehot"}, default "nearest"
-        How label masks are rotated.
+        How integer label masks are rotated: nearest neighbour, or each label's indicator
+        linearly then the argmax. Probability masks are linear and lungs nearest either way.
 
     Examples
     --------

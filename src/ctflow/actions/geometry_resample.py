@@ -45,6 +45,12 @@ class Reorient(ItemAction):
     scans brought to one orientation, as TorchIO's ``ToCanonical`` / MONAI's ``Orientationd``
     do: otherwise a RAS-stored NIfTI and an LPS DICOM reach the network mirrored.
 
+    Parameters
+    ----------
+    code : str, default "LPS"
+        The target orientation: 3 letters, one of R/L, one of A/P and one of S/I in any order
+        (48 codes), for the array axes x, y, z. Case-insensitive; stored upper-case.
+
     Examples
     --------
     >>> import numpy as np, ctflow as cf
@@ -111,6 +117,29 @@ class UnifySpacing(ItemAction):
     in shape). ``shape`` may hold ``None`` on an axis to keep that axis's field of view, e.g.
     ``(None, 384, 384)`` fixes only the in-plane size. ``anti_alias=True`` smooths axes that are
     downsampled (Gaussian, sigma from the spacing ratio) before sampling, as image pyramids do.
+
+    Parameters
+    ----------
+    spacing : float or 3 floats (z, y, x), default (1.0, 1.0, 1.0)
+        Output spacing in mm, finite and positive; one number is used on every axis.
+    shape : 3 ints (z, y, x), optional
+        Output shape in voxels, positive (one number is used on every axis); an axis may be
+        None to keep its field of view. Default None: every item keeps its field of view.
+    order : {0, 1, 3}, default 1
+        Interpolation of the images: nearest neighbour, linear or cubic B-spline.
+    padding : {"reflect", "edge", "constant"}, default "reflect"
+        Image samples outside the scan: mirrored, edge voxels repeated, or -1000 HU (air).
+        Masks and lungs get 0 there whatever the padding.
+    dtype : numpy dtype, optional
+        Output image dtype: float32, int16, uint8, int8, uint16, int32, uint32 or int64 (integer
+        outputs are rounded half away from zero and clipped). Default None: float32 for orders
+        1 and 3, the input dtype for order 0 (float32 for a float64 input).
+    anti_alias : bool, default False
+        Before interpolating, smooth every downsampled axis (factor ``f > 1``) with a Gaussian
+        of sigma ``(f - 1) / 2`` voxels. Ignored for order 0.
+    labels_interpolation : {"nearest", "onehot"}, default "nearest"
+        How integer label masks are resampled: nearest neighbour, or each label's indicator
+        linearly then the argmax. Probability masks are linear and lungs nearest either way.
 
     Examples
     --------
@@ -206,6 +235,23 @@ class Resize(ItemAction):
     Spacing becomes ``old_spacing * old_shape / shape``; the grid stays centred, so world
     positions of the anatomy are unchanged. Label masks keep their values (nearest, or
     ``labels_interpolation="onehot"``), probability masks are linear, lungs nearest.
+
+    Parameters
+    ----------
+    shape : 3 ints (z, y, x), default (128, 256, 256)
+        Output shape in voxels, positive (one number is used on every axis).
+    order : {0, 1, 3}, default 1
+        Interpolation of the images: nearest neighbour, linear or cubic B-spline.
+    dtype : numpy dtype, optional
+        Output image dtype: float32, int16, uint8, int8, uint16, int32, uint32 or int64 (integer
+        outputs are rounded half away from zero and clipped). Default None: float32 for orders
+        1 and 3, the input dtype for order 0 (float32 for a float64 input).
+    anti_alias : bool, default False
+        Before interpolating, smooth every downsampled axis (factor ``f > 1``) with a Gaussian
+        of sigma ``(f - 1) / 2`` voxels. Ignored for order 0.
+    labels_interpolation : {"nearest", "onehot"}, default "nearest"
+        How integer label masks are resampled: nearest neighbour, or each label's indicator
+        linearly then the argmax. Probability masks are linear and lungs nearest either way.
 
     Examples
     --------

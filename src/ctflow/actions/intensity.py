@@ -24,6 +24,20 @@ class NormalizeHU(BatchAction):
     (``inplace=False`` always writes a new array, e.g. when you keep a reference to the HU
     images). Arrays a user handed in (``from_arrays``) are never modified.
 
+    Parameters
+    ----------
+    min_hu : float, default -1000.0
+        Lower end of the HU window: values at or below it become 0. Any finite number.
+    max_hu : float, default 400.0
+        Upper end of the window: values at or above it become 1 (255 for uint8). A finite
+        number greater than ``min_hu``.
+    dtype : {"float32", "uint8"}, default "float32"
+        Output dtype: [0, 1] float32, or 0..255 uint8 (``floor(t * 255 + 0.5)``). Any numpy
+        spelling of the two (``np.uint8``) is accepted and stored as its name.
+    inplace : bool, default True
+        Write into the images buffer when the batch allocated it itself and it already has
+        the output dtype; False always writes a new array.
+
     Examples
     --------
     >>> import numpy as np, ctflow as cf

@@ -103,13 +103,16 @@ class Invert(ItemAction):
     Parameters
     ----------
     labels_interpolation : {"nearest", "onehot"}, default "nearest"
-        How label masks are resampled.
+        How integer label masks are resampled: nearest neighbour, or each label's indicator
+        linearly then the argmax. Probability masks are linear and lungs nearest either way.
     order : {0, 1}, default 1
-        Interpolation of images.
+        Interpolation of images: nearest neighbour or linear.
     cval : float, default -1000
-        Image value outside what the item covers (air).
+        Image value outside what the item covers (air); any finite number.
     dtype : numpy dtype, optional
-        Image dtype (default float32 for ``order=1``; e.g. ``np.int16`` rounds back to HU).
+        Image dtype: float32, int16, uint8, int8, uint16, int32 or uint32 (e.g. ``np.int16``
+        rounds back to HU). Default None: float32 for ``order=1``, the images' dtype for
+        ``order=0`` (float32 for float64).
     """
 
     name = "invert"

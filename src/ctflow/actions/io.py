@@ -114,13 +114,15 @@ class Load(ItemAction):
     Parameters
     ----------
     fmt : {"mhd", "nifti", "nrrd", "dicom", "ctflow", "sitk"}, optional
-        Force a format; default: inferred from the source. "sitk" reads through SimpleITK
-        what the native readers refuse on purpose (Analyze, ASCII NRRD, ...).
+        Force a format; default None: inferred from the source. "sitk" reads through SimpleITK
+        what the native readers refuse on purpose (Analyze, ASCII NRRD, ...). With
+        ``lazy=True`` only None or "ctflow" is allowed.
     components : sequence of str, optional
-        For ctflow dumps: which of ``images``, ``masks``, ``lungs`` to read (default: all
-        stored). Dumps also restore the nodule table, warnings and history.
+        For ctflow dumps: which of ``images``, ``masks``, ``lungs`` to read (one name is
+        accepted too; default None: all stored). Dumps also restore the nodule table,
+        warnings and history.
     series_uid : str, optional
-        DICOM folders: the series to read (default: the CT series with most slices).
+        DICOM folders: the series to read (default None: the CT series with most slices).
     allow_uneven : bool, default False
         DICOM folders: resample missing slices / uneven spacing onto a regular grid instead
         of refusing the series (reported as a warning of the item).
@@ -338,6 +340,23 @@ class Dump(ItemAction):
     power failure an item may be missing or refused by its checksums): for scratch outputs
     that can be written again. ``meta.json`` holds the item's geometry, nodules, warnings and
     history.
+
+    Parameters
+    ----------
+    dst : str or path
+        The output folder (made absolute) or fsspec URL; each item goes to ``<dst>/<id>/``.
+        Required.
+    components : sequence of str, optional
+        Which of "images", "masks", "lungs" to write (one name is accepted too); the images
+        are always written. Default None: all three (those the item holds).
+    skip_existing : bool, default False
+        Leave an item whose complete dump is already there alone (listed in
+        ``batch.skipped``), so an interrupted run can be resumed.
+    compression : {"lz4", "zstd"}, default "lz4"
+        The blosc2 codec: lz4 loads back fastest, zstd is about 20 % smaller.
+    sync : bool, default True
+        ``fsync`` every written item; False skips it (faster, still atomic for other
+        processes, but a power failure may lose the item).
 
     Examples
     --------

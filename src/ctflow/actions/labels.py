@@ -58,11 +58,14 @@ class OneHot(ItemAction):
     Parameters
     ----------
     n_classes : int, optional
-        Channels for labels ``0 .. n_classes - 1``.
+        Channels for labels ``0 .. n_classes - 1``, an integer in [1, 65536]. Give exactly one
+        of ``n_classes`` and ``values``.
     values : sequence of int, optional
-        The label of each channel (instead of ``n_classes``).
+        The label of each channel (instead of ``n_classes``): distinct integers >= 0, at least
+        one.
     dtype : {"uint8", "float32"}, default "uint8"
-        uint8 takes a quarter of float32's memory; torch hand-off converts on the way.
+        Channel dtype (numpy spellings accepted). uint8 takes a quarter of float32's memory;
+        torch hand-off converts on the way.
 
     Examples
     --------
@@ -101,6 +104,13 @@ class Argmax(ItemAction):
     """Turn every item's (C, Z, Y, X) masks into a label map: the largest channel per voxel.
 
     Channel ``c`` stands for label ``c``, or ``values[c]``. Ties go to the first channel.
+
+    Parameters
+    ----------
+    values : sequence of int, optional
+        The label of each channel: distinct integers >= 0, one per channel of the masks (a
+        different count fails when run). Default None: channel ``c`` gives label ``c``. The
+        labels are uint8 (uint16 above 255).
 
     Examples
     --------

@@ -40,6 +40,19 @@ class GetPatches(BatchAction):
     network's outputs on the patches can be put back with ``load_from_patches``. Items may
     have any shapes.
 
+    Parameters
+    ----------
+    shape : int or 3 ints (z, y, x)
+        Patch shape in voxels, positive (one number is used on every axis). Required.
+    stride : int or 3 ints (z, y, x), optional
+        Step between patch starts, positive, at most the patch shape on every axis (checked
+        when run). Default None: the patch shape (no overlap).
+    component : {"images", "masks", "lungs"}, default "images"
+        The component cut into patches.
+    pad_value : float or "edge", default "edge"
+        How each item's end is padded up to the patch grid: its last slice repeated ("edge"),
+        or a constant (a finite number, which must fit an integer dtype).
+
     Examples
     --------
     >>> import numpy as np, ctflow as cf
@@ -83,6 +96,14 @@ class LoadFromPatches(BatchAction):
 
     ``patches`` must be in the order ``get_patches`` produced (e.g. a network's predictions
     on them); the result is float32 in ``dst`` ("masks", "lungs" or "images").
+
+    Parameters
+    ----------
+    patches : ndarray (n, pz, py, px), optional
+        The patches of every item of the batch together, as many as its patch grids hold
+        (checked when run). Default None: ``batch.patches``.
+    dst : {"images", "masks", "lungs"}, default "masks"
+        The component that receives the volumes: per voxel, the mean of the patches covering it.
 
     Examples
     --------
@@ -152,6 +173,41 @@ class PredictOnScan(BatchAction):
     segmentation network with overlapping patches pass ``blend="gaussian"`` (what nnU-Net
     always does): a network sees less context at a patch's edges, so its centre should count
     more; flips (e.g. ``flips=((2,), (1,), (1, 2))``) add test-time augmentation.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(batch) -> predictions``, as described above (numpy or torch output; every call
+        must give the same number of channels). Required.
+    patch_shape : int or 3 ints (z, y, x)
+        Shape of the patches ``fn`` gets, positive (one number is used on every axis).
+        Required.
+    stride : int or 3 ints (z, y, x), optional
+        Step between patch starts, positive, at most the patch shape on every axis (checked
+        when run). Default None: the patch shape (no overlap).
+    batch_size : int, default 8
+        Patches per call of ``fn`` (>= 1).
+    component : {"images", "masks", "lungs"}, default "images"
+        The component the patches are cut from.
+    dst : {"images", "masks", "lungs"}, default "masks"
+        The component that receives the prediction.
+    pad_value : float or "edge", default "edge"
+        How each item's end is padded up to the patch grid: its last slice repeated ("edge"),
+        or a constant (a finite number, which must fit an integer dtype).
+    blend : {"mean", "gaussian"}, default "mean"
+        How overlapping outputs are averaged: uniformly, or weighted by a Gaussian centred on
+        each patch.
+    sigma_scale : float or 3 floats (z, y, x), default 0.125
+        Sigma of the Gaussian as a fraction of the patch size, each > 0; used by
+        ``blend="gaussian"`` only (checked always).
+    flips : sequence of axis tuples, default ()
+        Flip test-time augmentation: each tuple (non-empty, distinct axes 0-2, negatives count
+        back, no tuple twice) is one more pass of ``fn`` on flipped patches, averaged in.
+    output : {"probabilities", "labels"}, default "probabilities"
+        float32 blended outputs, or uint8 labels (uint16 above 256 channels): the argmax over
+        the channels, or ``>= threshold`` for one channel.
+    threshold : float, default 0.5
+        Threshold of one-channel labels (``output="labels"`` only); any finite number.
 
     Examples
     --------

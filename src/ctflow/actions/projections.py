@@ -22,6 +22,23 @@ class MakeXIP(ItemAction):
     multiplied by ``stride`` (see :mod:`ctflow.ops.xip`). Masks and lungs get a maximum
     projection (a voxel is in a nodule if any slice of its window is).
 
+    Parameters
+    ----------
+    depth : int, default 3
+        Slices reduced per window (>= 1); without ``padding`` it must not exceed the length of
+        the projection axis (checked when the action runs).
+    stride : int, default 2
+        Step between windows, in slices (>= 1); the spacing along the axis is multiplied by it.
+    mode : {"max", "min", "mean", "median"}, default "max"
+        Reduction of the images: MIP, MinIP, mean or median. "max" and "min" keep the images'
+        dtype, "mean" and "median" give float32; masks and lungs always use "max".
+    projection : {"axial", "coronal", "sagittal"}, default "axial"
+        Project along z (axis 0), y (axis 1) or x (axis 2).
+    padding : {None, "reflect"}, default None
+        None: whole windows only, ``(n - depth) // stride + 1`` output slices. "reflect":
+        mirror the axis at both ends: ``ceil(n / stride)`` windows, window ``k`` centred on
+        slice ``k * stride`` (``k * stride + 0.5`` for an even ``depth``).
+
     Examples
     --------
     >>> import numpy as np, ctflow as cf

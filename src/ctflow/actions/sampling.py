@@ -167,19 +167,21 @@ class SampleNodules(BatchAction):
     Parameters
     ----------
     batch_size : int
-        Number of crops.
-    nodule_size : 3 ints
-        Crop shape (z, y, x) in voxels.
-    share : float in [0, 1]
-        Fraction of crops centred on a nodule (rounded).
-    variance : 3 floats, optional
-        Variance (voxels²) of a normal jitter of the crop centre around the nodule centre; the
-        jitter is limited so the whole nodule stays inside its crop.
+        Number of crops asked for (>= 1). Required.
+    nodule_size : 3 ints, default (32, 64, 64)
+        Crop shape (z, y, x) in voxels, positive (one number is used on every axis).
+    share : float in [0, 1], default 0.5
+        Fraction of crops centred on a nodule: ``floor(batch_size * share + 0.5)`` of them.
+    variance : float or 3 floats, optional
+        Variance (voxels², positive; one number for every axis) of a normal jitter of the crop
+        centre around the nodule centre; the jitter is limited so the whole nodule stays
+        inside its crop. Default None: no jitter.
     histo : (counts, edges), optional
-        ``numpy.histogramdd`` of relative (z, y, x) positions to draw random crop centres from.
+        ``numpy.histogramdd`` of relative (z, y, x) positions to draw random crop centres from
+        (checked when the action is written). Default None: uniform.
     pad_value : float, optional
-        Fill for crops reaching outside a scan that is smaller than the crop (default: the
-        minimum of that scan's images, i.e. air).
+        Fill for crops reaching outside a scan that is smaller than the crop (default None: the
+        minimum of that scan's images, i.e. air); any finite number. Masks and lungs get 0.
 
     Returns
     -------
@@ -311,14 +313,16 @@ class SampleCrops(BatchAction):
     Parameters
     ----------
     batch_size : int
-        Number of crops.
+        Number of crops (>= 1). Required.
     shape : 3 ints
-        Crop shape (z, y, x) in voxels.
+        Crop shape (z, y, x) in voxels, positive (one number is used on every axis). Required.
     ratios : dict of int to float, optional
-        Share of crops per label (any positive weights; normalised).
+        Share of crops per label: labels are integers in [0, 65535] (digit strings too),
+        shares finite numbers >= 0 with a positive sum (normalised; a 0 share gets no crops).
+        Default None: uniformly random crops.
     pad_value : float, optional
-        Fill for crops reaching outside their scan (default: that scan's minimum, i.e. air;
-        masks and lungs get 0).
+        Fill for crops reaching outside their scan (default None: that scan's minimum, i.e.
+        air; masks and lungs get 0); any finite number.
 
     Examples
     --------

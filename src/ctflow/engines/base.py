@@ -8,8 +8,13 @@ per batch, strictly in plan order. Every engine:
 
 * runs a batch with :func:`ctflow.execution.run_one` (so a seeded run gives the same output on
   every engine);
-* means the same by ``prefetch``: that many batches are processed ahead of the one being
-  consumed, so memory stays bounded however long the dataset;
+* bounds the batches in flight by ``prefetch``, so memory stays bounded however long the
+  dataset: ``prefetch`` batches are made ahead of what the engine's executors are running — the
+  local engine runs one batch for the consumer and ``prefetch`` ahead (at most ``prefetch + 1``
+  exist), the Dask engine keeps the cluster's threads busy and queues ``max(prefetch, 1)``
+  more (at most ``max(prefetch, 1) + <cluster threads>`` run or wait);
+* leaves nothing behind: idle pooled buffers (:mod:`ctflow.memory`) are released when the run
+  ends, in this process and in every worker;
 * transports failures the same way: the outcome's ``error`` (under ``on_error="raise"``) or its
   ``failed`` items (under ``"skip"``) — an engine never raises out of ``run_batches`` for a
   batch's failure, and a consumer that stops early cancels what is pending;

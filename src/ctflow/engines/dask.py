@@ -55,6 +55,7 @@ DaskEngine(local cluster, not started)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections import Counter, deque
@@ -397,6 +398,15 @@ class DaskEngine:
             for _, _, fut in pending:
                 fut.cancel()
             pending.clear()
+            self._clear_worker_pools()
+
+    def _clear_worker_pools(self) -> None:
+        """Give the workers' idle pooled buffers back to the OS: they do not outlive the run."""
+        from ctflow import memory
+
+        # a worker gone, a closed client: nothing left to release there
+        with contextlib.suppress(Exception):
+            self.client.run(memory.clear_pool)
 
     @staticmethod
     def _collect(

@@ -158,8 +158,8 @@ def _linear_core(flat, o, m, z, y, c, d, sy, sz):
     """Trilinear samples into ``o[c:d]`` (output row ``(z, y)``), no clamping.
 
     The source position advances by the matrix column per voxel (no multiply, no conversion
-    of ``x``), two voxels per step (their int/float conversions overlap: 10 % faster than one
-    per step); all 8 taps are inside (:func:`_core_range`).
+    of ``x``), two voxels per step (their int/float conversions overlap; docs/ops-notes.md);
+    all 8 taps are inside (:func:`_core_range`).
     """
     dz = m[0, 2]
     dy = m[1, 2]
@@ -187,8 +187,8 @@ def affine_linear(src, out, m, cval, z0, z1, round_out):
 
     Each output row has up to three parts: outside the source (``cval``), within half a voxel
     of its edge (taps clamped, :func:`_linear_clamped`) and the core, where the 8 taps are
-    read from flat unsigned indices as the position advances (:func:`_linear_core`; with the
-    flat taps, 1.8x faster than the clamped loop; the two agree to float rounding). Integer
+    read from flat unsigned indices as the position advances (:func:`_linear_core`, faster than the
+    clamped loop: docs/ops-notes.md; the two agree to float rounding). Integer
     outputs take the core's values from a float64 row, rounded half away from zero.
     """
     nz, ny, nx = src.shape

@@ -65,7 +65,7 @@ def _round_clip_f32(o, acc, lo, hi):
 
     Clip first (the bounds are integers: same result), then truncate and step by the
     fraction, all exact in float32 for ``|v| <= 2**22``: compares and selects only, so the
-    loop vectorises (3x faster than ``floor`` with a sign branch, which does not). A NaN
+    loop vectorises (``floor`` with a sign branch does not). A NaN
     stores whatever the integer conversion makes of it, as ``_round_clip``.
     """
     half = np.float32(0.5)

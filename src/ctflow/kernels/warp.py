@@ -94,9 +94,7 @@ def warp_linear(src, out, p, q, coef, grid_origin, grid_step, cval, z0, z1, roun
                     out[z, y, x] = cval
                     continue
                 # the clamped gather of affine (_linear_clamped), written out: a shared njit
-                # helper (even
-                # inline="always") measured random_affine 0.25 -> 0.28 s, random_elastic
-                # 0.38 -> 0.57 s (2026-12-05)
+                # helper (even inline="always") was slower (docs/ops-notes.md, "Warps")
                 fz = min(max(sz, 0.0), nz - 1.0)  # the edge within half a voxel
                 fy = min(max(sy, 0.0), ny - 1.0)
                 fx = min(max(sx, 0.0), nx - 1.0)

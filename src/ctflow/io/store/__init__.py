@@ -79,14 +79,13 @@ Damage detection
 ``meta.json`` holds, per array, the CRC-32 (``zlib.crc32``) of every compressed chunk as stored
 in the file (``chunk_crc32``; a special chunk, a run of zeros that blosc2 keeps in its index and
 not in the data, has one over its sizes and kind). Disk and transfer damage hits the compressed
-bytes, and they are fewer than the voxels: on a 300 x 512 x 512 int16 scan dumped with LZ4
-(84 MB in 19 chunks, 157 MB of voxels), checking them costs about 30 ms of CPU per load, shared
-by the tasks that decompress the chunks (zlib releases the GIL), against about 55 ms for the
-decompressed voxels. Chunks are read with one ``pread`` each into a buffer the reading thread
-keeps (blosc2's ``get_chunk`` copies them twice into fresh memory), which pays for most of it:
-a checked load takes about 13 % more CPU than the unchecked loads of format 1 did, an unchecked
-one about 15 % less. A crop checks the whole chunks its box touches (about 3 ms per 8 MiB
-chunk). A mismatch is a :class:`~ctflow.errors.CorruptFileError` naming the file and the chunk.
+bytes, and they are fewer than the voxels, so checking them costs about half as much as
+checking the decompressed voxels would; the check runs in the tasks that decompress the chunks
+(zlib releases the GIL). Chunks are read with one ``pread`` each into a buffer the reading
+thread keeps (blosc2's ``get_chunk`` copies them twice into fresh memory), which pays for most
+of it (the figures are in ``docs/api/io.md``, "Notes from the I/O code"). A crop checks the
+whole chunks its box touches. A mismatch is a :class:`~ctflow.errors.CorruptFileError` naming
+the file and the chunk.
 ``read_item(..., verify=False)``, ``read_crop(..., verify=False)`` and ``load(verify=False)``
 skip the check; format 1 dumps have no checksums and are read unchecked.
 
@@ -101,8 +100,8 @@ touches (:func:`read_crop`). Compression is ``"lz4"`` (default: LZ4 level 5 + by
 fastest to read back) or ``"zstd"`` (ZSTD level 1 + byte shuffle: smaller files, slower to
 read back). With ``"lz4"``, a float chunk is stored uncompressed (a blosc2 chunk of level 0,
 which any blosc2 reader reads) unless a sample of it shrinks to 60 % or less: the low mantissa
-bytes of a CT are noise, so a 256^3 float32 scan normalised into [0, 1] shrinks only to about
-78 %, for about 100 ms of CPU per dump against about 25 ms of disk time saved; empty space
+bytes of a CT are noise, so a normalised float scan barely shrinks, for more CPU than the disk
+time it saves (figures in ``docs/api/io.md``); empty space
 (probability maps, masks) is still compressed. Each chunk says how it is stored, so an array
 may mix both, and the float dumps of earlier versions (every chunk compressed) read as ever.
 Dumps of older layouts (any chunking, any blosc2 codec) are read through blosc2's generic path.

@@ -43,10 +43,9 @@ from ctflow.system import cpu_count
 _BLOCK_BYTES = 512 * 1024  # a block (whole planes) fits in L2 while it is (de)compressed
 _CHUNK_BYTES = 8 * 1024 * 1024  # a chunk is what one thread reads and decompresses at a time
 # A float chunk is LZ4-compressed only if a sample of it shrinks to this fraction, else stored
-# as it is. A 256^3 float32 CT normalised into [0, 1] shrinks to 0.77-0.80 with LZ4 + shuffle,
-# which costs ~100 ms of CPU per dump and saves ~25 ms of fsync (2-core VM, sequential dumps;
-# the same wall time when two dumps share the disk); probability maps and masks with empty
-# space shrink to 0.3 or far less and stay compressed.
+# as it is: a normalised float CT barely shrinks with LZ4 + shuffle, for more CPU than the
+# fsync time it saves (docs/api/io.md); probability maps and masks with empty space shrink to
+# 0.3 or far less and stay compressed.
 _FLOAT_SHRINK = 0.6
 _PROBE_BYTES = 64 * 1024  # the sample's size: its ratio is within 0.03 of the whole chunk's
 #: threads (de)compressing the chunks of one array
@@ -228,8 +227,7 @@ def _write_chunks(
                 chunk, crc = pending.popleft().result()
                 arr.schunk.update_chunk(len(crcs), chunk)
                 crcs.append(crc)
-                # the disk starts on it while the next ones are compressed: 8 dumps of 64 MiB
-                # in a row spent 760 ms in fsync instead of 940 ms
+                # the disk starts on it while the next ones are compressed (docs/api/io.md)
                 _start_writeback(fd)
         del arr  # blosc2 has written the file
         _start_writeback(fd)

@@ -100,7 +100,7 @@ def write_item(
         swap (other processes see the old item or the new one, never a mix) but leaves the
         write-back to the kernel: after a power failure the item may be missing or damaged
         — and then refused on load by its checksums, never read wrong. For scratch outputs
-        that can be written again; 40-60 % faster for dense float crops on this VM.
+        that can be written again (faster for dense float crops).
 
     Returns
     -------
