@@ -31,6 +31,7 @@ from ctflow.geometry import Geometry
 from ctflow.io.annotations import NODULE_COLUMNS, empty_nodules
 from ctflow.item import ItemFailure
 from ctflow.ragged import Ragged
+from ctflow.runs import StopRequested
 from ctflow.threads import map_items
 
 if TYPE_CHECKING:
@@ -86,8 +87,11 @@ def run_items(
         item.rngs = rngs
         item.n_threads = n_threads
     drawn: list[dict[str, Any]] = [{} for _ in range(n)]
+    should_stop = batch.should_stop
 
     def one(item: Any) -> Any:
+        if should_stop is not None and should_stop():
+            raise StopRequested(f"{name}: item {item.id!r} not started (the run is stopping)")
         if params is None:
             p = action.make_params(item)
         else:
@@ -96,6 +100,10 @@ def run_items(
         return action.apply(item, p)
 
     futures = map_items(one, items, n_workers=workers, target=target)  # type: ignore[arg-type]
+    for fut in futures:  # the items that ran are dropped with the others: interrupted
+        stop = fut.exception()
+        if isinstance(stop, StopRequested):
+            raise stop
     results: list[Any] = []
     keep: list[int] = []
     for item, fut in zip(items, futures, strict=True):

@@ -41,7 +41,7 @@ True
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -131,6 +131,8 @@ class CTBatch(Components, ActionMethods):
         self.nodules: pd.DataFrame = empty_nodules()
         self.n_workers = n_workers
         self.on_error = "raise"
+        #: asked before each item of an item action starts (the run's Ctrl-C; see ctflow.runs)
+        self.should_stop: Callable[[], bool] | None = None
         self.failed: list[ItemFailure] = []
         self.dumped: list[str] = []
         self.skipped: list[str] = []
@@ -462,6 +464,7 @@ class CTBatch(Components, ActionMethods):
         """
         out = type(self)(ids, sources, n_workers=self.n_workers)
         out.on_error = self.on_error
+        out.should_stop = self.should_stop
         out._seed, out._n_random_calls = self._seed, self._n_random_calls
         out.failed = list(self.failed)
         if parents:

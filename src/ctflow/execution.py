@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ctflow.errors import InvalidParameterError, describe
-from ctflow.runs import BatchOutcome, OnError, RunOptions, stop_requested
+from ctflow.runs import BatchOutcome, OnError, RunOptions, StopRequested, stop_requested
 from ctflow.system import peak_rss_mb
 
 if TYPE_CHECKING:
@@ -137,6 +137,7 @@ def execute(
     outcome = BatchOutcome(position=position, ids=ids)
     batch.set_random_state(seed, position)
     batch.on_error = on_error
+    batch.should_stop = should_stop
     current: CTBatch = batch
     seen: set[tuple[str, str]] = set()
     cut = next((k for k, a in enumerate(actions) if getattr(a, "name", "") == "cache"), None)
@@ -239,15 +240,22 @@ def _run_actions(
         name = _label(action)
         t0 = time.perf_counter()
         try:
-            result = _apply(action, current)
-        except Exception as exc:
-            exc.add_note(
-                f"ctflow: in action {name!r} of the batch at position {position} ({current.ids})"
-            )
-            if on_error != "skip":
-                outcome.error = exc
-                return None
-            result = _isolate(current, action, exc)
+            try:
+                result = _apply(action, current)
+            except StopRequested:
+                raise
+            except Exception as exc:
+                exc.add_note(
+                    f"ctflow: in action {name!r} of the batch at position {position} "
+                    f"({current.ids})"
+                )
+                if on_error != "skip":
+                    outcome.error = exc
+                    return None
+                result = _isolate(current, action, exc)
+        except StopRequested:  # Ctrl-C before some of its items started: none is done
+            outcome.interrupted.extend(dict.fromkeys(_origin_ids(current)))
+            break
         finally:
             dt = time.perf_counter() - t0
             outcome.timings[name] = outcome.timings.get(name, 0.0) + dt
@@ -375,6 +383,8 @@ def _isolate(batch: CTBatch, action: Action, error: Exception) -> CTBatch:
             single = batch.select([i], copy=False)
             try:
                 parts.append(_apply(action, single))
+            except StopRequested:
+                raise
             except Exception as exc:
                 exc.add_note(f"ctflow: in action {name!r} on item {batch.ids[i]!r} (#{i})")
                 failures.append(ItemFailure(batch.ids[i], name, exc))

@@ -29,6 +29,7 @@ __all__ = [
     "OnError",
     "RunOptions",
     "RunReport",
+    "StopRequested",
     "StopSignal",
     "plan_batches",
     "stop_requested",
@@ -172,6 +173,14 @@ class StopSignal:
                 self._installed = True
             except (ValueError, OSError):
                 self._installed = False
+
+
+class StopRequested(Exception):
+    """The run was asked to stop (Ctrl-C) before an item of an action started.
+
+    Raised by :func:`ctflow.assembly.run_items` instead of starting the item; the batch's
+    items are then reported as interrupted (neither done nor failed), never as failures.
+    """
 
 
 def stop_requested(name: str | None) -> bool:

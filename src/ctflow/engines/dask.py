@@ -121,7 +121,11 @@ def _item_threads(n_workers: int | None, host_threads: Mapping[str, int]) -> int
 
 
 def _stop_checker(name: str | None) -> Any:
-    """On a worker: whether the client asked the run to stop (a ``distributed.Event``)."""
+    """On a worker: whether the client asked the run to stop (a ``distributed.Event``).
+
+    Asked before every action and every item; the scheduler is asked at most every
+    ``_STOP_POLL_S`` seconds, and once the answer is yes it stays yes.
+    """
     if name is None:
         return None
     distributed = _import_distributed()
@@ -131,7 +135,28 @@ def _stop_checker(name: str | None) -> Any:
         from ctflow.runs import stop_requested
 
         return lambda: stop_requested(name)
-    return event.is_set
+    state = {"set": False, "asked": -float("inf")}
+
+    def should_stop() -> bool:
+        now = time.monotonic()
+        if not state["set"] and now - state["asked"] >= _STOP_POLL_S:
+            state["asked"] = now
+            state["set"] = bool(event.is_set())
+        return bool(state["set"])
+
+    return should_stop
+
+
+#: scheduler states of a task that no worker has started
+_NOT_STARTED = frozenset({"released", "waiting", "queued", "no-worker"})
+#: seconds between looks at the run's stop signal while batches are in flight
+_STOP_POLL_S = 0.25
+
+
+def _task_states(keys: list[str], dask_scheduler: Any = None) -> dict[str, str]:
+    """Return the scheduler's state of each task (run on the scheduler)."""
+    tasks = dask_scheduler.tasks
+    return {k: str(tasks[k].state) for k in keys if k in tasks}
 
 
 def _run_batch_task(
@@ -338,7 +363,7 @@ class DaskEngine:
             )
 
         def n_unfinished() -> int:
-            return sum(not fut.done() for _, _, fut in pending)
+            return sum(fut is not None and not fut.done() for _, _, fut in pending)
 
         stopping = False
 
@@ -348,6 +373,7 @@ class DaskEngine:
                 if not stopping:  # the first Ctrl-C: tell the workers, submit nothing more
                     stopping = True
                     distributed.Event(options.stop, client=client).set()
+                    self._cancel_unstarted(pending)
                 return
             refresh()
             limit, window = layout["limit"], layout["window"]
@@ -382,11 +408,19 @@ class DaskEngine:
             fill()
             while pending:
                 position, ids, fut = pending[0]
+                if fut is None:  # cancelled before it started (Ctrl-C): nothing of it was done
+                    pending.popleft()
+                    yield BatchOutcome(position=position, ids=ids, interrupted=list(ids))
+                    continue
                 if not fut.done():
-                    # wait for any batch: a finished one frees a slot for the next submission
-                    distributed.wait(
-                        [f for _, _, f in pending if not f.done()], return_when="FIRST_COMPLETED"
-                    )
+                    # wait for any batch (a finished one frees a slot for the next submission),
+                    # a fraction of a second at most: a Ctrl-C reaches the workers at once
+                    with contextlib.suppress(TimeoutError):
+                        distributed.wait(
+                            [f for _, _, f in pending if f is not None and not f.done()],
+                            timeout=_STOP_POLL_S,
+                            return_when="FIRST_COMPLETED",
+                        )
                     fill()
                     continue
                 pending.popleft()
@@ -396,9 +430,28 @@ class DaskEngine:
                 yield outcome
         finally:
             for _, _, fut in pending:
-                fut.cancel()
+                if fut is not None:
+                    fut.cancel()
             pending.clear()
             self._clear_worker_pools()
+
+    def _cancel_unstarted(self, pending: deque[tuple[int, list[str], Any]]) -> None:
+        """Cancel the batches no worker has started (Ctrl-C); they come back as interrupted.
+
+        Batches a worker runs stop at their next action or item (the run's ``Event``); the
+        ones still queued on the scheduler are cancelled here and never start.
+        """
+        keys = [fut.key for _, _, fut in pending if fut is not None and not fut.done()]
+        if not keys:
+            return
+        try:
+            states = self.client.run_on_scheduler(_task_states, keys=keys)
+        except Exception:  # the scheduler cannot say: let the batches stop at their first check
+            return
+        for k, (position, ids, fut) in enumerate(pending):
+            if fut is not None and states.get(fut.key) in _NOT_STARTED:
+                fut.cancel()
+                pending[k] = (position, ids, None)
 
     def _clear_worker_pools(self) -> None:
         """Give the workers' idle pooled buffers back to the OS: they do not outlive the run."""
