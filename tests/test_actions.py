@@ -52,6 +52,27 @@ def test_bad_values_in_a_pipeline_file_name_the_line_before_any_scan_is_read(
     assert f"p.toml:7: action #2 '{name}'" in text and message in text
 
 
+def test_relative_paths_in_a_pipeline_file_are_relative_to_its_folder(tmp_path, monkeypatch):
+    """Every parameter that holds a file or folder is declared so (``path_fields``) and is
+    resolved against the pipeline file's folder, whatever the working directory."""
+    folder = tmp_path / "cfg"
+    folder.mkdir()
+    (folder / "a.csv").write_text("seriesuid,coordX,coordY,coordZ,diameter_mm\n")
+    (folder / "p.toml").write_text(
+        '[[actions]]\nname = "load"\n\n[[actions]]\nname = "cache"\ndir = "c"\n\n'
+        '[[actions]]\nname = "fetch_nodules"\nannotations = "a.csv"\n\n'
+        '[[actions]]\nname = "dump"\ndst = "out"\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    actions = read_pipeline_file(folder / "p.toml", need_sources=False).pipeline.actions
+    assert str(actions[1].dir) == str(folder / "c")
+    assert str(actions[2].annotations) == str(folder / "a.csv")
+    assert str(actions[3].dst) == str(folder / "out")
+    assert {"cache": {"dir"}, "dump": {"dst"}, "fetch_nodules": {"annotations"}}.items() <= {
+        name: set(cls.path_fields()) for name, cls in ACTIONS.items()
+    }.items()
+
+
 def test_only_registered_actions_are_callable_from_a_file(tmp_path):
     for name in ("__class__", "bind", "gen_batch", "run"):
         (tmp_path / "p.toml").write_text(f'[[actions]]\nname = "{name}"\n')

@@ -211,13 +211,10 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _short(value: Any) -> str:
-    try:
-        import pandas as pd
+    import pandas as pd
 
-        if isinstance(value, pd.DataFrame):
-            return f"<DataFrame {len(value)} rows>"
-    except ImportError:  # pragma: no cover
-        pass
+    if isinstance(value, pd.DataFrame):
+        return f"<DataFrame {len(value)} rows>"
     if isinstance(value, np.ndarray):
         return f"<array {value.shape} {value.dtype}>"
     if callable(value) and hasattr(value, "__name__"):

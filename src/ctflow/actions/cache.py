@@ -12,6 +12,7 @@ and then frozen, as in MONAI's ``CacheDataset``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -62,7 +63,7 @@ class Cache(BatchAction):
     name = "cache"
     family = "io"
     ram_gb: float | None = None
-    dir: Any = None
+    dir: str | os.PathLike[str] | None = None
 
     def __post_init__(self) -> None:
         """Check the parameters and normalise them."""
