@@ -68,7 +68,7 @@ def test_quick_run_writes_results_and_every_output_agrees(tmp_path):
     assert all(r["bound_fraction"] > 0 for r in resample["rows"])
     assert {r["tool"] for r in resample["rows"]} == {"ctflow", "scipy.ndimage"}
     report = (out / "benchmarks.md").read_text()
-    assert "## Targets (issues 5 and 18)" in report and "### Nodule masks" in report
+    assert "## Targets (issues 5, 17 and 18)" in report and "### Nodule masks" in report
 
 
 def test_run_lists_cases(capsys):
@@ -215,6 +215,35 @@ def test_fused_pipeline_case_agrees_with_the_script_durable_or_not(tmp_path, tin
     assert "when both fsync their files" in target["measured"]
     assert target["met"] is (plain / ours >= 8.0)
     assert target["measured"] in report
+
+
+def test_label_cases_agree_and_score_the_issue_17_targets(tmp_path, tiny_cache):
+    names = ("sample_crops_by_class", "invert_prediction", "predict_on_scan_gaussian")
+    code, payload, report = _tiny_run(tmp_path, tiny_cache, ",".join(names))
+    assert code == 0
+    cases = {c["name"]: c for c in payload["cases"]}
+    assert set(cases) == set(names)
+    for case in cases.values():
+        assert {r["tool"] for r in case["rows"]} == {"ctflow", "MONAI"}, case["name"]
+        for row in case["rows"]:
+            assert row["agree"]["ok"], (case["name"], row["key"], row["agree"])
+            assert len(row["times"]) == 2 and row["median"] > 0
+    assert "## Targets (issues 5, 17 and 18)" in report
+    for name, peer in (
+        ("sample_crops_by_class", "RandCropByLabelClassesd"),
+        ("invert_prediction", "Invertd"),
+    ):
+        (target,) = [t for t in payload["targets"] if t["target"].startswith(f"{name} >= 5x")]
+        assert target["target"] == f"{name} >= 5x faster than MONAI {peer}, 2 threads"
+        rows = cases[name]["rows"]
+        (ours,) = [r for r in rows if r["tool"] == "ctflow" and r["n_threads"] == 2]
+        (monai,) = [r for r in rows if r["tool"] == "MONAI"]
+        ratio = monai["median"] / ours["median"]  # ctflow on 2 threads against MONAI
+        assert target["value"] == round(ratio, 2)
+        assert target["met"] is (ratio >= 5.0)
+        assert f"({monai['median']:.3f} s vs {ours['median']:.3f} s)" in target["measured"]
+        assert f"| {target['target']} | {target['measured']} |" in report
+    assert not [t for t in payload["targets"] if t["target"].startswith("predict_on_scan")]
 
 
 def test_report_of_pairs_and_tuning_from_rows():

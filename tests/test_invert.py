@@ -134,3 +134,64 @@ def test_exported_inverted_labels_overlay_the_original_file(pair, tmp_path):
     hot.export(0, tmp_path / "c2.nii.gz", component="masks", channel=2)
     c2 = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "c2.nii.gz")))
     np.testing.assert_array_equal(c2, (stored == 2).astype(np.uint8))
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory):
+    """A small synthetic scan stored RAS with its label map (0..4) beside it."""
+    from ctflow.synthetic import make_dataset
+
+    folder = tmp_path_factory.mktemp("phantom")
+    make_dataset(
+        folder, n_scans=1, shape=(24, 48, 48), seed=4, fmt="nifti", orientations=["RAS"],
+        labels=True,
+    )  # fmt: skip
+    return cf.Dataset.from_glob(str(folder / "*.nii.gz"), masks=str(folder / "labels/{id}.nii.gz"))
+
+
+def _lungs_from_labels(b):
+    return b.set_component("lungs", [np.isin(b[0].masks, (2, 3)).astype(np.uint8)])
+
+
+STEPS = {
+    "resize": lambda b: b.resize((20, 40, 56)),
+    "central_crop": lambda b: b.central_crop((20, 40, 40)),
+    "crop_to_lungs": lambda b: _lungs_from_labels(b).crop_to_lungs(margin_mm=2.0),
+    "random_flip": lambda b: b.random_flip(p=1.0),
+    "random_affine": lambda b: b.random_affine(degrees=10.0, translation_mm=3.0),
+    "unify_spacing onehot": lambda b: b.unify_spacing(
+        (1.7, 1.1, 0.9), labels_interpolation="onehot"
+    ),
+    "sample_crops": lambda b: b.sample_crops(2, (8, 16, 16), ratios={2: 1.0}),
+}
+
+
+@pytest.mark.parametrize("step", list(STEPS))
+def test_invert_after_each_action_restores_the_loaded_grid_exactly(phantom, step):
+    loaded = phantom.create_batch(phantom.ids).load()
+    batch = phantom.create_batch(phantom.ids).load()
+    batch.set_random_state(5, 0)
+    moved = STEPS[step](batch)
+    assert moved[0].masks.shape != loaded[0].masks.shape or step.startswith("random")
+    if step.startswith("random"):  # the shape stays; the labels move
+        assert not np.array_equal(moved[0].masks, loaded[0].masks)
+    cuts = [dict(info) for info in moved.info] if step == "sample_crops" else []
+    moved.invert()
+    g0, kept = loaded.geometry(0), set(np.unique(loaded[0].masks).tolist())
+    assert kept == {0, 1, 2, 3, 4}
+    for i in range(len(moved)):
+        assert moved.shapes[i].tolist() == loaded.shapes[0].tolist()
+        np.testing.assert_array_equal(moved.spacing[i], g0.spacing)
+        np.testing.assert_array_equal(moved.origin[i], g0.origin)
+        np.testing.assert_array_equal(moved.direction[i], g0.direction)
+        masks = moved[i].masks
+        assert masks.dtype == np.uint8 and set(np.unique(masks).tolist()) <= kept
+        if step == "sample_crops":  # a crop comes back where it was cut: exactly, 0 around it
+            lo = np.maximum(cuts[i]["start"], 0)
+            hi = np.minimum(np.add(cuts[i]["start"], (8, 16, 16)), loaded.shapes[0])
+            box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+            np.testing.assert_array_equal(masks[box], loaded[0].masks[box])
+            assert masks[tuple(np.add(cuts[i]["start"], (4, 8, 8)))] == 2  # its centre's label
+            assert masks.sum() == masks[box].sum()
+        else:
+            assert dice(masks, loaded[0].masks, labels=[2])[2] > 0.8

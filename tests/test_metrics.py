@@ -134,3 +134,30 @@ def test_froc_ignores_excluded_findings_and_counts_each_nodule_once():
     assert res.sensitivity.max() == 0.25  # three hits on one nodule count once
     luna = cand.rename(columns={"id": "seriesuid", "x": "coordX", "y": "coordY", "z": "coordZ"})
     assert froc(luna, nod, ["s1", "s2", "s3", "s4"], excluded=excluded).cpm == res.cpm
+
+
+def test_froc_a_candidate_exactly_at_the_radius_misses_as_in_luna16():
+    # LUNA16's script hits when the squared distance is strictly below the squared radius
+    nod = pd.DataFrame({"id": ["a", "b"], "z": 0.0, "y": 0.0, "x": 0.0, "diameter": [10.0, 10.0]})
+    excluded = pd.DataFrame({"id": ["c"], "z": [0.0], "y": [0.0], "x": [0.0], "diameter": [-1]})
+    cand = pd.DataFrame(
+        {
+            "id": ["a", "b", "c"],
+            # a: (3, 4, 0) is exactly 5 mm (9 + 16 = 25 = 5²) from a 5 mm radius: a miss;
+            # b: 4.999 mm, just inside: a hit; c: exactly on the 5 mm radius of the excluded
+            # finding (diameter -1 -> 10 mm): not ignored, a false positive
+            "z": [3.0, 0.0, 0.0],
+            "y": [4.0, 0.0, 5.0],
+            "x": [0.0, 4.999, 0.0],
+            "probability": [0.9, 0.8, 0.7],
+        }
+    )
+    res = froc(cand, nod, ["a", "b", "c"], excluded=excluded)
+    assert res.n_nodules == 2 and res.n_false_positives == 2
+    # thresholds high -> low: 0.9: 1 FP (1/3 per scan), none found | 0.8: b found (0.5) |
+    # 0.7: 2 FP (2/3 per scan)
+    np.testing.assert_allclose(res.fps_per_scan, [0.0, 1 / 3, 1 / 3, 2 / 3])
+    np.testing.assert_allclose(res.sensitivity, [0.0, 0.0, 0.5, 0.5])
+    # rates 1/8 and 1/4 lie before the first find; 1/2 .. 8 after it
+    np.testing.assert_allclose(res.sensitivities, [0.0, 0.0, 0.5, 0.5, 0.5, 0.5, 0.5])
+    assert res.cpm == pytest.approx(2.5 / 7)

@@ -105,3 +105,40 @@ def test_label_crops_replay_from_their_record(lobes):
         again = cf.replay(crops.history[k])
         np.testing.assert_array_equal(again[0].images, crops[k].images)
         np.testing.assert_array_equal(again[0].masks, crops[k].masks)
+
+
+@pytest.mark.parametrize("dtype", [bool, np.int32, np.float32])
+def test_masks_of_other_integer_dtypes_give_the_crops_of_the_uint8_map(dtype):
+    images = [np.arange(12 * 16 * 16, dtype=np.int16).reshape(12, 16, 16), np.zeros((10, 14, 18))]
+    masks = [np.zeros((12, 16, 16), np.uint8), np.zeros((10, 14, 18), np.uint8)]
+    masks[0][2:5, 3:9, 4:6] = 1
+    masks[1][6:9, 1:4, 10:17] = 1
+    if dtype is not bool:
+        masks[0][7:10, 10:14, 2:5] = 3
+        masks[1][0:2, 8:12, 0:3] = 3
+    ratios = {0: 1.0, 1: 2.0} if dtype is bool else {0: 1.0, 1: 2.0, 3: 1.0}
+
+    def crops_of(maps):
+        b = cf.CTBatch.from_arrays([im.astype(np.int16) for im in images])
+        b.set_component("masks", maps)
+        b.set_random_state(3, 0)
+        return b.sample_crops(12, (4, 6, 6), ratios=ratios)
+
+    want = crops_of(masks)
+    got = crops_of([m.astype(dtype) for m in masks])
+    assert got.info == want.info  # the same parents, starts and labels
+    for k in range(len(want)):
+        np.testing.assert_array_equal(got[k].images, want[k].images)
+        np.testing.assert_array_equal(got[k].masks.astype(np.uint8), want[k].masks)
+
+
+def test_probability_and_channel_masks_are_refused_naming_sample_crops():
+    b = cf.CTBatch.from_arrays([np.zeros((8, 10, 10), np.int16)], ids=["p"])
+    prob = np.zeros((8, 10, 10), np.float32)
+    prob[2:5, 2:5, 2:5] = 0.7
+    b.set_component("masks", [prob])
+    with pytest.raises(cf.InvalidScanError, match=r"sample_crops: the masks of item 'p'.*fraction"):
+        b.sample_crops(2, (4, 4, 4), ratios={1: 1.0})
+    b.set_component("masks", [np.stack([prob < 0.5, prob >= 0.5]).astype(np.float32)])
+    with pytest.raises(cf.InvalidParameterError, match=r"sample_crops.*'p'.*argmax\(\)"):
+        b.sample_crops(2, (4, 4, 4), ratios={1: 1.0})

@@ -104,7 +104,8 @@ def _surface(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
     """Voxels of ``mask`` with a 6-neighbour outside it (the volume's border counts as outside)."""
     from scipy import ndimage as ndi
 
-    eroded = ndi.binary_erosion(mask, structure=ndi.generate_binary_structure(3, 1), border_value=0)
+    structure = ndi.generate_binary_structure(3, 1)
+    eroded: NDArray[np.bool_] = ndi.binary_erosion(mask, structure=structure, border_value=0)
     return mask & ~eroded
 
 
@@ -230,8 +231,9 @@ def froc(
 ) -> FrocResult:
     """Return the LUNA16 FROC analysis of detection candidates.
 
-    A candidate *hits* a nodule when its world position lies within the nodule's radius
-    (half its diameter) of the nodule's centre. Each nodule is found at most once: its score
+    A candidate *hits* a nodule when its world position lies strictly closer than the nodule's
+    radius (half its diameter) to the nodule's centre (a candidate exactly at the radius misses,
+    as in LUNA16's evaluation script). Each nodule is found at most once: its score
     is the highest probability among the candidates that hit it. A candidate that hits no
     nodule but an ``excluded`` finding (LUNA16's irrelevant findings) is ignored; one that hits
     neither is a false positive. Over all thresholds, the curve is (false positives per scan,
@@ -299,8 +301,9 @@ def froc(
         t_ids = table["id"].astype(str).to_numpy()
         for k in range(len(table)):
             same = cand_ids == t_ids[k]
-            dist = np.linalg.norm(cand_xyz - t_xyz[k], axis=1)
-            hit = same & (dist <= radius[k])
+            d = cand_xyz - t_xyz[k]
+            dist2 = d[:, 2] ** 2 + d[:, 1] ** 2 + d[:, 0] ** 2  # LUNA16: x, y, z squared
+            hit = same & (dist2 < radius[k] ** 2)  # strictly inside, as LUNA16's script
             false_pos &= ~hit
             if is_nodule and hit.any():
                 best[k] = max(best[k], float(probs[hit].max()))

@@ -70,8 +70,14 @@ def _user_actions(cls: type[CTBatch]) -> list[str]:
 def _check_method(
     batch_class: type[CTBatch] | None, action: Method, *, name_only: bool = False
 ) -> None:
-    """Return a user action must exist on the batch class and take the given arguments."""
+    """Check that a user action exists on the batch class and takes the given arguments.
+
+    A pipeline not bound to a dataset yet accepts the action when any batch class has it with
+    a signature that takes the arguments (two classes may define actions of the same name);
+    binding checks it again against the dataset's class.
+    """
     classes = [batch_class] if batch_class is not None else _all_batch_classes()
+    mismatch: str | None = None
     for cls in classes:
         method = getattr(cls, action.method, None)
         if method is not None and getattr(method, ACTION_ATTR, False):
@@ -81,10 +87,11 @@ def _check_method(
                 inspect.signature(method).bind(None, *action.args, **dict(action.kwargs))
             except TypeError as exc:
                 sig = str(inspect.signature(method)).replace("(self, ", "(", 1)
-                raise InvalidParameterError(
-                    f"pipeline: bad arguments for {action.method}{sig}: {exc}"
-                ) from None
+                mismatch = mismatch or f"pipeline: bad arguments for {action.method}{sig}: {exc}"
+                continue
             return
+    if mismatch is not None:
+        raise InvalidParameterError(mismatch)
     from ctflow.actions.base import ACTIONS
 
     names = sorted({*ACTIONS, *(n for c in classes for n in _user_actions(c))})

@@ -117,6 +117,7 @@ class StopSignal:
         self.event = threading.Event()
         self._previous: Any = None
         self._installed = False
+        self._fired = False  # the first Ctrl-C came: Python's handler stands in for ours
 
     def set(self) -> None:
         """Ask the run to stop after the current actions."""
@@ -130,6 +131,7 @@ class StopSignal:
         """First Ctrl-C: stop after the current actions; the next one interrupts at once."""
         del signum, frame
         self.set()
+        self._fired = True
         signal.signal(signal.SIGINT, signal.default_int_handler)
         sys.stderr.write(
             "\nctflow: stopping after the actions in progress (Ctrl-C again to stop at once)\n"
@@ -159,7 +161,9 @@ class StopSignal:
         """
         main = threading.current_thread() is threading.main_thread()
         if self._installed and main:  # a handler can only be set from the main thread
-            if signal.getsignal(signal.SIGINT) == self._on_sigint:
+            current = signal.getsignal(signal.SIGINT)
+            ours = current == self._on_sigint
+            if ours or (self._fired and current is signal.default_int_handler):
                 signal.signal(signal.SIGINT, self._previous)
             self._installed = False
 
@@ -270,8 +274,8 @@ class RunReport:
             f"warnings {len(self.warnings)}",
             *(
                 [
-                    f"STOPPED (Ctrl-C): {len(self.interrupted)} item(s) of started batches not "
-                    f"finished; batches not started are not counted"
+                    f"STOPPED (Ctrl-C): {len(self.interrupted)} item(s) of running or queued "
+                    f"batches not finished; batches never submitted are not counted"
                 ]
                 if self.stopped
                 else []

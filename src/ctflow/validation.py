@@ -301,7 +301,10 @@ def as_item_id(value: Any, where: str = "") -> str:
     r"""Return an item id that is safe as a folder name (``dump`` writes ``<dst>/<id>/``).
 
     Refused: empty ids, NUL and control characters, path separators (``/``, ``\``), ``.``
-    and ``..``, names over :data:`NAME_MAX` bytes.
+    and ``..``, names starting with ``.`` (hidden folders, such as a dump's own staging folder
+    ``.ctflow-tmp``), names over :data:`NAME_MAX` bytes. The one check of ids: the
+    :class:`~ctflow.dataset.Dataset` runs it when it is built, ``dump`` /
+    :func:`~ctflow.io.store.write_item` when an item is written.
 
     Examples
     --------
@@ -311,6 +314,10 @@ def as_item_id(value: Any, where: str = "") -> str:
     Traceback (most recent call last):
     ...
     ctflow.errors.InvalidParameterError: dataset: item id '../etc' must not contain a path ...
+    >>> as_item_id(".hidden", "dataset")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ctflow.errors.InvalidParameterError: dataset: item id '.hidden' must not start with '.' ...
     """
     text = str(value)
     prefix = _prefix(where)
@@ -319,6 +326,11 @@ def as_item_id(value: Any, where: str = "") -> str:
     if "/" in text or "\\" in text:
         raise InvalidParameterError(
             f"{prefix}item id {text!r} must not contain a path separator (slash or backslash)"
+        )
+    if text.startswith("."):
+        raise InvalidParameterError(
+            f"{prefix}item id {text!r} must not start with '.' (a hidden folder: dumps keep "
+            "their staging folder there)"
         )
     if any(ord(c) < 32 or ord(c) == 127 for c in text):
         raise InvalidParameterError(

@@ -171,7 +171,8 @@ def _extent(d: Display, vert: int, horiz: int, origin: str) -> tuple[float, floa
 
 def _plane(arr: NDArray[Any], axis: int, k: int) -> NDArray[Any]:
     """Return slice ``k`` of ``arr`` along ``axis``."""
-    return np.take(arr, k, axis=axis)
+    plane: NDArray[Any] = np.take(arr, k, axis=axis)  # numpy types a scalar take as Any
+    return plane
 
 
 def overlay(ax: Any, plane: NDArray[Any], color: str, alpha: float, **kw: Any) -> None:

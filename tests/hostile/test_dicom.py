@@ -35,6 +35,7 @@ from ctflow.errors import CorruptFileError, InvalidParameterError
 from ctflow.geometry import Geometry
 from ctflow.io.dicom import read_dicom_series, scan_dicom_folder
 from ctflow.io.dicom_writer import write_dicom_series
+from ctflow.io.reader import read_scan
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -51,6 +52,17 @@ POSITION_TAG = b"\x20\x00\x32\x00DS"  # (0020,0032) ImagePositionPatient, explic
 
 def write_series(folder: Path, volume: np.ndarray = VOLUME, **kw: Any) -> list[Path]:
     return write_dicom_series(folder, volume, GEOMETRY, **kw)
+
+
+#: The native reader, and SimpleITK (GDCM) through read_scan(folder, "sitk"): same safety
+DICOM_READERS = ["native", "sitk"]
+
+
+def read_folder(reader: str, folder: Path, **kw: Any) -> Any:
+    if reader == "native":
+        return read_dicom_series(folder, **kw)
+    pytest.importorskip("SimpleITK")
+    return read_scan(folder, "sitk")
 
 
 def skipped(result: Any) -> dict[str, str]:
@@ -108,15 +120,18 @@ DAMAGES = {
 POSITIONS = {"first": 0, "middle": N // 2, "last": N - 1}
 
 
+@pytest.mark.parametrize("reader", DICOM_READERS)
 @pytest.mark.parametrize("position", list(POSITIONS))
 @pytest.mark.parametrize("damage", list(DAMAGES))
-def test_a_damaged_slice_is_an_error_naming_it(tmp_path, damage, position):
+def test_a_damaged_slice_is_an_error_naming_it(tmp_path, damage, position, reader):
+    """Through SimpleITK too: GDCM silently drops a slice it cannot read."""
     files = write_series(tmp_path / "s")
     victim = files[POSITIONS[position]]
     victim.write_bytes(DAMAGES[damage](victim.read_bytes()))
-    for allow_uneven in (False, True):  # damaged is not "missing": never resampled over
+    # damaged is not "missing": never resampled over
+    for kw in ({"allow_uneven": False}, {"allow_uneven": True}) if reader == "native" else ({},):
         with pytest.raises(CorruptFileError, match=re.escape(str(victim))):
-            read_dicom_series(victim.parent, allow_uneven=allow_uneven)
+            read_folder(reader, victim.parent, **kw)
     # the listing accounts for the file (as a series file or as skipped, with its damage)
     listing = scan_dicom_folder(victim.parent)
     listed = [f for s in listing for f in s.files]
@@ -158,7 +173,7 @@ def test_a_file_that_cannot_be_opened_is_judged_by_its_name_and_size(tmp_path, m
     locked = folder / name
     if name == "private.key":
         locked.write_bytes(b"k" * 10)
-    import ctflow.io.dicom.headers as headers
+    import ctflow.io.dicom.parse as headers
 
     real_opener = headers._opener
 
@@ -408,8 +423,9 @@ SPECIAL = {
 
 
 @pytest.mark.timeout(30)  # opening a FIFO without a writer would block forever
+@pytest.mark.parametrize("reader", DICOM_READERS)
 @pytest.mark.parametrize("kind", list(SPECIAL))
-def test_special_files_are_skipped_without_being_opened(tmp_path, monkeypatch, kind):
+def test_special_files_are_skipped_without_being_opened(tmp_path, monkeypatch, kind, reader):
     files = write_series(tmp_path / "s")
     folder = files[0].parent
     name = "slice0100.dcm" if "like a slice" in kind else "special"
@@ -423,7 +439,7 @@ def test_special_files_are_skipped_without_being_opened(tmp_path, monkeypatch, k
         return real_open(path, *args, **kw)
 
     monkeypatch.setattr(os, "open", recording_open)
-    scan = read_dicom_series(folder)
+    scan = read_folder(reader, folder)  # GDCM alone finds no series beside a FIFO
     np.testing.assert_array_equal(scan.images, VOLUME)
     assert skipped(scan)[name] == f"{what}, not a regular file; not opened"
     assert skipped(scan_dicom_folder(folder))[name] == f"{what}, not a regular file; not opened"

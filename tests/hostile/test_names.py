@@ -3,6 +3,7 @@ a typed error naming them (issue 16, cases 9 and 12)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import ctflow as cf
@@ -17,6 +18,8 @@ BAD_IDS = {
     "empty": "",
     "over 255 bytes": "x" * 256,
     "over 255 bytes in UTF-8": "é" * 128,
+    "leading dot": ".hidden",
+    "the staging folder's name": ".ctflow-tmp",
 }
 
 
@@ -27,6 +30,20 @@ def test_bad_ids_are_refused_when_the_dataset_is_built(name):
         cf.Dataset({bad: "/data/scan.mhd"})
     with pytest.raises(cf.InvalidParameterError, match="item id"):
         cf.Dataset.from_paths({bad: "/data/scan.mhd"})
+
+
+@pytest.mark.parametrize("name", list(BAD_IDS))
+def test_bad_ids_are_refused_by_write_item_with_the_same_check(tmp_path, name):
+    from ctflow.io.store import write_item
+
+    with pytest.raises(cf.InvalidParameterError, match="dump: item id"):
+        write_item(tmp_path, BAD_IDS[name], {"images": np.zeros((1, 2, 2))}, cf.Geometry((1, 1, 1)))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_hidden_file_is_refused_by_from_paths(tmp_path):
+    with pytest.raises(cf.InvalidParameterError, match=r"item id '\.hidden' must not start"):
+        cf.Dataset.from_paths([tmp_path / ".hidden.mhd"])
 
 
 def test_an_id_of_255_bytes_and_dotted_uids_are_fine():

@@ -47,6 +47,7 @@ from ctflow.errors import (
     UnsupportedFormatError,
 )
 from ctflow.geometry import Geometry
+from ctflow.io import store
 from ctflow.io.metaimage import read_metaimage, write_metaimage
 from ctflow.io.nifti import read_nifti, write_nifti
 from ctflow.io.nifti.writer import _header_bytes
@@ -75,13 +76,25 @@ def _deflate_constant(fh: Any, wbits: int, slabs: int, slab: bytes, head: bytes 
     return n + fh.write(comp.flush())
 
 
-def _write_constant(folder: Path, kind: str, shape: tuple[int, int, int] = SHAPE) -> Path:
-    """A volume of -1000 HU, compressed piece by piece (the test never holds it)."""
+#: stored type -> the constant written, NIfTI datatype, MetaImage and NRRD type names
+CONSTANT_TYPES = {
+    "int16": (-1000, 4, "MET_SHORT", "short"),
+    "uint16": (1000, 512, "MET_USHORT", "ushort"),  # read as int16 (values fit)
+    "int32": (-1000, 8, "MET_INT", "int"),  # read as int16, twice the bytes stored
+}
+
+
+def _write_constant(
+    folder: Path, kind: str, shape: tuple[int, int, int] = SHAPE, dtype: str = "int16"
+) -> Path:
+    """A volume of one value (-1000 HU), compressed piece by piece (the test never holds it)."""
     z, y, x = shape
-    slab = np.full((y, x), -1000, "<i2").tobytes()
+    value, code, met_type, nrrd_type = CONSTANT_TYPES[dtype]
+    stored = np.dtype(dtype).newbyteorder("<")
+    slab = np.full((y, x), value, stored).tobytes()
     if kind == "nii.gz":
         path = folder / "c.nii.gz"
-        head = _header_bytes(shape, 4, 2, Geometry((1.0, 1.0, 1.0)))
+        head = _header_bytes(shape, code, stored.itemsize, Geometry((1.0, 1.0, 1.0)))
         with open(path, "wb") as fh:
             _deflate_constant(fh, 31, z, slab, head)
         return path
@@ -91,14 +104,14 @@ def _write_constant(folder: Path, kind: str, shape: tuple[int, int, int] = SHAPE
         path = folder / "c.mhd"
         path.write_text(
             f"ObjectType = Image\nNDims = 3\nDimSize = {x} {y} {z}\nElementSpacing = 1 1 1\n"
-            f"ElementType = MET_SHORT\nCompressedData = True\nCompressedDataSize = {n}\n"
+            f"ElementType = {met_type}\nCompressedData = True\nCompressedDataSize = {n}\n"
             "ElementDataFile = c.zraw\n"
         )
         return path
     path = folder / "c.nrrd"
     with open(path, "wb") as fh:
         fh.write(
-            f"NRRD0004\ntype: short\ndimension: 3\nsizes: {x} {y} {z}\nendian: little\n"
+            f"NRRD0004\ntype: {nrrd_type}\ndimension: 3\nsizes: {x} {y} {z}\nendian: little\n"
             "encoding: gzip\nspacings: 1 1 1\n\n".encode()
         )
         _deflate_constant(fh, 31, z, slab)
@@ -114,20 +127,24 @@ base = hwm()
 scan = cf.read_scan({path!r})
 assert scan.shape == {shape!r}, scan.shape
 assert scan.images.dtype.name == "int16", scan.images.dtype
-assert int(scan.images.min()) == int(scan.images.max()) == -1000
+assert int(scan.images.min()) == int(scan.images.max()) == {value}
 print("@@BASE", base)
 """
 
 
+@pytest.mark.parametrize("dtype", list(CONSTANT_TYPES))
 @pytest.mark.parametrize("kind", ["nii.gz", "zraw", "gzip nrrd"])
-def test_a_compressed_volume_is_inflated_into_one_array(tmp_path, limited, kind):
-    path = _write_constant(tmp_path, kind)
+def test_a_compressed_volume_is_inflated_into_one_array(tmp_path, limited, kind, dtype):
+    # uint16 and int32 become int16 without a second volume: a view, or slab by slab
+    path = _write_constant(tmp_path, kind, dtype=dtype)
     assert path.stat().st_size + (tmp_path / "c.zraw").exists() * 2**20 < 8 * 2**20
     # a second copy (600 MiB more) would not fit under the limit: MemoryError in the child
-    res = limited(_PEAK_CHILD.format(path=str(path), shape=SHAPE), limit_mb=1280, timeout=300)
+    value = CONSTANT_TYPES[dtype][0]
+    code = _PEAK_CHILD.format(path=str(path), shape=SHAPE, value=value)
+    res = limited(code, limit_mb=1280, timeout=300)
     assert res.error_type is None, f"{res.error_type}: {res.error}"
     base = float(next(x for x in res.stdout.splitlines() if x.startswith("@@BASE")).split()[1])
-    print(f"{kind}: peak {res.peak_mb:.0f} MiB, {base:.0f} MiB before the read")
+    print(f"{kind} {dtype}: peak {res.peak_mb:.0f} MiB, {base:.0f} MiB before the read")
     assert res.peak_mb < VOLUME_MB + 100
     assert res.peak_mb - base < VOLUME_MB + 32  # the reader's own extra: a few MB
 
@@ -194,10 +211,34 @@ def layout(tmp_path: Path) -> Path:
     return tmp_path
 
 
+#: MetaIO (SimpleITK) also takes "Key : Value" and "Key:Value"; the native reader refuses both
+COLON_TEXTS: dict[str, Callable[[str], str]] = {
+    "mhd colon separator": lambda text: text.replace(" = ", " : "),
+    "mhd no-space colon": lambda text: text.replace(" = ", ":"),
+}
+
+
+def _analyze_pair(folder: Path, arr: np.ndarray, image: Path, gz: bool = False) -> Path:
+    """A NIfTI-1 ``h.hdr`` whose implicit image file ``h.img`` (``h.img.gz``) links to ``image``."""
+    import SimpleITK as sitk
+
+    path = folder / "h.hdr"
+    sitk.WriteImage(sitk.GetImageFromArray(arr), str(path))  # h.hdr + h.img
+    (folder / "h.img").unlink()
+    (folder / ("h.img.gz" if gz else "h.img")).symlink_to(image)
+    return path
+
+
 def _header(layout: Path, kind: str, data_name: str) -> Path:
-    if kind == "mhd":
+    if kind.startswith("hdr/img"):  # the image file is implicit: h.img (.gz) -> outside
+        gz = kind.endswith(".gz")
+        if gz:
+            (layout / "outside.img.gz").write_bytes(gzip.compress(RAW))
+        image = layout / ("outside.img.gz" if gz else "outside.raw")
+        return _analyze_pair(layout / "scans", ARR, image, gz)
+    if kind.startswith("mhd"):
         path = layout / "scans" / "h.mhd"
-        path.write_text(_mhd_text(data_name))
+        path.write_text(COLON_TEXTS.get(kind, str)(_mhd_text(data_name)))
     else:
         path = layout / "scans" / "h.nhdr"
         path.write_text(_nhdr_text(data_name))
@@ -217,10 +258,19 @@ READERS: dict[str, Callable[..., Any]] = {
 }
 
 
+OUTSIDE_CASES = [
+    *((kind, where, reader) for kind in ("mhd", "nhdr") for where in OUTSIDE for reader in READERS),
+    # read by SimpleITK only: the native readers refuse colon lines and .hdr files altogether
+    *((kind, where, "sitk") for kind in COLON_TEXTS for where in OUTSIDE),
+    ("hdr/img", "symlink out of the folder", "sitk"),
+    ("hdr/img.gz", "symlink out of the folder", "sitk"),
+]
+
+
 @pytest.mark.skipif(not POSIX, reason="symlinks")
-@pytest.mark.parametrize("reader", list(READERS))
-@pytest.mark.parametrize("where", list(OUTSIDE))
-@pytest.mark.parametrize("kind", ["mhd", "nhdr"])
+@pytest.mark.parametrize(
+    ("kind", "where", "reader"), OUTSIDE_CASES, ids=["-".join(case) for case in OUTSIDE_CASES]
+)
 def test_a_data_file_outside_the_folder_needs_allow_external_data(layout, kind, where, reader):
     path = _header(layout, kind, OUTSIDE[where](layout))
     read = READERS[reader]
@@ -229,23 +279,44 @@ def test_a_data_file_outside_the_folder_needs_allow_external_data(layout, kind, 
     message = str(err.value)
     assert message.startswith(f"{path}: ")
     assert "outside the header's folder" in message and "allow_external_data=True" in message
-    assert os.path.realpath(layout / "outside.raw") in message  # where it really points
+    outside = layout / ("outside.img.gz" if kind == "hdr/img.gz" else "outside.raw")
+    assert os.path.realpath(outside) in message  # where it really points
     scan = read(path, allow_external_data=True)
     assert (scan.images == ARR).all()
+    if kind in COLON_TEXTS:  # the native reader refuses the header whatever it names
+        for allow in (False, True):
+            with pytest.raises(CorruptFileError, match="is not 'Key = Value'"):
+                read_metaimage(path, allow_external_data=allow)
+
+
+PASSWD_CASES = [
+    *(pytest.param("=", reader, id=reader) for reader in READERS),
+    *(pytest.param(kind, "sitk", id=f"{kind}-sitk") for kind in COLON_TEXTS),
+    pytest.param("hdr/img symlink", "sitk", id="hdr/img symlink-sitk"),
+]
 
 
 @pytest.mark.skipif(not os.path.isfile("/etc/passwd"), reason="no /etc/passwd")
-@pytest.mark.parametrize("reader", list(READERS))
-def test_elementdatafile_etc_passwd_with_headersize_minus_1_is_refused(tmp_path, reader):
-    path = tmp_path / "h.mhd"
-    path.write_text(
-        _mhd_text("/etc/passwd", "HeaderSize = -1\n", "MET_UCHAR").replace("6 5 4", "4 2 1")
-    )
-    with pytest.raises(UnsupportedFormatError, match=r"'ElementDataFile = /etc/passwd' names"):
+@pytest.mark.parametrize(("kind", "reader"), PASSWD_CASES)
+def test_elementdatafile_etc_passwd_with_headersize_minus_1_is_refused(tmp_path, kind, reader):
+    secret = Path("/etc/passwd").read_bytes()
+    if kind == "hdr/img symlink":  # h.hdr (4 x 2 x 1 bytes) + h.img -> /etc/passwd
+        path = _analyze_pair(tmp_path, np.zeros((1, 2, 4), np.uint8), Path("/etc/passwd"))
+        line, expected = "h.img, the NIfTI/Analyze file paired with h.hdr", secret[:8]
+    else:
+        path = tmp_path / "h.mhd"
+        text = _mhd_text("/etc/passwd", "HeaderSize = -1\n", "MET_UCHAR").replace("6 5 4", "4 2 1")
+        path.write_text(COLON_TEXTS.get(kind, str)(text))
+        line = {"=": "ElementDataFile = ", "mhd colon separator": "ElementDataFile : "}.get(
+            kind, "ElementDataFile:"
+        ) + "/etc/passwd"
+        expected = secret[-8:]  # HeaderSize = -1: the last 8 bytes
+    real = os.path.realpath("/etc/passwd")
+    with pytest.raises(UnsupportedFormatError, match=re.escape(f"{line!r} names {real}, outside")):
         READERS[reader](path)
-    # trusted, it is read as the header says (the last 8 bytes of the file)
-    scan = read_scan(path, allow_external_data=True)
-    assert bytes(scan.images.astype(np.uint8).ravel()) == Path("/etc/passwd").read_bytes()[-8:]
+    # trusted, it is read as the header says
+    scan = READERS[reader](path, allow_external_data=True)
+    assert bytes(scan.images.astype(np.uint8).ravel()) == expected
 
 
 @pytest.mark.skipif(not POSIX, reason="symlinks")
@@ -496,6 +567,13 @@ PATH_READERS: dict[str, Callable[[Any], Any]] = {
     "read_nifti": read_nifti,
     "read_nrrd": read_nrrd,
     "read_with_sitk": read_with_sitk,
+    # the public store API: item folders and dump roots
+    "read_item": store.read_item,
+    "read_meta": store.read_meta,
+    "read_crop": lambda p: store.read_crop(p, (0, 0, 0), (1, 1, 1)),
+    "is_item_dir": store.is_item_dir,
+    "write_item": lambda p: store.write_item(p, "x", {"images": ARR}, Geometry((1, 1, 1))),
+    "remove_stale_writes": store.remove_stale_writes,
 }
 
 

@@ -24,6 +24,7 @@ import pytest
 import ctflow as cf
 from ctflow.actions.io import Load
 from ctflow.io import store
+from ctflow.io.store import writer
 from ctflow.io.store.arrays import _chunk_crc
 from ctflow.synthetic import make_phantom
 
@@ -113,15 +114,61 @@ def test_a_dump_claiming_16_gb_is_refused_before_allocating(tmp_path, limited, h
     assert res.peak_mb < 400
 
 
-def test_the_dump_limit_is_read_at_call_time(tmp_path, monkeypatch):
-    folder = _write(tmp_path)
-    monkeypatch.setattr(store, "MAX_VOXELS_BYTES", 100)
-    with pytest.raises(cf.InvalidScanError, match=r"meta\.json.*MAX_VOXELS_BYTES = 100"):
-        store.read_item(folder)
-    with pytest.raises(cf.InvalidScanError, match=r"meta\.json.*MAX_VOXELS_BYTES = 100"):
-        store.read_crop(folder, (0, 0, 0), (1, 1, 1))
-    monkeypatch.setattr(store, "MAX_VOXELS_BYTES", 4 * 8 * 8 * 2)
-    assert store.read_item(folder).components["images"].shape == (4, 8, 8)
+_SMALL = np.arange(4 * 8 * 8, dtype=np.int16).reshape(4, 8, 8) - 100  # 512 bytes
+
+
+def _capped_source(folder: Path, fmt: str) -> tuple[dict[str, Callable[[], Any]], int]:
+    """A 4 x 8 x 8 int16 volume in ``fmt``: the ways to read it, and the bytes it needs."""
+    from ctflow.io.dicom import read_dicom_seg
+    from ctflow.io.dicom.seg_write import write_dicom_seg
+    from ctflow.io.dicom_writer import write_dicom_series
+    from ctflow.io.writer import write_scan
+
+    if fmt in ("mhd", "nii", "nii.gz"):
+        path = write_scan(folder / f"a.{fmt}", _SMALL, GEOMETRY)
+    elif fmt == "nrrd":
+        path = folder / "a.nrrd"
+        path.write_bytes(
+            b"NRRD0004\ntype: short\ndimension: 3\nsizes: 8 8 4\nendian: little\n"
+            b"encoding: raw\nspacings: 1 1 1\n\n" + _SMALL.astype("<i2").tobytes()
+        )
+    elif fmt in ("DICOM folder", "DICOM SEG"):
+        path = write_dicom_series(folder / "dcm", _SMALL, GEOMETRY)[0].parent
+        if fmt == "DICOM SEG":  # its label grid: uint8, 256 bytes
+            labels = (_SMALL > 0).astype(np.uint8)
+            seg = write_dicom_seg(folder / "seg.dcm", labels, path, omit_empty_frames=False)
+            return {"read_dicom_seg": lambda: read_dicom_seg(seg)}, labels.nbytes
+    else:  # a dump
+        path = _write(folder, images=_SMALL)
+        return {
+            "read_item": lambda: store.read_item(path),
+            "read_crop": lambda: store.read_crop(path, (0, 0, 0), (1, 1, 1)),
+            "load": lambda: (cf.Dataset.from_paths([path]) >> cf.Pipeline().load()).next_batch(1),
+        }, _SMALL.nbytes
+    reads = {
+        "read_scan": lambda: cf.read_scan(path),
+        "load": lambda: (cf.Dataset.from_paths([path]) >> cf.Pipeline().load()).next_batch(1),
+    }
+    if fmt != "DICOM folder":  # (GDCM hands a series over as wider pixels than it stores)
+        reads["read_scan sitk"] = lambda: cf.read_scan(path, "sitk")
+    return reads, _SMALL.nbytes
+
+
+@pytest.mark.parametrize(
+    "fmt", ["mhd", "nii", "nii.gz", "nrrd", "DICOM folder", "DICOM SEG", "dump"]
+)
+def test_the_size_cap_is_one_knob_read_at_call_time(tmp_path, monkeypatch, fmt):
+    """``ctflow.io.voxels.MAX_VOXELS_BYTES`` caps every format, set after the readers' import."""
+    from ctflow.io import voxels
+
+    reads, need = _capped_source(tmp_path, fmt)
+    monkeypatch.setattr(voxels, "MAX_VOXELS_BYTES", need - 1)
+    for read in reads.values():
+        with pytest.raises(cf.InvalidScanError, match=f"MAX_VOXELS_BYTES = {need - 1}"):
+            read()
+    monkeypatch.setattr(voxels, "MAX_VOXELS_BYTES", need)  # exactly enough
+    for read in reads.values():
+        read()
 
 
 _DISAGREEING = {
@@ -254,10 +301,15 @@ def test_dumps_without_checksums_still_load(scan):
 
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("shape", [(4, 8, 8), (70, 256, 256)], ids=["one chunk", "chunks"])
-def test_nan_and_inf_voxels_are_refused_like_the_file_readers_do(tmp_path, value, shape):
+def test_nan_and_inf_voxels_are_refused_like_the_file_readers_do(
+    tmp_path, monkeypatch, value, shape
+):
     images = np.zeros(shape, np.float32)
     images[-1, 3, 2] = value
+    # such dumps are no longer written (see below), but earlier versions and other tools wrote them
+    monkeypatch.setattr(writer, "_all_finite", lambda data: True)
     folder = _write(tmp_path, images=images)
+    monkeypatch.undo()
     match = rf"{_array(folder).name}: float32 volume holds 1 NaN or Inf voxel"
     with pytest.raises(cf.InvalidScanError, match=match):
         store.read_item(folder)
@@ -284,6 +336,42 @@ def test_non_numeric_arrays_are_not_dumped(tmp_path, dtype):
     with pytest.raises(cf.InvalidParameterError, match="must be of a numeric dtype"):
         _write(tmp_path, images=np.zeros((2, 2, 2), dtype))
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("dtype", ["<f4", ">f8", "<f2"])
+@pytest.mark.parametrize("where", ["first voxel", "last voxel", "masks"])
+def test_nan_and_inf_arrays_are_not_dumped(tmp_path, value, dtype, where):
+    """Every read would refuse them: refused when written, naming the item and component."""
+    images = np.zeros((70, 64, 64), dtype)
+    arrays = {"images": images}
+    name = "images"
+    if where == "masks":
+        name = "masks"
+        arrays["masks"] = np.zeros(images.shape, dtype)
+        arrays["masks"][35, 7, 9] = value
+    else:
+        images[(0, 0, 0) if where == "first voxel" else (-1, -1, -1)] = value
+    with pytest.raises(
+        cf.InvalidScanError, match=rf"dump: item 'x' component '{name}' holds 1 NaN or Inf"
+    ):
+        store.write_item(tmp_path, "x", arrays, GEOMETRY)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written, no staging left
+
+
+def test_a_pipeline_dumping_nan_fails_naming_the_item(tmp_path):
+    from ctflow.io.writer import write_scan
+
+    (tmp_path / "in").mkdir()
+    src = write_scan(tmp_path / "in" / "x.mhd", np.zeros((4, 8, 8), np.float32), GEOMETRY)
+
+    def poison(batch: Any) -> None:
+        batch[0].images[1, 2, 3] = np.nan
+
+    pipe = cf.Dataset.from_paths([src]) >> cf.Pipeline().load().call(poison).dump(tmp_path / "out")
+    with pytest.raises(cf.InvalidScanError, match=r"item 'x' component 'images' holds 1 NaN"):
+        pipe.run(batch_size=1)
+    assert not (tmp_path / "out" / "x").exists()
 
 
 # -- case 5: a rewrite is one step as readers see it ----------------------------------------

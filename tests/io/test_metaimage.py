@@ -28,7 +28,7 @@ from ctflow.errors import (
     UnsupportedFormatError,
 )
 from ctflow.geometry import Geometry, direction_from_sitk
-from ctflow.io import metaimage
+from ctflow.io import metaimage, voxels
 from ctflow.io.metaimage import read_metaimage, write_metaimage
 
 pytestmark = pytest.mark.timeout(120)
@@ -441,8 +441,8 @@ def test_giant_volume_is_refused_before_allocating(good, monkeypatch):
     monkeypatch.setattr(metaimage.reader.np, "empty", lambda *a, **k: pytest.fail("allocated"))
     with pytest.raises(InvalidScanError, match=r"giant\.mhd.*5033164800 bytes.*MAX_VOXELS_BYTES"):
         read_metaimage(bad)
-    # a lower limit applies at call time
-    monkeypatch.setattr(metaimage, "MAX_VOXELS_BYTES", 1000)
+    # a lower limit applies at call time (the one knob, ctflow.io.voxels.MAX_VOXELS_BYTES)
+    monkeypatch.setattr(voxels, "MAX_VOXELS_BYTES", 1000)
     with pytest.raises(InvalidScanError, match=r"good\.mhd.*MAX_VOXELS_BYTES = 1000"):
         read_metaimage(good)
 

@@ -550,7 +550,7 @@ CORPUS: list[tuple[str, Callable[[Path], Path], type[CTFlowError], str]] = [
     ("nrrd-giant", _junk("bad.nrrd", _GIANT_NRRD),
      InvalidScanError, r"bad\.nrrd.*MAX_VOXELS_BYTES"),
     ("dicom-giant", _dicom_all(Rows=65535, Columns=65535),
-     InvalidScanError, r"badseries.*over 4 GiB"),
+     InvalidScanError, r"badseries.*MAX_VOXELS_BYTES"),
 ]  # fmt: skip
 
 

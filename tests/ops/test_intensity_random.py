@@ -9,6 +9,7 @@ import pytest
 from scipy import ndimage
 
 from ctflow.errors import InvalidParameterError, InvalidScanError
+from ctflow.ops import intensity_blocks
 from ctflow.ops import intensity_random as ir
 from ctflow.ops.augment import apply_noise
 from ctflow.ops.intensity_random import (
@@ -63,7 +64,7 @@ def test_gamma_keeps_the_window_ends_and_nan(ct):
 
 
 def test_gamma_threads_give_identical_results(monkeypatch, ct):
-    monkeypatch.setattr(ir, "_MIN_VOXELS_PER_THREAD", 1)
+    monkeypatch.setattr(intensity_blocks, "_MIN_VOXELS_PER_THREAD", 1)
     monkeypatch.setattr(ir, "_BLOCK_VOXELS", 500)  # several blocks per part
     one = adjust_gamma(ct, 0.8, n_threads=1)
     np.testing.assert_array_equal(one, adjust_gamma(ct, 0.8, n_threads=3))
@@ -99,7 +100,7 @@ def test_contrast_is_continuous_and_increasing():
 
 
 def test_contrast_threads_give_identical_results(monkeypatch, ct):
-    monkeypatch.setattr(ir, "_MIN_VOXELS_PER_THREAD", 1)
+    monkeypatch.setattr(intensity_blocks, "_MIN_VOXELS_PER_THREAD", 1)
     monkeypatch.setattr(ir, "_BLOCK_VOXELS", 700)
     one = adjust_contrast(ct, 1.2, 7.0, n_threads=1)
     np.testing.assert_array_equal(one, adjust_contrast(ct, 1.2, 7.0, n_threads=2))
@@ -151,7 +152,7 @@ def test_blur_bool_and_float16_inputs(rng):
 
 
 def test_blur_is_the_same_on_any_number_of_threads(monkeypatch, ct):
-    monkeypatch.setattr(ir, "_MIN_VOXELS_PER_THREAD", 1)
+    monkeypatch.setattr(intensity_blocks, "_MIN_VOXELS_PER_THREAD", 1)
     one = gaussian_blur(ct, (1.2, 0.9, 1.7), (1.0, 0.7, 0.7), n_threads=1)
     for n in (2, 3, 5):
         np.testing.assert_array_equal(
@@ -238,7 +239,7 @@ def test_bias_field_air_hu_and_threads(monkeypatch, ct, rng):
     np.testing.assert_allclose(
         apply_bias_field(ct, coef, 2, air_hu=-1024), ref, rtol=2e-6, atol=2e-3
     )
-    monkeypatch.setattr(ir, "_MIN_VOXELS_PER_THREAD", 1)
+    monkeypatch.setattr(intensity_blocks, "_MIN_VOXELS_PER_THREAD", 1)
     one = apply_bias_field(ct, coef, 2, n_threads=1)
     np.testing.assert_array_equal(one, apply_bias_field(ct, coef, 2, n_threads=3))
 

@@ -34,17 +34,16 @@ class Segment(ItemAction):
     Parameters
     ----------
     threshold : float, default -320.0
-        Voxels with ``HU < threshold`` are air-like (the first step of the segmentation). Any
-        finite number is accepted here; :func:`~ctflow.ops.lungs.segment_lungs` refuses values
-        outside [-900, -100] when the action runs.
+        Voxels with ``HU < threshold`` are air-like (the first step of the segmentation); a
+        finite number in [-900, -100].
     min_lung_ml : float, default 15.0
-        Smallest volume (mL) of an air component kept as lung; >= 0 (at most 1e6 when run).
+        Smallest volume (mL) of an air component kept as lung; in [0, 1e6].
     fill_holes : bool, default True
         Fill the 2-D holes of the mask per axial slice (vessels, airway walls, nodules inside
         the lung); holes larger than 50 cm² (the mediastinum) stay open.
     closing_mm : float, default 5.0
-        Radius (mm) of the 3-D closing ball that takes in juxta-pleural nodules; >= 0, 0 turns
-        the closing off (at most 50 when run).
+        Radius (mm) of the 3-D closing ball that takes in juxta-pleural nodules; in [0, 50], 0
+        turns the closing off.
     blank : bool, default False
         Also set the image voxels outside the lungs to ``blank_value`` (masks are untouched).
     blank_value : float, default -1000.0
@@ -69,11 +68,21 @@ class Segment(ItemAction):
     blank_value: float = -1000.0
 
     def __post_init__(self) -> None:
-        """Check the parameters and normalise them."""
-        self._set("threshold", as_float(self.threshold, "threshold", self.name, unit="(HU)"))
-        self._set("min_lung_ml", as_float(self.min_lung_ml, "min_lung_ml", self.name, lo=0.0))
+        """Check the parameters (the limits of :func:`~ctflow.ops.lungs.segment_lungs`)."""
+        from ctflow.ops.lungs import MAX_CLOSING_MM, MAX_MIN_LUNG_ML, THRESHOLD_RANGE
+
+        lo, hi = THRESHOLD_RANGE
+        threshold = as_float(self.threshold, "threshold", self.name, lo=lo, hi=hi, unit="(HU)")
+        self._set("threshold", threshold)
+        min_ml = as_float(
+            self.min_lung_ml, "min_lung_ml", self.name, lo=0.0, hi=MAX_MIN_LUNG_ML, unit="(mL)"
+        )
+        self._set("min_lung_ml", min_ml)
         as_bool(self.fill_holes, "fill_holes", self.name)
-        self._set("closing_mm", as_float(self.closing_mm, "closing_mm", self.name, lo=0.0))
+        closing = as_float(
+            self.closing_mm, "closing_mm", self.name, lo=0.0, hi=MAX_CLOSING_MM, unit="(mm)"
+        )
+        self._set("closing_mm", closing)
         as_bool(self.blank, "blank", self.name)
         self._set("blank_value", as_float(self.blank_value, "blank_value", self.name))
 

@@ -27,6 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ctflow.actions.base import ItemAction
+from ctflow.actions.geometry_base import _check_cval
 from ctflow.validation import as_axes, as_choice, as_dtype, as_float, as_int
 
 if TYPE_CHECKING:
@@ -159,6 +160,7 @@ def _check_common(action: Any) -> None:
     action._set("cval", as_float(action.cval, "cval", action.name))
     kinds = [np.float32, np.int16, np.uint8, np.int8, np.uint16, np.int32, np.uint32]
     as_dtype(action.dtype, kinds, "dtype", action.name)
+    _check_cval(action, action.cval, action.dtype, rounded=True)  # resampled: cval rounded
     as_choice(action.labels_interpolation, LABEL_MODES, "labels_interpolation", action.name)
 
 
@@ -226,8 +228,9 @@ class RandomAffine(_MovesAnatomy, ItemAction):
     order : {0, 1}, default 1
         Interpolation of images: nearest neighbour or linear.
     cval : float, default -1000
-        Image value where the moved anatomy leaves the grid (air); any finite number. Masks
-        and lungs get 0 there.
+        Image value where the moved anatomy leaves the grid (air); any finite number, within
+        the range of ``dtype`` (rounded) when that is an integer dtype. Masks and lungs get 0
+        there.
     dtype : numpy dtype, optional
         Output image dtype: float32, int16, uint8, int8, uint16, int32 or uint32. Default None:
         float32 for ``order=1``, unchanged for ``order=0``. Items left alone (``p``) are cast
@@ -348,15 +351,17 @@ class RandomElastic(_MovesAnatomy, ItemAction):
         Control points per axis (at least 4, and more than ``2 * locked_borders``).
     max_displacement_mm : float, default 7.5
         Largest displacement of a control point (mm), a finite number >= 0.
-    locked_borders : int, default 2
-        Layers of control points kept at 0 on each side (>= 0).
+    locked_borders : {0, 1, 2}, default 2
+        Layers of control points kept at 0 on each side (1: the layer outside the volume, 2:
+        also the one on its border).
     p : float, default 1
         Probability in [0, 1] that an item is deformed.
     order : {0, 1}, default 1
         Interpolation of images: nearest neighbour or linear.
     cval : float, default -1000
-        Image value where the moved anatomy leaves the grid (air); any finite number. Masks
-        and lungs get 0 there.
+        Image value where the moved anatomy leaves the grid (air); any finite number, within
+        the range of ``dtype`` (rounded) when that is an integer dtype. Masks and lungs get 0
+        there.
     dtype : numpy dtype, optional
         Output image dtype: float32, int16, uint8, int8, uint16, int32 or uint32. Default None:
         float32 for ``order=1``, unchanged for ``order=0``. Items left alone (``p``) are cast
@@ -385,7 +390,8 @@ class RandomElastic(_MovesAnatomy, ItemAction):
             "max_displacement_mm",
             as_float(self.max_displacement_mm, "max_displacement_mm", self.name, lo=0.0),
         )
-        self._set("locked_borders", as_int(self.locked_borders, "locked_borders", self.name, lo=0))
+        locked = as_int(self.locked_borders, "locked_borders", self.name, lo=0, hi=2)
+        self._set("locked_borders", locked)  # random_elastic_field's range
         if self.control_points - 2 * self.locked_borders < 1:
             raise self.invalid(
                 "locked_borders",

@@ -39,6 +39,10 @@ __all__ = [
 ]
 
 _SEED_HIGH = 2**63 - 1
+#: Largest ``|log_gamma|`` of ``random_gamma``: ``exp(±88)`` is a finite, positive float32 (the
+#: gamma :func:`~ctflow.ops.intensity_random.adjust_gamma` computes with; beyond ~709 ``exp``
+#: overflows, below ~-745 it gives a gamma of 0, which it refuses).
+MAX_LOG_GAMMA = 88.0
 
 
 class ApplyNoise(ItemAction):
@@ -186,8 +190,8 @@ class _RandomIntensity(ItemAction):
         lo: float = -math.inf,
         lo_open: bool = False,
         unit: str = "",
-    ) -> None:
-        """Normalise field ``what`` to ``(low, high)`` floats, ``lo <= low <= high``.
+    ) -> tuple[float, float]:
+        """Normalise field ``what`` to ``(low, high)`` floats, ``lo <= low <= high``; return it.
 
         ``single``: what one number ``d`` means — ``"symmetric"`` (-d, d), ``"from_zero"``
         (0, d), or None (a pair is required).
@@ -219,7 +223,9 @@ class _RandomIntensity(ItemAction):
             ok = False
         if not ok:
             raise self.invalid(what, rule, value)
-        self._set(what, (float(pair[0]), float(pair[1])))
+        out = (float(pair[0]), float(pair[1]))
+        self._set(what, out)
+        return out
 
     def _window(self, what: str) -> None:
         """Normalise field ``what`` to a HU window ``(lo, hi)``, ``lo < hi``."""
@@ -277,7 +283,8 @@ class RandomGamma(_RandomIntensity):
     ----------
     log_gamma : float or (low, high), default (-0.3, 0.3)
         Range ``log(gamma)`` is drawn from, uniformly per item: one number ``d >= 0`` means
-        ``(-d, d)``, a pair two finite numbers with ``low <= high``.
+        ``(-d, d)``, a pair two finite numbers with ``low <= high``; both ends within
+        [-88, 88] (``exp`` of them must be a finite, positive float32).
     hu_range : (low, high), default (-1000.0, 400.0)
         The HU window that is gamma-corrected (values outside are clipped to it first); two
         finite numbers with ``low < high``.
@@ -302,7 +309,13 @@ class RandomGamma(_RandomIntensity):
 
     def __post_init__(self) -> None:
         """Check the parameters and normalise them."""
-        self._range("log_gamma", single="symmetric")
+        given = self.log_gamma
+        low, high = self._range("log_gamma", single="symmetric")
+        if max(-low, high) > MAX_LOG_GAMMA:
+            # a larger bound gives a gamma float32 cannot hold (inf, or 0), or fails when drawn
+            raise self.invalid(
+                "log_gamma", f"within [-{MAX_LOG_GAMMA:g}, {MAX_LOG_GAMMA:g}] at both ends", given
+            )
         self._window("hu_range")
         self._check_p()
 

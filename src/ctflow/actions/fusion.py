@@ -429,6 +429,13 @@ def resample_item(item: Any, actions: Sequence[Any], steps: Sequence[GridStep]) 
     dtype = getattr(moving[-1], "dtype", None) if moving else None
     if dtype is None:
         dtype = images.dtype if order == 0 else np.float32
+    if not any(getattr(a, "step_cval", None) is not None for a in actions):
+        # no step asked for a fill (resize and unify_spacing pad by their edges): air, as
+        # close as the output dtype holds it
+        kind = np.dtype(dtype)
+        if kind.kind in "ui":
+            info = np.iinfo(kind)
+            cval = float(min(max(cval, info.min), info.max))
     out: dict[str, Any] = {
         "images": sample(images, order, cval, dtype),
         "geometry": last.geometry,

@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ctflow.actions.base import ItemAction
-from ctflow.actions.geometry_base import COMPONENTS, LABELS, _check_interpolation, _step
+from ctflow.actions.geometry_base import (
+    COMPONENTS,
+    LABELS,
+    _check_cval,
+    _check_interpolation,
+    _step,
+)
 from ctflow.geometry import Geometry
 from ctflow.labels import resample_mask
 from ctflow.validation import as_axes, as_bool, as_choice, as_dtype, as_float, as_plane
@@ -117,8 +123,8 @@ class Rotate(ItemAction):
     order : {0, 1}, default 1
         Interpolation of images: nearest neighbour or linear.
     cval : float, default -1000
-        Image value where the source lies outside the scan (air); any finite number. Masks and
-        lungs get 0 there.
+        Image value where the source lies outside the scan (air); any finite number, within
+        the range of ``dtype`` when that is an integer dtype. Masks and lungs get 0 there.
     dtype : numpy dtype, optional
         Output image dtype: float32, int16, uint8, int8, uint16, int32 or uint32. Default
         None: float32 for ``order=1``, unchanged for ``order=0``.
@@ -155,6 +161,7 @@ class Rotate(ItemAction):
         self._set("cval", as_float(self.cval, "cval", self.name))
         kinds = [np.float32, np.int16, np.uint8, np.int8, np.uint16, np.int32, np.uint32]
         as_dtype(self.dtype, kinds, "dtype", self.name)
+        _check_cval(self, self.cval, self.dtype)
 
     def make_params(self, item: CTItem) -> dict[str, Any]:
         """Return the angle of this item (drawn in ``[-angle, angle]`` when ``random``)."""

@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 __all__ = ["Reorient", "Resize", "UnifySpacing"]
 
 
+#: The image value ``unify_spacing(padding="constant")`` pads with (air, HU).
+_AIR_HU = -1000.0
+
+
 def _resample_dtypes() -> tuple[np.dtype[Any], ...]:
     from ctflow.ops.resample import OUTPUT_DTYPES
 
@@ -132,8 +136,9 @@ class UnifySpacing(ItemAction):
         Masks and lungs get 0 there whatever the padding.
     dtype : numpy dtype, optional
         Output image dtype: float32, int16, uint8, int8, uint16, int32, uint32 or int64 (integer
-        outputs are rounded half away from zero and clipped). Default None: float32 for orders
-        1 and 3, the input dtype for order 0 (float32 for a float64 input).
+        outputs are rounded half away from zero and clipped; with ``padding="constant"`` it
+        must hold -1000: uint8, int8, uint16 and uint32 are refused). Default None: float32 for
+        orders 1 and 3, the input dtype for order 0 (float32 for a float64 input).
     anti_alias : bool, default False
         Before interpolating, smooth every downsampled axis (factor ``f > 1``) with a Gaussian
         of sigma ``(f - 1) / 2`` voxels. Ignored for order 0.
@@ -167,7 +172,16 @@ class UnifySpacing(ItemAction):
             self._set("shape", as_shape(self.shape, where=self.name, allow_none=True))
         as_choice(self.order, (0, 1, 3), "order", self.name)
         as_choice(self.padding, ("reflect", "edge", "constant"), "padding", self.name)
-        as_dtype(self.dtype, _resample_dtypes(), "dtype", self.name)
+        dtype = as_dtype(self.dtype, _resample_dtypes(), "dtype", self.name)
+        if self.padding == "constant" and dtype is not None and dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            if not info.min <= _AIR_HU <= info.max:  # ops.resample refuses it when run
+                raise self.invalid(
+                    "dtype",
+                    f"one that holds the padding value {_AIR_HU:g} (air) with "
+                    f"padding='constant' (float32, int16, int32 or int64)",
+                    self.dtype,
+                )
         as_bool(self.anti_alias, "anti_alias", self.name)
 
     def fusable(self) -> bool:

@@ -28,6 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ctflow.actions.base import ItemAction
+from ctflow.actions.geometry_base import _check_cval
 from ctflow.errors import InvalidScanError
 from ctflow.geometry import Geometry
 from ctflow.validation import as_choice, as_dtype, as_float
@@ -108,7 +109,8 @@ class Invert(ItemAction):
     order : {0, 1}, default 1
         Interpolation of images: nearest neighbour or linear.
     cval : float, default -1000
-        Image value outside what the item covers (air); any finite number.
+        Image value outside what the item covers (air); any finite number, within the range
+        of ``dtype`` (rounded) when that is an integer dtype.
     dtype : numpy dtype, optional
         Image dtype: float32, int16, uint8, int8, uint16, int32 or uint32 (e.g. ``np.int16``
         rounds back to HU). Default None: float32 for ``order=1``, the images' dtype for
@@ -131,6 +133,7 @@ class Invert(ItemAction):
         self._set("cval", as_float(self.cval, "cval", self.name))
         kinds = [np.float32, np.int16, np.uint8, np.int8, np.uint16, np.int32, np.uint32]
         as_dtype(self.dtype, kinds, "dtype", self.name)
+        _check_cval(self, self.cval, self.dtype, rounded=True)  # resample_matrix rounds it
 
     def apply(self, item: CTItem, params: Mapping[str, Any]) -> dict[str, Any] | None:
         """Resample one item onto its loaded grid."""

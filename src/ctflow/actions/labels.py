@@ -28,7 +28,8 @@ def _values(action: ItemAction, value: Any) -> tuple[int, ...] | None:
     if value is None:
         return None
     try:
-        values = tuple(as_int(v, "values", action.name, lo=0) for v in value)
+        # ctflow.labels.label_dtype refuses labels above 65535 (uint16) when the action runs
+        values = tuple(as_int(v, "values", action.name, lo=0, hi=65535) for v in value)
     except TypeError:
         values = ()
     if not values or len(set(values)) != len(values):
@@ -61,8 +62,8 @@ class OneHot(ItemAction):
         Channels for labels ``0 .. n_classes - 1``, an integer in [1, 65536]. Give exactly one
         of ``n_classes`` and ``values``.
     values : sequence of int, optional
-        The label of each channel (instead of ``n_classes``): distinct integers >= 0, at least
-        one.
+        The label of each channel (instead of ``n_classes``): distinct integers in [0, 65535],
+        at least one.
     dtype : {"uint8", "float32"}, default "uint8"
         Channel dtype (numpy spellings accepted). uint8 takes a quarter of float32's memory;
         torch hand-off converts on the way.
@@ -108,8 +109,8 @@ class Argmax(ItemAction):
     Parameters
     ----------
     values : sequence of int, optional
-        The label of each channel: distinct integers >= 0, one per channel of the masks (a
-        different count fails when run). Default None: channel ``c`` gives label ``c``. The
+        The label of each channel: distinct integers in [0, 65535], one per channel of the
+        masks (a different count fails when run). Default None: channel ``c`` gives label ``c``. The
         labels are uint8 (uint16 above 255).
 
     Examples

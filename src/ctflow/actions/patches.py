@@ -20,8 +20,21 @@ __all__ = ["GetPatches", "LoadFromPatches", "PredictOnScan"]
 _COMPONENTS = ("images", "masks", "lungs")
 
 
-def _stride(value: Any, where: str) -> tuple[int, int, int] | None:
-    return None if value is None else as_shape(value, what="stride", where=where)
+def _stride(value: Any, patch: tuple[int, int, int], where: str) -> tuple[int, int, int] | None:
+    """``stride`` checked: None, or 3 positive integers at most ``patch`` on every axis.
+
+    :func:`ctflow.ops.patches_grid.patch_grid` refuses a larger stride too (it would leave
+    voxels no patch covers); checked here so the pipeline is refused when it is written.
+    """
+    if value is None:
+        return None
+    stride = as_shape(value, what="stride", where=where)
+    if any(s > p for s, p in zip(stride, patch, strict=True)):
+        raise InvalidParameterError(
+            f"{where}: stride must be at most the patch shape {patch} on every axis (so that "
+            f"every voxel is covered); got {value!r}"
+        )
+    return stride
 
 
 def _pad_value(value: Any, where: str) -> Any:
@@ -45,8 +58,8 @@ class GetPatches(BatchAction):
     shape : int or 3 ints (z, y, x)
         Patch shape in voxels, positive (one number is used on every axis). Required.
     stride : int or 3 ints (z, y, x), optional
-        Step between patch starts, positive, at most the patch shape on every axis (checked
-        when run). Default None: the patch shape (no overlap).
+        Step between patch starts, positive, at most the patch shape on every axis. Default
+        None: the patch shape (no overlap).
     component : {"images", "masks", "lungs"}, default "images"
         The component cut into patches.
     pad_value : float or "edge", default "edge"
@@ -70,8 +83,9 @@ class GetPatches(BatchAction):
 
     def __post_init__(self) -> None:
         """Check the parameters and normalise them."""
-        self._set("shape", as_shape(self.shape, where=self.name))
-        self._set("stride", _stride(self.stride, self.name))
+        shape = as_shape(self.shape, where=self.name)
+        self._set("shape", shape)
+        self._set("stride", _stride(self.stride, shape, self.name))
         as_choice(self.component, _COMPONENTS, "component", self.name)
         self._set("pad_value", _pad_value(self.pad_value, self.name))
 
@@ -183,8 +197,8 @@ class PredictOnScan(BatchAction):
         Shape of the patches ``fn`` gets, positive (one number is used on every axis).
         Required.
     stride : int or 3 ints (z, y, x), optional
-        Step between patch starts, positive, at most the patch shape on every axis (checked
-        when run). Default None: the patch shape (no overlap).
+        Step between patch starts, positive, at most the patch shape on every axis. Default
+        None: the patch shape (no overlap).
     batch_size : int, default 8
         Patches per call of ``fn`` (>= 1).
     component : {"images", "masks", "lungs"}, default "images"
@@ -247,8 +261,9 @@ class PredictOnScan(BatchAction):
 
         if not callable(self.fn):
             raise self.invalid("fn", "a callable (B, pz, py, px) -> (B, [C,] pz, py, px)", self.fn)
-        self._set("patch_shape", as_shape(self.patch_shape, what="patch_shape", where=self.name))
-        self._set("stride", _stride(self.stride, self.name))
+        patch = as_shape(self.patch_shape, what="patch_shape", where=self.name)
+        self._set("patch_shape", patch)
+        self._set("stride", _stride(self.stride, patch, self.name))
         as_int(self.batch_size, "batch_size", self.name, lo=1)
         as_choice(self.component, _COMPONENTS, "component", self.name)
         as_choice(self.dst, _COMPONENTS, "dst", self.name)

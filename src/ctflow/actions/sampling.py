@@ -383,11 +383,22 @@ class SampleCrops(BatchAction):
                 items.append(i)
                 kinds.append("random")
             return cut_crops(batch, items, starts, crop, kinds, self.pad_value)
+        from ctflow.errors import InvalidParameterError
+        from ctflow.labels import to_labels
+
         if is_lazy(batch):  # the label maps are read whole (not the images)
             maps = [read_whole(batch, i, "masks") for i in range(n)]
         else:
             batch.require(self.name, "masks")
             maps = [batch.ragged("masks").item(i) for i in range(n)]
+        for i, m in enumerate(maps):
+            if m.ndim != 3:
+                raise InvalidParameterError(
+                    f"sample_crops: the masks of item {batch.ids[i]!r} hold {m.shape[0]} "
+                    f"channels; crops by class need one label map: call argmax() first"
+                )
+            if m.dtype not in (np.uint8, np.uint16):  # bool, other ints, integer floats
+                maps[i] = to_labels(m, f"sample_crops: the masks of item {batch.ids[i]!r}")
         voxels = [LabelVoxels(m, batch.threads()) for m in maps]
         wanted = {label: share for label, share in self.ratios.items() if share > 0}
         present = {lab: [i for i in range(n) if voxels[i].count(lab)] for lab in wanted}

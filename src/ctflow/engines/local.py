@@ -81,7 +81,8 @@ class LocalEngine:
         planned = iter(plan)
 
         def fill() -> None:
-            while len(pending) < prefetch + 1 and not stop_requested(options.stop):
+            # ``prefetch`` batches in flight: with the one the consumer holds, prefetch + 1
+            while len(pending) < prefetch and not stop_requested(options.stop):
                 try:
                     position, ids = next(planned)
                 except StopIteration:

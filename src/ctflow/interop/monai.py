@@ -262,7 +262,7 @@ def _spatial(arr: NDArray[Any], key: str, channel_first: bool, channels: bool) -
                 f"from_monai: {key!r} must be (1, X, Y, Z) with channel_first=True; "
                 f"got shape {arr.shape}"
             )
-        return arr[0]
+        return arr[0, ...]
     if arr.ndim != 3:
         raise InvalidParameterError(f"from_monai: {key!r} must be (X, Y, Z); got {arr.shape}")
     return arr

@@ -207,7 +207,7 @@ def _take(tensors: dict[str, Any], index: np.ndarray) -> dict[str, Any]:
     }
 
 
-class PipelineDataset(IterableDataset):
+class PipelineDataset(IterableDataset[dict[str, Any]]):
     """A ``torch.utils.data.IterableDataset`` over a bound pipeline's batches.
 
     Parameters

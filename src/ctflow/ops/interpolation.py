@@ -256,8 +256,8 @@ def gaussian_weights(sigma: float) -> NDArray[np.float32]:
     """
     radius = int(4.0 * sigma + 0.5)
     x = np.arange(-radius, radius + 1, dtype=np.float64)
-    w = np.exp(-0.5 * (x / sigma) ** 2)
-    return (w / w.sum()).astype(np.float32)
+    w: NDArray[np.float64] = np.exp(-0.5 * (x / sigma) ** 2)
+    return (w / float(w.sum())).astype(np.float32)
 
 
 def smooth_for_downsampling(

@@ -106,7 +106,12 @@ MIN_RELATIVE_VOLUME = 0.01
 MAX_HOLE_MM2 = 5000.0
 #: In-plane border median HU above which the field of view is taken as cut through the body.
 CROPPED_BORDER_HU = -900.0
-_THRESHOLD_RANGE = (-900.0, -100.0)
+#: Range of ``threshold`` (HU) :func:`segment_lungs` accepts (``segment`` checks it when written).
+THRESHOLD_RANGE = (-900.0, -100.0)
+#: Largest ``min_lung_ml`` (mL) accepted.
+MAX_MIN_LUNG_ML = 1.0e6
+#: Largest ``closing_mm`` (mm) accepted.
+MAX_CLOSING_MM = 50.0
 
 
 # -- validation -----------------------------------------------------------------------------------
@@ -159,7 +164,7 @@ def segment_lungs(
     threshold : float, default -320
         Voxels with ``HU < threshold`` are air-like; must be in [-900, -100].
     min_lung_ml : float, default 15
-        Smallest volume of a lung component, mL (>= 0).
+        Smallest volume of a lung component, mL; must be in [0, 1e6].
     fill_holes : bool, default True
         Fill 2-D holes per axial slice (vessels, nodules inside the lung); holes above 50 cm²
         stay open.
@@ -190,10 +195,10 @@ def segment_lungs(
     where = "segment_lungs"
     img = _check_image(image, where)
     geom = check_geometry(geometry, where)
-    lo, hi = _THRESHOLD_RANGE
+    lo, hi = THRESHOLD_RANGE
     thr = as_float(threshold, "threshold", where, lo=lo, hi=hi, unit="HU")
-    min_ml = as_float(min_lung_ml, "min_lung_ml", where, lo=0.0, hi=1.0e6, unit="mL")
-    closing = as_float(closing_mm, "closing_mm", where, lo=0.0, hi=50.0, unit="mm")
+    min_ml = as_float(min_lung_ml, "min_lung_ml", where, lo=0.0, hi=MAX_MIN_LUNG_ML, unit="mL")
+    closing = as_float(closing_mm, "closing_mm", where, lo=0.0, hi=MAX_CLOSING_MM, unit="mm")
     holes = as_bool(fill_holes, "fill_holes", where)
     n_thr = as_threads(n_threads, where)
 

@@ -226,7 +226,8 @@ def binarize_mask(mask: ArrayLike, threshold: float = 0.5) -> NDArray[np.uint8]:
             f"{where}: mask must be a real-valued or boolean array; got dtype {arr.dtype}"
         )
     as_float(threshold, "threshold", where)
-    return np.greater(arr, threshold).view(np.uint8)
+    above: NDArray[np.bool_] = np.greater(arr, threshold)
+    return above.view(np.uint8)
 
 
 def mask_components(

@@ -146,4 +146,4 @@ def assemble_patches(
         chunk = np.asarray(patches[i : i + step], dtype=np.float32)
         for values, start in zip(chunk, starts[i : i + step]):
             acc.add(values[None], start)
-    return acc.result()[0]
+    return acc.result()[0, ...]

@@ -35,6 +35,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ctflow.errors import InvalidParameterError
+from ctflow.kernels.patches import fold_counts, fold_weights
+from ctflow.threads import available_threads, run_ranges
 from ctflow.validation import as_shape
 
 __all__ = ["PatchGrid", "patch_grid"]
@@ -205,17 +207,19 @@ class _WeightedMean:
         nz, ny, nx = self.grid.shape
         pz, py, px = self.grid.patch_shape
         dz, dy, dx = min(pz, nz - z), min(py, ny - y), min(px, nx - x)
-        region = (slice(z, z + dz), slice(y, y + dy), slice(x, x + dx))
-        total = self.total[region]
-        delta = values[:, :dz, :dy, :dx] - self.mean[(slice(None), *region)]
-        if self.weights is None:
-            total += 1
-            delta /= total  # float32 / count -> float32, in place; exactly 1 the first time
-        else:
-            w = self.weights[:dz, :dy, :dx]
-            total += w
-            delta *= w / total  # w / w == 1 exactly for the first contribution
-        self.mean[(slice(None), *region)] += delta
+        if values.dtype != np.float32:
+            values = values.astype(np.float32)
+        mean, total, weights = self.mean, self.total, self.weights
+
+        # one pass over the region (kernels.patches: the arithmetic below, bit for bit), its
+        # planes split between the threads; exactly 1 / 1 and w / w for a first contribution
+        def part(k0: int, k1: int) -> None:
+            if weights is None:
+                fold_counts(mean, total, values, z, y, x, dy, dx, k0, k1)
+            else:
+                fold_weights(mean, total, values, weights, z, y, x, dy, dx, k0, k1)
+
+        run_ranges(part, dz, available_threads(), min_size=4)
 
     def result(self) -> NDArray[np.float32]:
         """Return the ``(C, Z, Y, X)`` mean volume (no copy)."""

@@ -94,7 +94,7 @@ def gaussian_weights(
     where = "gaussian_weights"
     patch = as_shape(patch_shape, what="patch_shape", where=where)
     sigmas = [s * p for s, p in zip(as_sigma_scale(sigma_scale, where), patch)]
-    axes = []
+    axes: list[NDArray[np.float64]] = []
     for p, sigma in zip(patch, sigmas):
         d = np.arange(p, dtype=np.float64) - (p - 1) / 2
         axes.append(np.exp(-(d**2) / (2 * sigma**2)))
@@ -278,7 +278,7 @@ def _labels(probs: NDArray[np.float32], threshold: float) -> NDArray[np.unsigned
     """``(C, Z, Y, X)`` probabilities -> labels: ``>= threshold`` (C = 1) or argmax (C > 1)."""
     n_channels = len(probs)
     if n_channels == 1:
-        return np.greater_equal(probs[0], np.float32(threshold)).view(np.uint8)
+        return (probs[0, ...] >= np.float32(threshold)).view(np.uint8)
     dtype = np.uint8 if n_channels <= 256 else np.uint16 if n_channels <= 65536 else np.uint32
     out = np.empty(probs.shape[1:], dtype)
     step = max(1, _ARGMAX_SLAB // max(1, math.prod(probs.shape[2:]) * n_channels))

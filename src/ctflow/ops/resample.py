@@ -103,15 +103,15 @@ def _check_image(image: Any, where: str) -> NDArray[Any]:
     functions) rather than ``check_volume``'s :class:`~ctflow.errors.InvalidScanError`.
     """
     try:
-        check_volume(image, where)
+        checked = check_volume(image, where)
     except InvalidScanError as exc:
         raise InvalidParameterError(str(exc)) from None
-    if image.dtype == np.float16:
+    if checked.dtype == np.float16:
         raise InvalidParameterError(
             f"{where}: image must be a bool, integer, float32 or float64 volume; "
-            f"got dtype {image.dtype}"
+            f"got dtype {checked.dtype}"
         )
-    return image
+    return checked
 
 
 def _output_dtype(dtype: Any, image_dtype: np.dtype[Any], order: int, where: str) -> np.dtype[Any]:

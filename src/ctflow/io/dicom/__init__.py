@@ -125,8 +125,9 @@ Padding and rescale
     PixelPaddingRangeLimit]) become -1000 HU (air); their count is ``info["padding_voxels"]``.
     Each slice gets its OWN RescaleSlope / RescaleIntercept (defaults 1 / 0). The volume is
     int16 HU when every slope and intercept is an integer and all HU fit in int16; otherwise
-    float32 (computed in float64 per slice, then rounded once). A header claiming more than
-    4 GiB of int16 voxels is refused before anything is allocated.
+    float32 (computed in float64 per slice, then rounded once). A header claiming more int16
+    voxel bytes than :data:`~ctflow.io.voxels.MAX_VOXELS_BYTES` (4 GiB; read at call time) is
+    refused before anything is allocated.
 
 Every error is a ctflow error (:mod:`ctflow.errors`) that names the folder or file.
 

@@ -17,11 +17,11 @@ from ctflow.errors import CorruptFileError, InvalidParameterError
 from ctflow.io.dicom.headers import (
     _CT_CLASSES,
     _MULTIFRAME_CT,
-    _file_kind,
     _Header,
     _read_header,
     _Unread,
 )
+from ctflow.io.dicom.parse import _file_kind
 from ctflow.io.dicom.quick import _quick_header
 from ctflow.io.remote import HEAD_BYTES, completer
 from ctflow.validation import check_path_text

@@ -16,10 +16,10 @@ from numpy.typing import NDArray
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from ctflow.errors import CorruptFileError, CTFlowError, InvalidScanError, UnsupportedFormatError
-from ctflow.io.dicom.headers import (
+from ctflow.io.dicom.headers import _Header
+from ctflow.io.dicom.parse import (
     _after_pixels,
     _Damaged,
-    _Header,
     _NotDicom,
     _open_file,
     _parse,
@@ -231,7 +231,7 @@ def _decode(slices: list[_Header], rows: int, cols: int, dtype: type) -> tuple[N
         return total, None
 
     # pydicom's parse and its decoder plugins hold the GIL: threads would only contend
-    # (a 300-slice JPEG 2000 series: 19.2 s on one thread, 22.5 s on two)
+    # (a JPEG 2000 series read slower on two threads than on one; docs/api/io.md)
     native = all(h.pixel_offset is not None for h in slices)
     parts = run_ranges(part, len(slices), available_threads() if native else 1, per_thread=4)
     failures = [failure for *_, (_, failure) in parts if failure is not None]

@@ -1,7 +1,7 @@
 """The fast path of the header pass: the values the reader needs, straight from the bytes.
 
-pydicom turns every element of a file into a ``DataElement`` of a ``Dataset`` (2 to 4 ms for
-a CT slice header, most of the time a series takes to read); the series reader needs two
+pydicom turns every element of a file into a ``DataElement`` of a ``Dataset`` (most of the
+time a series takes to read; docs/design.md has the figures); the series reader needs two
 dozen values. :func:`_quick_header` reads the first bytes of a file, walks its element
 stream (explicit or implicit VR little endian: the two native syntaxes, and the dataset
 encoding of every encapsulated one), converts the values of the tags in ``_WANTED`` and notes
@@ -34,8 +34,8 @@ from ctflow.io.dicom.headers import (
     _MEDIA_DIRECTORY,
     _Header,
     _locate_native_pixels,
-    _open_file,
 )
+from ctflow.io.dicom.parse import _open_file
 
 _FIRST_READ = 16 * 2**10  # a CT header is 2 to 10 KiB; more is read only when needed
 _MAX_HEAD = 4 * 2**20  # no pixel data within this many bytes: pydicom reads the file

@@ -14,11 +14,9 @@ from ctflow.io.dicom.pixels import _check_decoder, _decode, _Int16Overflow, _res
 from ctflow.io.dicom.series import _choose, _refuse_damaged, _sort_and_space, _validate
 from ctflow.io.remote import completer
 from ctflow.io.scan import Scan
+from ctflow.io.voxels import max_voxels_bytes
 
 __all__ = ["read_dicom_series"]
-
-
-_MAX_BYTES = 4 * 2**30  # refuse int16 volumes larger than this
 
 
 def read_dicom_series(
@@ -63,7 +61,7 @@ def read_dicom_series(
         package rules).
     InvalidScanError
         No CT series, inconsistent or invalid geometry, duplicate positions, gaps, uneven
-        spacing, a volume over 4 GiB.
+        spacing, a volume (as int16) over :data:`~ctflow.io.voxels.MAX_VOXELS_BYTES`.
     UnsupportedFormatError
         Multi-frame (enhanced) CT, colour images, a transfer syntax without a decoder.
     InvalidParameterError
@@ -132,11 +130,11 @@ def read_dicom_series(
     _validate(p, slices)
     rows, cols = int(slices[0].rows or 0), int(slices[0].cols or 0)
     n_bytes = rows * cols * len(slices) * 2
-    if n_bytes > _MAX_BYTES:
+    limit = max_voxels_bytes()
+    if n_bytes > limit:
         raise InvalidScanError(
-            f"{p}: the series claims {len(slices)} slices of {rows} x {cols} = "
-            f"{n_bytes / 2**30:.1f} GiB as int16; ctflow refuses volumes over 4 GiB "
-            "(corrupt header?)"
+            f"{p}: the series claims {len(slices)} slices of {rows} x {cols} = {n_bytes} bytes "
+            f"as int16; refusing volumes larger than MAX_VOXELS_BYTES = {limit} (corrupt header?)"
         )
     for ts in sorted({h.transfer_syntax for h in slices}):
         _check_decoder(p, ts)

@@ -26,6 +26,7 @@ from ctflow.io.dicom.folder import _check_folder, _scan
 from ctflow.io.dicom.headers import _Header
 from ctflow.io.dicom.seg_headers import _Frames
 from ctflow.io.dicom.series import _choose, _sort_and_space, _validate
+from ctflow.io.voxels import max_voxels_bytes
 from ctflow.validation import as_shape
 
 if TYPE_CHECKING:
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
 _AXIS_TOL = 1e-3  # |cosine| of parallel axes may fall this short of 1
 _VOXEL_TOL = 0.1  # a frame position may be this far (in voxels) off a voxel centre
 _POS_TOL_MM = 0.01  # frame positions closer than this are one plane
-_MAX_BYTES = 4 * 2**30  # refuse label grids larger than this
 _MAX_STEP_DIVISOR = 16  # the inferred slice step divides the smallest gap by at most this
 
 
@@ -166,10 +166,11 @@ def _own_grid(
 
 def _check_size(p: Path, shape: tuple[int, ...]) -> None:
     n_bytes = int(np.prod(shape, dtype=np.float64))
-    if n_bytes > _MAX_BYTES:
+    limit = max_voxels_bytes()
+    if n_bytes > limit:
         raise InvalidScanError(
-            f"read_dicom_seg: {p}: the labels would need a grid of {shape} voxels "
-            f"({n_bytes / 2**30:.1f} GiB); ctflow refuses grids over 4 GiB (frames far apart?)"
+            f"read_dicom_seg: {p}: the labels would need a grid of {shape} voxels = {n_bytes} "
+            f"bytes; refusing grids larger than MAX_VOXELS_BYTES = {limit} (frames far apart?)"
         )
 
 

@@ -115,7 +115,7 @@ def read_dicom_seg(
     InvalidScanError
         Frames that disagree (orientation, pixel spacing, positions off their grid), frames
         oblique to ``reference`` or between its voxels, overlapping segments with
-        ``overlap="error"``, a grid over 4 GiB.
+        ``overlap="error"``, a grid over :data:`~ctflow.io.voxels.MAX_VOXELS_BYTES`.
     InvalidParameterError
         A bad ``overlap`` or ``reference``.
 

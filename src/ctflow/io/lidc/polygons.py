@@ -18,10 +18,13 @@ from ctflow.io.lidc.contours import _Contour
 
 def _outline(rc: NDArray[np.int64]) -> NDArray[np.int64]:
     """Return every pixel centre on the closed polygon's edges (the points and between them)."""
-    d = np.roll(rc, -1, axis=0) - rc
-    n = np.maximum(np.gcd(np.abs(d[:, 0]), np.abs(d[:, 1])), 1)  # lattice steps per edge
+    d: NDArray[np.int64] = np.roll(rc, -1, axis=0) - rc
+    # lattice steps per edge (numpy types gcd and maximum of arrays as Any)
+    n: NDArray[np.int64] = np.maximum(np.gcd(np.abs(d[:, 0]), np.abs(d[:, 1])), 1)
     t = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
-    return np.repeat(rc, n, axis=0) + np.repeat(d // n[:, None], n, axis=0) * t[:, None]
+    step: NDArray[np.int64] = np.repeat(d // n[:, None], n, axis=0)
+    points: NDArray[np.int64] = np.repeat(rc, n, axis=0)
+    return points + step * t[:, None]
 
 
 def _fill(rc: NDArray[np.int64], edges_in: bool) -> tuple[NDArray[np.int64], NDArray[np.bool_]]:

@@ -43,7 +43,7 @@ Examples
 from ctflow.io.metaimage.header import MET_TYPES
 from ctflow.io.metaimage.reader import read_metaimage
 from ctflow.io.metaimage.writer import write_metaimage
-from ctflow.io.voxels import HEADER_MAX_BYTES, MAX_VOXELS_BYTES
+from ctflow.io.voxels import HEADER_MAX_BYTES
 from ctflow.io.voxels import FileSource as FileSource
 from ctflow.io.voxels import VoxelSource as VoxelSource
 from ctflow.io.voxels import ZlibSource as ZlibSource
@@ -56,7 +56,6 @@ from ctflow.io.voxels import to_ct_dtype as to_ct_dtype
 
 __all__ = [
     "HEADER_MAX_BYTES",
-    "MAX_VOXELS_BYTES",
     "MET_TYPES",
     "read_metaimage",
     "write_metaimage",

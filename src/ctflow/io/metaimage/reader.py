@@ -25,23 +25,13 @@ from ctflow.io.voxels import (
     ZlibSource,
     as_source_path,
     check_data_file,
+    max_voxels_bytes,
     open_regular,
     read_voxels,
 )
 from ctflow.validation import as_bool
 
 __all__ = ["read_metaimage"]
-
-
-def _max_voxels_bytes() -> int:
-    """Return ``ctflow.io.metaimage.MAX_VOXELS_BYTES`` as it is now.
-
-    The limit is read at call time, so a program may raise or lower it by setting the
-    package's attribute.
-    """
-    from ctflow.io import metaimage
-
-    return int(metaimage.MAX_VOXELS_BYTES)
 
 
 def read_metaimage(path: str | os.PathLike[str], *, allow_external_data: bool = False) -> Scan:
@@ -75,7 +65,7 @@ def read_metaimage(path: str | os.PathLike[str], *, allow_external_data: bool = 
         not a bool.
     InvalidScanError
         Missing header keys, NDims != 3, sizes <= 0, bad spacing/origin/direction, NaN/Inf
-        voxels, a claimed volume larger than :data:`~ctflow.io.metaimage.MAX_VOXELS_BYTES`.
+        voxels, a claimed volume larger than :data:`~ctflow.io.voxels.MAX_VOXELS_BYTES`.
     UnsupportedFormatError
         Unknown ``ElementType``, several channels, ASCII data, slice-list data files, a data
         file outside the header's folder (without ``allow_external_data``), or a text file that
@@ -165,7 +155,7 @@ def read_metaimage(path: str | os.PathLike[str], *, allow_external_data: bool = 
     stored = np.dtype(MET_TYPES[etype]).newbyteorder(">" if msb else "<")
     dims_zyx = (dims_xyz[2], dims_xyz[1], dims_xyz[0])
     n_bytes = dims_xyz[0] * dims_xyz[1] * dims_xyz[2] * stored.itemsize
-    limit = _max_voxels_bytes()
+    limit = max_voxels_bytes()
     if n_bytes > limit:
         raise InvalidScanError(
             f"{p}: header claims {dims_xyz[0]}x{dims_xyz[1]}x{dims_xyz[2]} {etype} voxels = "

@@ -55,6 +55,5 @@ Examples
 from ctflow.io.nifti.header import NIFTI_DATATYPES
 from ctflow.io.nifti.reader import read_nifti
 from ctflow.io.nifti.writer import write_nifti
-from ctflow.io.voxels import MAX_VOXELS_BYTES as MAX_VOXELS_BYTES
 
 __all__ = ["NIFTI_DATATYPES", "read_nifti", "write_nifti"]

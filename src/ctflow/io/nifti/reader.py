@@ -24,14 +24,14 @@ from ctflow.io.nifti.header import (
 from ctflow.io.scan import Scan
 from ctflow.io.voxels import (
     _IO_CHUNK,
-    MAX_VOXELS_BYTES,
     VoxelSource,
     as_source_path,
     check_finite,
+    max_voxels_bytes,
     open_regular,
     read_stored,
+    read_voxels,
     skip_bytes,
-    to_ct_dtype,
 )
 
 __all__ = ["read_nifti"]
@@ -171,10 +171,11 @@ def _read_body(
     geometry = _geometry(h, p, info)
     dims_zyx = (dim[3], dim[2], dim[1])
     n_bytes = dim[1] * dim[2] * dim[3] * stored.itemsize
-    if n_bytes > MAX_VOXELS_BYTES:
+    limit = max_voxels_bytes()
+    if n_bytes > limit:
         raise InvalidScanError(
             f"{p}: header claims {dim[1]}x{dim[2]}x{dim[3]} {info['datatype']} voxels = "
-            f"{n_bytes} bytes; refusing volumes larger than MAX_VOXELS_BYTES = {MAX_VOXELS_BYTES}"
+            f"{n_bytes} bytes; refusing volumes larger than MAX_VOXELS_BYTES = {limit}"
         )
     raw_offset = float(h["vox_offset"])
     if not math.isfinite(raw_offset):
@@ -193,8 +194,6 @@ def _read_body(
                 f"expected {n_bytes} bytes, got {max(avail, 0)} ({what})"
             )
         fh.seek(offset)
-    stored_arr = read_stored(src, dims_zyx, stored, p, where)
-
     slope = _fixed(float(h["scl_slope"]))
     if abs(slope) < _EPS64:
         slope = 1.0
@@ -202,8 +201,8 @@ def _read_body(
     rescale = abs(slope) > _EPS64 and (abs(slope - 1.0) > _EPS64 or abs(inter) > _EPS64)
     info.update({"scl_slope": slope, "scl_inter": inter, "rescaled": rescale})
     if rescale:
-        images = _rescale(stored_arr, slope, inter)
-    else:
-        images = to_ct_dtype(stored_arr, p, etype)
-    check_finite(images, p, etype)
+        images = _rescale(read_stored(src, dims_zyx, stored, p, where), slope, inter)
+        check_finite(images, p, etype)
+    else:  # converted as it is read: one volume, not the stored one and the result
+        images = read_voxels(src, dims_zyx, stored, p, where, etype)
     return Scan(images, geometry, str(p), info)

@@ -49,6 +49,5 @@ Examples
 from ctflow.io.nrrd.header import NRRD_TYPES
 from ctflow.io.nrrd.reader import read_nrrd
 from ctflow.io.voxels import HEADER_MAX_BYTES
-from ctflow.io.voxels import MAX_VOXELS_BYTES as MAX_VOXELS_BYTES
 
 __all__ = ["HEADER_MAX_BYTES", "NRRD_TYPES", "read_nrrd"]

@@ -19,12 +19,12 @@ from ctflow.io.nrrd.header import _DOMAIN_KINDS, _ENCODINGS, _KINDS, NRRD_TYPES,
 from ctflow.io.scan import Scan
 from ctflow.io.voxels import (
     INFLATE_IN,
-    MAX_VOXELS_BYTES,
     FileSource,
     VoxelSource,
     ZlibSource,
     as_source_path,
     check_data_file,
+    max_voxels_bytes,
     open_regular,
     read_voxels,
     skip_bytes,
@@ -183,10 +183,11 @@ def read_nrrd(path: str | os.PathLike[str], *, allow_external_data: bool = False
     }
     geometry = _geometry(h, n_dim, info)
     n_bytes = sizes[0] * sizes[1] * sizes[2] * itemsize
-    if n_bytes > MAX_VOXELS_BYTES:
+    limit = max_voxels_bytes()
+    if n_bytes > limit:
         raise InvalidScanError(
             f"{p}: header claims {sizes[0]}x{sizes[1]}x{sizes[2]} {type_name} voxels = "
-            f"{n_bytes} bytes; refusing volumes larger than MAX_VOXELS_BYTES = {MAX_VOXELS_BYTES}"
+            f"{n_bytes} bytes; refusing volumes larger than MAX_VOXELS_BYTES = {limit}"
         )
     line_skip = (h.ints("lineskip", 1) or [0])[0]
     byte_skip = (h.ints("byteskip", 1) or [0])[0]

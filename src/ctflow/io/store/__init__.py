@@ -19,10 +19,13 @@ No pickles: everything is arrays or JSON, safe to read from untrusted sources an
 versions. A ``meta.json`` is checked before anything is read: at most :data:`META_MAX_BYTES`,
 known component names only (never a path), 3 sizes >= 1, a bool, integer or float dtype, file
 names of the form above; anything else is a :class:`~ctflow.errors.CorruptFileError` naming it.
-An array larger than :data:`MAX_VOXELS_BYTES` (the file readers' limit, read at call time:
-set ``ctflow.io.store.MAX_VOXELS_BYTES`` to change it) is refused before it is allocated, the
-array file must have the shape and dtype ``meta.json`` says, and float voxels must be finite
-(:class:`~ctflow.errors.InvalidScanError` otherwise, as for scan files).
+An array larger than :data:`~ctflow.io.voxels.MAX_VOXELS_BYTES` (the file readers' limit, read
+at call time: set ``ctflow.io.voxels.MAX_VOXELS_BYTES`` to change it) is refused before it is
+allocated, the array file must have the shape and dtype ``meta.json`` says, and float voxels
+must be finite (:class:`~ctflow.errors.InvalidScanError` otherwise, as for scan files); NaN and
+Inf are refused when an item is written too. The paths given to the functions here are checked
+first: a NUL byte, a name over 255 bytes or a path over 4096 bytes is an
+:class:`~ctflow.errors.InvalidParameterError` naming it.
 
 The code lives in :mod:`~ctflow.io.store.format` (names, ``meta.json``, :class:`StoredItem`),
 :mod:`~ctflow.io.store.arrays` (one array: layout, chunk compression, checksums, reads),
@@ -131,16 +134,10 @@ from ctflow.io.store.format import read_meta as read_meta
 from ctflow.io.store.reader import read_crop, read_item
 from ctflow.io.store.staging import remove_stale_writes
 from ctflow.io.store.writer import write_item
-from ctflow.io.voxels import MAX_VOXELS_BYTES as _READERS_MAX_VOXELS_BYTES
-
-#: Largest array (bytes, uncompressed) a dump may hold; larger ones are refused before they
-#: are allocated. Read at call time: set ``ctflow.io.store.MAX_VOXELS_BYTES`` to change it.
-MAX_VOXELS_BYTES = _READERS_MAX_VOXELS_BYTES
 
 __all__ = [
     "COMPRESSIONS",
     "FORMAT_VERSION",
-    "MAX_VOXELS_BYTES",
     "META_MAX_BYTES",
     "SKYSCRAPER_COMPONENTS",
     "STAGING",

@@ -26,6 +26,8 @@ from numpy.typing import NDArray
 
 from ctflow.errors import CorruptFileError, InvalidParameterError, UnsupportedFormatError
 from ctflow.geometry import Geometry
+from ctflow.io.files import as_source_path
+from ctflow.validation import as_item_id
 
 __all__ = [
     "COMPRESSIONS",
@@ -148,14 +150,12 @@ def _compression(value: str) -> tuple[blosc2.Codec, int]:
 
 
 def _check_id(item_id: str) -> str:
-    """Return ``item_id`` as a str after checking it is a plain, visible folder name."""
-    text = str(item_id)
-    if not text or text in (".", "..") or "/" in text or "\\" in text or text.startswith("."):
-        raise InvalidParameterError(
-            f"dump: item id must be a non-empty folder name without '/' and not starting with "
-            f"'.'; got {item_id!r}"
-        )
-    return text
+    """Return ``item_id`` as a str after checking it is a plain, visible folder name.
+
+    The same check as the :class:`~ctflow.dataset.Dataset`'s
+    (:func:`~ctflow.validation.as_item_id`): an id a dataset takes can be dumped.
+    """
+    return as_item_id(item_id, "dump")
 
 
 def _is_stored_dtype(dtype: np.dtype[Any]) -> bool:
@@ -186,13 +186,18 @@ def is_item_dir(path: str | os.PathLike[str]) -> bool:
     bool
         True for a complete item; False for anything else, a half-written one included.
 
+    Raises
+    ------
+    InvalidParameterError
+        A path with a NUL byte, a name over 255 bytes or over 4096 bytes in all.
+
     Examples
     --------
     >>> import tempfile
     >>> is_item_dir(tempfile.mkdtemp())
     False
     """
-    return (Path(path) / _META).is_file()
+    return (as_source_path(path, "is_item_dir") / _META).is_file()
 
 
 def _version() -> str:
@@ -450,6 +455,8 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
         No such folder, an unreadable ``meta.json``, one longer than :data:`META_MAX_BYTES`,
         or one that is not ctflow metadata (a bad format version, component, shape, dtype,
         file name, checksum, geometry or nodule table).
+    InvalidParameterError
+        A path with a NUL byte, a name over 255 bytes or over 4096 bytes in all.
 
     Examples
     --------
@@ -462,5 +469,5 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     >>> meta["id"], meta["format_version"], meta["components"]["images"]["shape"]
     ('a', 2, [1, 2, 2])
     """
-    folder = Path(path)
+    folder = as_source_path(path, "read_meta")
     return _parse_meta(folder, _read_meta_bytes(folder)[0])[0]

@@ -32,6 +32,7 @@ from ctflow.io.store.format import (
     _parse_meta,
     _read_meta_bytes,
 )
+from ctflow.io.voxels import as_source_path, max_voxels_bytes
 
 __all__ = ["read_crop", "read_item"]
 
@@ -52,20 +53,9 @@ class _Vanished(Exception):
         self.error = error
 
 
-def _max_voxels_bytes() -> int:
-    """Return ``ctflow.io.store.MAX_VOXELS_BYTES`` as it is now.
-
-    The limit is read at call time, so a program may raise or lower it by setting the
-    package's attribute (as ``ctflow.io.metaimage.MAX_VOXELS_BYTES`` for MetaImage files).
-    """
-    from ctflow.io import store
-
-    return int(store.MAX_VOXELS_BYTES)
-
-
 def _check_size(folder: Path | str, comp: _Component) -> None:
-    """Refuse an array larger than the limit, before anything is allocated."""
-    limit = _max_voxels_bytes()
+    """Refuse an array larger than the size cap (read now), before anything is allocated."""
+    limit = max_voxels_bytes()
     if comp.nbytes > limit:
         z, y, x = comp.shape
         raise InvalidScanError(
@@ -178,6 +168,8 @@ def read_item(
     InvalidScanError
         An array larger than ``MAX_VOXELS_BYTES`` (refused before it is allocated), or float
         voxels that are NaN or Inf.
+    InvalidParameterError
+        A path with a NUL byte, a name over 255 bytes or over 4096 bytes in all.
 
     Examples
     --------
@@ -188,7 +180,7 @@ def read_item(
     >>> read_item(f"{d}/a").components["images"].sum()
     np.int64(8)
     """
-    folder = Path(path)
+    folder = as_source_path(path, "read_item")
     check = bool(verify)
 
     def read(
@@ -262,7 +254,8 @@ def read_crop(
     Raises
     ------
     InvalidParameterError
-        No such component, or a box that does not lie inside the volume.
+        No such component, a box that does not lie inside the volume, or a path with a NUL
+        byte, a name over 255 bytes or over 4096 bytes in all.
     CorruptFileError
         Unreadable or inconsistent metadata or array, a damaged chunk.
     InvalidScanError
@@ -279,7 +272,7 @@ def read_crop(
     >>> bool((crop == img[1:3, 1:3, 1:3]).all()), geo.origin.tolist()
     (True, [1.0, 1.0, 1.0])
     """
-    folder = Path(path)
+    folder = as_source_path(path, "read_crop")
     check = bool(verify)
 
     def read(meta: dict[str, Any], comps: dict[str, _Component]) -> tuple[NDArray[Any], Geometry]:

@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from ctflow.io.files import as_source_path
 from ctflow.io.store.format import _ARRAY_FILE, _META, _SEP, STAGING, is_item_dir
 
 try:
@@ -345,13 +346,18 @@ def remove_stale_writes(dst: str | os.PathLike[str], *, all_writers: bool = Fals
     list of Path
         What was removed.
 
+    Raises
+    ------
+    InvalidParameterError
+        A path with a NUL byte, a name over 255 bytes or over 4096 bytes in all.
+
     Examples
     --------
     >>> import tempfile
     >>> remove_stale_writes(tempfile.mkdtemp())
     []
     """
-    staging = Path(dst) / STAGING
+    staging = as_source_path(dst, "remove_stale_writes") / STAGING
     if all_writers:
         removed = _remove_entries(staging, lambda name: True)
     else:
