@@ -132,7 +132,7 @@ def test_folded_cases_and_tuning_run_in_the_harness(tmp_path, tiny_cache):
     rows = {r["how"]: r for r in cases["tuning"]["rows"]}
     assert list(rows) == [
         "all tricks on",
-        "defaults (buffer pool only)",
+        "defaults (pool, streaming stores)",
         "buffer pool off",
         "page moving off",
         "thread lending off",
@@ -143,7 +143,9 @@ def test_folded_cases_and_tuning_run_in_the_harness(tmp_path, tiny_cache):
         "buffer_pool, move_pages, lend_threads, streaming"
     )
     assert rows["buffer pool off"]["info"]["switches"] == "move_pages, lend_threads, streaming"
-    assert rows["defaults (buffer pool only)"]["info"]["switches"] == "buffer_pool"
+    assert rows["defaults (pool, streaming stores)"]["info"]["switches"] == (
+        "buffer_pool, streaming"
+    )
     assert rows["all tricks off"]["info"]["switches"] == "none"
     assert all(r["n_threads"] == 2 and r["peak_extra_mb"] is not None for r in rows.values())
     table = tuning_summary(payload)

@@ -21,7 +21,7 @@ MOVES_PAGES = sys.platform.startswith("linux")  # pages move between buffers (mr
 def pool(monkeypatch):
     """A fresh pool (no high-water mark yet) with a known limit; the process's pool afterwards."""
     monkeypatch.setattr(memory, "_pool", memory._Pool(256 * 2**20))
-    with tuning.tuned(move_pages=True):  # off by default: these tests are about it too
+    with tuning.tuned(move_pages=True):  # whatever the environment says: these tests need it
         yield
     memory.clear_pool()
 

@@ -1,9 +1,9 @@
 """What each speed trick of :mod:`ctflow.tuning` buys on the whole pipeline.
 
 The ``pipeline`` case's ctflow contender (one scan per batch, 2 threads, ``prefetch=2``, dump of
-the crops) once per setting: all tricks on; the defaults (the buffer pool only); the buffer pool
-off; page moving off; thread lending off; streaming stores off; all off. Each contender sets the
-switches through the environment of its own worker process (``CTFLOW_BUFFER_POOL``,
+the crops) once per setting: all tricks on; the defaults (pool and streaming stores); the buffer
+pool off; page moving off; thread lending off; streaming stores off; all off. Each contender sets
+the switches through the environment of its own worker process (``CTFLOW_BUFFER_POOL``,
 ``CTFLOW_MOVE_PAGES``, ``CTFLOW_LEND_THREADS``, ``CTFLOW_STREAMING_STORES``), so the process
 starts as a user's would;
 its build checks that :func:`ctflow.tuning.settings` agrees (``CTFLOW_POOL_MB=0`` in the
@@ -33,11 +33,11 @@ ENV = {
 }
 ALL_ON = "all tricks on"
 ALL_OFF = "all tricks off"
-DEFAULTS = "defaults (buffer pool only)"
+DEFAULTS = "defaults (pool, streaming stores)"
 #: (label, switches turned off)
 SETTINGS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (ALL_ON, ()),
-    (DEFAULTS, ("move_pages", "lend_threads", "streaming")),
+    (DEFAULTS, ("move_pages", "lend_threads")),
     ("buffer pool off", ("buffer_pool",)),
     ("page moving off", ("move_pages",)),
     ("thread lending off", ("lend_threads",)),

@@ -2,11 +2,16 @@
 
 ctflow's kernels are plain numba loops; four switches go further and change the process
 itself. What each buys on a realistic pipeline is measured by ``python -m benchmarks.run
---cases tuning`` (the numbers are in ``docs/benchmarks.md``). Only the buffer pool is on by
-default: its idle memory is bounded (a tenth of the machine's memory, at most 2 GiB, per
-process) and released when a run ends, in Dask workers too. The other three gain a few per cent
-there — within this kind of machine's run-to-run noise — so they are opt-in. Each can be
-switched here or by an environment variable, in every process (Dask workers too):
+--cases tuning`` (the numbers are in ``docs/benchmarks.md``). The buffer pool is on by default:
+it spares a scan's large arrays the page faults of fresh memory when an idle buffer fits, and
+the memory it keeps idle is bounded (a tenth of the machine's memory, at most 2 GiB, per
+process) and released when a run ends, in Dask workers too. Streaming stores are on: a kernel,
+bit-identical to the plain one, that holds nothing. Page moving (``mremap`` of idle buffers'
+pages into a new request) and thread lending are opt-in: page moving remaps memory under the
+process's feet, and one unexplained crash of a benchmark worker with it on is reason enough to
+keep it off by default until it is understood; lending gains within this kind of machine's
+run-to-run noise and makes scheduling harder to follow. Each can be switched here or by an
+environment variable, in every process (Dask workers too):
 
 =================  ==========================  ==================================================
 switch             environment                 what it does
@@ -23,7 +28,7 @@ switch             environment                 what it does
 ``lend_threads``   ``CTFLOW_LEND_THREADS``     Off by default. With ``prefetch``, a thread no
                    (1 / 0)                     batch uses joins the kernel another batch runs
                                                (:func:`ctflow.parallel.run_ranges`).
-``streaming``      ``CTFLOW_STREAMING_STORES`` Off by default. x86-64: ``normalize_hu`` writes
+``streaming``      ``CTFLOW_STREAMING_STORES`` **On by default.** x86-64: ``normalize_hu`` writes
                    (1 / 0)                     int16 -> float32 with non-temporal stores
                                                (hand-written LLVM).
 =================  ==========================  ==================================================
@@ -83,7 +88,7 @@ class Tuning:
     buffer_pool: bool = True
     move_pages: bool = False
     lend_threads: bool = False
-    streaming: bool = False
+    streaming: bool = True
 
 
 def _from_environment() -> Tuning:
@@ -92,7 +97,7 @@ def _from_environment() -> Tuning:
         buffer_pool=_flag("CTFLOW_BUFFER_POOL", True) and (pool_mb is None or pool_mb > 0),
         move_pages=_flag("CTFLOW_MOVE_PAGES", False),
         lend_threads=_flag("CTFLOW_LEND_THREADS", False),
-        streaming=_flag("CTFLOW_STREAMING_STORES", False),
+        streaming=_flag("CTFLOW_STREAMING_STORES", True),
     )
 
 

@@ -28,17 +28,17 @@ def fold_counts(mean, total, values, z, y, x, dy, dx, k0, k1):
     for k in range(k0, k1):
         zz = z + k
         for j in range(dy):
-            yy = y + j
+            t = total[zz, y + j, x : x + dx]
             for i in range(dx):
-                total[zz, yy, x + i] += 1
+                t[i] += 1
         for c in range(n_channels):
-            for j in range(dy):
-                yy = y + j
+            for j in range(dy):  # contiguous rows: the loop over i vectorises
+                m = mean[c, zz, y + j, x : x + dx]
+                t = total[zz, y + j, x : x + dx]
+                v = values[c, k, j, :dx]
                 for i in range(dx):
-                    m = mean[c, zz, yy, x + i]
-                    mean[c, zz, yy, x + i] = m + (values[c, k, j, i] - m) / np.float32(
-                        total[zz, yy, x + i]
-                    )
+                    mi = m[i]
+                    m[i] = mi + (v[i] - mi) / np.float32(t[i])
 
 
 @numba.njit(nogil=True, cache=True)
@@ -48,13 +48,16 @@ def fold_weights(mean, total, values, weights, z, y, x, dy, dx, k0, k1):
     for k in range(k0, k1):
         zz = z + k
         for j in range(dy):
-            yy = y + j
+            t = total[zz, y + j, x : x + dx]
+            w = weights[k, j, :dx]
             for i in range(dx):
-                total[zz, yy, x + i] += weights[k, j, i]
+                t[i] += w[i]
         for c in range(n_channels):
-            for j in range(dy):
-                yy = y + j
+            for j in range(dy):  # contiguous rows: the loop over i vectorises
+                m = mean[c, zz, y + j, x : x + dx]
+                t = total[zz, y + j, x : x + dx]
+                w = weights[k, j, :dx]
+                v = values[c, k, j, :dx]
                 for i in range(dx):
-                    m = mean[c, zz, yy, x + i]
-                    share = weights[k, j, i] / total[zz, yy, x + i]
-                    mean[c, zz, yy, x + i] = m + (values[c, k, j, i] - m) * share
+                    mi = m[i]
+                    m[i] = mi + (v[i] - mi) * (w[i] / t[i])
