@@ -6,6 +6,7 @@ import gc
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -261,3 +262,69 @@ def test_a_pipeline_runs_without_resource_and_without_mremap():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("[[80, 256, 256], [60, 256, 256]] True 0.0")
+
+
+# -- run scopes: idle buffers outlive a run by pool_linger() seconds only ---------------------
+def test_a_miss_without_page_moving_starts_at_a_huge_page_boundary(pool):
+    with tuning.tuned(move_pages=False):
+        a = memory.empty(BIG, np.float32)
+    assert a.ctypes.data % (2 * 2**20) == 0  # not malloc's 16 bytes past a page boundary
+    a[:] = 1.5  # the whole array is ours to write
+    assert float(a.sum()) == 1.5 * a.size
+
+
+def _scoped_buffer() -> int:
+    with memory.run_scope():
+        a = memory.empty(BIG, np.float32)
+        address = int(a.ctypes.data)
+        del a
+    return address
+
+
+def test_the_pool_is_emptied_a_linger_after_the_last_run(pool, monkeypatch):
+    monkeypatch.setenv("CTFLOW_POOL_LINGER", "0.3")
+    _scoped_buffer()
+    assert memory.pool_stats()["idle_buffers"] == 1  # kept for a next run ...
+    deadline = time.monotonic() + 10
+    while memory.pool_stats()["idle_buffers"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert memory.pool_stats()["idle_bytes"] == 0  # ... and freed soon after
+
+
+def test_a_run_started_within_the_linger_reuses_the_buffers(pool, monkeypatch):
+    monkeypatch.setenv("CTFLOW_POOL_LINGER", "0.4")
+    first = _scoped_buffer()
+    with memory.run_scope():
+        time.sleep(0.8)  # the first run's timer fires meanwhile: this run is on, nothing goes
+        assert memory.pool_stats()["idle_buffers"] == 1
+        a = memory.empty(BIG, np.float32)
+        assert a.ctypes.data == first and memory.pool_stats()["hits"] == 1
+        del a
+    assert memory.pool_stats()["idle_buffers"] == 1
+
+
+def test_nested_scopes_free_the_pool_when_the_outer_one_ends(pool, monkeypatch):
+    monkeypatch.setenv("CTFLOW_POOL_LINGER", "0")
+    with memory.run_scope():
+        _scoped_buffer()  # an inner run (gen_batch inside a run, say) ends: the outer is on
+        assert memory.pool_stats()["idle_buffers"] == 1
+    assert memory.pool_stats()["idle_buffers"] == 0  # linger 0: at once
+
+
+def test_a_pipeline_run_frees_its_idle_buffers(pool, monkeypatch, tmp_path):
+    monkeypatch.setenv("CTFLOW_POOL_LINGER", "0")
+    vol = np.arange(40 * 256 * 256, dtype=np.int32).reshape(40, 256, 256) % 2000 - 1000
+    from ctflow.io.writer import write_scan
+
+    path = write_scan(tmp_path / "a.mhd", vol.astype(np.int16), cf.Geometry((2, 1, 1)))
+    ds = cf.Dataset.from_paths([path])
+    report = (ds >> cf.Pipeline().load().unify_spacing((1.0, 1.0, 1.0))).run(batch_size=1)
+    assert report.done == ["a"] and memory.pool_stats()["misses"] > 0
+    assert memory.pool_stats()["idle_bytes"] == 0
+
+
+@pytest.mark.parametrize("raw", ["-1", "soon", "nan"])
+def test_a_bad_linger_is_refused(monkeypatch, raw):
+    monkeypatch.setenv("CTFLOW_POOL_LINGER", raw)
+    with pytest.raises(cf.InvalidParameterError, match="CTFLOW_POOL_LINGER"):
+        memory.pool_linger()

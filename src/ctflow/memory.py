@@ -18,19 +18,21 @@ Rules
 * New buffers get 25 % headroom, so the next, slightly larger scan fits (pages never written
   cost no memory), and a buffer serves requests down to half its size, so a small request never
   pins a big buffer.
-* Pooled memory, in use plus idle, never exceeds the most pooled memory that was in use at one
-  time so far (idle buffers are released, least recently freed first, before a new buffer would
-  cross that mark): the buffers of one scan serve the next.
-* With ``move_pages`` (Linux), a request that no idle buffer fits (a miss) is made of idle
-  buffers' written pages, *moved* into its new buffer with ``mremap`` (each buffer is a private
-  anonymous mapping aligned to huge pages; pages move whole, without a copy or a fault), least
-  recently freed buffers first; a buffer that gives pages keeps the rest. Only what idle memory
-  cannot cover is new memory. Elsewhere, or with ``move_pages`` off, a miss frees the idle
-  buffers over the mark and allocates anew.
+* A miss (no idle buffer fits) is numpy's memory, which numpy asks the kernel to back with
+  huge pages, started at a 2 MiB boundary (where the kernel's copy of file bytes into it runs
+  at full speed; 16 bytes past a page boundary, where ``malloc`` puts it, ``readinto`` ran 3x
+  slower).
+* With ``move_pages`` (Linux, opt-in), a miss is instead made of idle buffers' written pages,
+  *moved* into its new buffer with ``mremap`` (each buffer is then a private anonymous mapping
+  aligned to huge pages; pages move whole, without a copy or a fault), least recently freed
+  buffers first; a buffer that gives pages keeps the rest. Only what idle memory cannot cover
+  is new memory.
 * At most :func:`pool_limit` bytes are kept idle (least recently freed dropped first): by
   default a tenth of the machine's memory, at most 2 GiB (``CTFLOW_POOL_MB`` or
-  :func:`set_pool_limit` change it; 0 turns pooling off), and a pipeline run empties the pool
-  when it ends (:func:`clear_pool`).
+  :func:`set_pool_limit` change it; 0 turns pooling off). A pipeline run is a
+  :func:`run_scope`: when the last run ends, the idle buffers are freed
+  :func:`pool_linger` seconds later (2 by default, ``CTFLOW_POOL_LINGER``), unless another run
+  starts first and reuses them (an epoch loop, repeated runs in a notebook).
 * Memory in use is never limited or shared: an array's buffer returns to the pool only once no
   array, view, memoryview or tensor made from it is alive (numpy keeps the owner alive), so
   reuse can never alias live data.
@@ -56,7 +58,8 @@ import os
 import sys
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -70,7 +73,9 @@ __all__ = [
     "empty",
     "owns_data",
     "pool_limit",
+    "pool_linger",
     "pool_stats",
+    "run_scope",
     "set_pool_limit",
     "zeros",
 ]
@@ -78,6 +83,8 @@ __all__ = [
 #: Smallest array (bytes) taken from the pool.
 MIN_BYTES = 8 * 2**20
 _GRAIN = 2 * 2**20  # buffer sizes are rounded up to whole huge pages
+#: Seconds idle buffers outlive the last run by default (:func:`pool_linger`).
+DEFAULT_LINGER = 2.0
 _HEADROOM = 1.25  # new buffers are this much larger than asked (unwritten pages cost nothing)
 _MAX_WASTE = 2.0  # a buffer serves requests down to half its size (minus one grain)
 
@@ -124,6 +131,9 @@ class _Libc:
         self.mremap.argtypes = [
             ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int, ctypes.c_void_p,
         ]  # fmt: skip
+        self.mprotect = lib.mprotect
+        self.mprotect.restype = ctypes.c_int
+        self.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
         self.failed = ctypes.c_void_p(-1).value
 
     def map(self, size: int) -> int | None:
@@ -161,6 +171,7 @@ def _load_libc() -> _Libc | None:
 
 
 _LIBC = _load_libc()
+_GUARD = os.environ.get("CTFLOW_POOL_GUARD", "") == "1"
 
 
 class _Buffer:
@@ -177,12 +188,16 @@ class _Buffer:
 
     __slots__ = ("addr", "array", "pieces", "size", "touched")
 
-    def __init__(self, size: int, touched: int) -> None:
-        addr = _LIBC.map(size) if _LIBC is not None else None
+    def __init__(self, size: int, touched: int, *, movable: bool = True) -> None:
+        addr = _LIBC.map(size) if _LIBC is not None and movable else None
         self.array: NDArray[np.uint8] | None = None
-        if addr is None:  # no mappings here (or the mapping failed): numpy raises MemoryError
-            self.array = np.empty(size, np.uint8)
-            addr = int(self.array.ctypes.data)
+        if addr is None:  # numpy's memory (or the mapping failed): numpy raises MemoryError
+            # numpy asks the kernel for huge pages (a fresh buffer faults in 2 MiB at a time),
+            # but malloc puts the data 16 bytes past a page boundary, where the kernel's copy
+            # of file bytes into it (``readinto``) runs ~3x slower: start at a 2 MiB boundary.
+            self.array = np.empty(size + _GRAIN, np.uint8)
+            base = int(self.array.ctypes.data)
+            addr = _whole_grains(base)
         self.addr = addr
         self.size = size
         self.touched = touched
@@ -246,7 +261,7 @@ class _Lease:
 
 
 class _Pool:
-    """Idle buffers plus the bookkeeping that keeps in-use + idle under the high-water mark.
+    """Idle buffers (at most ``limit`` bytes of them) and how requests were served.
 
     Sizes are counted as resident bytes (``touched``): a buffer is allocated with headroom
     (:data:`_HEADROOM`) so the next, slightly larger scan fits in it, but pages never written
@@ -259,7 +274,6 @@ class _Pool:
         self.idle: list[_Buffer] = []  # least recently freed first
         self.idle_bytes = 0
         self.in_use = 0  # resident bytes of buffers handed out and not yet returned
-        self.high_water = 0  # the most ever in use at once
         self.hits = 0
         self.misses = 0
         self.resized = 0  # misses served (partly) by pages moved from idle buffers
@@ -279,9 +293,12 @@ class _Pool:
         from ctflow.tuning import settings
 
         size = _whole_grains(int(nbytes * _HEADROOM))
-        buf = _Buffer(size, nbytes)
+        move = settings().move_pages
+        # Without page moving a miss is numpy's own memory, which numpy asks the kernel to back
+        # with huge pages: a fresh 300 MB buffer of 4 KiB pages pays ~75,000 page faults.
+        buf = _Buffer(size, nbytes, movable=move)
         used = 0  # bytes of buf filled from idle buffers
-        if buf.movable and settings().move_pages:
+        if buf.movable and move:
             while self.idle and used < nbytes:
                 src = self.idle[0]
                 if not src.movable:
@@ -297,6 +314,8 @@ class _Pool:
                 if not ok:
                     break
             buf.pieces = sorted({*buf.pieces, used} - {size})  # ... and where they end
+            if _GUARD and used and _LIBC is not None:
+                _LIBC.mprotect(buf.addr, used, mmap.PROT_READ | mmap.PROT_WRITE)
             if used:
                 self.resized += 1
         self.fresh_bytes += max(0, nbytes - used)
@@ -314,18 +333,19 @@ class _Pool:
             if best >= 0:
                 self.hits += 1
                 buf = self.idle.pop(best)
+                if _GUARD and buf.movable and _LIBC is not None:
+                    _LIBC.mprotect(buf.addr, buf.size, mmap.PROT_READ | mmap.PROT_WRITE)
                 self.idle_bytes -= buf.touched
                 buf.touched = max(buf.touched, nbytes)
             else:
                 self.misses += 1
                 buf = self._new(nbytes)
             self.in_use += buf.touched
-            self.high_water = max(self.high_water, self.in_use)
-            while self.idle and self.in_use + self.idle_bytes > self.high_water:
-                self._drop_first()
             return buf
 
     def give_back(self, buf: _Buffer) -> None:
+        if _GUARD and buf.movable and _LIBC is not None:
+            _LIBC.mprotect(buf.addr, buf.size, 0)  # PROT_NONE
         with self.lock:
             self.in_use -= buf.touched
             if buf.touched > self.limit:
@@ -452,6 +472,100 @@ def set_pool_limit(nbytes: int) -> None:
 def clear_pool() -> None:
     """Drop every idle buffer (the memory goes back to the operating system)."""
     _pool.clear()
+
+
+def pool_linger() -> float:
+    """Seconds idle buffers outlive the last run (``CTFLOW_POOL_LINGER``, default 2; 0: none)."""
+    raw = os.environ.get("CTFLOW_POOL_LINGER", "")
+    if raw == "":
+        return DEFAULT_LINGER
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also NaN
+        raise InvalidParameterError(
+            f"CTFLOW_POOL_LINGER must be a number of seconds >= 0; got {raw!r}"
+        )
+    return value
+
+
+class _Runs:
+    """Runs in progress, and the timer that empties the pool once the last has ended."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.active = 0
+        self.generation = 0  # runs started so far: a timer of an older generation does nothing
+        self.timer: threading.Timer | None = None
+
+    def start(self) -> None:
+        with self.lock:
+            self.active += 1
+            self.generation += 1
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+
+    def end(self) -> None:
+        linger = pool_linger()
+        with self.lock:
+            self.active = max(0, self.active - 1)
+            if self.active:
+                return
+            if linger <= 0:
+                _pool.clear()
+                return
+            timer = threading.Timer(linger, self._expire, args=(self.generation,))
+            timer.daemon = True
+            self.timer = timer
+        timer.start()
+
+    def _expire(self, generation: int) -> None:
+        with self.lock:
+            if self.active or generation != self.generation:
+                return  # a run started meanwhile: its buffers are in use again
+            self.timer = None
+        _pool.clear()
+
+
+_runs = _Runs()
+
+
+def _forget_runs_in_child() -> None:
+    """Start a forked child (a ``DataLoader`` worker) with none of its parent's runs."""
+    global _runs
+    _runs = _Runs()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_forget_runs_in_child)
+
+
+@contextmanager
+def run_scope() -> Iterator[None]:
+    """Mark a run: its idle buffers are freed :func:`pool_linger` seconds after it ends.
+
+    A pipeline run (``run``, ``gen_batch``, a PyTorch dataset's epoch) is one scope. Idle
+    buffers stay while any run is on; when the last ends they are freed after a short delay,
+    unless another run starts first and reuses them. Back-to-back runs (an epoch loop, repeated
+    ``run`` calls in a notebook, a benchmark) so start with the buffers the previous run
+    faulted in, instead of paying page faults (and, on a virtual machine, the host's) for every
+    large array again.
+
+    Examples
+    --------
+    >>> with run_scope():
+    ...     a = empty((64, 256, 256), np.float32)
+    ...     del a
+    >>> pool_stats()["idle_buffers"] >= 1   # kept for a next run, freed pool_linger() s later
+    True
+    """
+    _runs.start()
+    try:
+        yield
+    finally:
+        _runs.end()
 
 
 def pool_stats() -> dict[str, int]:

@@ -432,7 +432,7 @@ class Pipeline(ActionMethods):
             total = per_epoch * n_epochs
         bar = _progress(progress, total)
         try:
-            with stop:
+            with stop, memory.run_scope():  # idle buffers: for the next run only
                 for outcome in self._outcomes(
                     batch_size=batch_size,
                     shuffle=shuffle,
@@ -454,7 +454,6 @@ class Pipeline(ActionMethods):
                 bar.close()
             report.wall_time = time.perf_counter() - t0
             report.peak_rss_mb = peak_rss_mb()
-            memory.clear_pool()  # idle buffers do not outlive the run
         return report
 
     def gen_batch(
@@ -494,7 +493,7 @@ class Pipeline(ActionMethods):
         options = RunOptions(prefetch, on_error, seed, n_workers, keep_batch=True, stop=stop.name)
         bar = _progress(progress, None)
         try:
-            with stop:
+            with stop, memory.run_scope():  # idle buffers: for the next run only
                 for outcome in self._outcomes(
                     batch_size=batch_size,
                     shuffle=shuffle,
@@ -518,7 +517,6 @@ class Pipeline(ActionMethods):
         finally:
             if bar is not None:
                 bar.close()
-            memory.clear_pool()  # idle buffers do not outlive the run
 
     def next_batch(self, batch_size: int = 1, **kwargs: Any) -> CTBatch:
         """Return the next processed batch of an iteration started by the first call.

@@ -408,7 +408,7 @@ class PipelineDataset(IterableDataset[dict[str, Any]]):
             kw["prefetch"], kw["on_error"], kw["seed"], kw["n_workers"], keep_batch=True
         )
         runner = resolve_engine(kw["engine"])
-        try:
+        with memory.run_scope():
             for outcome in runner.run_batches(
                 self.pipeline.dataset, self.pipeline.planned, plan, options
             ):
@@ -416,8 +416,6 @@ class PipelineDataset(IterableDataset[dict[str, Any]]):
                     raise outcome.error
                 if outcome.batch is not None and len(outcome.batch) > 0:
                     yield outcome.batch
-        finally:
-            memory.clear_pool()
 
     def _queue(self, batches: Iterator[Any]) -> Iterator[dict[str, Any]]:
         """Training batches of ``crops_per_batch`` crops mixed from ``mix_scans`` batches."""
