@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import subprocess
 import sys
 import threading
@@ -328,3 +329,36 @@ def test_a_bad_linger_is_refused(monkeypatch, raw):
     monkeypatch.setenv("CTFLOW_POOL_LINGER", raw)
     with pytest.raises(cf.InvalidParameterError, match="CTFLOW_POOL_LINGER"):
         memory.pool_linger()
+
+
+@pytest.mark.skipif(not MOVES_PAGES, reason="the guard protects pages with Linux's mprotect")
+@pytest.mark.parametrize("move_pages", ["0", "1"])
+def test_the_guard_faults_a_use_of_memory_the_pool_took_back(move_pages):
+    code = (
+        "import ctypes, numpy as np\n"
+        "from ctflow import memory\n"
+        "a = memory.empty((40, 256, 256), np.float32)\n"
+        "a[:] = 1.0\n"
+        "address = a.ctypes.data\n"
+        "del a\n"
+        "b = memory.empty((40, 256, 256), np.float32)  # reused: usable again\n"
+        "assert b.ctypes.data == address\n"
+        "b[:] = 2.0\n"
+        "c = memory.empty((20, 256, 256), np.float32)  # a miss: pages moved or new\n"
+        "c[:] = 3.0\n"
+        "assert float(b.sum()) == 2.0 * b.size and float(c.sum()) == 3.0 * c.size\n"
+        "del b, c\n"
+        "print('released', flush=True)\n"
+        "ctypes.string_at(address, 1)  # a stale pointer: must fault, not read\n"
+        "print('read freed memory')\n"
+    )
+    env = {**os.environ, "CTFLOW_POOL_GUARD": "1", "CTFLOW_MOVE_PAGES": move_pages}
+    res = subprocess.run(
+        [sys.executable, "-X", "faulthandler", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert res.stdout == "released\n", res.stderr
+    assert res.returncode == -11 and "Segmentation fault" in res.stderr

@@ -9,7 +9,7 @@ import pytest
 
 import ctflow as cf
 from ctflow.actions import ACTIONS
-from ctflow.actions.augmentation import (
+from ctflow.actions.augmentation_intensity import (
     RandomBiasField,
     RandomBlur,
     RandomContrast,

@@ -49,13 +49,13 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
+from ctflow.actions.custom import user_actions
 from ctflow.actions.methods import ActionMethods
 from ctflow.components import SKYSCRAPER, Components
-from ctflow.errors import InvalidParameterError, InvalidScanError
+from ctflow.errors import InvalidParameterError
 from ctflow.geometry import Geometry
-from ctflow.io.annotations import empty_nodules, read_annotations
+from ctflow.io.annotations import empty_nodules
 from ctflow.item import CTItem, ItemFailure
-from ctflow.parallel import ACTION_ATTR
 from ctflow.ragged import Ragged
 from ctflow.threads import available_threads
 
@@ -171,31 +171,11 @@ class CTBatch(Components, ActionMethods):
         >>> b[0].spacing.tolist()
         [2.0, 0.5, 0.5]
         """
-        n = len(images)
-        if n == 0:
-            raise InvalidParameterError("from_arrays: give at least one volume")
-        batch = cls([str(i) for i in range(n)] if ids is None else ids, n_workers=n_workers)
-        sp = (
-            np.ones((n, 3))
-            if spacing is None
-            else np.broadcast_to(np.asarray(spacing, np.float64), (n, 3))
+        from ctflow.batch_build import batch_from_arrays
+
+        return batch_from_arrays(
+            cls, images, ids, spacing, origin, direction, masks, nodules, n_workers
         )
-        org = (
-            np.zeros((n, 3))
-            if origin is None
-            else np.broadcast_to(np.asarray(origin, np.float64), (n, 3))
-        )
-        dirs = (
-            np.tile(np.eye(3), (n, 1, 1))
-            if direction is None
-            else np.broadcast_to(np.asarray(direction, np.float64), (n, 3, 3))
-        )
-        geoms = [Geometry(sp[i], org[i], dirs[i]) for i in range(n)]
-        arrays = [np.asarray(a) for a in images]
-        batch.set_items({"images": arrays, "masks": None if masks is None else list(masks)}, geoms)
-        if nodules is not None:
-            batch.nodules = read_annotations(nodules)
-        return batch
 
     @classmethod
     def concat(cls, batches: Sequence[CTBatch]) -> CTBatch:
@@ -214,45 +194,9 @@ class CTBatch(Components, ActionMethods):
         >>> c.ids, c.shapes.tolist()
         (['a', 'b'], [[2, 4, 4], [3, 6, 5]])
         """
-        parts = [b for b in batches if len(b) > 0]
-        first = batches[0] if batches else None
-        out_cls = type(first) if first is not None else cls
-        ids = [i for b in parts for i in b.ids]
-        out = out_cls(
-            ids,
-            [s for b in parts for s in b.sources],
-            labels=[s for b in parts for s in b.label_sources],
-        )
-        if first is not None:
-            out.n_workers, out.on_error = first.n_workers, first.on_error
-            out._seed = first._seed
-            out._n_random_calls = max(b._n_random_calls for b in batches)
-        out.failed = [f for b in batches for f in b.failed]
-        out.dumped = [i for b in batches for i in b.dumped]
-        out.skipped = [i for b in batches for i in b.skipped]
-        if not parts:
-            return out
-        out.info = [dict(d) for b in parts for d in b.info]
-        out.warnings = [list(w) for b in parts for w in b.warnings]
-        out.history = [[dict(e) for e in h] for b in parts for h in b.history]
-        out.positions = [p for b in parts for p in b.positions]
-        out.spacing = np.concatenate([b.spacing for b in parts])
-        out.origin = np.concatenate([b.origin for b in parts])
-        out.direction = np.concatenate([b.direction for b in parts])
-        out.nodules = pd.concat([b.nodules for b in parts], ignore_index=True)
-        for name in SKYSCRAPER:
-            have = [b.has(name) for b in parts]
-            if not any(have):
-                continue
-            if not all(have):
-                missing = [i for b in parts if not b.has(name) for i in b.ids]
-                raise InvalidScanError(f"concat: items {missing} have no {name} while others do")
-            views = [v for b in parts for v in b._data[name].items()]
-            out._data[name] = Ragged.from_items(views)
-        if all(b.patches is not None for b in parts):
-            out.patches = np.concatenate([b.patches for b in parts if b.patches is not None])
-            out.patch_grids = [g for b in parts for g in b.patch_grids]
-        return out
+        from ctflow.batch_build import concat_batches
+
+        return concat_batches(cls, batches)
 
     # ------------------------------------------------------------------ item access
     def __len__(self) -> int:
@@ -324,12 +268,7 @@ class CTBatch(Components, ActionMethods):
     def action_names(cls) -> list[str]:
         """Names of the built-in actions and of this class's ``@cf.action`` methods."""
         builtin = {n for n in vars(ActionMethods) if not n.startswith("_")}
-        own = {
-            name
-            for name in dir(cls)
-            if not name.startswith("_") and getattr(getattr(cls, name, None), ACTION_ATTR, False)
-        }
-        return sorted(builtin | own)
+        return sorted(builtin | set(user_actions(cls)))
 
     def __repr__(self) -> str:
         """Return a readable summary."""
@@ -491,25 +430,9 @@ class CTBatch(Components, ActionMethods):
         Copies, or (``copy=False``) views of this batch's buffers where possible (one item:
         always a view).
         """
-        out = self.derive([self.ids[i] for i in idx], [self.sources[i] for i in idx])
-        out.label_sources = [self.label_sources[i] for i in idx]
-        out.failed = []
-        out.info = [dict(self.info[i]) for i in idx]
-        out.warnings = [list(self.warnings[i]) for i in idx]
-        out.history = [[dict(e) for e in self.history[i]] for i in idx]
-        out.positions = [self.positions[i] for i in idx]
-        out.spacing = self.spacing[list(idx)].copy()
-        out.origin = self.origin[list(idx)].copy()
-        out.direction = self.direction[list(idx)].copy()
-        for name, data in self._data.items():
-            views = [data.item(i) for i in idx]
-            if copy:
-                views = [np.array(v) for v in views] if len(views) == 1 else views
-                out._data[name] = Ragged.from_items(views, dtype=data.dtype, fresh=True)
-            else:
-                out._data[name] = Ragged.from_items(views, dtype=data.dtype)
-        out.nodules = self.nodules[self.nodules["id"].isin(out.ids)].reset_index(drop=True)
-        return out
+        from ctflow.batch_build import select_items
+
+        return select_items(self, idx, copy=copy)
 
     # ------------------------------------------------------------------ pictures and files
     def show(self, key: int | str = 0, **kwargs: Any) -> Any:
@@ -553,24 +476,12 @@ class CTBatch(Components, ActionMethods):
         >>> b.export("a", f"{tempfile.mkdtemp()}/a.nii.gz").name
         'a.nii.gz'
         """
-        from ctflow.io.writer import write_scan
+        from ctflow.io.writer import export_component
 
         arr = self.get(key, component)
-        if arr is None:
-            raise InvalidParameterError(f"export: component {component!r} is not loaded")
-        if arr.ndim == 4:
-            if channel is None:
-                raise InvalidParameterError(
-                    f"export: the {component} of item {key!r} hold {arr.shape[0]} channels; "
-                    f"give channel=0..{arr.shape[0] - 1}, or call argmax() first"
-                )
-            if not 0 <= int(channel) < arr.shape[0]:
-                raise InvalidParameterError(
-                    f"export: channel {channel} is not one of 0..{arr.shape[0] - 1}"
-                )
-            arr = arr[int(channel)]
-        Path(path).parent.mkdir(parents=True, exist_ok=True)  # as dump creates its folder
-        return write_scan(path, arr, self.geometry(key))
+        return export_component(
+            arr, self.geometry(key), path, component=component, key=key, channel=channel
+        )
 
 
 #: RadIO's class names, for people coming from RadIO: one batch class does it all now.

@@ -18,6 +18,10 @@ Rules
 * New buffers get 25 % headroom, so the next, slightly larger scan fits (pages never written
   cost no memory), and a buffer serves requests down to half its size, so a small request never
   pins a big buffer.
+* Pooled memory, in use plus idle, never exceeds the most pooled memory that was in use at one
+  time so far (idle buffers are released, least recently freed first, before a new buffer would
+  cross that mark): the pool never makes the process bigger than its own peak, and the buffers
+  of one scan serve the next.
 * A miss (no idle buffer fits) is numpy's memory, which numpy asks the kernel to back with
   huge pages, started at a 2 MiB boundary (where the kernel's copy of file bytes into it runs
   at full speed; 16 bytes past a page boundary, where ``malloc`` puts it, ``readinto`` ran 3x
@@ -171,6 +175,9 @@ def _load_libc() -> _Libc | None:
 
 
 _LIBC = _load_libc()
+#: ``CTFLOW_POOL_GUARD=1`` (a debugging aid, Linux): idle buffers are made inaccessible
+#: (``mprotect``), so a use of an array's memory after the pool took it back faults at once,
+#: with a traceback under ``python -X faulthandler``, instead of corrupting another array.
 _GUARD = os.environ.get("CTFLOW_POOL_GUARD", "") == "1"
 
 
@@ -234,9 +241,16 @@ class _Buffer:
             self.pieces = [p for p in self.pieces if p < end] or [0]
         return written - start, ok
 
+    def protect(self, usable: bool) -> None:
+        """Make the buffer readable and writable, or not at all (:data:`_GUARD`)."""
+        if _GUARD and _LIBC is not None and self.size:
+            prot = mmap.PROT_READ | mmap.PROT_WRITE if usable else 0  # 0: PROT_NONE
+            _LIBC.mprotect(self.addr, self.size, prot)
+
     def free(self) -> None:
         """Give the memory back now."""
         if self.array is not None:
+            self.protect(True)  # numpy's memory goes back to malloc, which may reuse it
             self.array = None
         elif self.size and _LIBC is not None:
             _LIBC.munmap(self.addr, self.size)
@@ -261,7 +275,7 @@ class _Lease:
 
 
 class _Pool:
-    """Idle buffers (at most ``limit`` bytes of them) and how requests were served.
+    """Idle buffers plus the bookkeeping that keeps in-use + idle under the high-water mark.
 
     Sizes are counted as resident bytes (``touched``): a buffer is allocated with headroom
     (:data:`_HEADROOM`) so the next, slightly larger scan fits in it, but pages never written
@@ -274,6 +288,7 @@ class _Pool:
         self.idle: list[_Buffer] = []  # least recently freed first
         self.idle_bytes = 0
         self.in_use = 0  # resident bytes of buffers handed out and not yet returned
+        self.high_water = 0  # the most ever in use at once
         self.hits = 0
         self.misses = 0
         self.resized = 0  # misses served (partly) by pages moved from idle buffers
@@ -314,8 +329,8 @@ class _Pool:
                 if not ok:
                     break
             buf.pieces = sorted({*buf.pieces, used} - {size})  # ... and where they end
-            if _GUARD and used and _LIBC is not None:
-                _LIBC.mprotect(buf.addr, used, mmap.PROT_READ | mmap.PROT_WRITE)
+            if used:  # pages moved from idle buffers keep their protection
+                buf.protect(True)
             if used:
                 self.resized += 1
         self.fresh_bytes += max(0, nbytes - used)
@@ -333,19 +348,20 @@ class _Pool:
             if best >= 0:
                 self.hits += 1
                 buf = self.idle.pop(best)
-                if _GUARD and buf.movable and _LIBC is not None:
-                    _LIBC.mprotect(buf.addr, buf.size, mmap.PROT_READ | mmap.PROT_WRITE)
+                buf.protect(True)
                 self.idle_bytes -= buf.touched
                 buf.touched = max(buf.touched, nbytes)
             else:
                 self.misses += 1
                 buf = self._new(nbytes)
             self.in_use += buf.touched
+            self.high_water = max(self.high_water, self.in_use)
+            while self.idle and self.in_use + self.idle_bytes > self.high_water:
+                self._drop_first()  # the pool never makes the process bigger than its peak
             return buf
 
     def give_back(self, buf: _Buffer) -> None:
-        if _GUARD and buf.movable and _LIBC is not None:
-            _LIBC.mprotect(buf.addr, buf.size, 0)  # PROT_NONE
+        buf.protect(False)
         with self.lock:
             self.in_use -= buf.touched
             if buf.touched > self.limit:

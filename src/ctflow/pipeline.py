@@ -28,85 +28,23 @@ Pipeline(
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 from ctflow import memory
 from ctflow.actions.base import Action
-from ctflow.actions.custom import Call, Method
+from ctflow.actions.custom import Call, Method, absolute_arg, check_method
 from ctflow.actions.methods import ActionMethods
 from ctflow.batch import CTBatch
 from ctflow.errors import InvalidParameterError
 from ctflow.execution import execute, peak_rss_mb
-from ctflow.parallel import ACTION_ATTR
 from ctflow.runs import BatchOutcome, OnError, RunOptions, RunReport, StopSignal, plan_batches
-from ctflow.validation import as_path
 
 if TYPE_CHECKING:
     from ctflow.dataset import Dataset
 
 __all__ = ["Pipeline"]
-
-
-def _all_batch_classes(cls: type[CTBatch] = CTBatch) -> list[type[CTBatch]]:
-    out = [cls]
-    for sub in cls.__subclasses__():
-        out.extend(_all_batch_classes(sub))
-    return out
-
-
-def _user_actions(cls: type[CTBatch]) -> list[str]:
-    """Names of the ``@cf.action`` methods of a batch class (its own and inherited)."""
-    return sorted(
-        name
-        for name in dir(cls)
-        if not name.startswith("_") and getattr(getattr(cls, name, None), ACTION_ATTR, False)
-    )
-
-
-def _check_method(
-    batch_class: type[CTBatch] | None, action: Method, *, name_only: bool = False
-) -> None:
-    """Check that a user action exists on the batch class and takes the given arguments.
-
-    A pipeline not bound to a dataset yet accepts the action when any batch class has it with
-    a signature that takes the arguments (two classes may define actions of the same name);
-    binding checks it again against the dataset's class.
-    """
-    classes = [batch_class] if batch_class is not None else _all_batch_classes()
-    mismatch: str | None = None
-    for cls in classes:
-        method = getattr(cls, action.method, None)
-        if method is not None and getattr(method, ACTION_ATTR, False):
-            if name_only:
-                return
-            try:
-                inspect.signature(method).bind(None, *action.args, **dict(action.kwargs))
-            except TypeError as exc:
-                sig = str(inspect.signature(method)).replace("(self, ", "(", 1)
-                mismatch = mismatch or f"pipeline: bad arguments for {action.method}{sig}: {exc}"
-                continue
-            return
-    if mismatch is not None:
-        raise InvalidParameterError(mismatch)
-    from ctflow.actions.base import ACTIONS
-
-    names = sorted({*ACTIONS, *(n for c in classes for n in _user_actions(c))})
-    where = batch_class.__name__ if batch_class is not None else "any CTBatch class"
-    raise InvalidParameterError(
-        f"pipeline: unknown action {action.method!r} for {where}; actions: {', '.join(names)}"
-    )
-
-
-def _absolute(value: Any) -> Any:
-    """Make a path object among a user action's arguments absolute.
-
-    It then means the same on every Dask worker.
-    """
-    return as_path(value) if isinstance(value, PurePath) else value
 
 
 class Pipeline(ActionMethods):
@@ -187,7 +125,7 @@ class Pipeline(ActionMethods):
                 f"pipeline.then: expected an action object (ctflow.actions); got {action!r}"
             )
         if isinstance(action, Method):
-            _check_method(self._batch_class, action)
+            check_method(self._batch_class, action)
         return Pipeline(
             (*self._actions, action),
             dataset=self._dataset,
@@ -201,11 +139,11 @@ class Pipeline(ActionMethods):
             """Return a user action of the batch class, by name."""
             if name.startswith("_"):
                 raise AttributeError(name)
-            _check_method(self._batch_class, Method(name), name_only=True)  # unknown: fail now
+            check_method(self._batch_class, Method(name), name_only=True)  # unknown: fail now
 
             def add(*args: Any, **kwargs: Any) -> Pipeline:
-                args = tuple(_absolute(a) for a in args)
-                kwargs = {k: _absolute(v) for k, v in kwargs.items()}
+                args = tuple(absolute_arg(a) for a in args)
+                kwargs = {k: absolute_arg(v) for k, v in kwargs.items()}
                 return self.then(Method(name, args, kwargs))
 
             return add
@@ -234,14 +172,14 @@ class Pipeline(ActionMethods):
         if out._batch_class is not None:
             for action in out._actions:
                 if isinstance(action, Method):
-                    _check_method(out._batch_class, action)
+                    check_method(out._batch_class, action)
         return out
 
     def bind(self, dataset: Dataset) -> Pipeline:
         """Return this pipeline bound to ``dataset`` (user actions checked against its class)."""
         for action in self._actions:
             if isinstance(action, Method):
-                _check_method(dataset.batch_class, action)
+                check_method(dataset.batch_class, action)
         return Pipeline(
             self._actions, dataset=dataset, batch_class=dataset.batch_class, fuse=self._fuse
         )

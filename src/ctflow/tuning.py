@@ -5,13 +5,15 @@ itself. What each buys on a realistic pipeline is measured by ``python -m benchm
 --cases tuning`` (the numbers are in ``docs/benchmarks.md``). The buffer pool is on by default:
 it spares a scan's large arrays the page faults of fresh memory when an idle buffer fits, and
 the memory it keeps idle is bounded (a tenth of the machine's memory, at most 2 GiB, per
-process) and released when a run ends, in Dask workers too. Streaming stores are on: a kernel,
-bit-identical to the plain one, that holds nothing. Page moving (``mremap`` of idle buffers'
-pages into a new request) and thread lending are opt-in: page moving remaps memory under the
-process's feet, and one unexplained crash of a benchmark worker with it on is reason enough to
-keep it off by default until it is understood; lending gains within this kind of machine's
-run-to-run noise and makes scheduling harder to follow. Each can be switched here or by an
-environment variable, in every process (Dask workers too):
+process) and released when runs end: 2 seconds after the last run of the process
+(``CTFLOW_POOL_LINGER``; a run starting meanwhile reuses the buffers), at once in Dask
+workers. Streaming stores are on: a kernel, bit-identical to the plain one, that holds nothing.
+Page moving (``mremap`` of idle buffers' pages into a new request) and thread lending are
+opt-in: page moving remaps memory under the process's feet, and one unexplained crash of a
+benchmark worker with it on is reason enough to keep it off by default until it is understood;
+lending gains within this kind of machine's run-to-run noise and makes scheduling harder to
+follow. Each can be switched here or by an environment variable, in every process (Dask
+workers too):
 
 =================  ==========================  ==================================================
 switch             environment                 what it does
@@ -21,7 +23,8 @@ switch             environment                 what it does
                    (MiB, 0 = off)              (:mod:`ctflow.memory`) instead of fresh memory
                                                (page faults, zeroing). At most ``pool_mb`` idle
                                                (default: a tenth of the machine's memory, at
-                                               most 2 GiB), released when a run ends.
+                                               most 2 GiB), released 2 s after the last run
+                                               (``CTFLOW_POOL_LINGER``).
 ``move_pages``     ``CTFLOW_MOVE_PAGES``       Off by default. Linux: a request no idle buffer
                    (1 / 0)                     fits is made of idle buffers' pages, moved with
                                                ``mremap``, rather than of new memory.

@@ -48,9 +48,8 @@ from ctflow.actions.annotations import (
     LidcMasks,
 )
 from ctflow.actions.augment_geometry import RandomAffine, RandomElastic, RandomFlip
-from ctflow.actions.augmentation import (
-    ApplyNoise,
-    Cutout,
+from ctflow.actions.augmentation import ApplyNoise, Cutout
+from ctflow.actions.augmentation_intensity import (
     RandomBiasField,
     RandomBlur,
     RandomContrast,

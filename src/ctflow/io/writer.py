@@ -9,7 +9,8 @@ fmt         files                                       geometry
 
 The format follows from the suffix (``fmt=`` only checks it). Files are written under
 temporary names and renamed when complete; SimpleITK reads them back to the same world
-positions (LPS mm) as ``geometry`` gives.
+positions (LPS mm) as ``geometry`` gives. :func:`export_component` writes one component of a
+batch's item (``CTBatch.export``): one channel of a (C, Z, Y, X) array, parent folders created.
 
 Examples
 --------
@@ -31,7 +32,7 @@ from numpy.typing import NDArray
 from ctflow.errors import InvalidParameterError
 from ctflow.geometry import Geometry
 
-__all__ = ["WRITE_FORMATS", "write_scan"]
+__all__ = ["WRITE_FORMATS", "export_component", "write_scan"]
 
 WRITE_FORMATS = ("mhd", "nifti")
 
@@ -117,3 +118,73 @@ def write_scan(
     from ctflow.io.nifti import write_nifti
 
     return write_nifti(p, image, geometry)
+
+
+def export_component(
+    arr: NDArray[Any] | None,
+    geometry: Geometry,
+    path: str | os.PathLike[str],
+    *,
+    component: str,
+    key: int | str,
+    channel: int | None,
+) -> Path:
+    """Write one item's component for a viewer: the work of ``CTBatch.export``.
+
+    Parameters
+    ----------
+    arr : ndarray (Z, Y, X) or (C, Z, Y, X), or None
+        The component of the item (None: not loaded).
+    geometry : Geometry
+        The item's geometry.
+    path : path
+        Target file; its suffix chooses the format (see :func:`write_scan`). Missing parent
+        folders are created.
+    component : str
+        The component's name (for messages).
+    key : int or str
+        The item's position or id (for messages).
+    channel : int, optional
+        The channel to write of a (C, Z, Y, X) array; required for one.
+
+    Returns
+    -------
+    pathlib.Path
+        The written file (the header for ``.mhd``).
+
+    Raises
+    ------
+    InvalidParameterError
+        The component is not loaded, a missing or bad ``channel``, or :func:`write_scan`'s.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile
+    >>> from ctflow.geometry import Geometry
+    >>> masks = np.zeros((2, 3, 4, 5), np.uint8)
+    >>> d = tempfile.mkdtemp()
+    >>> p = export_component(masks, Geometry((1.0, 1.0, 1.0)), f"{d}/new/m.nii.gz",
+    ...                      component="masks", key=0, channel=1)
+    >>> p.parent.name, p.name
+    ('new', 'm.nii.gz')
+    >>> export_component(masks, Geometry((1.0, 1.0, 1.0)), f"{d}/m.mha",
+    ...                  component="masks", key=0, channel=None)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ctflow.errors.InvalidParameterError: export: the masks of item 0 hold 2 channels; ...
+    """
+    if arr is None:
+        raise InvalidParameterError(f"export: component {component!r} is not loaded")
+    if arr.ndim == 4:
+        if channel is None:
+            raise InvalidParameterError(
+                f"export: the {component} of item {key!r} hold {arr.shape[0]} channels; "
+                f"give channel=0..{arr.shape[0] - 1}, or call argmax() first"
+            )
+        if not 0 <= int(channel) < arr.shape[0]:
+            raise InvalidParameterError(
+                f"export: channel {channel} is not one of 0..{arr.shape[0] - 1}"
+            )
+        arr = arr[int(channel)]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)  # as dump creates its folder
+    return write_scan(path, arr, geometry)

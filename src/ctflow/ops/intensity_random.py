@@ -1,6 +1,6 @@
 """Intensity augmentations of one CT scan, with their random parameters given explicitly.
 
-The random actions of :mod:`ctflow.actions.augmentation` (``random_gamma``,
+The random actions of :mod:`ctflow.actions.augmentation_intensity` (``random_gamma``,
 ``random_contrast``, ``random_blur``, ``random_bias_field``, ``random_noise``) draw their
 parameters per item and call these functions with them, so each function here is
 deterministic (:func:`add_hu_noise` takes a generator, like
