@@ -56,10 +56,7 @@ True
 
 from __future__ import annotations
 
-import ctypes
-import mmap
 import os
-import sys
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
@@ -70,6 +67,7 @@ import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
 from ctflow.errors import InvalidParameterError
+from ctflow.memory_pages import GRAIN, Buffer, whole_grains
 
 __all__ = [
     "MIN_BYTES",
@@ -86,7 +84,6 @@ __all__ = [
 
 #: Smallest array (bytes) taken from the pool.
 MIN_BYTES = 8 * 2**20
-_GRAIN = 2 * 2**20  # buffer sizes are rounded up to whole huge pages
 #: Seconds idle buffers outlive the last run by default (:func:`pool_linger`).
 DEFAULT_LINGER = 2.0
 _HEADROOM = 1.25  # new buffers are this much larger than asked (unwritten pages cost nothing)
@@ -108,161 +105,12 @@ def _default_limit() -> int:
     return int(min(2 * 2**30, total // 10))
 
 
-def _whole_grains(nbytes: int) -> int:
-    """``nbytes`` rounded up to whole huge pages (:data:`_GRAIN`)."""
-    return -(-nbytes // _GRAIN) * _GRAIN
-
-
-class _Libc:
-    """The C library's ``mmap``/``mremap``/``munmap`` on Linux, to move pages between buffers."""
-
-    MREMAP_MAYMOVE = 1
-    MREMAP_FIXED = 2
-
-    def __init__(self) -> None:
-        lib = ctypes.CDLL(None, use_errno=True)
-        self.mmap = lib.mmap
-        self.mmap.restype = ctypes.c_void_p
-        self.mmap.argtypes = [
-            ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-            ctypes.c_long,
-        ]  # fmt: skip
-        self.munmap = lib.munmap
-        self.munmap.restype = ctypes.c_int
-        self.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-        self.mremap = lib.mremap
-        self.mremap.restype = ctypes.c_void_p
-        self.mremap.argtypes = [
-            ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int, ctypes.c_void_p,
-        ]  # fmt: skip
-        self.mprotect = lib.mprotect
-        self.mprotect.restype = ctypes.c_int
-        self.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-        self.failed = ctypes.c_void_p(-1).value
-
-    def map(self, size: int) -> int | None:
-        """Return a private anonymous mapping of ``size`` bytes at a huge-page boundary, or None."""
-        span = size + _GRAIN
-        addr = self.mmap(
-            None, span, mmap.PROT_READ | mmap.PROT_WRITE,
-            mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0,
-        )  # fmt: skip
-        if addr is None or addr == self.failed:
-            return None
-        start = _whole_grains(addr)  # page moves keep huge pages only when aligned
-        if start > addr:
-            self.munmap(addr, start - addr)
-        if addr + span > start + size:
-            self.munmap(start + size, addr + span - start - size)
-        # No MADV_HUGEPAGE (numpy's own large arrays get it): where the kernel defragments
-        # synchronously for madvised memory (THP "defrag=madvise", the usual default), a
-        # fresh pooled buffer filled several times slower (docs/design.md).
-        return start
-
-    def move(self, src: int, dst: int, nbytes: int) -> bool:
-        """Move the pages of ``[src, src + nbytes)`` to ``dst`` (over what was mapped there)."""
-        flags = self.MREMAP_MAYMOVE | self.MREMAP_FIXED
-        return bool(self.mremap(src, nbytes, nbytes, flags, dst) == dst)
-
-
-def _load_libc() -> _Libc | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return _Libc()
-    except (OSError, AttributeError):  # no C library symbols to use: plain numpy buffers
-        return None
-
-
-_LIBC = _load_libc()
-#: ``CTFLOW_POOL_GUARD=1`` (a debugging aid, Linux): idle buffers are made inaccessible
-#: (``mprotect``), so a use of an array's memory after the pool took it back faults at once,
-#: with a traceback under ``python -X faulthandler``, instead of corrupting another array.
-_GUARD = os.environ.get("CTFLOW_POOL_GUARD", "") == "1"
-
-
-class _Buffer:
-    """One pooled allocation: its address, size and how much of it was ever written.
-
-    On Linux the memory is a private anonymous mapping of its own, aligned to huge pages, so
-    the pages of an idle buffer can be moved into another buffer (``mremap``) instead of being
-    freed; elsewhere a numpy array. ``touched`` is the prefix that was ever written: the pages
-    that cost memory. A buffer made of pages moved from others is several mappings; ``pieces``
-    holds the offset where each starts (one ``mremap`` moves pages of one mapping only). Every
-    offset is a whole number of huge pages, so the process never holds more pool mappings than
-    pooled bytes / 2 MiB.
-    """
-
-    __slots__ = ("addr", "array", "pieces", "size", "touched")
-
-    def __init__(self, size: int, touched: int, *, movable: bool = True) -> None:
-        addr = _LIBC.map(size) if _LIBC is not None and movable else None
-        self.array: NDArray[np.uint8] | None = None
-        if addr is None:  # numpy's memory (or the mapping failed): numpy raises MemoryError
-            # numpy asks the kernel for huge pages (a fresh buffer faults in 2 MiB at a time),
-            # but malloc puts the data 16 bytes past a page boundary, where the kernel's copy
-            # of file bytes into it (``readinto``) runs ~3x slower: start at a 2 MiB boundary.
-            self.array = np.empty(size + _GRAIN, np.uint8)
-            base = int(self.array.ctypes.data)
-            addr = _whole_grains(base)
-        self.addr = addr
-        self.size = size
-        self.touched = touched
-        self.pieces = [0]
-
-    @property
-    def movable(self) -> bool:
-        return self.array is None and self.size > 0
-
-    def give(self, dst: _Buffer, offset: int, nbytes: int) -> tuple[int, bool]:
-        """Move up to ``nbytes`` (whole huge pages) of written memory into ``dst`` at ``offset``.
-
-        The pages are the end of the written part, moved mapping by mapping to the same place
-        relative to ``offset``; the buffer keeps the rest (or nothing). Returns the bytes of
-        ``dst`` used from ``offset`` on, and whether every move worked (if not, the part of that
-        range that did not move stays new memory).
-        """
-        assert _LIBC is not None
-        written = min(self.size, _whole_grains(self.touched))
-        start = max(0, written - _whole_grains(nbytes))
-        end, ok = written, True
-        while end > start:
-            first = max(start, max(p for p in self.pieces if p < end))  # within one mapping
-            at = offset + first - start
-            if not _LIBC.move(self.addr + first, dst.addr + at, end - first):
-                ok = False
-                break
-            dst.pieces.append(at)
-            end = first
-        if end < written:  # [end, written) moved out: the rest above it was never written
-            _LIBC.munmap(self.addr + end, self.size - end)
-            self.size = end
-            self.touched = min(self.touched, end)
-            self.pieces = [p for p in self.pieces if p < end] or [0]
-        return written - start, ok
-
-    def protect(self, usable: bool) -> None:
-        """Make the buffer readable and writable, or not at all (:data:`_GUARD`)."""
-        if _GUARD and _LIBC is not None and self.size:
-            prot = mmap.PROT_READ | mmap.PROT_WRITE if usable else 0  # 0: PROT_NONE
-            _LIBC.mprotect(self.addr, self.size, prot)
-
-    def free(self) -> None:
-        """Give the memory back now."""
-        if self.array is not None:
-            self.protect(True)  # numpy's memory goes back to malloc, which may reuse it
-            self.array = None
-        elif self.size and _LIBC is not None:
-            _LIBC.munmap(self.addr, self.size)
-        self.size = 0
-
-
 class _Lease:
     """The owner numpy sees for arrays cut from one pooled buffer (returned when it dies)."""
 
     __slots__ = ("__array_interface__", "__weakref__", "buffer", "nbytes", "ptr")
 
-    def __init__(self, buffer: _Buffer, nbytes: int) -> None:
+    def __init__(self, buffer: Buffer, nbytes: int) -> None:
         self.buffer = buffer
         self.nbytes = nbytes
         self.ptr = buffer.addr
@@ -285,7 +133,7 @@ class _Pool:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.lock = threading.RLock()  # a finaliser may run while this thread holds the lock
-        self.idle: list[_Buffer] = []  # least recently freed first
+        self.idle: list[Buffer] = []  # least recently freed first
         self.idle_bytes = 0
         self.in_use = 0  # resident bytes of buffers handed out and not yet returned
         self.high_water = 0  # the most ever in use at once
@@ -299,7 +147,7 @@ class _Pool:
         self.idle_bytes -= buf.touched
         buf.free()
 
-    def _new(self, nbytes: int) -> _Buffer:
+    def _new(self, nbytes: int) -> Buffer:
         """Return a new buffer for a miss, made as far as possible of idle buffers' written pages.
 
         Pages move (least recently freed buffers first) instead of idle buffers being freed
@@ -307,11 +155,11 @@ class _Pool:
         """
         from ctflow.tuning import settings
 
-        size = _whole_grains(int(nbytes * _HEADROOM))
+        size = whole_grains(int(nbytes * _HEADROOM))
         move = settings().move_pages
         # Without page moving a miss is numpy's own memory, which numpy asks the kernel to back
         # with huge pages: a fresh 300 MB buffer of 4 KiB pages pays ~75,000 page faults.
-        buf = _Buffer(size, nbytes, movable=move)
+        buf = Buffer(size, nbytes, movable=move)
         used = 0  # bytes of buf filled from idle buffers
         if buf.movable and move:
             while self.idle and used < nbytes:
@@ -336,12 +184,12 @@ class _Pool:
         self.fresh_bytes += max(0, nbytes - used)
         return buf
 
-    def take(self, nbytes: int) -> _Buffer:
+    def take(self, nbytes: int) -> Buffer:
         with self.lock:
             best = -1  # the smallest idle buffer that fits without wasting more than half
             for k, buf in enumerate(self.idle):
                 size = buf.size
-                if nbytes <= size <= nbytes * _MAX_WASTE + _GRAIN and (
+                if nbytes <= size <= nbytes * _MAX_WASTE + GRAIN and (
                     best < 0 or size < self.idle[best].size
                 ):
                     best = k
@@ -360,7 +208,7 @@ class _Pool:
                 self._drop_first()  # the pool never makes the process bigger than its peak
             return buf
 
-    def give_back(self, buf: _Buffer) -> None:
+    def give_back(self, buf: Buffer) -> None:
         buf.protect(False)
         with self.lock:
             self.in_use -= buf.touched

@@ -625,3 +625,30 @@ def test_sync_false_writes_the_same_item_without_fsync(tmp_path, rng, monkeypatc
     assert len(calls) == synced
     with pytest.raises(cf.InvalidParameterError, match="sync"):
         cf.Pipeline().dump(tmp_path / "c", sync="no")
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32, np.uint8])
+@pytest.mark.parametrize("fill", ["random", "zeros"])
+def test_a_one_chunk_array_records_where_its_chunk_lies_as_blosc2_reads_it(
+    tmp_path, rng, dtype, fill
+):
+    """A crop's frame is put together by ctflow: the place it records is blosc2's own."""
+    from ctflow.io.store.frames import _chunk_places
+
+    shape = (16, 32, 32)
+    vol = np.zeros(shape, dtype) if fill == "zeros" else rng.integers(0, 100, shape).astype(dtype)
+    b = cf.CTBatch.from_arrays([vol], ids=["crop"])
+    b.dump(tmp_path)
+    meta = json.loads((tmp_path / "crop" / "meta.json").read_text())
+    spec = meta["components"]["images"]
+    assert len(spec["chunk_crc32"]) == 1
+    assert [spec["chunk_planes"], spec["chunk_ranges"]] == list(
+        _chunk_places(_array(tmp_path / "crop"))
+    )
+    offset, size = spec["chunk_ranges"][0]
+    if offset >= 0:  # the recorded bytes are the chunk blosc2 decompresses into the crop
+        raw = _array(tmp_path / "crop").read_bytes()[offset : offset + size]
+        assert np.array_equal(np.frombuffer(blosc2.decompress2(raw), dtype).reshape(shape), vol)
+    assert np.array_equal(
+        cf.Pipeline().load().execute(cf.CTBatch(["crop"], [tmp_path / "crop"]))[0].images, vol
+    )

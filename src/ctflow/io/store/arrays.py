@@ -152,17 +152,18 @@ def _write_array(
     (cz, _, _), blocks = _layout(data.shape, data.itemsize)
     if cz < int(data.shape[0]):
         return _write_chunks(path, data, cz, blocks, flags)
-    fd, crcs = _write_one_chunk(path, data, cz, blocks, flags)
-    return fd, crcs, _chunk_places(path)
+    fd, crcs, places = _write_one_chunk(path, data, cz, blocks, flags)
+    return fd, crcs, _chunk_places(path) if places is None else places
 
 
 def _write_one_chunk(
     path: Path, data: NDArray[Any], cz: int, blocks: tuple[int, ...], flags: dict[str, Any]
-) -> tuple[int, list[int]]:
+) -> tuple[int, list[int], Places | None]:
     """Write an array of one chunk (a crop) with one GIL-free write; see ``_write_array``.
 
     blosc2's file updates hold the GIL while they wait for the disk: the frame is put together
-    here, without blosc2's frame code where a frame of the layout could be learnt.
+    here, without blosc2's frame code where a frame of the layout could be learnt — and then
+    where the chunk lies is known without opening the file again (None: ask the file).
     """
     slab = _padded(data, 0, cz)
     flags = _chunk_flags(slab, flags)
@@ -171,7 +172,11 @@ def _write_one_chunk(
         frame = _crop_frame(tuple(data.shape), data.dtype, blocks, flags)
         parts = None if frame is None else frame.parts(chunk)
         if parts is not None:
-            return _write_file(path, *parts), [_chunk_crc(chunk)]
+            places: Places | None = None
+            whole_planes = tuple(blocks[1:]) == tuple(data.shape[1:]) and cz % blocks[0] == 0
+            if len(parts) == 3 and whole_planes:  # head, the chunk's bytes, tail
+                places = (cz, [[len(parts[0]), len(chunk)]])
+            return _write_file(path, *parts), [_chunk_crc(chunk)], places
     arr = blosc2.empty(
         data.shape,
         data.dtype,
@@ -180,7 +185,7 @@ def _write_one_chunk(
         cparams=blosc2.CParams(nthreads=1, **flags),
     )
     arr.schunk.update_chunk(0, chunk)
-    return _write_file(path, arr.schunk.to_cframe()), [_chunk_crc(chunk)]
+    return _write_file(path, arr.schunk.to_cframe()), [_chunk_crc(chunk)], None
 
 
 def _write_chunks(

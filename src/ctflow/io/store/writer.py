@@ -89,6 +89,25 @@ def _checked_arrays(
     return out
 
 
+def meta_json(meta: Mapping[str, Any]) -> bytes:
+    """Encode ``meta.json``: one top-level key per line, each value on its line.
+
+    Readable (``grep``, ``diff``) and encoded by the json module's C encoder: an indented dump
+    runs the pure-Python one, which took most of ``dump``'s time for small items (crops) with
+    long histories and chunk places, holding the GIL the other threads' items wait for.
+
+    Examples
+    --------
+    >>> print(meta_json({"id": "a", "spacing": [1.0, 0.5, 0.5]}).decode())
+    {
+     "id": "a",
+     "spacing": [1.0, 0.5, 0.5]
+    }
+    """
+    lines = [f" {json.dumps(key)}: {json.dumps(value)}" for key, value in meta.items()]
+    return ("{\n" + ",\n".join(lines) + "\n}").encode("utf-8")
+
+
 def write_item(
     dst: str | os.PathLike[str],
     item_id: str,
@@ -224,7 +243,7 @@ def write_item(
             "warnings": [str(w) for w in warnings],
             "history": [dict(h) for h in history],
         }
-        open_fds.append(_write_file(tmp / _META, json.dumps(meta, indent=1).encode("utf-8")))
+        open_fds.append(_write_file(tmp / _META, meta_json(meta)))
         # every file's writeback is under way: the first fsync commits the journal for all
         while open_fds:
             _close(open_fds.pop(), sync=sync)
