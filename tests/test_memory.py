@@ -363,3 +363,24 @@ def test_the_guard_faults_a_use_of_memory_the_pool_took_back(move_pages):
     )
     assert res.stdout == "released\n", res.stderr
     assert res.returncode == -11 and "Segmentation fault" in res.stderr
+
+
+def test_an_unfinished_gen_batch_does_not_hang_the_interpreter_at_exit(tmp_path):
+    """Its run scope ends when the garbage collector closes it at shutdown: no linger thread
+    can start then (Timer.start waited forever), so the pool is freed at once."""
+    code = (
+        "import numpy as np, ctflow as cf\n"
+        "from ctflow.io.writer import write_scan\n"
+        f"d = {str(tmp_path)!r}\n"
+        "vol = np.zeros((40, 256, 256), np.int16)\n"
+        "paths = [write_scan(f'{d}/{n}.mhd', vol, cf.Geometry((1, 1, 1))) for n in 'ab']\n"
+        "p = cf.Dataset.from_paths(paths) >> cf.Pipeline().load().normalize_hu()\n"
+        "gen = p.gen_batch(batch_size=1)\n"
+        "print(next(gen).ids, flush=True)  # the generator stays open until the interpreter ends\n"
+    )
+    env = {**os.environ, "CTFLOW_POOL_LINGER": "30"}
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "['a']\n"

@@ -57,6 +57,7 @@ True
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
@@ -377,13 +378,18 @@ class _Runs:
             self.active = max(0, self.active - 1)
             if self.active:
                 return
-            if linger <= 0:
+            # at interpreter shutdown (an unfinished gen_batch closed by the garbage collector)
+            # a new thread never starts, and Timer.start would wait for it forever
+            if linger <= 0 or sys.is_finalizing():
                 _pool.clear()
                 return
             timer = threading.Timer(linger, self._expire, args=(self.generation,))
             timer.daemon = True
             self.timer = timer
-        timer.start()
+        try:
+            timer.start()
+        except RuntimeError:  # no new threads here now: free at once
+            _pool.clear()
 
     def _expire(self, generation: int) -> None:
         with self.lock:
