@@ -174,7 +174,15 @@ class CTBatch(Components, ActionMethods):
         from ctflow.batch_build import batch_from_arrays
 
         return batch_from_arrays(
-            cls, images, ids, spacing, origin, direction, masks, nodules, n_workers
+            cls,
+            images,
+            ids=ids,
+            spacing=spacing,
+            origin=origin,
+            direction=direction,
+            masks=masks,
+            nodules=nodules,
+            n_workers=n_workers,
         )
 
     @classmethod

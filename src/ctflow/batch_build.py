@@ -38,6 +38,7 @@ __all__ = ["batch_from_arrays", "concat_batches", "select_items"]
 def batch_from_arrays(
     cls: type[CTBatch],
     images: Sequence[NDArray[Any]],
+    *,
     ids: Sequence[str] | None = None,
     spacing: ArrayLike | None = None,
     origin: ArrayLike | None = None,

@@ -162,7 +162,7 @@ class _Pool:
         # with huge pages: a fresh 300 MB buffer of 4 KiB pages pays ~75,000 page faults.
         buf = Buffer(size, nbytes, movable=move)
         used = 0  # bytes of buf filled from idle buffers
-        if buf.movable and move:
+        if buf.movable:  # a mapping of its own: only made when pages may move
             while self.idle and used < nbytes:
                 src = self.idle[0]
                 if not src.movable:
