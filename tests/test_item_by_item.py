@@ -25,12 +25,16 @@ SHAPES = [(20, 40, 48), (24, 48, 36), (16, 56, 56), (18, 44, 40)]
 
 
 @pytest.fixture(scope="module")
-def mixed(tmp_path_factory: pytest.TempPathFactory) -> cf.Dataset:
+def mixed_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], Path]:
     dst = tmp_path_factory.mktemp("mixed")
-    paths, _ = make_dataset(
+    return make_dataset(
         dst, n_scans=4, shapes=SHAPES, orientations=["LPS", "RAS", "RAS", "LPS"], seed=4
     )
-    return cf.Dataset.from_paths(paths)
+
+
+@pytest.fixture(scope="module")
+def mixed(mixed_files: tuple[list[Path], Path]) -> cf.Dataset:
+    return cf.Dataset.from_paths(mixed_files[0])
 
 
 def _actions() -> list[Any]:
@@ -86,6 +90,84 @@ def test_the_same_whatever_the_threads(mixed):
     for other in runs[1:]:
         for k in range(len(mixed.ids)):
             np.testing.assert_array_equal(other[k].images, runs[0][k].images)
+
+
+def test_fetch_nodules_joins_the_run_and_gives_what_it_gives_on_the_batch(mixed, mixed_files):
+    """A batch action whose result for an item depends on that item only (``fetch_nodules``)
+    runs item by item inside the run: load is no longer a run of its own, whose items were read
+    apart and then copied into one buffer before the next action."""
+    actions = list(
+        cf.Pipeline()
+        .load()
+        .fetch_nodules(mixed_files[1])
+        .unify_spacing((2.0, 2.0, 2.0), dtype="int16")
+        .create_mask()
+        .actions
+    )
+    calls: list[int] = []
+    fetch = actions[1]
+    run = type(fetch).run
+
+    def counted(self: Any, batch: cf.CTBatch) -> cf.CTBatch:
+        calls.append(len(batch))
+        return run(self, batch)
+
+    ref = _action_by_action(mixed, actions, seed=3)
+    calls.clear()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(type(fetch), "run", counted)
+        got = execute(mixed.create_batch(mixed.ids, n_workers=2), actions, seed=3, position=7)
+    assert calls == [1, 1, 1, 1]  # once per item, inside the run
+    assert got.error is None
+    batch = got.batch
+    assert sum(int(batch[k].masks.sum()) for k in range(len(batch))) > 0  # nodules drawn
+    for k in range(len(ref)):
+        np.testing.assert_array_equal(batch[k].images, ref[k].images)
+        np.testing.assert_array_equal(batch[k].masks, ref[k].masks)
+        assert batch.history[k] == ref.history[k]
+    key = ["id", "z", "y", "x", "diameter"]
+    by_id = ref.nodules[key].sort_values(key).reset_index(drop=True)
+    assert batch.nodules[key].sort_values(key).reset_index(drop=True).equals(by_id)
+
+
+def test_a_releasing_concat_frees_each_components_items_before_the_next_buffer(monkeypatch):
+    """The run's final assembly (``concat_batches(..., release=True)``): each component's item
+    arrays go back to the pool once copied, so the next component's buffer may reuse them; the
+    peak is the items plus one component's buffer, not plus every component's."""
+    from ctflow import memory
+    from ctflow.batch_build import concat_batches
+
+    monkeypatch.setattr(memory, "_pool", memory._Pool(512 * 2**20))
+    shapes = [(40, 256, 256), (30, 256, 256)]  # 5 and 3.75 MiB of int16 ...
+    monkeypatch.setattr(memory, "MIN_BYTES", 2**20)  # ... pooled
+    parts, item_addresses = [], set()
+    for k, shape in enumerate(shapes):
+        images = memory.empty(shape, np.int16)
+        images.fill(k)
+        masks = memory.empty(shape, np.uint8)
+        masks.fill(1)
+        item_addresses.add(images.ctypes.data)
+        parts.append(cf.CTBatch.from_arrays([images], ids=[f"s{k}"], masks=[masks]))
+        del images, masks
+    idle_when_asked: list[set[int]] = []
+    take = memory._pool.take
+
+    def traced(nbytes: int) -> Any:
+        idle_when_asked.append({buf.addr for buf in memory._pool.idle})
+        return take(nbytes)
+
+    monkeypatch.setattr(memory._pool, "take", traced)
+    out = concat_batches(cf.CTBatch, parts, release=True)
+    assert len(idle_when_asked) == 2  # images, then masks
+    assert not idle_when_asked[0] & item_addresses  # the items' images in use while copied ...
+    assert item_addresses <= idle_when_asked[1]  # ... and idle before the masks' buffer is cut
+    assert not any(p.has("images") or p.has("masks") for p in parts)  # the parts are emptied
+    for k, shape in enumerate(shapes):
+        assert out[k].images.shape == shape
+        assert (out[k].images == k).all() and (out[k].masks == 1).all()
+    halves = [out.select([0], copy=False), out.select([1], copy=False)]
+    kept = concat_batches(cf.CTBatch, halves)  # by default the batches keep their arrays
+    assert kept.has("images") and all(h.has("images") and h.has("masks") for h in halves)
 
 
 def test_a_failing_item_fails_alone_mid_run_under_skip(mixed):

@@ -113,7 +113,9 @@ def batch_from_arrays(
     return batch
 
 
-def concat_batches(cls: type[CTBatch], batches: Sequence[CTBatch]) -> CTBatch:
+def concat_batches(
+    cls: type[CTBatch], batches: Sequence[CTBatch], *, release: bool = False
+) -> CTBatch:
     """Return one batch of the items of ``batches``, in order (arrays copied into one buffer).
 
     Parameters
@@ -122,6 +124,10 @@ def concat_batches(cls: type[CTBatch], batches: Sequence[CTBatch]) -> CTBatch:
         The batch class when ``batches`` is empty (else the class of the first batch).
     batches : sequence of CTBatch
         The batches; components must be present in all of them or in none.
+    release : bool, default False
+        Take each component out of ``batches`` once it is copied, so its memory is free for
+        the next component's buffer (peak: the items plus one component, not plus all). For
+        batches nobody else uses: they are left without voxels.
 
     Returns
     -------
@@ -180,6 +186,10 @@ def concat_batches(cls: type[CTBatch], batches: Sequence[CTBatch]) -> CTBatch:
             raise InvalidScanError(f"concat: items {missing} have no {name} while others do")
         views = [v for b in parts for v in b._data[name].items()]
         out._data[name] = Ragged.from_items(views)
+        if release:
+            del views
+            for b in parts:
+                del b._data[name]
     if all(b.patches is not None for b in parts):
         out.patches = np.concatenate([b.patches for b in parts if b.patches is not None])
         out.patch_grids = [g for b in parts for g in b.patch_grids]

@@ -266,11 +266,11 @@ def _run_actions(
 
 def _item_run(actions: Sequence[Action], start: int) -> int:
     """Return how many actions from ``start`` on can run item by item (0: none)."""
-    from ctflow.actions.base import ItemAction
+    from ctflow.actions.base import BatchAction, ItemAction
 
     n = 0
     for action in actions[start:]:
-        if not (isinstance(action, ItemAction) and action.item_by_item):
+        if not (isinstance(action, ItemAction | BatchAction) and action.item_by_item):
             break
         n += 1
     return n
@@ -348,7 +348,13 @@ def _item_by_item(
             parts.append(out)
     if outcome.error is not None:
         return None
-    merged = type(batch).concat(parts) if parts else batch.select([], copy=False)
+    if not parts:
+        merged = batch.select([], copy=False)
+    else:  # the parts are ours: each component's item arrays go back to the pool once copied
+        from ctflow.batch_build import concat_batches
+
+        del results, out, futures, fut
+        merged = concat_batches(type(batch), parts, release=True)
     merged.failed, merged.dumped, merged.skipped = failed, dumped, skipped
     merged.n_workers, merged.on_error = batch.n_workers, batch.on_error
     return merged

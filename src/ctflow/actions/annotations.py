@@ -49,6 +49,7 @@ class FetchNodules(BatchAction):
 
     name = "fetch_nodules"
     family = "annotations"
+    item_by_item = True  # an item's rows depend on its id only
     annotations: str | os.PathLike[str] | pd.DataFrame
 
     def __post_init__(self) -> None:

@@ -276,6 +276,11 @@ class ItemAction(Action):
 class BatchAction(Action):
     """An action that works on the whole batch at once (subclasses implement :meth:`run`)."""
 
+    #: The action may run on each item as a batch of its own, inside a run of item actions
+    #: (:func:`ctflow.execution.execute`): True when its result for an item depends on that
+    #: item only (``fetch_nodules`` keeps the table's rows of the batch's ids). Default False.
+    item_by_item: ClassVar[bool] = False
+
     def run(self, batch: CTBatch) -> CTBatch:
         """Do the work; return the batch (``batch`` itself, changed, or a new one)."""
         raise NotImplementedError
