@@ -15,7 +15,8 @@ Execution model
 3. **Batch.** :func:`execute` runs the actions on one batch in order; a run of consecutive
    item actions on a batch of several items goes item by item (each item through the whole
    run, the items side by side on the batch's threads, one assembly at the end; see
-   ``docs/design.md``), with the same results as action by action. Each batch is seeded from
+   ``docs/design.md``), with the same results as action by action; a batch action that
+   declares ``item_by_item`` (``fetch_nodules``) joins such a run. Each batch is seeded from
    ``(seed, position)``, so output never depends on prefetch depth, thread count or engine.
    Under ``on_error="skip"`` one bad item fails alone: an item action drops just the items that
    raise; a batch action that raises is run again on each item by itself, and only the items
@@ -286,6 +287,9 @@ def _item_by_item(
     seen: set[tuple[str, str]],
 ) -> CTBatch | None:
     """Run a run of item actions item by item, then assemble the items into one batch.
+
+    The run may hold batch actions that declare ``item_by_item`` (each runs on a one-item
+    batch).
 
     Each item goes through all of ``actions`` as a batch of its own (a zero-copy view of it),
     the items side by side on the batch's threads, largest first, sharing them fairly
