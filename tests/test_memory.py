@@ -226,6 +226,7 @@ def test_scans_of_different_sizes_stop_missing_after_one_pass(pool):
     largest is more than any one scan's peak, which the quarter of slack over the high-water
     mark allows (with none, 6 of 16 requests missed on every pass)."""
     scans = [(30, 18, 9, 36), (16, 20, 10, 40), (35, 17, 9, 34), (25, 20, 10, 40)]
+    assert memory.pool_slack() == 1.25
     with tuning.tuned(move_pages=False):
         for scan in scans:
             _pipeline_scan(scan)
@@ -359,6 +360,24 @@ def test_a_pipeline_run_frees_its_idle_buffers(pool, monkeypatch, tmp_path):
     report = (ds >> cf.Pipeline().load().unify_spacing((1.0, 1.0, 1.0))).run(batch_size=1)
     assert report.done == ["a"] and memory.pool_stats()["misses"] > 0
     assert memory.pool_stats()["idle_bytes"] == 0
+
+
+def test_without_slack_the_pool_stays_within_its_high_water_mark(pool, monkeypatch):
+    monkeypatch.setenv("CTFLOW_POOL_SLACK", "1")
+    scans = [(30, 18, 9, 36), (16, 20, 10, 40), (35, 17, 9, 34), (25, 20, 10, 40)]
+    with tuning.tuned(move_pages=False):
+        for scan in scans * 2:
+            _pipeline_scan(scan)
+    stats = memory.pool_stats()
+    assert stats["idle_bytes"] <= memory._pool.high_water
+    assert stats["misses"] > len(scans)  # the price: scans of other sizes keep missing
+
+
+@pytest.mark.parametrize("raw", ["0.5", "big", "nan"])
+def test_a_bad_slack_is_refused(monkeypatch, raw):
+    monkeypatch.setenv("CTFLOW_POOL_SLACK", raw)
+    with pytest.raises(cf.InvalidParameterError, match="CTFLOW_POOL_SLACK"):
+        memory.pool_slack()
 
 
 @pytest.mark.parametrize("raw", ["-1", "soon", "nan"])

@@ -18,8 +18,9 @@ Rules
 * New buffers get 25 % headroom, so the next, slightly larger scan fits (pages never written
   cost no memory), and a buffer serves requests down to half its size, so a small request never
   pins a big buffer.
-* Pooled memory, in use plus idle, never exceeds 1.25 times the most pooled memory that was in
-  use at one time so far (idle buffers are released, least recently freed first, before a new
+* Pooled memory, in use plus idle, never exceeds :func:`pool_slack` (1.25 by default,
+  ``CTFLOW_POOL_SLACK``; 1 for none) times the most pooled memory that was in use at one time
+  so far (idle buffers are released, least recently freed first, before a new
   buffer would cross that mark): the pool makes the process at most a quarter bigger than its
   own peak of pooled memory, and the buffers of one scan serve the next. The quarter is what
   keeps scans of different sizes from missing: a pipeline's arrays play a few roles (the loaded
@@ -81,6 +82,7 @@ __all__ = [
     "owns_data",
     "pool_limit",
     "pool_linger",
+    "pool_slack",
     "pool_stats",
     "run_scope",
     "set_pool_limit",
@@ -93,7 +95,8 @@ MIN_BYTES = 8 * 2**20
 DEFAULT_LINGER = 2.0
 _HEADROOM = 1.25  # new buffers are this much larger than asked (unwritten pages cost nothing)
 _MAX_WASTE = 2.0  # a buffer serves requests down to half its size (minus one grain)
-_SLACK = 1.25  # pooled memory (in use + idle) stays under this times the most in use at once
+#: Pooled memory (in use + idle) stays under this times the most in use at once, by default.
+DEFAULT_SLACK = 1.25
 
 
 def _default_limit() -> int:
@@ -191,6 +194,7 @@ class _Pool:
         return buf
 
     def take(self, nbytes: int) -> Buffer:
+        slack = pool_slack()  # a bad CTFLOW_POOL_SLACK fails here, before anything is taken
         with self.lock:
             best = -1  # the smallest idle buffer that fits without wasting more than half
             for k, buf in enumerate(self.idle):
@@ -210,7 +214,7 @@ class _Pool:
                 buf = self._new(nbytes)
             self.in_use += buf.touched
             self.high_water = max(self.high_water, self.in_use)
-            while self.idle and self.in_use + self.idle_bytes > self.high_water * _SLACK:
+            while self.idle and self.in_use + self.idle_bytes > self.high_water * slack:
                 self._drop_first()  # the pool never makes the process much bigger than its peak
             return buf
 
@@ -342,6 +346,24 @@ def set_pool_limit(nbytes: int) -> None:
 def clear_pool() -> None:
     """Drop every idle buffer (the memory goes back to the operating system)."""
     _pool.clear()
+
+
+def pool_slack() -> float:
+    """How far pooled memory may exceed its high-water mark (``CTFLOW_POOL_SLACK``, default 1.25).
+
+    Pooled memory, in use plus idle, stays under this times the most ever in use at once; 1
+    keeps the pool strictly within the process's own peak (more misses when scan sizes vary).
+    """
+    raw = os.environ.get("CTFLOW_POOL_SLACK", "")
+    if raw == "":
+        return DEFAULT_SLACK
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value >= 1:  # also NaN
+        raise InvalidParameterError(f"CTFLOW_POOL_SLACK must be a number >= 1; got {raw!r}")
+    return value
 
 
 def pool_linger() -> float:

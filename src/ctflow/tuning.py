@@ -24,7 +24,9 @@ switch             environment                 what it does
                                                (page faults, zeroing). At most ``pool_mb`` idle
                                                (default: a tenth of the machine's memory, at
                                                most 2 GiB), released 2 s after the last run
-                                               (``CTFLOW_POOL_LINGER``).
+                                               (``CTFLOW_POOL_LINGER``); pooled memory within
+                                               1.25x its peak in use
+                                               (``CTFLOW_POOL_SLACK``).
 ``move_pages``     ``CTFLOW_MOVE_PAGES``       Off by default. Linux: a request no idle buffer
                    (1 / 0)                     fits is made of idle buffers' pages, moved with
                                                ``mremap``, rather than of new memory.
