@@ -113,7 +113,6 @@ def test_fetch_nodules_joins_the_run_and_gives_what_it_gives_on_the_batch(mixed,
         return run(self, batch)
 
     ref = _action_by_action(mixed, actions, seed=3)
-    calls.clear()
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(type(fetch), "run", counted)
         got = execute(mixed.create_batch(mixed.ids, n_workers=2), actions, seed=3, position=7)

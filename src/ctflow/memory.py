@@ -348,38 +348,32 @@ def clear_pool() -> None:
     _pool.clear()
 
 
+def _env_number(name: str, default: float, lo: float, rule: str) -> float:
+    """Return the environment variable ``name`` as a number >= ``lo`` (``default`` if unset)."""
+    raw = os.environ.get(name, "")
+    if raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value >= lo:  # also NaN
+        raise InvalidParameterError(f"{name} must be {rule}; got {raw!r}")
+    return value
+
+
 def pool_slack() -> float:
     """How far pooled memory may exceed its high-water mark (``CTFLOW_POOL_SLACK``, default 1.25).
 
     Pooled memory, in use plus idle, stays under this times the most ever in use at once; 1
     keeps the pool strictly within the process's own peak (more misses when scan sizes vary).
     """
-    raw = os.environ.get("CTFLOW_POOL_SLACK", "")
-    if raw == "":
-        return DEFAULT_SLACK
-    try:
-        value = float(raw)
-    except ValueError:
-        value = 0.0
-    if not value >= 1:  # also NaN
-        raise InvalidParameterError(f"CTFLOW_POOL_SLACK must be a number >= 1; got {raw!r}")
-    return value
+    return _env_number("CTFLOW_POOL_SLACK", DEFAULT_SLACK, 1.0, "a number >= 1")
 
 
 def pool_linger() -> float:
     """Seconds idle buffers outlive the last run (``CTFLOW_POOL_LINGER``, default 2; 0: none)."""
-    raw = os.environ.get("CTFLOW_POOL_LINGER", "")
-    if raw == "":
-        return DEFAULT_LINGER
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:  # also NaN
-        raise InvalidParameterError(
-            f"CTFLOW_POOL_LINGER must be a number of seconds >= 0; got {raw!r}"
-        )
-    return value
+    return _env_number("CTFLOW_POOL_LINGER", DEFAULT_LINGER, 0.0, "a number of seconds >= 0")
 
 
 class _Runs:
