@@ -22,6 +22,8 @@ How a chain is planned (:func:`fuse`, called by :class:`~ctflow.Pipeline` unless
 * ``normalize_hu`` (a voxel-wise map) commutes with crops, flips and reorientation exactly, so
   ``unify_spacing → normalize_hu → central_crop`` runs as ``[unify_spacing + central_crop] →
   normalize_hu``: identical output, the crop joins the resampling pass.
+* For the same reason ``normalize_hu → sample_nodules`` (or ``sample_crops``) runs on the crops
+  only (:mod:`ctflow.actions.fusion_crops`).
 
 A fused run draws each action's random parameters from the same generator the action would
 have used alone (one per action, as the unfused run), records each action in the item's
@@ -234,7 +236,9 @@ def fuse(actions: Sequence[Action]) -> tuple[Action, ...]:
         out.append(action)
         i += 1
     close()
-    return tuple(out)
+    from ctflow.actions.fusion_crops import crops_first
+
+    return crops_first(out)
 
 
 def _compose(steps: Sequence[GridStep]) -> dict[str, Any]:

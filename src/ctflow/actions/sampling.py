@@ -203,6 +203,9 @@ class SampleNodules(BatchAction):
 
     name = "sample_nodules"
     family = "sampling"
+    #: crops chosen from the nodule table and shapes, never from voxel values, cut as whole
+    #: voxels: a voxel-wise action before it may run on the crops instead (actions.fusion_crops)
+    intensity_blind = True
     batch_size: int
     nodule_size: Sequence[int] = (32, 64, 64)
     share: float = 0.5
@@ -337,6 +340,8 @@ class SampleCrops(BatchAction):
 
     name = "sample_crops"
     family = "sampling"
+    #: crops chosen from label maps and shapes, never from voxel values (actions.fusion_crops)
+    intensity_blind = True
     batch_size: int
     shape: Sequence[int]
     ratios: Mapping[int, float] | None = None
