@@ -121,6 +121,9 @@ def test_a_bad_pool_size_in_the_environment_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("CTFLOW_POOL_MB", "lots")
     with pytest.raises(cf.InvalidParameterError, match="CTFLOW_POOL_MB"):
         memory._default_limit()
+    monkeypatch.setenv("CTFLOW_POOL_MB", "-5")
+    with pytest.raises(cf.InvalidParameterError, match="CTFLOW_POOL_MB must be a number of"):
+        memory._default_limit()
     monkeypatch.setenv("CTFLOW_POOL_MB", "64")
     assert memory._default_limit() == 64 * 2**20
 

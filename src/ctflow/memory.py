@@ -99,15 +99,30 @@ _MAX_WASTE = 2.0  # a buffer serves requests down to half its size (minus one gr
 DEFAULT_SLACK = 1.25
 
 
+def _env_number(name: str, default: float, lo: float, rule: str) -> float:
+    """Return the environment variable ``name`` as a number >= ``lo`` (``default`` if unset)."""
+    raw = os.environ.get(name, "")
+    if raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value >= lo:  # also NaN
+        raise InvalidParameterError(f"{name} must be {rule}; got {raw!r}")
+    return value
+
+
+def _pool_mb() -> float | None:
+    """Return ``CTFLOW_POOL_MB``, the pool's size in MiB (0 turns pooling off; None: unset)."""
+    value = _env_number("CTFLOW_POOL_MB", -1.0, 0.0, "a number of MiB >= 0 (0 turns pooling off)")
+    return None if value < 0 else value
+
+
 def _default_limit() -> int:
-    env = os.environ.get("CTFLOW_POOL_MB")
-    if env is not None:
-        try:
-            return max(0, int(float(env) * 2**20))
-        except ValueError:
-            raise InvalidParameterError(
-                f"CTFLOW_POOL_MB must be a number of MiB (0 turns pooling off); got {env!r}"
-            ) from None
+    mb = _pool_mb()
+    if mb is not None:
+        return int(mb * 2**20)
     from ctflow.system import total_memory_bytes
 
     total = total_memory_bytes() or 8 * 2**30
@@ -346,20 +361,6 @@ def set_pool_limit(nbytes: int) -> None:
 def clear_pool() -> None:
     """Drop every idle buffer (the memory goes back to the operating system)."""
     _pool.clear()
-
-
-def _env_number(name: str, default: float, lo: float, rule: str) -> float:
-    """Return the environment variable ``name`` as a number >= ``lo`` (``default`` if unset)."""
-    raw = os.environ.get(name, "")
-    if raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not value >= lo:  # also NaN
-        raise InvalidParameterError(f"{name} must be {rule}; got {raw!r}")
-    return value
 
 
 def pool_slack() -> float:

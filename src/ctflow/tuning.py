@@ -71,21 +71,6 @@ def _flag(name: str, default: bool) -> bool:
     raise InvalidParameterError(f"{name} must be 1 or 0; got {raw!r}")
 
 
-def _pool_mb() -> float | None:
-    raw = os.environ.get("CTFLOW_POOL_MB")
-    if raw is None or raw == "":
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise InvalidParameterError(
-            f"CTFLOW_POOL_MB must be a number of MiB (0 turns pooling off); got {raw!r}"
-        ) from None
-    if value < 0:
-        raise InvalidParameterError(f"CTFLOW_POOL_MB must be >= 0; got {raw!r}")
-    return value
-
-
 @dataclass(frozen=True)
 class Tuning:
     """The switches (see the module docstring)."""
@@ -97,6 +82,8 @@ class Tuning:
 
 
 def _from_environment() -> Tuning:
+    from ctflow.memory import _pool_mb
+
     pool_mb = _pool_mb()
     return Tuning(
         buffer_pool=_flag("CTFLOW_BUFFER_POOL", True) and (pool_mb is None or pool_mb > 0),
