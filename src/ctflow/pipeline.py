@@ -67,7 +67,9 @@ class Pipeline(ActionMethods):
     fuse : bool, default True
         Run consecutive geometric actions (resampling, reorientation, flips, rotations, crops,
         random affine and elastic deformations) as one resampling pass that computes only the
-        kept voxels (:mod:`ctflow.actions.fusion`); ``False`` runs every action on its own.
+        kept voxels (:mod:`ctflow.actions.fusion`), and ``normalize_hu`` followed by
+        ``sample_nodules`` / ``sample_crops`` on the crops only, with identical results
+        (:mod:`ctflow.actions.fusion_crops`); ``False`` runs every action on its own.
 
     Examples
     --------
@@ -204,7 +206,7 @@ class Pipeline(ActionMethods):
 
     @property
     def planned(self) -> tuple[Action, ...]:
-        """The actions as they run: fused geometric runs as one action each (when ``fuse``).
+        """The actions as they run: fused runs as one action each (when ``fuse``).
 
         Examples
         --------
