@@ -123,3 +123,27 @@ def test_float_scans_windowed_to_uint8_run_in_the_written_order():
     crops = pair(batch)
     assert crops.images.dtype == np.uint8 and crops.images.shape == (4, 4, 4)
     assert [h["action"] for h in crops.history[0]][-2:] == ["normalize_hu", "sample_nodules"]
+
+
+def test_under_skip_a_failing_item_fails_as_in_the_written_order():
+    # the window to uint8 refuses the NaN scan: it alone is dropped, under normalize_hu's name,
+    # and the other scans' crops are the ones the written order cuts
+    from ctflow.actions.fusion import fuse
+    from ctflow.execution import execute
+
+    ann = pd.DataFrame({"id": ["a", "c"], "z": [6.0, 5.0], "y": [6.0, 5.0], "x": [6.0, 5.0],
+                        "diameter": [2.0, 2.0]})  # fmt: skip
+    scans = [np.linspace(-1100, 500, 12**3, dtype=np.float32).reshape(12, 12, 12) for _ in "abc"]
+    scans[1][3, 3, 3] = np.nan
+    actions = (NormalizeHU(dtype="uint8"), SampleNodules(5, (4, 4, 4), share=0.4))
+    assert len(fuse(actions)) == 1
+    outcomes = []
+    for plan in (fuse(actions), actions):
+        batch = cf.CTBatch.from_arrays([s.copy() for s in scans], ids=["a", "b", "c"], nodules=ann)
+        outcomes.append(execute(batch, plan, seed=4, on_error="skip"))
+    fused, plain = outcomes
+    assert [f[0] for f in fused.failed] == ["b"]
+    assert fused.failed == plain.failed and "normalize_hu" in fused.failed[0][1]
+    assert fused.batch is not None and plain.batch is not None
+    assert fused.batch.info == plain.batch.info
+    np.testing.assert_array_equal(fused.batch.images, plain.batch.images)

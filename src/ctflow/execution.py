@@ -253,7 +253,7 @@ def _run_actions(
                 if on_error != "skip":
                     outcome.error = exc
                     return None
-                result = _isolate(current, action, exc)
+                result = isolate(current, action, exc)
         except StopRequested:  # Ctrl-C before some of its items started: none is done
             outcome.interrupted.extend(dict.fromkeys(_origin_ids(current)))
             break
@@ -376,7 +376,7 @@ def _apply(action: Action, batch: CTBatch) -> CTBatch:
     return result
 
 
-def _isolate(batch: CTBatch, action: Action, error: Exception) -> CTBatch:
+def isolate(batch: CTBatch, action: Action, error: Exception) -> CTBatch:
     """Run ``action`` on each item alone after it failed on the whole batch.
 
     The items that pass are kept; the others are recorded as failed (``on_error="skip"``).

@@ -113,11 +113,30 @@ class CropsFirst(BatchAction):
         from ctflow.lazy import is_lazy
 
         if not batch.has("images") or is_lazy(batch):
-            return self.sampler(self.voxelwise(batch))  # their order: the errors they give
+            return _step(self.sampler, _step(self.voxelwise, batch))  # the errors they give
         kind = batch.ragged("images").buffer.dtype.kind
         if kind == "f" and np.dtype(getattr(self.voxelwise, "dtype", "float32")).kind in "iu":
-            return self.sampler(self.voxelwise(batch))  # NaN is refused wherever it lies
-        crops = self.voxelwise(self.sampler(batch))
+            return _step(self.sampler, _step(self.voxelwise, batch))  # NaN: refused anywhere
+        crops = _step(self.voxelwise, _step(self.sampler, batch))
         for history in crops.history:  # [..., sampler, voxelwise] -> [..., voxelwise, sampler]
             history[-2], history[-1] = history[-1], history[-2]
         return crops
+
+
+def _step(action: BatchAction, batch: CTBatch) -> CTBatch:
+    """Run one of the pair as the executor would run it alone (so a failure is the same).
+
+    Under ``on_error="skip"`` an action that fails on the batch runs on each item by itself and
+    only the items it fails on are dropped, recorded under the action's own name.
+    """
+    from ctflow.execution import isolate
+    from ctflow.runs import StopRequested
+
+    try:
+        return action(batch)
+    except StopRequested:
+        raise
+    except Exception as exc:
+        if batch.on_error != "skip":
+            raise
+        return isolate(batch, action, exc)
