@@ -230,6 +230,15 @@ def test_run_report_summary_and_progress(tiny_ds, capsys):
     assert report.peak_rss_mb > 0 and report.wall_time > 0
 
 
+def test_run_report_aligns_the_times_of_long_action_labels():
+    from ctflow.runs import RunReport
+
+    report = RunReport(timings={"load": 1.0, "sample_nodules + normalize_hu": 0.25})
+    rows = [line for line in report.summary().splitlines() if line.endswith("%")]
+    assert len(rows) == 2
+    assert len({line.index(" s ") for line in rows}) == 1  # the seconds in one column
+
+
 def test_unbound_pipeline_run_is_a_clear_error():
     with pytest.raises(cf.InvalidParameterError, match="no dataset"):
         cf.Pipeline().load().run(batch_size=1)

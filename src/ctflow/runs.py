@@ -286,8 +286,9 @@ class RunReport:
         if self.timings:
             total = sum(self.timings.values()) or 1.0
             lines.append("time per action (summed over batches):")
+            width = max(16, *(len(name) for name in self.timings))  # fused labels are long
             for name, t in self.timings.items():
-                lines.append(f"  {name:<16} {t:8.2f} s  {100 * t / total:5.1f} %")
+                lines.append(f"  {name:<{width}} {t:8.2f} s  {100 * t / total:5.1f} %")
         for item_id, reason in self.failed[:20]:
             lines.append(f"  FAILED {item_id}: {reason}")
         if len(self.failed) > 20:
